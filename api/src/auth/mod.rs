@@ -1,0 +1,127 @@
+//! Who is calling: JWT access tokens, refresh-token sessions and API keys.
+//!
+//! `authenticate` turns an `Authorization: Bearer ...` header into a `Principal`. A value
+//! starting with `fg_` is an API key (looked up by its SHA-256 in the api_keys read model);
+//! anything else must be an access token signed by us. Handlers take `Principal` (or `Admin`)
+//! as an extractor, so an endpoint cannot forget to authenticate.
+
+pub mod api_keys;
+pub mod jwt;
+pub mod refresh;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use framegate_domain::{Role, UserId};
+use framegate_projections::read_models::users;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    AccessToken { jti: Uuid },
+    ApiKey { key_id: Uuid },
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: UserId,
+    pub role: Role,
+    pub credential: Credential,
+}
+
+impl Principal {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// The key rate limits and idempotency records are kept under.
+    pub fn scope(&self) -> String {
+        format!("user:{}", self.user_id)
+    }
+}
+
+/// Resolves the caller from the request headers: `Ok(None)` without an Authorization header,
+/// an error for a header that does not authenticate.
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Principal>, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| {
+        ApiError::unauthenticated("invalid_credentials", "malformed Authorization header")
+    })?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            ApiError::unauthenticated("invalid_credentials", "use `Authorization: Bearer <token>`")
+        })?;
+    if token.starts_with(api_keys::KEY_PREFIX) {
+        return api_keys::authenticate(state, token).await.map(Some);
+    }
+    let mut principal = state.tokens.verify(token)?;
+    // The token is valid for 15 minutes; disabling a user or changing a role must not wait
+    // that long, so the current account state decides.
+    let user = users::get(&state.pool, principal.user_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::unauthenticated("invalid_token", "the access token is not valid")
+        })?;
+    if user.disabled {
+        return Err(ApiError::unauthenticated(
+            "account_disabled",
+            "this account is disabled",
+        ));
+    }
+    principal.role = if user.role == "admin" {
+        Role::Admin
+    } else {
+        Role::User
+    };
+    Ok(Some(principal))
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(principal) = parts.extensions.get::<Principal>() {
+            return Ok(principal.clone());
+        }
+        let principal = authenticate(state, &parts.headers).await?.ok_or_else(|| {
+            ApiError::unauthenticated(
+                "unauthenticated",
+                "this endpoint needs a bearer token or API key",
+            )
+        })?;
+        state
+            .limits
+            .check_principal(&principal, &parts.extensions)?;
+        parts.extensions.insert(principal.clone());
+        Ok(principal)
+    }
+}
+
+/// An authenticated administrator.
+pub struct Admin(pub Principal);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        if principal.is_admin() {
+            Ok(Admin(principal))
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
+}

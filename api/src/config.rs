@@ -1,0 +1,245 @@
+//! API configuration from the environment (`FRAMEGATE_*`), validated at start-up.
+//!
+//! Bad configuration fails fast with a message naming the variable. In production mode
+//! (`FRAMEGATE_ENV=production`) a JWT secret is mandatory; in development one is generated
+//! (tokens then do not survive a restart) and a warning says so.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use framegate_domain::catalog::Catalog;
+use framegate_domain::ProviderKind;
+use rand::RngCore as _;
+
+use crate::mail::MailConfig;
+use crate::rate_limit::RateConfig;
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {variable}: {message}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    pub http_addr: SocketAddr,
+    pub production: bool,
+    pub jwt_secret: Vec<u8>,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub verification_ttl: Duration,
+    pub reset_ttl: Duration,
+    /// Credits every new user receives.
+    pub signup_credits: i64,
+    /// Where links in emails point.
+    pub public_url: String,
+    pub mail: MailConfig,
+    pub rate: RateConfig,
+    /// Take the client IP from the first X-Forwarded-For hop (behind a trusted proxy only).
+    pub trust_proxy: bool,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    /// How long a write waits for the read models to show it (read-your-writes).
+    pub consistency_timeout: Duration,
+    /// Concurrent argon2 hashes (each ~19 MiB and tens of ms of CPU).
+    pub max_concurrent_hashes: usize,
+    /// Models, capabilities and per-second prices.
+    pub catalog: Catalog,
+    /// Providers that can take jobs (the simulator always; others once configured).
+    pub enabled_providers: Vec<ProviderKind>,
+}
+
+impl ApiConfig {
+    /// Defaults suitable for one machine and for tests; `jwt_secret` is random.
+    pub fn development() -> Self {
+        let mut secret = vec![0u8; 32];
+        rand::thread_rng().fill_bytes(&mut secret);
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            production: false,
+            jwt_secret: secret,
+            jwt_issuer: "framegate".to_owned(),
+            jwt_audience: "framegate-api".to_owned(),
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            verification_ttl: Duration::from_secs(48 * 3600),
+            reset_ttl: Duration::from_secs(3600),
+            signup_credits: 100,
+            public_url: "http://127.0.0.1:8080".to_owned(),
+            mail: MailConfig::default(),
+            rate: RateConfig::default(),
+            trust_proxy: false,
+            body_limit: 1024 * 1024,
+            consistency_timeout: Duration::from_secs(2),
+            max_concurrent_hashes: 4,
+            catalog: Catalog::defaults(),
+            enabled_providers: vec![ProviderKind::Simulator],
+        }
+    }
+
+    /// Reads every `FRAMEGATE_*` setting over the development defaults.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut config = Self::development();
+        config.production = match get("FRAMEGATE_ENV").as_deref() {
+            None | Some("development") | Some("dev") | Some("test") => false,
+            Some("production") | Some("prod") => true,
+            Some(other) => {
+                return Err(ConfigError {
+                    variable: "FRAMEGATE_ENV",
+                    message: format!("expected development or production, got {other:?}"),
+                })
+            }
+        };
+        if let Some(addr) = get("FRAMEGATE_HTTP_ADDR") {
+            config.http_addr = parse("FRAMEGATE_HTTP_ADDR", &addr)?;
+            config.public_url = format!("http://{}", config.http_addr);
+        }
+        match get("FRAMEGATE_JWT_SECRET") {
+            Some(secret) if secret.len() >= 32 => config.jwt_secret = secret.into_bytes(),
+            Some(_) => {
+                return Err(ConfigError {
+                    variable: "FRAMEGATE_JWT_SECRET",
+                    message: "must be at least 32 characters".to_owned(),
+                })
+            }
+            None if config.production => {
+                return Err(ConfigError {
+                    variable: "FRAMEGATE_JWT_SECRET",
+                    message: "is required when FRAMEGATE_ENV=production".to_owned(),
+                })
+            }
+            None => tracing::warn!(
+                "FRAMEGATE_JWT_SECRET is not set: using a random secret; tokens will not survive a restart"
+            ),
+        }
+        if let Some(v) = get("FRAMEGATE_JWT_ISSUER") {
+            config.jwt_issuer = v;
+        }
+        if let Some(v) = get("FRAMEGATE_JWT_AUDIENCE") {
+            config.jwt_audience = v;
+        }
+        if let Some(v) = get("FRAMEGATE_SIGNUP_CREDITS") {
+            config.signup_credits = parse("FRAMEGATE_SIGNUP_CREDITS", &v)?;
+            if config.signup_credits < 0 {
+                return Err(ConfigError {
+                    variable: "FRAMEGATE_SIGNUP_CREDITS",
+                    message: "must not be negative".to_owned(),
+                });
+            }
+        }
+        if let Some(v) = get("FRAMEGATE_PUBLIC_URL") {
+            config.public_url = v.trim_end_matches('/').to_owned();
+        }
+        if let Some(v) = get("FRAMEGATE_SMTP_URL") {
+            config.mail.smtp_url = Some(v);
+        }
+        if let Some(v) = get("FRAMEGATE_MAIL_FROM") {
+            config.mail.from = v;
+        }
+        if let Some(v) = get("FRAMEGATE_MAILBOX_DIR") {
+            config.mail.mailbox_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("FRAMEGATE_RATE_ANONYMOUS_PER_MINUTE") {
+            config.rate.anonymous_per_minute = positive("FRAMEGATE_RATE_ANONYMOUS_PER_MINUTE", &v)?;
+        }
+        if let Some(v) = get("FRAMEGATE_RATE_USER_PER_MINUTE") {
+            config.rate.user_per_minute = positive("FRAMEGATE_RATE_USER_PER_MINUTE", &v)?;
+        }
+        if let Some(v) = get("FRAMEGATE_RATE_LOGIN_PER_MINUTE") {
+            config.rate.login_per_minute = positive("FRAMEGATE_RATE_LOGIN_PER_MINUTE", &v)?;
+        }
+        if let Some(v) = get("FRAMEGATE_TRUST_PROXY") {
+            config.trust_proxy = parse("FRAMEGATE_TRUST_PROXY", &v)?;
+        }
+        if let Some(v) = get("FRAMEGATE_BODY_LIMIT_BYTES") {
+            config.body_limit = parse("FRAMEGATE_BODY_LIMIT_BYTES", &v)?;
+        }
+        if let Some(path) = get("FRAMEGATE_CATALOG_FILE") {
+            let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+                variable: "FRAMEGATE_CATALOG_FILE",
+                message: format!("{path}: {e}"),
+            })?;
+            config.catalog = Catalog::from_json(&text).map_err(|e| ConfigError {
+                variable: "FRAMEGATE_CATALOG_FILE",
+                message: format!("{path}: {e}"),
+            })?;
+        }
+        Ok(config)
+    }
+}
+
+fn parse<T: std::str::FromStr>(variable: &'static str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value.trim().parse().map_err(|e: T::Err| ConfigError {
+        variable,
+        message: format!("{value:?}: {e}"),
+    })
+}
+
+fn positive(variable: &'static str, value: &str) -> Result<u32, ConfigError> {
+    match parse::<u32>(variable, value)? {
+        0 => Err(ConfigError {
+            variable,
+            message: "must be at least 1".to_owned(),
+        }),
+        n => Ok(n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn production_refuses_to_start_without_a_jwt_secret() {
+        let error = ApiConfig::from_lookup(lookup(&[("FRAMEGATE_ENV", "production")]))
+            .expect_err("refused");
+        assert_eq!(error.variable, "FRAMEGATE_JWT_SECRET");
+    }
+
+    #[test]
+    fn development_generates_a_secret_and_reads_overrides() {
+        let config = ApiConfig::from_lookup(lookup(&[
+            ("FRAMEGATE_HTTP_ADDR", "127.0.0.1:9999"),
+            ("FRAMEGATE_SIGNUP_CREDITS", "25"),
+        ]))
+        .expect("config");
+        assert_eq!(config.jwt_secret.len(), 32);
+        assert_eq!(config.http_addr.port(), 9999);
+        assert_eq!(config.signup_credits, 25);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (variable, value) in [
+            ("FRAMEGATE_HTTP_ADDR", "not an address"),
+            ("FRAMEGATE_SIGNUP_CREDITS", "-5"),
+            ("FRAMEGATE_JWT_SECRET", "short"),
+            ("FRAMEGATE_RATE_ANONYMOUS_PER_MINUTE", "0"),
+            ("FRAMEGATE_ENV", "staging"),
+        ] {
+            let error = ApiConfig::from_lookup(lookup(&[(variable, value)])).expect_err(variable);
+            assert_eq!(error.variable, variable);
+        }
+    }
+}

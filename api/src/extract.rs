@@ -1,0 +1,99 @@
+//! Request extractors whose rejections are problem+json with stable codes.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::rate_limit::client_ip;
+use crate::state::AppState;
+
+/// `Json<T>` with clear 4xx errors: malformed JSON (400), wrong content type (415), a body
+/// over the limit (413), and fields of the wrong shape or unknown where the type forbids them
+/// (422, naming the field).
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::JsonDataError(error) => {
+            // serde's message names the field path ("missing field `email`" / "unknown field").
+            let message = error.body_text();
+            let detail = message
+                .split_once(": ")
+                .map_or(message.as_str(), |(_, rest)| rest)
+                .to_owned();
+            ApiError::Validation(vec![crate::error::FieldError::new(
+                "body",
+                "invalid_field",
+                detail,
+            )])
+        }
+        JsonRejection::JsonSyntaxError(error) => ApiError::BadRequest {
+            status: StatusCode::BAD_REQUEST,
+            code: "malformed_json",
+            message: format!("the body is not valid JSON: {}", error.body_text()),
+        },
+        JsonRejection::MissingJsonContentType(_) => ApiError::BadRequest {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code: "unsupported_media_type",
+            message: format!(
+                "send the body as {}: application/json",
+                header::CONTENT_TYPE
+            ),
+        },
+        JsonRejection::BytesRejection(error) if error.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::BadRequest {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                code: "body_too_large",
+                message: "the request body is larger than the limit".to_owned(),
+            }
+        }
+        other => ApiError::BadRequest {
+            status: StatusCode::BAD_REQUEST,
+            code: "unreadable_body",
+            message: other.body_text(),
+        },
+    }
+}
+
+/// The caller's IP address (see `rate_limit::client_ip` for proxies).
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let connect = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| *addr);
+        Ok(ClientIp(client_ip(
+            &parts.headers,
+            connect,
+            state.config.trust_proxy,
+        )))
+    }
+}
+
+/// The User-Agent, for event metadata.
+pub fn user_agent(parts: &axum::http::HeaderMap) -> Option<String> {
+    parts
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(256).collect())
+}

@@ -1,0 +1,178 @@
+//! Administration: list users, grant credits, change roles, disable accounts.
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use framegate_domain::{CreditCommand, Credits, Role, UserCommand, UserId};
+use framegate_projections::read_models::{credits, users};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::auth::{user_or_404, UserResponse};
+use super::credits::{CreditsResponse, PageQuery};
+use super::{metadata, page_limit, time_cursor, Page};
+use crate::auth::{refresh, Admin};
+use crate::consistency::{mark, settle, ACCOUNT_MODELS};
+use crate::error::ApiError;
+use crate::extract::{user_agent, ApiJson, ClientIp};
+use crate::state::AppState;
+
+/// All users, oldest first.
+#[utoipa::path(get, path = "/v1/admin/users", tag = "admin", params(PageQuery),
+    responses((status = 200, body = Page<UserResponse>), (status = 403, description = "forbidden")),
+    security(("bearer" = [])))]
+pub async fn list_users(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<Page<UserResponse>>, ApiError> {
+    let limit = page_limit(query.limit)?;
+    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let rows = users::list(&state.pool, after, limit + 1).await?;
+    Ok(Json(Page::from_rows(
+        rows,
+        limit,
+        |r| time_cursor(r.created_at, r.id),
+        UserResponse::from,
+    )))
+}
+
+pub(crate) fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+    let invalid = || ApiError::field("cursor", "invalid_cursor", "this cursor is not valid");
+    let (micros, id) = cursor.split_once('_').ok_or_else(invalid)?;
+    let micros: i64 = micros.parse().map_err(|_| invalid())?;
+    let at = DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?;
+    Ok((at, id.parse().map_err(|_| invalid())?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRequest {
+    /// Whole credits, at least 1.
+    pub amount: i64,
+    pub reason: String,
+}
+
+/// Grants credits to a user.
+#[utoipa::path(post, path = "/v1/admin/users/{id}/credits", tag = "admin", request_body = GrantRequest,
+    params(("id" = Uuid, Path, description = "user id")),
+    responses((status = 200, body = CreditsResponse), (status = 404, description = "not_found")),
+    security(("bearer" = [])))]
+pub async fn grant_credits(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+    ApiJson(body): ApiJson<GrantRequest>,
+) -> Result<Response, ApiError> {
+    let user_id = UserId::from_uuid(id);
+    user_or_404(&state, user_id).await?;
+    if body.amount < 1 {
+        return Err(ApiError::field(
+            "amount",
+            "out_of_range",
+            "amount must be at least 1",
+        ));
+    }
+    if body.reason.trim().is_empty() {
+        return Err(ApiError::field(
+            "reason",
+            "required",
+            "say why the credits are granted",
+        ));
+    }
+    let command = CreditCommand::Grant {
+        amount: Credits::new(body.amount),
+        reason: body.reason,
+        granted_by: format!("user:{}", admin.user_id),
+    };
+    let meta = metadata(Some(&admin), ip, user_agent(&headers));
+    let position = state
+        .store
+        .credits()
+        .execute(&user_id.to_string(), command, &meta)
+        .await?;
+    let visible = settle(&state, position, ACCOUNT_MODELS).await;
+    let account: CreditsResponse = credits::account(&state.pool, user_id).await?.into();
+    Ok(mark(Json(account), visible))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleRequest {
+    /// `user` or `admin`.
+    #[schema(value_type = String, example = "admin")]
+    pub role: Role,
+}
+
+/// Changes a user's role.
+#[utoipa::path(post, path = "/v1/admin/users/{id}/role", tag = "admin", request_body = RoleRequest,
+    params(("id" = Uuid, Path, description = "user id")),
+    responses((status = 200, body = UserResponse), (status = 404, description = "not_found")),
+    security(("bearer" = [])))]
+pub async fn change_role(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+    ApiJson(body): ApiJson<RoleRequest>,
+) -> Result<Response, ApiError> {
+    let user_id = UserId::from_uuid(id);
+    user_or_404(&state, user_id).await?;
+    let meta = metadata(Some(&admin), ip, user_agent(&headers));
+    let command = UserCommand::ChangeRole { role: body.role };
+    let position = state
+        .store
+        .users()
+        .execute(&user_id.to_string(), command, &meta)
+        .await?;
+    let visible = settle(&state, position, ACCOUNT_MODELS).await;
+    Ok(mark(
+        Json(UserResponse::from(user_or_404(&state, user_id).await?)),
+        visible,
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DisableRequest {
+    pub reason: String,
+}
+
+/// Disables a user: their sessions and API keys stop working at once.
+#[utoipa::path(post, path = "/v1/admin/users/{id}/disable", tag = "admin", request_body = DisableRequest,
+    params(("id" = Uuid, Path, description = "user id")),
+    responses((status = 200, body = UserResponse), (status = 404, description = "not_found"),
+              (status = 422, description = "already_disabled")),
+    security(("bearer" = [])))]
+pub async fn disable(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+    ApiJson(body): ApiJson<DisableRequest>,
+) -> Result<Response, ApiError> {
+    let user_id = UserId::from_uuid(id);
+    user_or_404(&state, user_id).await?;
+    let meta = metadata(Some(&admin), ip, user_agent(&headers));
+    let command = UserCommand::Disable {
+        reason: body.reason,
+    };
+    let position = state
+        .store
+        .users()
+        .execute(&user_id.to_string(), command, &meta)
+        .await?;
+    refresh::revoke_user(&state.pool, user_id).await?;
+    let visible = settle(&state, position, ACCOUNT_MODELS).await;
+    Ok(mark(
+        Json(UserResponse::from(user_or_404(&state, user_id).await?)),
+        visible,
+    ))
+}

@@ -1,0 +1,72 @@
+//! HTTP handlers, one file per group of endpoints.
+
+pub mod admin;
+pub mod api_keys;
+pub mod auth;
+pub mod credits;
+pub mod health;
+pub mod videos;
+
+use framegate_commands::{Actor, CommandMetadata};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::auth::Principal;
+
+/// Metadata for a command issued by `principal` (or the platform) on this request.
+pub fn metadata(
+    principal: Option<&Principal>,
+    ip: std::net::IpAddr,
+    agent: Option<String>,
+) -> CommandMetadata {
+    let actor = principal.map_or(Actor::System, |p| Actor::User(p.user_id));
+    CommandMetadata::new_request(actor).with_client(Some(ip.to_string()), agent)
+}
+
+/// A page of results with an opaque cursor for the next one.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// Builds a page from up to `limit + 1` rows fetched in page order: the extra row only
+    /// tells that another page exists, and the last row kept names the cursor.
+    pub fn from_rows<R>(
+        mut rows: Vec<R>,
+        limit: i64,
+        cursor: impl Fn(&R) -> String,
+        item: impl FnMut(R) -> T,
+    ) -> Self {
+        let next_cursor = if rows.len() as i64 > limit {
+            rows.truncate(limit as usize);
+            rows.last().map(cursor)
+        } else {
+            None
+        };
+        Page {
+            items: rows.into_iter().map(item).collect(),
+            next_cursor,
+        }
+    }
+}
+
+/// The cursor of listings ordered by (created_at, id): `<micros>_<uuid>`.
+pub fn time_cursor(created_at: chrono::DateTime<chrono::Utc>, id: uuid::Uuid) -> String {
+    format!("{}_{}", created_at.timestamp_micros(), id)
+}
+
+/// Page size: 1..=100, default 20.
+pub fn page_limit(limit: Option<i64>) -> Result<i64, crate::error::ApiError> {
+    match limit {
+        None => Ok(20),
+        Some(n) if (1..=100).contains(&n) => Ok(n),
+        Some(_) => Err(crate::error::ApiError::field(
+            "limit",
+            "out_of_range",
+            "limit must be between 1 and 100",
+        )),
+    }
+}

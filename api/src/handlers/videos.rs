@@ -1,0 +1,587 @@
+//! Videos: request (reserving credits), estimate, read, list, cancel; and the provider list.
+//!
+//! A request is validated against the chosen provider's capabilities in the catalog (422
+//! naming the allowed values), priced, and accepted only if the estimate can be reserved
+//! (402 otherwise). Reads come from the `videos` read model and only show the caller's own.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use framegate_commands::videos::{request_video, RequestError};
+use framegate_commands::CommandError;
+use framegate_domain::catalog::{Quote, QuoteError, QuoteRequest};
+use framegate_domain::{
+    CreditError, ProviderKind, ProviderPreference, VideoCommand, VideoError, VideoId, VideoSpec,
+};
+use framegate_projections::read_models::{credits, videos, VideoRow};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{metadata, page_limit, time_cursor, Page};
+use crate::auth::Principal;
+use crate::consistency::{mark, settle, VIDEO_MODELS};
+use crate::error::{ApiError, FieldError};
+use crate::extract::{user_agent, ApiJson, ClientIp};
+use crate::state::AppState;
+
+const MAX_PROMPT: usize = 4000;
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VideoRequestBody {
+    pub prompt: String,
+    pub negative_prompt: Option<String>,
+    /// `auto`, `veo`, `sora`, `kling` or `simulator`.
+    #[serde(default = "auto")]
+    pub provider: String,
+    pub model: Option<String>,
+    pub duration_seconds: u32,
+    /// `16:9`, `9:16` or `1:1` (per model).
+    pub aspect_ratio: String,
+    /// `480p`, `720p`, `1080p` or `4k` (per model).
+    pub resolution: String,
+    pub image_id: Option<Uuid>,
+    pub seed: Option<u64>,
+    /// Your own reference for this request.
+    pub external_id: Option<String>,
+}
+
+fn auto() -> String {
+    "auto".to_owned()
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EstimateResponse {
+    pub provider: String,
+    pub model: String,
+    pub duration_seconds: u32,
+    pub credits_per_second: i64,
+    pub cost: i64,
+    /// Credits available to the caller now.
+    pub available: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VideoFailure {
+    pub code: String,
+    pub message: String,
+    pub retryable: bool,
+    pub charged: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VideoResponse {
+    pub id: Uuid,
+    /// queued | submitted | running | completed | failed | cancelled
+    pub status: String,
+    pub progress: i16,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub prompt: String,
+    pub negative_prompt: Option<String>,
+    pub duration_seconds: i32,
+    pub aspect_ratio: String,
+    pub resolution: String,
+    pub image_id: Option<Uuid>,
+    pub seed: Option<i64>,
+    pub external_id: Option<String>,
+    pub estimated_cost: i64,
+    pub final_cost: Option<i64>,
+    pub error: Option<VideoFailure>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// The public status: internal steps collapse into the documented six.
+fn public_status(status: &str) -> &'static str {
+    match status {
+        "queued" => "queued",
+        "submitting" | "submitted" => "submitted",
+        "running" | "generated" | "stored" | "cancel_requested" => "running",
+        "completed" => "completed",
+        "failed" => "failed",
+        "cancelled" => "cancelled",
+        _ => "running",
+    }
+}
+
+impl From<VideoRow> for VideoResponse {
+    fn from(row: VideoRow) -> Self {
+        let error = row.error_code.clone().map(|code| VideoFailure {
+            code,
+            message: row.error_message.clone().unwrap_or_default(),
+            retryable: row.error_retryable.unwrap_or(false),
+            charged: row.error_charged.unwrap_or(false),
+        });
+        Self {
+            id: row.id,
+            status: public_status(&row.status).to_owned(),
+            progress: row.progress,
+            provider: row.provider,
+            model: row.model,
+            prompt: row.prompt,
+            negative_prompt: row.negative_prompt,
+            duration_seconds: row.duration_seconds,
+            aspect_ratio: row.aspect_ratio,
+            resolution: row.resolution,
+            image_id: row.image_id,
+            seed: row.seed,
+            external_id: row.external_id,
+            estimated_cost: row.estimated_cost,
+            final_cost: row.final_cost,
+            error,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            completed_at: row.completed_at,
+        }
+    }
+}
+
+fn quote_error(error: &QuoteError) -> ApiError {
+    ApiError::Validation(vec![FieldError::new(
+        error.field(),
+        error.code(),
+        error.to_string(),
+    )])
+}
+
+/// Validates a request and prices it with the provider that will take it.
+fn price(
+    state: &AppState,
+    body: &VideoRequestBody,
+) -> Result<(ProviderPreference, Quote), ApiError> {
+    let mut errors = Vec::new();
+    let prompt_length = body.prompt.chars().count();
+    if body.prompt.trim().is_empty() {
+        errors.push(FieldError::new("prompt", "required", "describe the video"));
+    } else if prompt_length > MAX_PROMPT {
+        errors.push(FieldError::new(
+            "prompt",
+            "too_long",
+            format!("at most {MAX_PROMPT} characters"),
+        ));
+    }
+    if body
+        .negative_prompt
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > MAX_PROMPT)
+    {
+        errors.push(FieldError::new(
+            "negative_prompt",
+            "too_long",
+            format!("at most {MAX_PROMPT} characters"),
+        ));
+    }
+    if body
+        .external_id
+        .as_ref()
+        .is_some_and(|e| e.is_empty() || e.len() > 255)
+    {
+        errors.push(FieldError::new(
+            "external_id",
+            "invalid_length",
+            "1 to 255 characters",
+        ));
+    }
+    let preference: ProviderPreference = match body.provider.parse() {
+        Ok(p) => p,
+        Err(_) => {
+            errors.push(FieldError::new(
+                "provider",
+                "unknown_provider",
+                format!(
+                    "unknown provider {:?}; allowed: auto, veo, sora, kling, simulator",
+                    body.provider
+                ),
+            ));
+            return Err(ApiError::Validation(errors));
+        }
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let request = |provider| QuoteRequest {
+        provider,
+        model: body.model.as_deref(),
+        duration_seconds: body.duration_seconds,
+        aspect_ratio: &body.aspect_ratio,
+        resolution: &body.resolution,
+        with_image: body.image_id.is_some(),
+    };
+    let catalog = &state.config.catalog;
+    let enabled = &state.config.enabled_providers;
+    let quote = match preference.pinned() {
+        Some(provider) => {
+            if !enabled.contains(&provider) {
+                return Err(ApiError::field(
+                    "provider",
+                    "provider_not_configured",
+                    format!(
+                        "{provider} is not configured on this server; enabled: {}",
+                        names(enabled)
+                    ),
+                ));
+            }
+            catalog
+                .quote(&request(provider))
+                .map_err(|e| quote_error(&e))?
+        }
+        None => {
+            // Auto: the first enabled provider that supports the request; if none does,
+            // report why the first one refused it.
+            let mut first_error = None;
+            let mut chosen = None;
+            for provider in enabled {
+                match catalog.quote(&request(*provider)) {
+                    Ok(quote) => {
+                        chosen = Some(quote);
+                        break;
+                    }
+                    Err(error) => {
+                        first_error.get_or_insert(error);
+                    }
+                }
+            }
+            match (chosen, first_error) {
+                (Some(quote), _) => quote,
+                (None, Some(error)) => return Err(quote_error(&error)),
+                (None, None) => {
+                    return Err(ApiError::Unavailable("every video provider".to_owned()))
+                }
+            }
+        }
+    };
+    Ok((preference, quote))
+}
+
+fn names(providers: &[ProviderKind]) -> String {
+    providers
+        .iter()
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Requests a video. Reserves the estimated cost; 402 when not enough credits are available.
+#[utoipa::path(post, path = "/v1/videos", tag = "videos", request_body = VideoRequestBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "replays the first response for 24 h")),
+    responses((status = 201, body = VideoResponse), (status = 402, description = "insufficient_credits"),
+              (status = 422, description = "validation_failed (unsupported_duration, unknown_provider, ...)")),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<VideoRequestBody>,
+) -> Result<Response, ApiError> {
+    let (preference, quote) = price(&state, &body)?;
+    if body.image_id.is_some() {
+        // Image uploads arrive with the images endpoints; until then no id can be valid.
+        return Err(ApiError::field(
+            "image_id",
+            "image_not_found",
+            "no such image",
+        ));
+    }
+    let video_id = VideoId::from_uuid(Uuid::now_v7());
+    let spec = VideoSpec {
+        owner: principal.user_id,
+        prompt: body.prompt,
+        negative_prompt: body.negative_prompt,
+        provider: preference,
+        model: Some(quote.model.clone()),
+        duration_seconds: body.duration_seconds,
+        aspect_ratio: body.aspect_ratio,
+        resolution: body.resolution,
+        image_id: None,
+        seed: body.seed,
+        estimated_cost: quote.cost,
+        external_id: body.external_id,
+    };
+    let meta = metadata(Some(&principal), ip, user_agent(&headers));
+    let position = request_video(&state.store, video_id, spec, &meta)
+        .await
+        .map_err(|error| match error {
+            RequestError::Credits(CommandError::Domain(CreditError::InsufficientCredits {
+                requested,
+                available,
+            })) => ApiError::InsufficientCredits {
+                requested: requested.value(),
+                available: available.value(),
+            },
+            RequestError::Credits(other) => other.into(),
+            RequestError::Video(other) => other.into(),
+        })?;
+    let visible = settle(&state, position, VIDEO_MODELS).await;
+    let row = videos::get(&state.pool, video_id).await?;
+    let response = match row {
+        Some(row) => (StatusCode::CREATED, Json(VideoResponse::from(row))),
+        None => {
+            return Ok(mark(
+                (
+                    StatusCode::ACCEPTED,
+                    Json(serde_json::json!({"id": video_id.as_uuid(), "status": "queued"})),
+                ),
+                visible,
+            ))
+        }
+    };
+    Ok(mark(response, visible))
+}
+
+/// Prices a request without creating anything.
+#[utoipa::path(post, path = "/v1/videos/estimate", tag = "videos", request_body = VideoRequestBody,
+    responses((status = 200, body = EstimateResponse), (status = 422, description = "validation_failed")),
+    security(("bearer" = [])))]
+pub async fn estimate(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<VideoRequestBody>,
+) -> Result<Json<EstimateResponse>, ApiError> {
+    let (_, quote) = price(&state, &body)?;
+    let account = credits::account(&state.pool, principal.user_id).await?;
+    Ok(Json(EstimateResponse {
+        provider: quote.provider.to_string(),
+        model: quote.model,
+        duration_seconds: body.duration_seconds,
+        credits_per_second: quote.credits_per_second,
+        cost: quote.cost.value(),
+        available: account.available,
+    }))
+}
+
+async fn own_video(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+) -> Result<VideoRow, ApiError> {
+    match videos::get(&state.pool, VideoId::from_uuid(id)).await? {
+        // Another user's video is indistinguishable from a missing one.
+        Some(row) if row.owner_id == principal.user_id.as_uuid() => Ok(row),
+        _ => Err(ApiError::NotFound),
+    }
+}
+
+/// One of the caller's videos.
+#[utoipa::path(get, path = "/v1/videos/{id}", tag = "videos", params(("id" = Uuid, Path, description = "video id")),
+    responses((status = 200, body = VideoResponse), (status = 404, description = "not_found")),
+    security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<Uuid>,
+) -> Result<Json<VideoResponse>, ApiError> {
+    Ok(Json(own_video(&state, &principal, id).await?.into()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// queued | submitted | running | completed | failed | cancelled
+    pub status: Option<String>,
+    pub provider: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
+}
+
+fn internal_statuses(status: &str) -> Result<&'static [&'static str], ApiError> {
+    Ok(match status {
+        "queued" => &["queued"],
+        "submitted" => &["submitting", "submitted"],
+        "running" => &["running", "generated", "stored", "cancel_requested"],
+        "completed" => &["completed"],
+        "failed" => &["failed"],
+        "cancelled" => &["cancelled"],
+        other => {
+            return Err(ApiError::field(
+                "status",
+                "unknown_status",
+                format!("unknown status {other:?}; allowed: queued, submitted, running, completed, failed, cancelled"),
+            ))
+        }
+    })
+}
+
+/// The caller's videos, newest first.
+#[utoipa::path(get, path = "/v1/videos", tag = "videos", params(ListQuery),
+    responses((status = 200, body = Page<VideoResponse>)), security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Page<VideoResponse>>, ApiError> {
+    let limit = page_limit(query.limit)?;
+    if let Some(provider) = &query.provider {
+        provider.parse::<ProviderKind>().map_err(|_| {
+            ApiError::field(
+                "provider",
+                "unknown_provider",
+                "allowed: veo, sora, kling, simulator",
+            )
+        })?;
+    }
+    let before = query
+        .cursor
+        .as_deref()
+        .map(super::admin::decode_cursor)
+        .transpose()?;
+    // Public statuses map to one or more internal ones: fetch per internal status and merge.
+    let statuses: Vec<Option<String>> = match &query.status {
+        None => vec![None],
+        Some(status) => internal_statuses(status)?
+            .iter()
+            .map(|s| Some((*s).to_owned()))
+            .collect(),
+    };
+    let mut rows = Vec::new();
+    for status in statuses {
+        let filter = videos::VideoFilter {
+            status,
+            provider: query.provider.clone(),
+            before,
+        };
+        rows.extend(videos::list(&state.pool, principal.user_id, &filter, limit + 1).await?);
+    }
+    rows.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
+    Ok(Json(Page::from_rows(
+        rows,
+        limit,
+        |r| time_cursor(r.created_at, r.id),
+        VideoResponse::from,
+    )))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    pub reason: Option<String>,
+}
+
+/// Cancels a video that has not finished. A job not yet sent to a provider is cancelled at
+/// once and its reservation released; one in flight is cancelled by the worker.
+#[utoipa::path(post, path = "/v1/videos/{id}/cancel", tag = "videos", params(("id" = Uuid, Path, description = "video id")),
+    request_body(content = CancelBody, description = "optional"),
+    responses((status = 200, body = VideoResponse), (status = 404, description = "not_found"),
+              (status = 409, description = "video_finished")),
+    security(("bearer" = [])))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    principal: Principal,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    // The body is optional: an empty POST cancels without a reason.
+    let body: CancelBody = if body.iter().all(u8::is_ascii_whitespace) {
+        CancelBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
+            status: StatusCode::BAD_REQUEST,
+            code: "malformed_json",
+            message: format!("the body is not a valid cancel request: {e}"),
+        })?
+    };
+    let row = own_video(&state, &principal, id).await?;
+    let reason = body
+        .reason
+        .unwrap_or_else(|| "cancelled by the owner".to_owned());
+    let meta = metadata(Some(&principal), ip, user_agent(&headers));
+    let aggregate = id.to_string();
+    let finished = |e: CommandError<VideoError>| match e {
+        CommandError::Domain(VideoError::AlreadyTerminal { .. }) => ApiError::Conflict {
+            code: "video_finished",
+            message: "this video has already finished".to_owned(),
+        },
+        CommandError::Domain(VideoError::AlreadyCancelRequested) => ApiError::Conflict {
+            code: "cancel_already_requested",
+            message: "cancellation is already under way".to_owned(),
+        },
+        other => other.into(),
+    };
+    let mut position = state
+        .store
+        .videos()
+        .execute(&aggregate, VideoCommand::RequestCancel { reason }, &meta)
+        .await
+        .map_err(finished)?;
+    if row.status == "queued" {
+        position = state
+            .store
+            .videos()
+            .execute(&aggregate, VideoCommand::Cancel, &meta)
+            .await
+            .map_err(finished)?
+            .or(position);
+    }
+    let visible = settle(&state, position, VIDEO_MODELS).await;
+    Ok(mark(
+        Json(VideoResponse::from(
+            own_video(&state, &principal, id).await?,
+        )),
+        visible,
+    ))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelInfo {
+    pub model: String,
+    pub default: bool,
+    pub durations: Vec<u32>,
+    pub aspect_ratios: Vec<String>,
+    pub resolutions: Vec<String>,
+    pub image_input: bool,
+    pub credits_per_second: i64,
+    pub resolution_prices: std::collections::BTreeMap<String, i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderResponse {
+    pub provider: String,
+    pub name: String,
+    /// Whether this server can send jobs to it (configured).
+    pub enabled: bool,
+    /// healthy | not_configured
+    pub health: String,
+    pub upstream_status: String,
+    pub models: Vec<ModelInfo>,
+}
+
+/// Providers, their models, durations, sizes and per-second prices in credits.
+#[utoipa::path(get, path = "/v1/providers", tag = "videos", responses((status = 200, body = [ProviderResponse])))]
+pub async fn providers(State(state): State<AppState>) -> Json<Vec<ProviderResponse>> {
+    let catalog = &state.config.catalog;
+    Json(
+        catalog
+            .providers
+            .iter()
+            .map(|info| {
+                let enabled = state.config.enabled_providers.contains(&info.provider);
+                ProviderResponse {
+                    provider: info.provider.to_string(),
+                    name: info.name.clone(),
+                    enabled,
+                    health: if enabled { "healthy" } else { "not_configured" }.to_owned(),
+                    upstream_status: info.upstream_status.clone(),
+                    models: catalog
+                        .models_of(info.provider)
+                        .map(|m| ModelInfo {
+                            model: m.model.clone(),
+                            default: m.default,
+                            durations: m.durations.clone(),
+                            aspect_ratios: m.aspect_ratios.clone(),
+                            resolutions: m.resolutions.clone(),
+                            image_input: m.image_input,
+                            credits_per_second: m.credits_per_second,
+                            resolution_prices: m.resolution_prices.clone(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect(),
+    )
+}

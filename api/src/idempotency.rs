@@ -1,0 +1,574 @@
+//! `Idempotency-Key` for POST requests: a retried request gets the first response back instead
+//! of doing the work twice.
+//!
+//! Records live in `idempotency_keys`, keyed by scope (`user:<id>`, or `ip:<addr>` for
+//! anonymous callers) and key, for 24 hours. The first request inserts a row with a NULL
+//! status (in progress), runs, and stores its final response; a repeat with the same body
+//! replays it (`Idempotency-Replayed: true`); a repeat with a different body is refused (422
+//! `idempotency_key_reused`); a repeat while the first still runs gets 409
+//! `idempotency_in_progress`. Responses that say "nothing happened, try again" (5xx, 408,
+//! 409, 429, a panic) are not stored: the row is deleted so the client can retry.
+//!
+//! The handler runs in its own task, so a client that disconnects mid-request neither cancels
+//! the work nor leaves the key stuck "in progress": the outcome is still recorded.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes, HttpBody as _};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use sha2::{Digest as _, Sha256};
+use sqlx::PgPool;
+use tracing::Instrument as _;
+
+use crate::auth::authenticate;
+use crate::error::ApiError;
+use crate::rate_limit::client_ip;
+use crate::state::AppState;
+
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+pub const IDEMPOTENCY_REPLAYED: HeaderName = HeaderName::from_static("idempotency-replayed");
+
+/// How long a key is remembered (the SQL below spells it as `interval '24 hours'`).
+pub const KEY_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Larger responses are passed through without being stored (the key is released).
+pub const MAX_STORED_RESPONSE: usize = 4 * 1024 * 1024;
+
+const MAX_KEY_LEN: usize = 255;
+
+/// A stored final response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: StatusCode,
+    pub body: Vec<u8>,
+    pub content_type: Option<String>,
+}
+
+impl StoredResponse {
+    /// The replayed response, marked as such.
+    pub fn into_replay(self) -> Response {
+        let mut response = (self.status, self.body).into_response();
+        let headers = response.headers_mut();
+        headers.remove(header::CONTENT_TYPE);
+        if let Some(value) = self
+            .content_type
+            .as_deref()
+            .and_then(|ct| HeaderValue::from_str(ct).ok())
+        {
+            headers.insert(header::CONTENT_TYPE, value);
+        }
+        headers.insert(IDEMPOTENCY_REPLAYED, HeaderValue::from_static("true"));
+        response
+    }
+}
+
+/// The right to execute a request under a key, held by the request that inserted the row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub scope: String,
+    pub key: String,
+    /// Identifies this claim's row, so a late `complete`/`abandon` never touches a newer row
+    /// that replaced an expired one.
+    pub created_at: DateTime<Utc>,
+}
+
+/// What to do with a request carrying a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// First time: run it, then `complete` or `abandon` the claim.
+    Execute(Claim),
+    /// Seen before with the same request: send this back.
+    Replay(StoredResponse),
+    /// The key was used for a different request.
+    Mismatch,
+    /// The first request with this key is still running.
+    InProgress,
+}
+
+#[derive(sqlx::FromRow)]
+struct RecordRow {
+    request_hash: String,
+    status_code: Option<i32>,
+    response_body: Option<Vec<u8>>,
+    content_type: Option<String>,
+    created_at: DateTime<Utc>,
+    expired: bool,
+}
+
+/// Claims `(scope, key)` for a request with fingerprint `request_hash`, or reports why not.
+/// Race-safe: of concurrent callers exactly one gets `Execute`.
+pub async fn begin(
+    pool: &PgPool,
+    scope: &str,
+    key: &str,
+    request_hash: &str,
+) -> Result<Begin, sqlx::Error> {
+    // A few rounds: between our failed insert and our read the row can disappear (abandoned
+    // or expired), and then the insert is worth trying again.
+    for _ in 0..3 {
+        let inserted: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "INSERT INTO idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3)
+             ON CONFLICT (scope, key) DO NOTHING
+             RETURNING created_at",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(request_hash)
+        .fetch_optional(pool)
+        .await?;
+        if let Some(created_at) = inserted {
+            return Ok(Begin::Execute(Claim {
+                scope: scope.to_owned(),
+                key: key.to_owned(),
+                created_at,
+            }));
+        }
+
+        let row: Option<RecordRow> = sqlx::query_as(
+            "SELECT request_hash, status_code, response_body, content_type, created_at,
+                        created_at <= now() - interval '24 hours' AS expired
+                 FROM idempotency_keys WHERE scope = $1 AND key = $2",
+        )
+        .bind(scope)
+        .bind(key)
+        .fetch_optional(pool)
+        .await?;
+        let Some(RecordRow {
+            request_hash: stored_hash,
+            status_code: status,
+            response_body: body,
+            content_type,
+            created_at,
+            expired,
+        }) = row
+        else {
+            continue;
+        };
+        if expired {
+            // Only this exact old row: if a concurrent request already replaced it, the
+            // newer row stays and our next insert attempt sees it.
+            sqlx::query(
+                "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND created_at = $3",
+            )
+            .bind(scope)
+            .bind(key)
+            .bind(created_at)
+            .execute(pool)
+            .await?;
+            continue;
+        }
+        if stored_hash != request_hash {
+            return Ok(Begin::Mismatch);
+        }
+        let Some(status) = status else {
+            return Ok(Begin::InProgress);
+        };
+        let status = u16::try_from(status)
+            .ok()
+            .and_then(|code| StatusCode::from_u16(code).ok())
+            .ok_or_else(|| sqlx::Error::ColumnDecode {
+                index: "status_code".to_owned(),
+                source: format!("{status} is not an HTTP status").into(),
+            })?;
+        return Ok(Begin::Replay(StoredResponse {
+            status,
+            body: body.unwrap_or_default(),
+            content_type,
+        }));
+    }
+    // The row keeps changing under us: behave as if another request holds it.
+    Ok(Begin::InProgress)
+}
+
+/// Stores the final response of a claimed request.
+pub async fn complete(
+    pool: &PgPool,
+    claim: &Claim,
+    response: &StoredResponse,
+) -> Result<(), sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE idempotency_keys SET status_code = $4, response_body = $5, content_type = $6
+         WHERE scope = $1 AND key = $2 AND created_at = $3 AND status_code IS NULL",
+    )
+    .bind(&claim.scope)
+    .bind(&claim.key)
+    .bind(claim.created_at)
+    .bind(i32::from(response.status.as_u16()))
+    .bind(&response.body)
+    .bind(&response.content_type)
+    .execute(pool)
+    .await?;
+    if updated.rows_affected() == 0 {
+        tracing::warn!(key = %claim.key, "idempotency record vanished before the response was stored");
+    }
+    Ok(())
+}
+
+/// Releases a claim without a stored response, so the same key can be retried.
+pub async fn abandon(pool: &PgPool, claim: &Claim) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM idempotency_keys
+         WHERE scope = $1 AND key = $2 AND created_at = $3 AND status_code IS NULL",
+    )
+    .bind(&claim.scope)
+    .bind(&claim.key)
+    .bind(claim.created_at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Deletes records older than 24 hours; returns how many. For a periodic task.
+pub async fn purge_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let deleted =
+        sqlx::query("DELETE FROM idempotency_keys WHERE created_at <= now() - interval '24 hours'")
+            .execute(pool)
+            .await?;
+    Ok(deleted.rows_affected())
+}
+
+/// SHA-256 (hex) of method, path with query, and body: what "the same request" means.
+pub fn fingerprint(method: &Method, uri: &Uri, body: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(method.as_str().as_bytes());
+    hasher.update(b"\n");
+    hasher.update(
+        uri.path_and_query()
+            .map_or(uri.path(), |pq| pq.as_str())
+            .as_bytes(),
+    );
+    hasher.update(b"\n");
+    hasher.update(body);
+    hex::encode(hasher.finalize())
+}
+
+/// The key of a request this layer applies to: `None` for anything but a POST with an
+/// `Idempotency-Key` header; an error for a malformed key (1 to 255 visible ASCII characters).
+pub fn requested_key(request: &Request) -> Option<Result<String, ApiError>> {
+    if request.method() != Method::POST {
+        return None;
+    }
+    let value = request.headers().get(IDEMPOTENCY_KEY)?;
+    let bytes = value.as_bytes();
+    let valid = (1..=MAX_KEY_LEN).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_graphic);
+    Some(match (valid, std::str::from_utf8(bytes)) {
+        (true, Ok(key)) => Ok(key.to_owned()),
+        _ => Err(ApiError::BadRequest {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_idempotency_key",
+            message: format!(
+                "{IDEMPOTENCY_KEY} must be 1 to {MAX_KEY_LEN} visible ASCII characters"
+            ),
+        }),
+    })
+}
+
+/// Middleware (`axum::middleware::from_fn_with_state`).
+pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let key = match requested_key(&request) {
+        None => return next.run(request).await,
+        Some(Err(error)) => return error.into_response(),
+        Some(Ok(key)) => key,
+    };
+    let scope = match authenticate(&state, request.headers()).await {
+        Ok(Some(principal)) => principal.scope(),
+        Ok(None) => {
+            let connect = request
+                .extensions()
+                .get::<ConnectInfo<std::net::SocketAddr>>()
+                .map(|ConnectInfo(addr)| *addr);
+            format!(
+                "ip:{}",
+                client_ip(request.headers(), connect, state.config.trust_proxy)
+            )
+        }
+        // The handler's extractor refuses it with the proper 401.
+        Err(_) => return next.run(request).await,
+    };
+    execute_once(
+        &state.pool,
+        &scope,
+        &key,
+        state.config.body_limit,
+        request,
+        next,
+    )
+    .await
+}
+
+/// Runs `request` at most once per `(scope, key)`: the protocol of this module for one
+/// request whose key and scope are known.
+#[tracing::instrument(skip_all, fields(%scope, idempotency_key = %key))]
+pub async fn execute_once(
+    pool: &PgPool,
+    scope: &str,
+    key: &str,
+    body_limit: usize,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let bytes = match read_body(&parts.headers, body, body_limit).await {
+        Ok(bytes) => bytes,
+        Err(error) => return error.into_response(),
+    };
+    let request_hash = fingerprint(&parts.method, &parts.uri, &bytes);
+    let claim = match begin(pool, scope, key, &request_hash).await {
+        Err(error) => return ApiError::from(error).into_response(),
+        Ok(Begin::Replay(stored)) => {
+            tracing::debug!("replaying the stored response");
+            return stored.into_replay();
+        }
+        Ok(Begin::Mismatch) => {
+            return ApiError::Unprocessable {
+                code: "idempotency_key_reused",
+                message: "this Idempotency-Key was already used for a different request".to_owned(),
+            }
+            .into_response()
+        }
+        Ok(Begin::InProgress) => {
+            let mut response = ApiError::Conflict {
+                code: "idempotency_in_progress",
+                message:
+                    "a request with this Idempotency-Key is still being processed; retry shortly"
+                        .to_owned(),
+            }
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        }
+        Ok(Begin::Execute(claim)) => claim,
+    };
+
+    let request = Request::from_parts(parts, Body::from(bytes));
+    let task_pool = pool.clone();
+    let task_claim = claim.clone();
+    let work = async move {
+        let response = next.run(request).await;
+        settle(&task_pool, &task_claim, response).await
+    }
+    .instrument(tracing::Span::current());
+    // Task-locals do not follow a spawned task; the request id must (problem documents).
+    let handle = match crate::REQUEST_ID.try_with(Clone::clone) {
+        Ok(request_id) => tokio::spawn(crate::REQUEST_ID.scope(request_id, work)),
+        Err(_) => tokio::spawn(work),
+    };
+    match handle.await {
+        Ok(response) => response,
+        Err(failure) => {
+            if let Err(error) = abandon(pool, &claim).await {
+                tracing::error!(%error, "could not release the idempotency key after a failure");
+            }
+            let cause = if failure.is_panic() {
+                "handler panicked"
+            } else {
+                "handler was cancelled"
+            };
+            ApiError::internal(cause).into_response()
+        }
+    }
+}
+
+/// Reads the whole request body, refusing more than `limit` bytes.
+async fn read_body(
+    headers: &axum::http::HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::BadRequest {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        code: "body_too_large",
+        message: "the request body is larger than the limit".to_owned(),
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(error) => Err(ApiError::BadRequest {
+            status: StatusCode::BAD_REQUEST,
+            code: "unreadable_body",
+            message: format!("the request body could not be read: {error}"),
+        }),
+    }
+}
+
+/// Whether a response is the request's final outcome, to be replayed on retries. The others
+/// tell the client that nothing happened and it should try again.
+fn is_final(status: StatusCode) -> bool {
+    !(status.is_server_error()
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::CONFLICT
+        || status == StatusCode::TOO_MANY_REQUESTS)
+}
+
+/// Stores or releases the claim according to the handler's response, and returns it.
+async fn settle(pool: &PgPool, claim: &Claim, response: Response) -> Response {
+    let status = response.status();
+    let storable = response
+        .body()
+        .size_hint()
+        .upper()
+        .is_some_and(|upper| upper <= MAX_STORED_RESPONSE as u64);
+    if !is_final(status) || !storable {
+        if is_final(status) {
+            tracing::warn!(%status, "response too large or streamed: not stored for replay");
+        }
+        if let Err(error) = abandon(pool, claim).await {
+            tracing::error!(%error, "could not release the idempotency key");
+        }
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            if let Err(error) = abandon(pool, claim).await {
+                tracing::error!(%error, "could not release the idempotency key");
+            }
+            return ApiError::internal(format!("response body failed: {error}")).into_response();
+        }
+    };
+    let stored = StoredResponse {
+        status,
+        body: bytes.to_vec(),
+        content_type: parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    };
+    if let Err(error) = complete(pool, claim, &stored).await {
+        // The work is done; the client still gets its response. A retry will see the key
+        // "in progress" until it expires rather than do the work twice.
+        tracing::error!(%error, "could not store the response for the idempotency key");
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn post_with_key(key: &[u8]) -> Request {
+        let mut request = Request::new(Body::empty());
+        *request.method_mut() = Method::POST;
+        request.headers_mut().insert(
+            IDEMPOTENCY_KEY,
+            HeaderValue::from_bytes(key).expect("header value"),
+        );
+        request
+    }
+
+    #[test]
+    fn only_posts_with_the_header_are_covered() {
+        let mut get = post_with_key(b"abc");
+        *get.method_mut() = Method::GET;
+        assert!(requested_key(&get).is_none());
+        let mut post = Request::new(Body::empty());
+        *post.method_mut() = Method::POST;
+        assert!(requested_key(&post).is_none());
+        assert_eq!(
+            requested_key(&post_with_key(b"order-42")).map(Result::ok),
+            Some(Some("order-42".to_owned()))
+        );
+    }
+
+    #[test]
+    fn keys_must_be_1_to_255_visible_ascii_characters() {
+        let longest = vec![b'k'; 255];
+        assert!(matches!(
+            requested_key(&post_with_key(&longest)),
+            Some(Ok(_))
+        ));
+        for bad in [
+            &b""[..],
+            &[b'k'; 256][..],
+            b"has space",
+            b"tab\there",
+            "caf\u{e9}".as_bytes(),
+        ] {
+            match requested_key(&post_with_key(bad)) {
+                Some(Err(error)) => assert_eq!(error.code(), "invalid_idempotency_key"),
+                other => panic!("{bad:?} accepted: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_covers_method_path_query_and_body() {
+        let uri: Uri = "/v1/api-keys?x=1".parse().expect("uri");
+        let base = fingerprint(&Method::POST, &uri, b"{}");
+        assert_eq!(base, fingerprint(&Method::POST, &uri, b"{}"));
+        assert_eq!(base.len(), 64);
+        assert_ne!(base, fingerprint(&Method::PUT, &uri, b"{}"));
+        assert_ne!(
+            base,
+            fingerprint(
+                &Method::POST,
+                &"/v1/api-keys?x=2".parse().expect("uri"),
+                b"{}"
+            )
+        );
+        assert_ne!(base, fingerprint(&Method::POST, &uri, b"{ }"));
+    }
+
+    #[test]
+    fn retryable_outcomes_are_not_stored() {
+        for status in [
+            StatusCode::OK,
+            StatusCode::CREATED,
+            StatusCode::NO_CONTENT,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::PAYMENT_REQUIRED,
+        ] {
+            assert!(is_final(status), "{status}");
+        }
+        for status in [
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::CONFLICT,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::REQUEST_TIMEOUT,
+        ] {
+            assert!(!is_final(status), "{status}");
+        }
+    }
+
+    #[test]
+    fn a_replay_keeps_status_body_and_content_type_and_says_it_is_a_replay() {
+        let response = StoredResponse {
+            status: StatusCode::CREATED,
+            body: b"{\"id\":1}".to_vec(),
+            content_type: Some("application/json".to_owned()),
+        }
+        .into_replay();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        assert_eq!(
+            response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+            Some("application/json")
+        );
+        assert_eq!(
+            response
+                .headers()
+                .get(IDEMPOTENCY_REPLAYED)
+                .and_then(|v| v.to_str().ok()),
+            Some("true")
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! The HTTP API (axum): command and query endpoints under `/v1`.
+//!
+//! `router` assembles the endpoints with the cross-cutting layers: request ids, panic
+//! catching, rate limits, idempotency keys and body limits. Handlers live in `handlers/`, one
+//! file per group; authentication in `auth/`; every error is an `ApiError` (problem+json).
+
+pub mod auth;
+pub mod config;
+pub mod consistency;
+pub mod error;
+pub mod extract;
+pub mod handlers;
+pub mod idempotency;
+pub mod images;
+pub mod mail;
+pub mod openapi;
+pub mod rate_limit;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::handlers::{admin, api_keys, auth as auth_handlers, credits, health, videos};
+pub use crate::state::AppState;
+
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+tokio::task_local! {
+    /// The current request's id, for problem documents and logs.
+    pub static REQUEST_ID: String;
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.body_limit;
+    let v1 = Router::new()
+        .route("/auth/register", post(auth_handlers::register))
+        .route("/auth/verify-email", post(auth_handlers::verify_email))
+        .route("/auth/login", post(auth_handlers::login))
+        .route("/auth/refresh", post(auth_handlers::refresh_tokens))
+        .route("/auth/logout", post(auth_handlers::logout))
+        .route(
+            "/auth/password-reset",
+            post(auth_handlers::request_password_reset),
+        )
+        .route(
+            "/auth/password-reset/confirm",
+            post(auth_handlers::confirm_password_reset),
+        )
+        .route("/me", get(auth_handlers::me))
+        .route("/api-keys", post(api_keys::create).get(api_keys::list))
+        .route("/api-keys/{id}", axum::routing::delete(api_keys::revoke))
+        .route("/credits", get(credits::balance))
+        .route("/credits/ledger", get(credits::ledger))
+        .route("/admin/users", get(admin::list_users))
+        .route("/admin/users/{id}/credits", post(admin::grant_credits))
+        .route("/admin/users/{id}/role", post(admin::change_role))
+        .route("/admin/users/{id}/disable", post(admin::disable))
+        .route("/videos", post(videos::create).get(videos::list))
+        .route("/videos/estimate", post(videos::estimate))
+        .route("/videos/{id}", get(videos::get))
+        .route("/videos/{id}/cancel", post(videos::cancel))
+        .route("/providers", get(videos::providers));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/openapi.json", get(openapi::document))
+        .route("/docs", get(openapi::docs_page))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::layer,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::layer,
+        ))
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                ApiError::internal("handler panicked").into_response()
+            },
+        ))
+        .layer(middleware::from_fn(request_context))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::BadRequest {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: "this method is not allowed on this path".to_owned(),
+    }
+}
+
+/// Gives every request an id (the caller's `X-Request-Id` if sane), a tracing span, and
+/// echoes the id on the response.
+async fn request_context(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(&REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned);
+    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
+    let mut response = REQUEST_ID
+        .scope(id.clone(), next.run(request).instrument(span))
+        .await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+/// Serves the API on `addr` until `shutdown` resolves.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "API listening");
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// Housekeeping every five minutes until `shutdown` flips: expired idempotency records and
+/// refilled rate-limit buckets are dropped so neither grows without bound.
+pub fn spawn_maintenance(
+    state: AppState,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(300));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            match idempotency::purge_expired(&state.pool).await {
+                Ok(purged) if purged > 0 => {
+                    tracing::info!(purged, "expired idempotency keys removed")
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "could not purge idempotency keys"),
+            }
+            state.limits.retain_recent();
+        }
+    })
+}

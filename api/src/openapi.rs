@@ -1,0 +1,78 @@
+//! The OpenAPI 3.1 document (`/openapi.json`) and a browsable docs page (`/docs`).
+
+use axum::response::Html;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::error::{FieldError, Problem};
+use crate::handlers;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Framegate API", description = "Event-sourced AI video generation backend. Errors are RFC 9457 problem+json documents with a stable `code`."),
+    paths(
+        handlers::auth::register, handlers::auth::verify_email, handlers::auth::login,
+        handlers::auth::refresh_tokens, handlers::auth::logout, handlers::auth::request_password_reset,
+        handlers::auth::confirm_password_reset, handlers::auth::me,
+        handlers::api_keys::create, handlers::api_keys::list, handlers::api_keys::revoke,
+        handlers::credits::balance, handlers::credits::ledger,
+        handlers::admin::list_users, handlers::admin::grant_credits, handlers::admin::change_role,
+        handlers::admin::disable,
+        handlers::health::live, handlers::health::ready,
+        handlers::videos::create, handlers::videos::estimate, handlers::videos::get,
+        handlers::videos::list, handlers::videos::cancel, handlers::videos::providers,
+    ),
+    components(schemas(Problem, FieldError)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "auth", description = "Accounts and sessions"),
+        (name = "api-keys", description = "API keys (`Authorization: Bearer fg_...`)"),
+        (name = "credits", description = "Balance and ledger"),
+        (name = "admin", description = "Administration (role admin)"),
+        (name = "videos", description = "Video requests, credits reservation and providers"),
+        (name = "health", description = "Liveness and readiness"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An access token (JWT) from /v1/auth/login, or an API key fg_...",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+pub async fn document() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(ApiDoc::openapi())
+}
+
+/// Scalar's API reference, reading /openapi.json (the script loads in the reader's browser).
+pub async fn docs_page() -> Html<&'static str> {
+    Html(
+        r#"<!doctype html>
+<html>
+  <head>
+    <title>Framegate API</title>
+    <meta charset="utf-8" />
+    <meta name="viewport" content="width=device-width, initial-scale=1" />
+  </head>
+  <body>
+    <noscript>The machine-readable document is at <a href="/openapi.json">/openapi.json</a>.</noscript>
+    <script id="api-reference" data-url="/openapi.json"></script>
+    <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
+  </body>
+</html>"#,
+    )
+}

@@ -1,0 +1,312 @@
+//! Accounts, sessions, API keys and credits through the real router and real Postgres.
+
+mod common;
+
+use common::{assert_problem, TestApp, PASSWORD};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn register_verify_login_refresh_api_key_and_credits_work_end_to_end() {
+    let app = TestApp::spawn().await;
+    let user_id = app.register("Ada@Example.com").await;
+
+    // Not verified yet; the verification token arrives by mail.
+    let token = app.mailed_token("ada@example.com");
+    let verified: Value = app
+        .post("/v1/auth/verify-email", None, json!({"token": token}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(verified["email_verified"], true);
+    assert_eq!(verified["email"], "ada@example.com");
+    // Single use.
+    let again = app
+        .post("/v1/auth/verify-email", None, json!({"token": token}))
+        .await;
+    assert_problem(again, StatusCode::UNPROCESSABLE_ENTITY, "already_verified").await;
+
+    let login = app.login("ada@example.com", PASSWORD).await;
+    assert_eq!(login.status(), StatusCode::OK);
+    let tokens: Value = login.json().await.expect("json");
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert_eq!(tokens["expires_in"], 900);
+    let access = tokens["access_token"].as_str().expect("access");
+
+    let me: Value = app
+        .get("/v1/me", Some(access))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(me["id"], user_id.to_string());
+    assert_eq!(me["role"], "user");
+
+    // Refresh rotates: a new pair, and the new access token works.
+    let refreshed: Value = app
+        .post(
+            "/v1/auth/refresh",
+            None,
+            json!({"refresh_token": tokens["refresh_token"]}),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_ne!(refreshed["refresh_token"], tokens["refresh_token"]);
+    let access = refreshed["access_token"]
+        .as_str()
+        .expect("access")
+        .to_owned();
+
+    // The sign-up grant is visible right after registration (read-your-writes).
+    let credits: Value = app
+        .get("/v1/credits", Some(&access))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        credits,
+        json!({"balance": 100, "reserved": 0, "available": 100})
+    );
+
+    // An API key: the secret once, then it authenticates.
+    let created = app
+        .post(
+            "/v1/api-keys",
+            Some(&access),
+            json!({"name": "ci", "scopes": ["credits:read"]}),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let key: Value = created.json().await.expect("json");
+    let secret = key["secret"].as_str().expect("secret").to_owned();
+    assert!(secret.starts_with("fg_"));
+    assert!(secret.starts_with(key["prefix"].as_str().expect("prefix")));
+    let via_key: Value = app
+        .get("/v1/credits", Some(&secret))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(via_key["available"], 100);
+    let listed: Value = app
+        .get("/v1/api-keys", Some(&access))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    assert!(
+        listed[0].get("secret").is_none(),
+        "the list never shows secrets"
+    );
+    assert!(!listed.to_string().contains(&secret));
+
+    let ledger: Value = app
+        .get("/v1/credits/ledger", Some(&secret))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ledger["items"][0]["kind"], "granted");
+    assert_eq!(ledger["items"][0]["balance_change"], 100);
+    assert_eq!(ledger["items"][0]["reason"], "sign-up grant");
+
+    // Revocation takes effect before the DELETE returns.
+    let key_id = key["id"].as_str().expect("id");
+    let revoked = app
+        .request(
+            Method::DELETE,
+            &format!("/v1/api-keys/{key_id}"),
+            Some(&access),
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
+    let rejected = app.get("/v1/credits", Some(&secret)).await;
+    assert_problem(rejected, StatusCode::UNAUTHORIZED, "api_key_revoked").await;
+}
+
+#[tokio::test]
+async fn presenting_a_rotated_refresh_token_revokes_the_whole_family() {
+    let app = TestApp::spawn().await;
+    let (_, _, first) = app.signed_in_user("grace@example.com").await;
+    let second: Value = app
+        .post("/v1/auth/refresh", None, json!({"refresh_token": first}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let second = second["refresh_token"]
+        .as_str()
+        .expect("refresh")
+        .to_owned();
+
+    let replay = app
+        .post("/v1/auth/refresh", None, json!({"refresh_token": first}))
+        .await;
+    assert_problem(replay, StatusCode::UNAUTHORIZED, "refresh_token_reused").await;
+    // The legitimate successor died with the family.
+    let successor = app
+        .post("/v1/auth/refresh", None, json!({"refresh_token": second}))
+        .await;
+    assert_problem(successor, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
+    // Another login is a new family and works.
+    assert_eq!(
+        app.login("grace@example.com", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn logout_revokes_the_refresh_token() {
+    let app = TestApp::spawn().await;
+    let (_, _, refresh) = app.signed_in_user("linus@example.com").await;
+    let out = app
+        .post("/v1/auth/logout", None, json!({"refresh_token": refresh}))
+        .await;
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    let after = app
+        .post("/v1/auth/refresh", None, json!({"refresh_token": refresh}))
+        .await;
+    assert_problem(after, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
+}
+
+#[tokio::test]
+async fn unknown_email_and_wrong_password_get_the_same_answer() {
+    let app = TestApp::spawn().await;
+    app.register("known@example.com").await;
+    let wrong = app
+        .login("known@example.com", "not the password at all")
+        .await;
+    let wrong = assert_problem(wrong, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    let unknown = app.login("nobody@example.com", PASSWORD).await;
+    let unknown = assert_problem(unknown, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    assert_eq!(wrong["detail"], unknown["detail"]);
+}
+
+#[tokio::test]
+async fn twenty_concurrent_registrations_of_one_email_make_one_account() {
+    let app = TestApp::spawn().await;
+    let mut requests = Vec::new();
+    for _ in 0..20 {
+        requests.push(app.post(
+            "/v1/auth/register",
+            None,
+            json!({"email": "race@example.com", "password": PASSWORD}),
+        ));
+    }
+    let responses: Vec<StatusCode> = futures::future::join_all(requests)
+        .await
+        .iter()
+        .map(reqwest::Response::status)
+        .collect();
+    let created = responses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    let conflicts = responses
+        .iter()
+        .filter(|s| **s == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((created, conflicts), (1, 19), "{responses:?}");
+}
+
+#[tokio::test]
+async fn password_reset_is_single_use_and_ends_every_session() {
+    let app = TestApp::spawn().await;
+    let (_, _, refresh) = app.signed_in_user("reset@example.com").await;
+    let asked = app
+        .post(
+            "/v1/auth/password-reset",
+            None,
+            json!({"email": "reset@example.com"}),
+        )
+        .await;
+    assert_eq!(asked.status(), StatusCode::ACCEPTED);
+    // Unknown addresses get the same answer and no mail.
+    let unknown = app
+        .post(
+            "/v1/auth/password-reset",
+            None,
+            json!({"email": "ghost@example.com"}),
+        )
+        .await;
+    assert_eq!(unknown.status(), StatusCode::ACCEPTED);
+
+    let token = app.mailed_token("reset@example.com");
+    let new_password = "a brand new passphrase";
+    let confirm = app
+        .post(
+            "/v1/auth/password-reset/confirm",
+            None,
+            json!({"token": token, "new_password": new_password}),
+        )
+        .await;
+    assert_eq!(confirm.status(), StatusCode::NO_CONTENT);
+    let reuse = app
+        .post(
+            "/v1/auth/password-reset/confirm",
+            None,
+            json!({"token": token, "new_password": "yet another passphrase"}),
+        )
+        .await;
+    assert_problem(reuse, StatusCode::UNPROCESSABLE_ENTITY, "no_pending_token").await;
+
+    assert_eq!(
+        app.login("reset@example.com", PASSWORD).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.login("reset@example.com", new_password).await.status(),
+        StatusCode::OK
+    );
+    let old_session = app
+        .post("/v1/auth/refresh", None, json!({"refresh_token": refresh}))
+        .await;
+    assert_problem(
+        old_session,
+        StatusCode::UNAUTHORIZED,
+        "invalid_refresh_token",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn health_reports_postgres_and_the_openapi_document_lists_the_endpoints() {
+    let app = TestApp::spawn().await;
+    let live = app.get("/health/live", None).await;
+    assert_eq!(live.status(), StatusCode::OK);
+    let ready: Value = app
+        .get("/health/ready", None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["postgres"]["status"], "up");
+    let doc: Value = app
+        .get("/openapi.json", None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(doc["openapi"]
+        .as_str()
+        .is_some_and(|v| v.starts_with("3.1")));
+    for path in [
+        "/v1/auth/register",
+        "/v1/auth/login",
+        "/v1/api-keys/{id}",
+        "/v1/credits/ledger",
+        "/v1/admin/users/{id}/disable",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} documented");
+    }
+    let docs = app.get("/docs", None).await;
+    assert_eq!(docs.status(), StatusCode::OK);
+    assert!(docs.text().await.expect("html").contains("/openapi.json"));
+}

@@ -1,0 +1,475 @@
+//! Tokens, ownership, roles, rate limits, idempotency and error shapes.
+
+mod common;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use common::{assert_problem, TestApp};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+fn claims(sub: Uuid, exp_offset: i64) -> Value {
+    let now = chrono::Utc::now().timestamp();
+    json!({"iss": "framegate", "aud": "framegate-api", "sub": sub.to_string(), "role": "admin",
+           "iat": now, "exp": now + exp_offset, "jti": Uuid::now_v7()})
+}
+
+#[tokio::test]
+async fn expired_forged_and_unsigned_tokens_are_rejected() {
+    let app = TestApp::spawn().await;
+    let (user, access, _) = app.signed_in_user("jwt@example.com").await;
+    assert_eq!(
+        app.get("/v1/me", Some(&access)).await.status(),
+        StatusCode::OK
+    );
+    let secret = app.state.config.jwt_secret.clone();
+
+    let expired = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims(user, -120),
+        &EncodingKey::from_secret(&secret),
+    )
+    .expect("encode");
+    assert_problem(
+        app.get("/v1/me", Some(&expired)).await,
+        StatusCode::UNAUTHORIZED,
+        "token_expired",
+    )
+    .await;
+
+    let forged = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims(user, 600),
+        &EncodingKey::from_secret(b"someone else's secret, 32+ bytes long"),
+    )
+    .expect("encode");
+    assert_problem(
+        app.get("/v1/me", Some(&forged)).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    )
+    .await;
+
+    // Same secret, different algorithm: the algorithm is pinned.
+    let other_alg = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS512),
+        &claims(user, 600),
+        &EncodingKey::from_secret(&secret),
+    )
+    .expect("encode");
+    assert_problem(
+        app.get("/v1/me", Some(&other_alg)).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    )
+    .await;
+
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims(user, 600).to_string());
+    let unsigned = format!("{header}.{payload}.");
+    assert_problem(
+        app.get("/v1/me", Some(&unsigned)).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    )
+    .await;
+
+    let missing = app.get("/v1/me", None).await;
+    assert!(missing.headers().contains_key("www-authenticate"));
+    assert_problem(missing, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    let garbage = app.get("/v1/me", Some("fg_not_a_real_key")).await;
+    assert_problem(garbage, StatusCode::UNAUTHORIZED, "invalid_api_key").await;
+}
+
+#[tokio::test]
+async fn a_user_cannot_see_or_change_anything_of_another_user() {
+    let app = TestApp::spawn().await;
+    let (_, alice, _) = app.signed_in_user("alice@example.com").await;
+    let (bob_id, bob, _) = app.signed_in_user("bob@example.com").await;
+    let bob_key: Value = app
+        .post("/v1/api-keys", Some(&bob), json!({"name": "bob's"}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let bob_key_id = bob_key["id"].as_str().expect("id");
+
+    // Alice sees only her own keys and cannot revoke Bob's.
+    let alice_keys: Value = app
+        .get("/v1/api-keys", Some(&alice))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(alice_keys, json!([]));
+    let steal = app
+        .request(
+            Method::DELETE,
+            &format!("/v1/api-keys/{bob_key_id}"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_problem(steal, StatusCode::NOT_FOUND, "not_found").await;
+    let still_works = app
+        .get(
+            "/v1/credits",
+            Some(bob_key["secret"].as_str().expect("secret")),
+        )
+        .await;
+    assert_eq!(still_works.status(), StatusCode::OK);
+
+    // Admin endpoints are closed to users.
+    for (method, path) in [
+        (Method::GET, "/v1/admin/users".to_owned()),
+        (Method::POST, format!("/v1/admin/users/{bob_id}/credits")),
+        (Method::POST, format!("/v1/admin/users/{bob_id}/role")),
+        (Method::POST, format!("/v1/admin/users/{bob_id}/disable")),
+    ] {
+        let body =
+            (method == Method::POST).then(|| json!({"amount": 1, "reason": "x", "role": "admin"}));
+        let response = app.request(method, &path, Some(&alice), body).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    // Bob's ledger is his alone.
+    let grant = app
+        .state
+        .store
+        .credits()
+        .execute(
+            &bob_id.to_string(),
+            framegate_domain::CreditCommand::Grant {
+                amount: framegate_domain::Credits::new(7),
+                reason: "bonus".into(),
+                granted_by: "system".into(),
+            },
+            &framegate_commands::CommandMetadata::new_request(framegate_commands::Actor::System),
+        )
+        .await
+        .expect("grant");
+    assert!(grant.is_some());
+    let alice_ledger: Value = app
+        .get("/v1/credits/ledger", Some(&alice))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(alice_ledger["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .all(|e| e["reason"] != "bonus"));
+}
+
+#[tokio::test]
+async fn admins_grant_credits_change_roles_and_disabling_cuts_off_tokens_and_keys() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = app.admin("root@example.com").await;
+    let (user_id, user_token, _) = app.signed_in_user("user@example.com").await;
+    let key: Value = app
+        .post("/v1/api-keys", Some(&user_token), json!({"name": "k"}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let secret = key["secret"].as_str().expect("secret").to_owned();
+
+    let granted: Value = app
+        .post(
+            &format!("/v1/admin/users/{user_id}/credits"),
+            Some(&admin),
+            json!({"amount": 50, "reason": "support ticket 42"}),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(granted["balance"], 150);
+    let bad = app
+        .post(
+            &format!("/v1/admin/users/{user_id}/credits"),
+            Some(&admin),
+            json!({"amount": 0, "reason": "x"}),
+        )
+        .await;
+    let bad = assert_problem(bad, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(bad["errors"][0]["field"], "amount");
+    let missing = app
+        .post(
+            &format!("/v1/admin/users/{}/credits", Uuid::now_v7()),
+            Some(&admin),
+            json!({"amount": 5, "reason": "x"}),
+        )
+        .await;
+    assert_problem(missing, StatusCode::NOT_FOUND, "not_found").await;
+
+    let ledger: Value = app
+        .get("/v1/credits/ledger", Some(&user_token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ledger["items"][0]["reason"], "support ticket 42");
+    assert!(ledger["items"][0]["actor"]
+        .as_str()
+        .expect("actor")
+        .starts_with("user:"));
+
+    let listed: Value = app
+        .get("/v1/admin/users?limit=1", Some(&admin))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(1));
+    let cursor = listed["next_cursor"].as_str().expect("cursor");
+    let next: Value = app
+        .get(
+            &format!("/v1/admin/users?limit=1&cursor={cursor}"),
+            Some(&admin),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_ne!(next["items"][0]["id"], listed["items"][0]["id"]);
+
+    let promoted: Value = app
+        .post(
+            &format!("/v1/admin/users/{user_id}/role"),
+            Some(&admin),
+            json!({"role": "admin"}),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(promoted["role"], "admin");
+    let bad_role = app
+        .post(
+            &format!("/v1/admin/users/{user_id}/role"),
+            Some(&admin),
+            json!({"role": "superuser"}),
+        )
+        .await;
+    assert_problem(
+        bad_role,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+
+    let disabled: Value = app
+        .post(
+            &format!("/v1/admin/users/{user_id}/disable"),
+            Some(&admin),
+            json!({"reason": "abuse"}),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(disabled["disabled"], true);
+    assert_problem(
+        app.get("/v1/me", Some(&user_token)).await,
+        StatusCode::UNAUTHORIZED,
+        "account_disabled",
+    )
+    .await;
+    let key_after = app.get("/v1/credits", Some(&secret)).await;
+    assert_eq!(key_after.status(), StatusCode::UNAUTHORIZED);
+    assert_problem(
+        app.login("user@example.com", common::PASSWORD).await,
+        StatusCode::FORBIDDEN,
+        "account_disabled",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_problem_documents_never_500() {
+    let app = TestApp::with_config(|c| c.body_limit = 4096).await;
+    let url = app.url("/v1/auth/register");
+    let malformed = app
+        .client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{\"email\": ")
+        .send()
+        .await
+        .expect("send");
+    assert_problem(malformed, StatusCode::BAD_REQUEST, "malformed_json").await;
+    let wrong_type = app
+        .client
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .expect("send");
+    assert_problem(
+        wrong_type,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+    let huge = json!({"email": "a@example.com", "password": "x".repeat(10_000)});
+    let too_big = app
+        .client
+        .post(&url)
+        .json(&huge)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(too_big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let unknown_field = app
+        .post(
+            "/v1/auth/register",
+            None,
+            json!({"email": "a@example.com", "password": "long enough pw", "admin": true}),
+        )
+        .await;
+    let body = assert_problem(
+        unknown_field,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert!(
+        body["detail"].as_str().expect("detail").contains("admin"),
+        "{body}"
+    );
+    let short = app
+        .post(
+            "/v1/auth/register",
+            None,
+            json!({"email": "a@example.com", "password": "short"}),
+        )
+        .await;
+    let body = assert_problem(short, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(body["errors"][0]["field"], "password");
+    let bad_email = app
+        .post(
+            "/v1/auth/register",
+            None,
+            json!({"email": "nope", "password": "long enough pw"}),
+        )
+        .await;
+    assert_problem(
+        bad_email,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert_problem(
+        app.get("/v1/nowhere", None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    let wrong_method = app
+        .request(Method::PUT, "/v1/auth/login", None, Some(json!({})))
+        .await;
+    assert_problem(
+        wrong_method,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    )
+    .await;
+    let bad_token = app
+        .post("/v1/auth/verify-email", None, json!({"token": "garbage"}))
+        .await;
+    assert_problem(
+        bad_token,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    let bad_cursor = app.signed_in_user("cursor@example.com").await.1;
+    let response = app
+        .get("/v1/credits/ledger?cursor=xyz", Some(&bad_cursor))
+        .await;
+    assert_problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_idempotency_key_replays_the_first_response_and_refuses_a_different_body() {
+    let app = TestApp::spawn().await;
+    let (_, token, _) = app.signed_in_user("idem@example.com").await;
+    let send = |body: Value| {
+        app.client
+            .post(app.url("/v1/api-keys"))
+            .bearer_auth(&token)
+            .header("Idempotency-Key", "create-key-1")
+            .json(&body)
+            .send()
+    };
+    let first = send(json!({"name": "deploy"})).await.expect("send");
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.expect("json");
+    let second = send(json!({"name": "deploy"})).await.expect("send");
+    assert_eq!(second.status(), StatusCode::CREATED);
+    assert_eq!(
+        second
+            .headers()
+            .get("idempotency-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    let second: Value = second.json().await.expect("json");
+    assert_eq!(first, second, "the stored first response, secret included");
+    let keys: Value = app
+        .get("/v1/api-keys", Some(&token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(keys.as_array().map(Vec::len), Some(1), "created once");
+
+    let different = send(json!({"name": "other"})).await.expect("send");
+    assert_problem(
+        different,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn anonymous_callers_are_rate_limited_per_ip_with_retry_after() {
+    let app = TestApp::with_config(|c| c.rate.anonymous_per_minute = 5).await;
+    for n in 0..5 {
+        let response = app.get("/health/live", None).await;
+        assert_eq!(response.status(), StatusCode::OK, "request {n}");
+        assert!(response.headers().contains_key("ratelimit-remaining"));
+    }
+    let limited = app.get("/health/live", None).await;
+    let retry_after: u64 = limited
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!(retry_after >= 1);
+    assert!(limited.headers().contains_key("ratelimit-limit"));
+    assert_problem(limited, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+}
+
+#[tokio::test]
+async fn login_attempts_are_limited_per_account() {
+    let app = TestApp::with_config(|c| c.rate.login_per_minute = 3).await;
+    app.register("brute@example.com").await;
+    for _ in 0..3 {
+        let response = app.login("brute@example.com", "wrong password guess").await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let limited = app.login("brute@example.com", common::PASSWORD).await;
+    assert_problem(limited, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+}

@@ -1,0 +1,88 @@
+//! The one error type of the write side.
+//!
+//! cqrs-es reports everything as `AggregateError`; callers need to tell apart a rule the
+//! domain refused (with its stable code), a concurrent change worth retrying, a taken email,
+//! and infrastructure trouble, so each gets its own variant and a stable `code()`.
+
+use cqrs_es::AggregateError;
+use framegate_domain::{CreditError, UserError, VideoError};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A domain error's stable, machine-readable code (as shown to API clients).
+pub trait ErrorCode {
+    fn code(&self) -> &'static str;
+}
+
+impl ErrorCode for UserError {
+    fn code(&self) -> &'static str {
+        UserError::code(self)
+    }
+}
+
+impl ErrorCode for CreditError {
+    fn code(&self) -> &'static str {
+        CreditError::code(self)
+    }
+}
+
+impl ErrorCode for VideoError {
+    fn code(&self) -> &'static str {
+        VideoError::code(self)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E: std::error::Error> {
+    /// The aggregate refused the command.
+    #[error(transparent)]
+    Domain(E),
+    /// Another command changed the aggregate first and this one is not safe to re-run (or
+    /// kept losing the race): the caller may retry.
+    #[error("the resource was changed concurrently; retry the request")]
+    Conflict,
+    /// The email address belongs to another user.
+    #[error("this email address is already registered")]
+    EmailTaken,
+    /// Postgres could not be reached.
+    #[error("the event store is unavailable: {0}")]
+    Unavailable(BoxError),
+    /// Anything else: a bug or corrupt data. Logged, never shown in detail.
+    #[error("internal error: {0}")]
+    Internal(BoxError),
+}
+
+impl<E: std::error::Error + ErrorCode> CommandError<E> {
+    pub fn code(&self) -> &'static str {
+        match self {
+            CommandError::Domain(error) => error.code(),
+            CommandError::Conflict => "conflict",
+            CommandError::EmailTaken => "email_taken",
+            CommandError::Unavailable(_) => "dependency_unavailable",
+            CommandError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl<E: std::error::Error> From<AggregateError<E>> for CommandError<E> {
+    fn from(error: AggregateError<E>) -> Self {
+        match error {
+            AggregateError::UserError(error) => CommandError::Domain(error),
+            AggregateError::AggregateConflict => CommandError::Conflict,
+            AggregateError::DatabaseConnectionError(error) => CommandError::Unavailable(error),
+            AggregateError::DeserializationError(error)
+            | AggregateError::UnexpectedError(error) => CommandError::Internal(error),
+        }
+    }
+}
+
+impl<E: std::error::Error> From<sqlx::Error> for CommandError<E> {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut => {
+                CommandError::Unavailable(Box::new(error))
+            }
+            other => CommandError::Internal(Box::new(other)),
+        }
+    }
+}

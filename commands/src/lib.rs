@@ -1,0 +1,26 @@
+//! The write side of Framegate.
+//!
+//! Commands are executed by one cqrs-es `CqrsFramework` per aggregate over postgres-es in
+//! event-store mode (never snapshot or aggregate-store mode: see docs/architecture.md). This
+//! crate adds what the framework leaves to us: the schema (migrations), the metadata every
+//! event carries, bounded retries of optimistic-concurrency conflicts, the uniqueness of
+//! emails, and the services the domain receives from outside (clock, password hashing).
+
+pub mod blobs;
+pub mod db;
+pub mod error;
+pub mod metadata;
+pub mod passwords;
+pub mod position;
+pub mod repository;
+pub mod retry;
+pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod users;
+pub mod videos;
+
+pub use error::CommandError;
+pub use metadata::{Actor, CommandMetadata};
+pub use position::LogPosition;
+pub use store::EventStore;

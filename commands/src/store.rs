@@ -1,0 +1,170 @@
+//! The event store: one cqrs-es framework per aggregate over postgres-es.
+//!
+//! Event-store mode only (`new_event_store`): every load replays the aggregate's events. The
+//! snapshot and aggregate-store modes of postgres-es 0.5 re-apply committed events before
+//! saving the snapshot, so reloaded aggregates would be wrong (docs/architecture.md).
+
+use std::sync::Arc;
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::Weak;
+
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{Aggregate, CqrsFramework, EventStore as _};
+use framegate_domain::{CreditAccount, Services, SystemClock, User, Video};
+use sqlx::PgPool;
+use tracing::{debug, warn};
+
+use crate::error::CommandError;
+use crate::metadata::CommandMetadata;
+use crate::position::LogPosition;
+use crate::repository::{EventRepository, WRITTEN};
+use crate::retry::{conflict_backoff, RetryPolicy, MAX_CONFLICT_RETRIES};
+
+/// Executes commands of one aggregate type, retrying conflicts where that is safe.
+pub struct Aggregates<A: Aggregate> {
+    framework: CqrsFramework<A, PersistedEventStore<EventRepository, A>>,
+    loader: PersistedEventStore<EventRepository, A>,
+    /// Commands on one aggregate queue here within this process instead of racing to a
+    /// conflict; across processes the optimistic check and the retries still decide.
+    locks: KeyedLocks,
+}
+
+/// One async mutex per key, dropped when nobody holds or waits for it.
+#[derive(Default)]
+struct KeyedLocks {
+    locks: std::sync::Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl KeyedLocks {
+    fn get(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = match self.locks.lock() {
+            Ok(locks) => locks,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(lock) = locks.get(key).and_then(Weak::upgrade) {
+            return lock;
+        }
+        if locks.len() > 1024 {
+            locks.retain(|_, lock| lock.strong_count() > 0);
+        }
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        locks.insert(key.to_owned(), Arc::downgrade(&lock));
+        lock
+    }
+}
+
+impl<A> Aggregates<A>
+where
+    A: Aggregate<Services = Services>,
+    A::Command: Clone + RetryPolicy,
+{
+    fn new(pool: &PgPool, services: Services) -> Self {
+        Self {
+            // No cqrs-es queries: their callbacks run after commit and swallow errors, so
+            // read models are built from the ordered log instead.
+            framework: CqrsFramework::new(
+                PersistedEventStore::new_event_store(EventRepository::new(pool.clone())),
+                Vec::new(),
+                services,
+            ),
+            loader: PersistedEventStore::new_event_store(EventRepository::new(pool.clone())),
+            locks: KeyedLocks::default(),
+        }
+    }
+
+    /// Executes `command` on aggregate `id` and stores the resulting events with `metadata`.
+    /// Returns the log position of the last event written, or `None` when the command was
+    /// accepted without changing anything (an idempotent repeat).
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: &CommandMetadata,
+    ) -> Result<Option<LogPosition>, CommandError<A::Error>> {
+        let retry = command.retry_on_conflict();
+        let lock = self.locks.get(id);
+        let _serialised = lock.lock().await;
+        let mut attempt = 0;
+        loop {
+            let result = WRITTEN
+                .scope(Cell::new(None), async {
+                    self.framework
+                        .execute_with_metadata(id, command.clone(), metadata.to_map())
+                        .await
+                        .map(|()| WRITTEN.with(Cell::get))
+                })
+                .await;
+            match result.map_err(CommandError::from) {
+                Err(CommandError::Conflict) if retry && attempt < MAX_CONFLICT_RETRIES => {
+                    attempt += 1;
+                    debug!(
+                        aggregate = A::TYPE,
+                        id, attempt, "conflict, retrying command"
+                    );
+                    tokio::time::sleep(conflict_backoff(attempt)).await;
+                }
+                Err(CommandError::Conflict) if retry => {
+                    warn!(
+                        aggregate = A::TYPE,
+                        id, attempt, "conflict retries exhausted"
+                    );
+                    return Err(CommandError::Conflict);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Loads the current state of aggregate `id` (the default state if it has no events).
+    pub async fn load(&self, id: &str) -> Result<A, CommandError<A::Error>> {
+        Ok(self.loader.load_aggregate(id).await?.aggregate)
+    }
+}
+
+/// The write side of the platform.
+#[derive(Clone)]
+pub struct EventStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    users: Aggregates<User>,
+    credits: Aggregates<CreditAccount>,
+    videos: Aggregates<Video>,
+}
+
+impl EventStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self::with_services(pool, Arc::new(SystemClock))
+    }
+
+    pub fn with_services(pool: PgPool, services: Services) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                users: Aggregates::new(&pool, services.clone()),
+                credits: Aggregates::new(&pool, services.clone()),
+                videos: Aggregates::new(&pool, services),
+                pool,
+            }),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    pub fn users(&self) -> &Aggregates<User> {
+        &self.inner.users
+    }
+
+    pub fn credits(&self) -> &Aggregates<CreditAccount> {
+        &self.inner.credits
+    }
+
+    pub fn videos(&self) -> &Aggregates<Video> {
+        &self.inner.videos
+    }
+}

@@ -1,0 +1,93 @@
+//! Test support: every test gets its own freshly migrated database.
+//!
+//! The server comes from `DATABASE_URL` (default: the local trust-auth cluster). Each
+//! `TestDatabase` creates `fg_test_<uuid>`, applies the migrations, and drops the database
+//! again when it goes out of scope, so tests run in parallel without seeing each other.
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions as _, Connection as _, PgPool};
+use uuid::Uuid;
+
+use crate::db;
+
+pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The server's admin URL used to create and drop test databases.
+pub fn admin_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned())
+}
+
+pub struct TestDatabase {
+    pub pool: PgPool,
+    pub name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    /// Creates and migrates a private database. Panics on failure: this is test code.
+    pub async fn new() -> Self {
+        Self::with_pool_size(16).await
+    }
+
+    pub async fn with_pool_size(max_connections: u32) -> Self {
+        let database = Self::unmigrated(max_connections).await;
+        db::migrate(&database.pool)
+            .await
+            .unwrap_or_else(|e| panic!("migrations failed: {e}"));
+        database
+    }
+
+    /// An empty database, for tests of the migrations themselves.
+    pub async fn unmigrated(max_connections: u32) -> Self {
+        let admin: PgConnectOptions = admin_url()
+            .parse()
+            .unwrap_or_else(|e| panic!("DATABASE_URL is not a Postgres URL: {e}"));
+        let name = format!("fg_test_{}", Uuid::new_v4().simple());
+        let mut conn = admin
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach Postgres at DATABASE_URL: {e}"));
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create test database: {e}"));
+        conn.close().await.ok();
+        let options = admin.clone().database(&name);
+        let url = options.to_url_lossy().to_string();
+        let pool = db::connect(&url, max_connections)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to test database: {e}"));
+        Self { pool, name, url }
+    }
+
+    /// A URL of this database, for code that opens its own connections.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Drop cannot await; a short-lived thread with its own runtime removes the database.
+        // FORCE disconnects whatever the test left open.
+        let name = self.name.clone();
+        let dropper = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                let Ok(admin) = admin_url().parse::<PgConnectOptions>() else {
+                    return;
+                };
+                if let Ok(mut conn) = admin.connect().await {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::query(&sql).execute(&mut conn).await;
+                }
+            });
+        });
+        let _ = dropper.join();
+    }
+}

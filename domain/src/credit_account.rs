@@ -1,0 +1,387 @@
+//! The `CreditAccount` aggregate: one user's credit balance and the holds placed on it by
+//! videos in flight.
+//!
+//! It exists so that spending can never exceed what was granted or bought, even when many
+//! videos are requested at once: a video first *reserves* its estimated cost, which stops
+//! the amount being spent twice, and later *captures* what it really cost or *releases*
+//! the hold. Settlement is idempotent per video because the sagas that drive it retry, and
+//! purchases are idempotent per payment reference because payment webhooks are redelivered.
+//! The aggregate id is the owner's `UserId`; the account springs into existence with its
+//! first event, so there is no "open account" command to forget.
+
+use std::collections::BTreeMap;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::credits::Credits;
+use crate::ids::VideoId;
+use crate::services::Services;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreditCommand {
+    /// Free credits given by an admin or a promotion.
+    Grant {
+        amount: Credits,
+        reason: String,
+        granted_by: String,
+    },
+    Purchase {
+        amount: Credits,
+        payment_reference: String,
+    },
+    Reserve {
+        video_id: VideoId,
+        amount: Credits,
+    },
+    /// Charges `amount` of the video's reservation and returns the rest to the balance.
+    Capture {
+        video_id: VideoId,
+        amount: Credits,
+    },
+    Release {
+        video_id: VideoId,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CreditEvent {
+    CreditsGranted {
+        amount: Credits,
+        reason: String,
+        granted_by: String,
+    },
+    CreditsPurchased {
+        amount: Credits,
+        payment_reference: String,
+    },
+    CreditsReserved {
+        video_id: VideoId,
+        amount: Credits,
+    },
+    /// `reserved` = `captured` + `released`, recorded in full so projections need no state.
+    ReservationCaptured {
+        video_id: VideoId,
+        reserved: Credits,
+        captured: Credits,
+        released: Credits,
+    },
+    ReservationReleased {
+        video_id: VideoId,
+        amount: Credits,
+    },
+}
+
+impl DomainEvent for CreditEvent {
+    fn event_type(&self) -> String {
+        let name = match self {
+            CreditEvent::CreditsGranted { .. } => "CreditsGranted",
+            CreditEvent::CreditsPurchased { .. } => "CreditsPurchased",
+            CreditEvent::CreditsReserved { .. } => "CreditsReserved",
+            CreditEvent::ReservationCaptured { .. } => "ReservationCaptured",
+            CreditEvent::ReservationReleased { .. } => "ReservationReleased",
+        };
+        name.to_string()
+    }
+
+    fn event_version(&self) -> String {
+        crate::EVENT_VERSION.to_string()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CreditError {
+    #[error("the amount must be positive")]
+    NonPositiveAmount,
+    /// Also returned for a purchase without a payment reference, which is its reason.
+    #[error("a reason is required")]
+    MissingReason,
+    #[error("this payment reference was already used for a different amount")]
+    PaymentReferenceConflict,
+    #[error("insufficient credits: {requested} requested, {available} available")]
+    InsufficientCredits {
+        requested: Credits,
+        available: Credits,
+    },
+    #[error("this video already has a different reservation")]
+    ReservationExists,
+    #[error("this video has no reservation")]
+    UnknownReservation,
+    #[error("cannot capture {requested} of a {reserved} credit reservation")]
+    CaptureExceedsReservation {
+        reserved: Credits,
+        requested: Credits,
+    },
+    #[error("the balance would overflow")]
+    Overflow,
+}
+
+impl CreditError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            CreditError::NonPositiveAmount => "non_positive_amount",
+            CreditError::MissingReason => "missing_reason",
+            CreditError::PaymentReferenceConflict => "payment_reference_conflict",
+            CreditError::InsufficientCredits { .. } => "insufficient_credits",
+            CreditError::ReservationExists => "reservation_exists",
+            CreditError::UnknownReservation => "unknown_reservation",
+            CreditError::CaptureExceedsReservation { .. } => "capture_exceeds_reservation",
+            CreditError::Overflow => "overflow",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReservationState {
+    Open,
+    Captured { captured: Credits },
+    Released,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub amount: Credits,
+    pub state: ReservationState,
+}
+
+impl Reservation {
+    pub fn is_open(&self) -> bool {
+        self.state == ReservationState::Open
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditAccount {
+    balance: Credits,
+    /// Sum of the open reservations, kept so `available` needs no scan.
+    reserved: Credits,
+    /// Settled reservations stay forever: they are what makes a late retry a no-op.
+    reservations: BTreeMap<VideoId, Reservation>,
+    purchases: BTreeMap<String, Credits>,
+}
+
+impl CreditAccount {
+    /// Everything granted or bought minus everything captured; includes reserved credits.
+    pub fn balance(&self) -> Credits {
+        self.balance
+    }
+
+    pub fn reserved(&self) -> Credits {
+        self.reserved
+    }
+
+    /// What a new reservation may take. Never negative: reservations are bounded by it and
+    /// captures by their reservation.
+    pub fn available(&self) -> Credits {
+        Credits::new(
+            self.balance
+                .value()
+                .saturating_sub(self.reserved.value())
+                .max(0),
+        )
+    }
+
+    pub fn reservation(&self, video_id: VideoId) -> Option<&Reservation> {
+        self.reservations.get(&video_id)
+    }
+
+    /// The amount a payment reference was credited with, if it was.
+    pub fn purchase(&self, payment_reference: &str) -> Option<Credits> {
+        self.purchases.get(payment_reference).copied()
+    }
+
+    fn ensure_room_for(&self, amount: Credits) -> Result<(), CreditError> {
+        self.balance
+            .checked_add(amount)
+            .map(|_| ())
+            .ok_or(CreditError::Overflow)
+    }
+
+    /// The open reservation to settle, `None` when it is already settled (a no-op), or an
+    /// error when the video never reserved here.
+    fn open_reservation(&self, video_id: VideoId) -> Result<Option<Credits>, CreditError> {
+        let reservation = self
+            .reservations
+            .get(&video_id)
+            .ok_or(CreditError::UnknownReservation)?;
+        Ok(reservation.is_open().then_some(reservation.amount))
+    }
+
+    fn decide(&self, command: CreditCommand) -> Result<Option<CreditEvent>, CreditError> {
+        let event = match command {
+            CreditCommand::Grant {
+                amount,
+                reason,
+                granted_by,
+            } => {
+                if !amount.is_positive() {
+                    return Err(CreditError::NonPositiveAmount);
+                }
+                if reason.trim().is_empty() {
+                    return Err(CreditError::MissingReason);
+                }
+                self.ensure_room_for(amount)?;
+                CreditEvent::CreditsGranted {
+                    amount,
+                    reason,
+                    granted_by,
+                }
+            }
+            CreditCommand::Purchase {
+                amount,
+                payment_reference,
+            } => {
+                if !amount.is_positive() {
+                    return Err(CreditError::NonPositiveAmount);
+                }
+                if payment_reference.trim().is_empty() {
+                    return Err(CreditError::MissingReason);
+                }
+                match self.purchase(&payment_reference) {
+                    Some(credited) if credited == amount => return Ok(None),
+                    Some(_) => return Err(CreditError::PaymentReferenceConflict),
+                    None => {}
+                }
+                self.ensure_room_for(amount)?;
+                CreditEvent::CreditsPurchased {
+                    amount,
+                    payment_reference,
+                }
+            }
+            CreditCommand::Reserve { video_id, amount } => {
+                if !amount.is_positive() {
+                    return Err(CreditError::NonPositiveAmount);
+                }
+                if let Some(existing) = self.reservations.get(&video_id) {
+                    // A retried reserve of the same hold is harmless; anything else would
+                    // hide a bug in whoever sized the reservation.
+                    if existing.is_open() && existing.amount == amount {
+                        return Ok(None);
+                    }
+                    return Err(CreditError::ReservationExists);
+                }
+                let available = self.available();
+                if amount > available {
+                    return Err(CreditError::InsufficientCredits {
+                        requested: amount,
+                        available,
+                    });
+                }
+                CreditEvent::CreditsReserved { video_id, amount }
+            }
+            CreditCommand::Capture { video_id, amount } => {
+                if amount.is_negative() {
+                    return Err(CreditError::NonPositiveAmount);
+                }
+                let Some(reserved) = self.open_reservation(video_id)? else {
+                    return Ok(None);
+                };
+                let released = reserved
+                    .checked_sub(amount)
+                    .filter(|rest| !rest.is_negative());
+                let Some(released) = released else {
+                    return Err(CreditError::CaptureExceedsReservation {
+                        reserved,
+                        requested: amount,
+                    });
+                };
+                CreditEvent::ReservationCaptured {
+                    video_id,
+                    reserved,
+                    captured: amount,
+                    released,
+                }
+            }
+            CreditCommand::Release { video_id } => {
+                let Some(amount) = self.open_reservation(video_id)? else {
+                    return Ok(None);
+                };
+                CreditEvent::ReservationReleased { video_id, amount }
+            }
+        };
+        Ok(Some(event))
+    }
+}
+
+impl Aggregate for CreditAccount {
+    const TYPE: &'static str = "CreditAccount";
+    type Command = CreditCommand;
+    type Event = CreditEvent;
+    type Error = CreditError;
+    type Services = Services;
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        if let Some(event) = self.decide(command)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    /// Arithmetic saturates instead of failing because `apply` cannot refuse a stored fact;
+    /// `decide` has already proven each event keeps the figures in range.
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            CreditEvent::CreditsGranted { amount, .. } => {
+                self.balance = saturating_add(self.balance, amount);
+            }
+            CreditEvent::CreditsPurchased {
+                amount,
+                payment_reference,
+            } => {
+                self.balance = saturating_add(self.balance, amount);
+                self.purchases.insert(payment_reference, amount);
+            }
+            CreditEvent::CreditsReserved { video_id, amount } => {
+                self.reserved = saturating_add(self.reserved, amount);
+                self.reservations.insert(
+                    video_id,
+                    Reservation {
+                        amount,
+                        state: ReservationState::Open,
+                    },
+                );
+            }
+            CreditEvent::ReservationCaptured {
+                video_id,
+                reserved,
+                captured,
+                ..
+            } => {
+                self.reserved = saturating_sub(self.reserved, reserved);
+                self.balance = saturating_sub(self.balance, captured);
+                self.reservations.insert(
+                    video_id,
+                    Reservation {
+                        amount: reserved,
+                        state: ReservationState::Captured { captured },
+                    },
+                );
+            }
+            CreditEvent::ReservationReleased { video_id, amount } => {
+                self.reserved = saturating_sub(self.reserved, amount);
+                self.reservations.insert(
+                    video_id,
+                    Reservation {
+                        amount,
+                        state: ReservationState::Released,
+                    },
+                );
+            }
+        }
+    }
+}
+
+fn saturating_add(a: Credits, b: Credits) -> Credits {
+    Credits::new(a.value().saturating_add(b.value()))
+}
+
+fn saturating_sub(a: Credits, b: Credits) -> Credits {
+    Credits::new(a.value().saturating_sub(b.value()))
+}

@@ -1,0 +1,562 @@
+//! The `User` aggregate: an account's identity, credentials, role, API keys and whether it
+//! may act at all.
+//!
+//! It owns every rule about a single account that must hold under concurrency: one
+//! registration per id, one-time and expiring email/reset tokens, API key lifecycle, and
+//! disabling. Uniqueness of an email *across* users cannot be decided inside one aggregate;
+//! the event store enforces it with a unique index on `payload.UserRegistered.email`, which
+//! is why `UserEvent` keeps serde's externally tagged form and stores the normalised email.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ApiKeyId, UserId};
+pub use crate::secrets::{hash_token, ApiKeyHash, PasswordHash, TokenHash};
+use crate::services::Services;
+
+/// RFC 5321 limits a forward path to 256 octets including the angle brackets.
+pub const MAX_EMAIL_LEN: usize = 254;
+pub const MAX_API_KEY_NAME_CHARS: usize = 100;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    #[default]
+    User,
+    Admin,
+}
+
+impl Role {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// Trims and lowercases an address and checks it has a plausible shape. Deliverability is
+/// proven by the verification email, so this only rejects what can never be an address and
+/// makes `A@X.com` and `a@x.com` one account.
+pub fn normalize_email(email: &str) -> Result<String, UserError> {
+    let email = email.trim().to_lowercase();
+    if email.len() > MAX_EMAIL_LEN || email.chars().any(char::is_whitespace) {
+        return Err(UserError::InvalidEmail);
+    }
+    let Some((local, domain)) = email.split_once('@') else {
+        return Err(UserError::InvalidEmail);
+    };
+    let domain_ok = domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains("..");
+    if local.is_empty() || domain.contains('@') || !domain_ok {
+        return Err(UserError::InvalidEmail);
+    }
+    Ok(email)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserCommand {
+    Register {
+        user_id: UserId,
+        email: String,
+        password_hash: PasswordHash,
+        verification_token_hash: TokenHash,
+        verification_expires_at: DateTime<Utc>,
+        role: Role,
+    },
+    /// Replaces any pending verification token (a resend).
+    IssueEmailVerification {
+        token_hash: TokenHash,
+        expires_at: DateTime<Utc>,
+    },
+    VerifyEmail {
+        token: String,
+    },
+    ChangePassword {
+        password_hash: PasswordHash,
+    },
+    /// Replaces any pending reset token.
+    RequestPasswordReset {
+        token_hash: TokenHash,
+        expires_at: DateTime<Utc>,
+    },
+    CompletePasswordReset {
+        token: String,
+        password_hash: PasswordHash,
+    },
+    IssueApiKey {
+        key_id: ApiKeyId,
+        name: String,
+        prefix: String,
+        key_hash: ApiKeyHash,
+        scopes: Vec<String>,
+    },
+    RevokeApiKey {
+        key_id: ApiKeyId,
+    },
+    ChangeRole {
+        role: Role,
+    },
+    Disable {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserEvent {
+    UserRegistered {
+        user_id: UserId,
+        email: String,
+        password_hash: PasswordHash,
+        role: Role,
+        verification_token_hash: TokenHash,
+        verification_expires_at: DateTime<Utc>,
+    },
+    EmailVerificationIssued {
+        token_hash: TokenHash,
+        expires_at: DateTime<Utc>,
+    },
+    EmailVerified {},
+    PasswordChanged {
+        password_hash: PasswordHash,
+    },
+    PasswordResetRequested {
+        token_hash: TokenHash,
+        expires_at: DateTime<Utc>,
+    },
+    PasswordResetCompleted {
+        password_hash: PasswordHash,
+    },
+    ApiKeyIssued {
+        key_id: ApiKeyId,
+        name: String,
+        prefix: String,
+        key_hash: ApiKeyHash,
+        scopes: Vec<String>,
+    },
+    ApiKeyRevoked {
+        key_id: ApiKeyId,
+    },
+    RoleChanged {
+        role: Role,
+    },
+    UserDisabled {
+        reason: String,
+    },
+}
+
+impl DomainEvent for UserEvent {
+    fn event_type(&self) -> String {
+        let name = match self {
+            UserEvent::UserRegistered { .. } => "UserRegistered",
+            UserEvent::EmailVerificationIssued { .. } => "EmailVerificationIssued",
+            UserEvent::EmailVerified {} => "EmailVerified",
+            UserEvent::PasswordChanged { .. } => "PasswordChanged",
+            UserEvent::PasswordResetRequested { .. } => "PasswordResetRequested",
+            UserEvent::PasswordResetCompleted { .. } => "PasswordResetCompleted",
+            UserEvent::ApiKeyIssued { .. } => "ApiKeyIssued",
+            UserEvent::ApiKeyRevoked { .. } => "ApiKeyRevoked",
+            UserEvent::RoleChanged { .. } => "RoleChanged",
+            UserEvent::UserDisabled { .. } => "UserDisabled",
+        };
+        name.to_string()
+    }
+
+    fn event_version(&self) -> String {
+        crate::EVENT_VERSION.to_string()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("the email address is not valid")]
+    InvalidEmail,
+    #[error("the user is already registered")]
+    AlreadyRegistered,
+    #[error("the user is not registered")]
+    NotRegistered,
+    #[error("the user is disabled")]
+    UserDisabled,
+    #[error("the email address is already verified")]
+    AlreadyVerified,
+    #[error("there is no pending token to redeem")]
+    NoPendingToken,
+    #[error("the token is not valid")]
+    InvalidToken,
+    #[error("the token has expired")]
+    TokenExpired,
+    #[error("an API key name must have 1 to {MAX_API_KEY_NAME_CHARS} characters")]
+    InvalidApiKeyName,
+    #[error("an API key with this id already exists")]
+    DuplicateApiKey,
+    #[error("no API key with this id exists")]
+    UnknownApiKey,
+    #[error("the API key is already revoked")]
+    ApiKeyAlreadyRevoked,
+    #[error("the user is already disabled")]
+    AlreadyDisabled,
+}
+
+impl UserError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            UserError::InvalidEmail => "invalid_email",
+            UserError::AlreadyRegistered => "already_registered",
+            UserError::NotRegistered => "not_registered",
+            UserError::UserDisabled => "user_disabled",
+            UserError::AlreadyVerified => "already_verified",
+            UserError::NoPendingToken => "no_pending_token",
+            UserError::InvalidToken => "invalid_token",
+            UserError::TokenExpired => "token_expired",
+            UserError::InvalidApiKeyName => "invalid_api_key_name",
+            UserError::DuplicateApiKey => "duplicate_api_key",
+            UserError::UnknownApiKey => "unknown_api_key",
+            UserError::ApiKeyAlreadyRevoked => "api_key_already_revoked",
+            UserError::AlreadyDisabled => "already_disabled",
+        }
+    }
+}
+
+/// A one-time token waiting to be redeemed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingToken {
+    pub token_hash: TokenHash,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl PendingToken {
+    /// Checks the token before the expiry so that a wrong guess learns nothing about
+    /// whether a real token is still live.
+    fn redeem(&self, token: &str, now: DateTime<Utc>) -> Result<(), UserError> {
+        if !self.token_hash.matches(token) {
+            return Err(UserError::InvalidToken);
+        }
+        if now > self.expires_at {
+            return Err(UserError::TokenExpired);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub key_id: ApiKeyId,
+    pub name: String,
+    /// The public, displayable start of the key, used to find candidates on lookup.
+    pub prefix: String,
+    pub key_hash: ApiKeyHash,
+    pub scopes: Vec<String>,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    user_id: Option<UserId>,
+    email: Option<String>,
+    password_hash: Option<PasswordHash>,
+    role: Role,
+    email_verified: bool,
+    pending_verification: Option<PendingToken>,
+    pending_reset: Option<PendingToken>,
+    /// In issue order; revoked keys stay so that a key id can never be reused.
+    api_keys: Vec<ApiKey>,
+    /// Set once disabled; an empty reason still means disabled.
+    disabled_reason: Option<String>,
+}
+
+impl User {
+    pub fn user_id(&self) -> Option<UserId> {
+        self.user_id
+    }
+
+    pub fn is_registered(&self) -> bool {
+        self.user_id.is_some()
+    }
+
+    /// The normalised email, once registered.
+    pub fn email(&self) -> Option<&str> {
+        self.email.as_deref()
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    pub fn is_email_verified(&self) -> bool {
+        self.email_verified
+    }
+
+    pub fn is_disabled(&self) -> bool {
+        self.disabled_reason.is_some()
+    }
+
+    pub fn disabled_reason(&self) -> Option<&str> {
+        self.disabled_reason.as_deref()
+    }
+
+    pub fn password_hash(&self) -> Option<&PasswordHash> {
+        self.password_hash.as_ref()
+    }
+
+    pub fn pending_verification(&self) -> Option<&PendingToken> {
+        self.pending_verification.as_ref()
+    }
+
+    pub fn pending_password_reset(&self) -> Option<&PendingToken> {
+        self.pending_reset.as_ref()
+    }
+
+    /// All keys ever issued, revoked ones included.
+    pub fn api_keys(&self) -> &[ApiKey] {
+        &self.api_keys
+    }
+
+    pub fn api_key(&self, key_id: ApiKeyId) -> Option<&ApiKey> {
+        self.api_keys.iter().find(|key| key.key_id == key_id)
+    }
+
+    pub fn active_api_keys(&self) -> impl Iterator<Item = &ApiKey> {
+        self.api_keys.iter().filter(|key| !key.revoked)
+    }
+
+    /// The guard shared by every command except `Register` and `Disable`.
+    fn ensure_active(&self) -> Result<(), UserError> {
+        if !self.is_registered() {
+            return Err(UserError::NotRegistered);
+        }
+        if self.is_disabled() {
+            return Err(UserError::UserDisabled);
+        }
+        Ok(())
+    }
+
+    fn decide(
+        &self,
+        command: UserCommand,
+        services: &Services,
+    ) -> Result<Vec<UserEvent>, UserError> {
+        if let UserCommand::Register { .. } = command {
+            if self.is_registered() {
+                return Err(UserError::AlreadyRegistered);
+            }
+        } else if let UserCommand::Disable { .. } = command {
+            if !self.is_registered() {
+                return Err(UserError::NotRegistered);
+            }
+        } else {
+            self.ensure_active()?;
+        }
+
+        let event = match command {
+            UserCommand::Register {
+                user_id,
+                email,
+                password_hash,
+                verification_token_hash,
+                verification_expires_at,
+                role,
+            } => UserEvent::UserRegistered {
+                user_id,
+                email: normalize_email(&email)?,
+                password_hash,
+                role,
+                verification_token_hash,
+                verification_expires_at,
+            },
+            UserCommand::IssueEmailVerification {
+                token_hash,
+                expires_at,
+            } => {
+                if self.email_verified {
+                    return Err(UserError::AlreadyVerified);
+                }
+                UserEvent::EmailVerificationIssued {
+                    token_hash,
+                    expires_at,
+                }
+            }
+            UserCommand::VerifyEmail { token } => {
+                if self.email_verified {
+                    return Err(UserError::AlreadyVerified);
+                }
+                let pending = self
+                    .pending_verification
+                    .as_ref()
+                    .ok_or(UserError::NoPendingToken)?;
+                pending.redeem(&token, services.now())?;
+                UserEvent::EmailVerified {}
+            }
+            UserCommand::ChangePassword { password_hash } => {
+                UserEvent::PasswordChanged { password_hash }
+            }
+            UserCommand::RequestPasswordReset {
+                token_hash,
+                expires_at,
+            } => UserEvent::PasswordResetRequested {
+                token_hash,
+                expires_at,
+            },
+            UserCommand::CompletePasswordReset {
+                token,
+                password_hash,
+            } => {
+                let pending = self
+                    .pending_reset
+                    .as_ref()
+                    .ok_or(UserError::NoPendingToken)?;
+                pending.redeem(&token, services.now())?;
+                UserEvent::PasswordResetCompleted { password_hash }
+            }
+            UserCommand::IssueApiKey {
+                key_id,
+                name,
+                prefix,
+                key_hash,
+                scopes,
+            } => {
+                let name = name.trim();
+                let chars = name.chars().count();
+                if chars == 0 || chars > MAX_API_KEY_NAME_CHARS {
+                    return Err(UserError::InvalidApiKeyName);
+                }
+                if self.api_key(key_id).is_some() {
+                    return Err(UserError::DuplicateApiKey);
+                }
+                UserEvent::ApiKeyIssued {
+                    key_id,
+                    name: name.to_string(),
+                    prefix,
+                    key_hash,
+                    scopes,
+                }
+            }
+            UserCommand::RevokeApiKey { key_id } => {
+                let key = self.api_key(key_id).ok_or(UserError::UnknownApiKey)?;
+                if key.revoked {
+                    return Err(UserError::ApiKeyAlreadyRevoked);
+                }
+                UserEvent::ApiKeyRevoked { key_id }
+            }
+            UserCommand::ChangeRole { role } => {
+                if role == self.role {
+                    return Ok(Vec::new());
+                }
+                UserEvent::RoleChanged { role }
+            }
+            UserCommand::Disable { reason } => {
+                if self.is_disabled() {
+                    return Err(UserError::AlreadyDisabled);
+                }
+                UserEvent::UserDisabled { reason }
+            }
+        };
+        Ok(vec![event])
+    }
+}
+
+impl Aggregate for User {
+    const TYPE: &'static str = "User";
+    type Command = UserCommand;
+    type Event = UserEvent;
+    type Error = UserError;
+    type Services = Services;
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in self.decide(command, services)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            UserEvent::UserRegistered {
+                user_id,
+                email,
+                password_hash,
+                role,
+                verification_token_hash,
+                verification_expires_at,
+            } => {
+                self.user_id = Some(user_id);
+                self.email = Some(email);
+                self.password_hash = Some(password_hash);
+                self.role = role;
+                self.pending_verification = Some(PendingToken {
+                    token_hash: verification_token_hash,
+                    expires_at: verification_expires_at,
+                });
+            }
+            UserEvent::EmailVerificationIssued {
+                token_hash,
+                expires_at,
+            } => {
+                self.pending_verification = Some(PendingToken {
+                    token_hash,
+                    expires_at,
+                });
+            }
+            UserEvent::EmailVerified {} => {
+                self.email_verified = true;
+                self.pending_verification = None;
+            }
+            UserEvent::PasswordChanged { password_hash } => {
+                self.password_hash = Some(password_hash);
+                // A reset link mailed before the change must not undo it.
+                self.pending_reset = None;
+            }
+            UserEvent::PasswordResetRequested {
+                token_hash,
+                expires_at,
+            } => {
+                self.pending_reset = Some(PendingToken {
+                    token_hash,
+                    expires_at,
+                });
+            }
+            UserEvent::PasswordResetCompleted { password_hash } => {
+                self.password_hash = Some(password_hash);
+                self.pending_reset = None;
+            }
+            UserEvent::ApiKeyIssued {
+                key_id,
+                name,
+                prefix,
+                key_hash,
+                scopes,
+            } => self.api_keys.push(ApiKey {
+                key_id,
+                name,
+                prefix,
+                key_hash,
+                scopes,
+                revoked: false,
+            }),
+            UserEvent::ApiKeyRevoked { key_id } => {
+                if let Some(key) = self.api_keys.iter_mut().find(|key| key.key_id == key_id) {
+                    key.revoked = true;
+                }
+            }
+            UserEvent::RoleChanged { role } => self.role = role,
+            UserEvent::UserDisabled { reason } => {
+                self.disabled_reason = Some(reason);
+                // Outstanding tokens die with the account rather than waiting to expire.
+                self.pending_verification = None;
+                self.pending_reset = None;
+            }
+        }
+    }
+}

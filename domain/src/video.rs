@@ -1,0 +1,613 @@
+//! The `Video` aggregate: one generation request from the moment it is queued until it is
+//! delivered, fails, or is cancelled.
+//!
+//! It owns the lifecycle state machine so that workers, provider callbacks and user
+//! requests racing on the same video cannot drive it into an impossible state (progress
+//! after completion, a second completion, a cancel that undoes a delivery). Credits are
+//! not touched here: the saga that watches these events reserves, captures and releases on
+//! the `CreditAccount`, which is why `VideoFailed` records whether the attempt was charged.
+
+use std::fmt;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::credits::Credits;
+use crate::ids::{ImageId, UserId, VideoId};
+pub use crate::provider::{ProviderKind, ProviderPreference, UnknownProvider};
+use crate::services::Services;
+
+pub const MAX_PROMPT_CHARS: usize = 4000;
+
+/// Everything fixed at request time. Stored whole in `VideoRequested` so the event alone
+/// says what was asked for and what it was estimated to cost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VideoSpec {
+    pub owner: UserId,
+    pub prompt: String,
+    pub negative_prompt: Option<String>,
+    pub provider: ProviderPreference,
+    pub model: Option<String>,
+    pub duration_seconds: u32,
+    pub aspect_ratio: String,
+    pub resolution: String,
+    pub image_id: Option<ImageId>,
+    pub seed: Option<u64>,
+    pub estimated_cost: Credits,
+    /// The caller's own reference for the request, if it gave one.
+    pub external_id: Option<String>,
+}
+
+impl VideoSpec {
+    fn validate(&self) -> Result<(), VideoError> {
+        if self.prompt.trim().is_empty() {
+            return Err(VideoError::EmptyPrompt);
+        }
+        // Providers count characters, and a byte limit would punish non-Latin scripts.
+        if self.prompt.chars().count() > MAX_PROMPT_CHARS {
+            return Err(VideoError::PromptTooLong);
+        }
+        if self.duration_seconds == 0 {
+            return Err(VideoError::InvalidDuration);
+        }
+        if self.estimated_cost.is_negative() {
+            return Err(VideoError::NegativeCost);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VideoStatus {
+    Queued,
+    Submitting,
+    Submitted,
+    Running,
+    Generated,
+    Stored,
+    Completed,
+    Failed,
+    CancelRequested,
+    Cancelled,
+}
+
+impl VideoStatus {
+    pub const fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            VideoStatus::Completed | VideoStatus::Failed | VideoStatus::Cancelled
+        )
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            VideoStatus::Queued => "queued",
+            VideoStatus::Submitting => "submitting",
+            VideoStatus::Submitted => "submitted",
+            VideoStatus::Running => "running",
+            VideoStatus::Generated => "generated",
+            VideoStatus::Stored => "stored",
+            VideoStatus::Completed => "completed",
+            VideoStatus::Failed => "failed",
+            VideoStatus::CancelRequested => "cancel_requested",
+            VideoStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for VideoStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoCommand {
+    Request {
+        video_id: VideoId,
+        spec: VideoSpec,
+    },
+    /// A worker is about to call a provider; a higher `attempt` retries a submission that
+    /// never reached `MarkSubmitted`.
+    StartSubmission {
+        attempt: u32,
+        provider: ProviderKind,
+        model: String,
+    },
+    MarkSubmitted {
+        provider_job_id: String,
+    },
+    /// A percentage that is not above the last one is ignored: pollers and callbacks
+    /// arrive out of order.
+    RecordProgress {
+        percent: u8,
+    },
+    MarkGenerated,
+    RecordStored {
+        blob_key: String,
+        bytes: u64,
+        sha256: String,
+        duration_ms: u64,
+        width: u32,
+        height: u32,
+    },
+    Complete {
+        final_cost: Credits,
+    },
+    Fail {
+        code: String,
+        message: String,
+        retryable: bool,
+        /// Whether the provider billed us, so that the credit saga captures instead of
+        /// releasing.
+        charged: bool,
+    },
+    RequestCancel {
+        reason: String,
+    },
+    Cancel,
+}
+
+impl VideoCommand {
+    /// The stable snake_case name used in `VideoError::InvalidTransition`.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            VideoCommand::Request { .. } => "request",
+            VideoCommand::StartSubmission { .. } => "start_submission",
+            VideoCommand::MarkSubmitted { .. } => "mark_submitted",
+            VideoCommand::RecordProgress { .. } => "record_progress",
+            VideoCommand::MarkGenerated => "mark_generated",
+            VideoCommand::RecordStored { .. } => "record_stored",
+            VideoCommand::Complete { .. } => "complete",
+            VideoCommand::Fail { .. } => "fail",
+            VideoCommand::RequestCancel { .. } => "request_cancel",
+            VideoCommand::Cancel => "cancel",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VideoEvent {
+    VideoRequested {
+        video_id: VideoId,
+        spec: VideoSpec,
+    },
+    SubmissionStarted {
+        attempt: u32,
+        provider: ProviderKind,
+        model: String,
+    },
+    VideoSubmitted {
+        provider_job_id: String,
+    },
+    VideoProgressed {
+        percent: u8,
+    },
+    VideoGenerated {},
+    VideoStored {
+        blob_key: String,
+        bytes: u64,
+        sha256: String,
+        duration_ms: u64,
+        width: u32,
+        height: u32,
+    },
+    VideoCompleted {
+        final_cost: Credits,
+    },
+    VideoFailed {
+        code: String,
+        message: String,
+        retryable: bool,
+        charged: bool,
+    },
+    CancelRequested {
+        reason: String,
+    },
+    VideoCancelled {},
+}
+
+impl DomainEvent for VideoEvent {
+    fn event_type(&self) -> String {
+        let name = match self {
+            VideoEvent::VideoRequested { .. } => "VideoRequested",
+            VideoEvent::SubmissionStarted { .. } => "SubmissionStarted",
+            VideoEvent::VideoSubmitted { .. } => "VideoSubmitted",
+            VideoEvent::VideoProgressed { .. } => "VideoProgressed",
+            VideoEvent::VideoGenerated {} => "VideoGenerated",
+            VideoEvent::VideoStored { .. } => "VideoStored",
+            VideoEvent::VideoCompleted { .. } => "VideoCompleted",
+            VideoEvent::VideoFailed { .. } => "VideoFailed",
+            VideoEvent::CancelRequested { .. } => "CancelRequested",
+            VideoEvent::VideoCancelled {} => "VideoCancelled",
+        };
+        name.to_string()
+    }
+
+    fn event_version(&self) -> String {
+        crate::EVENT_VERSION.to_string()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VideoError {
+    #[error("the video has not been requested")]
+    NotRequested,
+    #[error("the video has already been requested")]
+    AlreadyRequested,
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("the prompt is longer than {MAX_PROMPT_CHARS} characters")]
+    PromptTooLong,
+    #[error("the duration must be positive")]
+    InvalidDuration,
+    #[error("a cost cannot be negative")]
+    NegativeCost,
+    #[error("cannot {command} a video that is {from}")]
+    InvalidTransition {
+        from: VideoStatus,
+        command: &'static str,
+    },
+    #[error("the video is already {status}")]
+    AlreadyTerminal { status: VideoStatus },
+    #[error("cancellation has already been requested")]
+    AlreadyCancelRequested,
+    #[error("submission attempt {requested} does not follow attempt {current}")]
+    AttemptNotIncreasing { current: u32, requested: u32 },
+    #[error("progress {percent}% is out of range")]
+    ProgressOutOfRange { percent: u8 },
+    #[error("the stored blob key is empty")]
+    EmptyBlobKey,
+    #[error("the checksum is not a hex SHA-256 digest")]
+    InvalidSha256,
+}
+
+impl VideoError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            VideoError::NotRequested => "not_requested",
+            VideoError::AlreadyRequested => "already_requested",
+            VideoError::EmptyPrompt => "empty_prompt",
+            VideoError::PromptTooLong => "prompt_too_long",
+            VideoError::InvalidDuration => "invalid_duration",
+            VideoError::NegativeCost => "negative_cost",
+            VideoError::InvalidTransition { .. } => "invalid_transition",
+            VideoError::AlreadyTerminal { .. } => "already_terminal",
+            VideoError::AlreadyCancelRequested => "already_cancel_requested",
+            VideoError::AttemptNotIncreasing { .. } => "attempt_not_increasing",
+            VideoError::ProgressOutOfRange { .. } => "progress_out_of_range",
+            VideoError::EmptyBlobKey => "empty_blob_key",
+            VideoError::InvalidSha256 => "invalid_sha256",
+        }
+    }
+}
+
+/// Where the finished file lives and what it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredArtifact {
+    pub blob_key: String,
+    pub bytes: u64,
+    pub sha256: String,
+    pub duration_ms: u64,
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VideoFailure {
+    pub code: String,
+    pub message: String,
+    pub retryable: bool,
+    pub charged: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Video {
+    video_id: Option<VideoId>,
+    spec: Option<VideoSpec>,
+    /// `None` until requested.
+    status: Option<VideoStatus>,
+    /// 0 until the first submission starts.
+    attempt: u32,
+    provider: Option<ProviderKind>,
+    model: Option<String>,
+    provider_job_id: Option<String>,
+    progress: u8,
+    artifact: Option<StoredArtifact>,
+    final_cost: Option<Credits>,
+    failure: Option<VideoFailure>,
+    cancel_reason: Option<String>,
+}
+
+impl Video {
+    pub fn video_id(&self) -> Option<VideoId> {
+        self.video_id
+    }
+
+    pub fn is_requested(&self) -> bool {
+        self.status.is_some()
+    }
+
+    pub fn status(&self) -> Option<VideoStatus> {
+        self.status
+    }
+
+    pub fn spec(&self) -> Option<&VideoSpec> {
+        self.spec.as_ref()
+    }
+
+    pub fn owner(&self) -> Option<UserId> {
+        self.spec.as_ref().map(|spec| spec.owner)
+    }
+
+    /// The provider of the latest submission attempt.
+    pub fn provider(&self) -> Option<ProviderKind> {
+        self.provider
+    }
+
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    pub fn provider_job_id(&self) -> Option<&str> {
+        self.provider_job_id.as_deref()
+    }
+
+    pub fn progress(&self) -> u8 {
+        self.progress
+    }
+
+    pub fn artifact(&self) -> Option<&StoredArtifact> {
+        self.artifact.as_ref()
+    }
+
+    pub fn final_cost(&self) -> Option<Credits> {
+        self.final_cost
+    }
+
+    pub fn failure(&self) -> Option<&VideoFailure> {
+        self.failure.as_ref()
+    }
+
+    pub fn cancel_reason(&self) -> Option<&str> {
+        self.cancel_reason.as_deref()
+    }
+
+    /// The status of a requested, unfinished video: the guard of every command but
+    /// `Request`.
+    fn live_status(&self) -> Result<VideoStatus, VideoError> {
+        let status = self.status.ok_or(VideoError::NotRequested)?;
+        if status.is_terminal() {
+            return Err(VideoError::AlreadyTerminal { status });
+        }
+        Ok(status)
+    }
+
+    fn decide(&self, command: VideoCommand) -> Result<Option<VideoEvent>, VideoError> {
+        if let VideoCommand::Request { video_id, spec } = command {
+            if self.is_requested() {
+                return Err(VideoError::AlreadyRequested);
+            }
+            spec.validate()?;
+            return Ok(Some(VideoEvent::VideoRequested { video_id, spec }));
+        }
+
+        let status = self.live_status()?;
+        let invalid = VideoError::InvalidTransition {
+            from: status,
+            command: command.name(),
+        };
+        let event = match command {
+            // Decided above; kept so that this match stays exhaustive over the commands.
+            VideoCommand::Request { .. } => return Err(VideoError::AlreadyRequested),
+            VideoCommand::StartSubmission {
+                attempt,
+                provider,
+                model,
+            } => {
+                if !matches!(status, VideoStatus::Queued | VideoStatus::Submitting) {
+                    return Err(invalid);
+                }
+                if attempt <= self.attempt {
+                    return Err(VideoError::AttemptNotIncreasing {
+                        current: self.attempt,
+                        requested: attempt,
+                    });
+                }
+                VideoEvent::SubmissionStarted {
+                    attempt,
+                    provider,
+                    model,
+                }
+            }
+            VideoCommand::MarkSubmitted { provider_job_id } => {
+                if status != VideoStatus::Submitting {
+                    return Err(invalid);
+                }
+                VideoEvent::VideoSubmitted { provider_job_id }
+            }
+            VideoCommand::RecordProgress { percent } => {
+                if percent > 100 {
+                    return Err(VideoError::ProgressOutOfRange { percent });
+                }
+                match status {
+                    // The first report moves the video to Running, whatever it says.
+                    VideoStatus::Submitted => VideoEvent::VideoProgressed { percent },
+                    VideoStatus::Running if percent > self.progress => {
+                        VideoEvent::VideoProgressed { percent }
+                    }
+                    VideoStatus::Running => return Ok(None),
+                    _ => return Err(invalid),
+                }
+            }
+            VideoCommand::MarkGenerated => {
+                // Fast providers may finish before anyone saw progress.
+                if !matches!(status, VideoStatus::Submitted | VideoStatus::Running) {
+                    return Err(invalid);
+                }
+                VideoEvent::VideoGenerated {}
+            }
+            VideoCommand::RecordStored {
+                blob_key,
+                bytes,
+                sha256,
+                duration_ms,
+                width,
+                height,
+            } => {
+                if status != VideoStatus::Generated {
+                    return Err(invalid);
+                }
+                if blob_key.trim().is_empty() {
+                    return Err(VideoError::EmptyBlobKey);
+                }
+                if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(VideoError::InvalidSha256);
+                }
+                VideoEvent::VideoStored {
+                    blob_key,
+                    bytes,
+                    sha256: sha256.to_ascii_lowercase(),
+                    duration_ms,
+                    width,
+                    height,
+                }
+            }
+            VideoCommand::Complete { final_cost } => {
+                if status != VideoStatus::Stored {
+                    return Err(invalid);
+                }
+                if final_cost.is_negative() {
+                    return Err(VideoError::NegativeCost);
+                }
+                VideoEvent::VideoCompleted { final_cost }
+            }
+            VideoCommand::Fail {
+                code,
+                message,
+                retryable,
+                charged,
+            } => VideoEvent::VideoFailed {
+                code,
+                message,
+                retryable,
+                charged,
+            },
+            VideoCommand::RequestCancel { reason } => {
+                if status == VideoStatus::CancelRequested {
+                    return Err(VideoError::AlreadyCancelRequested);
+                }
+                VideoEvent::CancelRequested { reason }
+            }
+            VideoCommand::Cancel => {
+                if status != VideoStatus::CancelRequested {
+                    return Err(invalid);
+                }
+                VideoEvent::VideoCancelled {}
+            }
+        };
+        Ok(Some(event))
+    }
+}
+
+impl Aggregate for Video {
+    const TYPE: &'static str = "Video";
+    type Command = VideoCommand;
+    type Event = VideoEvent;
+    type Error = VideoError;
+    type Services = Services;
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        if let Some(event) = self.decide(command)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            VideoEvent::VideoRequested { video_id, spec } => {
+                self.video_id = Some(video_id);
+                self.spec = Some(spec);
+                self.status = Some(VideoStatus::Queued);
+            }
+            VideoEvent::SubmissionStarted {
+                attempt,
+                provider,
+                model,
+            } => {
+                self.status = Some(VideoStatus::Submitting);
+                self.attempt = attempt;
+                self.provider = Some(provider);
+                self.model = Some(model);
+                // A retry starts from scratch at its provider.
+                self.provider_job_id = None;
+                self.progress = 0;
+            }
+            VideoEvent::VideoSubmitted { provider_job_id } => {
+                self.status = Some(VideoStatus::Submitted);
+                self.provider_job_id = Some(provider_job_id);
+            }
+            VideoEvent::VideoProgressed { percent } => {
+                self.status = Some(VideoStatus::Running);
+                self.progress = percent;
+            }
+            VideoEvent::VideoGenerated {} => {
+                self.status = Some(VideoStatus::Generated);
+                self.progress = 100;
+            }
+            VideoEvent::VideoStored {
+                blob_key,
+                bytes,
+                sha256,
+                duration_ms,
+                width,
+                height,
+            } => {
+                self.status = Some(VideoStatus::Stored);
+                self.artifact = Some(StoredArtifact {
+                    blob_key,
+                    bytes,
+                    sha256,
+                    duration_ms,
+                    width,
+                    height,
+                });
+            }
+            VideoEvent::VideoCompleted { final_cost } => {
+                self.status = Some(VideoStatus::Completed);
+                self.final_cost = Some(final_cost);
+            }
+            VideoEvent::VideoFailed {
+                code,
+                message,
+                retryable,
+                charged,
+            } => {
+                self.status = Some(VideoStatus::Failed);
+                self.failure = Some(VideoFailure {
+                    code,
+                    message,
+                    retryable,
+                    charged,
+                });
+            }
+            VideoEvent::CancelRequested { reason } => {
+                self.status = Some(VideoStatus::CancelRequested);
+                self.cancel_reason = Some(reason);
+            }
+            VideoEvent::VideoCancelled {} => self.status = Some(VideoStatus::Cancelled),
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The read side of Framegate.
+//!
+//! Everything downstream of the event store (read models, workers, the Kafka relay) consumes
+//! one ordered log through named subscriptions with checkpoints. This crate owns that log
+//! reader and the subscription runner, and the read models of accounts and credits with the
+//! projectors that build them from the log.
+
+pub mod log;
+pub mod read_models;
+pub mod subscription;
+
+pub use log::{LogPosition, StoredEvent};
+pub use subscription::{EventHandler, HandlerError, Subscription, SubscriptionError};

@@ -1,0 +1,160 @@
+//! The `api_keys` read model: every key ever issued, by hash for authenticating a presented
+//! key and by owner for the key list.
+//!
+//! Written only by [`ApiKeysProjector`] from `User` events. A key stops working when it is
+//! revoked or when its owner is disabled: disabling stamps `revoked_at` on every live key of
+//! the user, so authentication needs only this table. `last_used_at` comes from
+//! `api_key_usage`, which the API writes on use and this projector never touches.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate as _;
+use framegate_domain::{User, UserEvent, UserId};
+use serde::Serialize;
+use sqlx::{FromRow, PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::{aggregate_uuid, decode, expect_row, ProjectionError};
+use crate::log::StoredEvent;
+use crate::subscription::{BoxError, EventHandler};
+
+/// The subscription name of the API keys projector.
+pub const SUBSCRIPTION: &str = "read_model.api_keys";
+
+/// An API key as the API shows it; never the hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
+pub struct ApiKeyRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub name: String,
+    pub prefix: String,
+    pub scopes: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// Projects `User` events into `api_keys`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiKeysProjector;
+
+#[async_trait]
+impl EventHandler for ApiKeysProjector {
+    async fn handle(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
+        if event.aggregate_type != User::TYPE {
+            return Ok(());
+        }
+        project(conn, event).await?;
+        Ok(())
+    }
+}
+
+async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+    let user_id = aggregate_uuid(event)?;
+    let at = event.recorded_at;
+    match decode::<UserEvent>(event)? {
+        UserEvent::ApiKeyIssued {
+            key_id,
+            name,
+            prefix,
+            key_hash,
+            scopes,
+        } => {
+            sqlx::query(
+                "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, scopes, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(key_id.as_uuid())
+            .bind(user_id)
+            .bind(name)
+            .bind(prefix)
+            .bind(key_hash.into_inner())
+            .bind(scopes)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        UserEvent::ApiKeyRevoked { key_id } => {
+            // COALESCE keeps the first revocation time if the event is ever seen again.
+            let result = sqlx::query(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3)
+                  WHERE id = $1 AND user_id = $2",
+            )
+            .bind(key_id.as_uuid())
+            .bind(user_id)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+            expect_row(&result, || {
+                format!("ApiKeyRevoked for key {key_id} of user {user_id}, not in api_keys")
+            })?;
+        }
+        UserEvent::UserDisabled { .. } => {
+            sqlx::query(
+                "UPDATE api_keys SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+            )
+            .bind(user_id)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        UserEvent::UserRegistered { .. }
+        | UserEvent::EmailVerificationIssued { .. }
+        | UserEvent::EmailVerified {}
+        | UserEvent::PasswordChanged { .. }
+        | UserEvent::PasswordResetRequested { .. }
+        | UserEvent::PasswordResetCompleted { .. }
+        | UserEvent::RoleChanged { .. } => {}
+    }
+    Ok(())
+}
+
+const SELECT: &str = "SELECT k.id, k.user_id, k.name, k.prefix, k.scopes, k.created_at,
+                             k.revoked_at, u.last_used_at
+                        FROM api_keys k LEFT JOIN api_key_usage u ON u.key_id = k.id";
+
+/// The key whose secret hashes to `key_hash`, revoked or not: the caller decides what a
+/// revoked key means (it must be refused).
+pub async fn find_by_hash(pool: &PgPool, key_hash: &str) -> Result<Option<ApiKeyRow>, sqlx::Error> {
+    sqlx::query_as(&format!("{SELECT} WHERE k.key_hash = $1"))
+        .bind(key_hash)
+        .fetch_optional(pool)
+        .await
+}
+
+/// All keys of a user, newest first, revoked ones included.
+pub async fn list_for_user(pool: &PgPool, user_id: UserId) -> Result<Vec<ApiKeyRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{SELECT} WHERE k.user_id = $1 ORDER BY k.created_at DESC, k.id DESC"
+    ))
+    .bind(user_id.as_uuid())
+    .fetch_all(pool)
+    .await
+}
+
+/// What authenticating with a key needs, in one round trip: the key and its owner's state.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct KeyOwner {
+    pub key_id: Uuid,
+    pub user_id: Uuid,
+    pub revoked: bool,
+    pub role: String,
+    pub disabled: bool,
+}
+
+/// The key whose secret hashes to `key_hash` with its owner's role and status.
+pub async fn find_owner_by_hash(
+    pool: &PgPool,
+    key_hash: &str,
+) -> Result<Option<KeyOwner>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT k.id AS key_id, k.user_id, k.revoked_at IS NOT NULL AS revoked,
+                u.role, u.disabled
+           FROM api_keys k JOIN users u ON u.id = k.user_id
+          WHERE k.key_hash = $1",
+    )
+    .bind(key_hash)
+    .fetch_optional(pool)
+    .await
+}

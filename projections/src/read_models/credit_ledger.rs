@@ -1,0 +1,118 @@
+//! The `credit_ledger` read model: one row per credit movement, for the user's statement
+//! and for support to explain a balance.
+//!
+//! Written only by [`CreditLedgerProjector`] from `CreditAccount` events. Each row is keyed by
+//! the global position of the event that made it, so seeing an event twice (a replay from
+//! zero) adds nothing. The deltas are the same as `credit_accounts` applies, so an account's
+//! balance is the sum of its ledger's balance changes.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate as _;
+use framegate_domain::{CreditAccount, CreditEvent, UserId};
+use serde::Serialize;
+use sqlx::{FromRow, PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::credit_accounts::deltas;
+use super::{aggregate_uuid, decode, ProjectionError};
+use crate::log::StoredEvent;
+use crate::subscription::{BoxError, EventHandler};
+
+/// The subscription name of the credit ledger projector.
+pub const SUBSCRIPTION: &str = "read_model.credit_ledger";
+
+/// One credit movement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
+pub struct LedgerEntry {
+    /// The global position of the event; also the pagination cursor.
+    pub position: i64,
+    /// `granted`, `purchased`, `reserved`, `captured` or `released`.
+    pub kind: String,
+    pub balance_change: i64,
+    pub reserved_change: i64,
+    pub video_id: Option<Uuid>,
+    /// Why credits were granted.
+    pub reason: Option<String>,
+    pub payment_reference: Option<String>,
+    /// Who caused it: `user:<uuid>` or `system`.
+    pub actor: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Projects `CreditAccount` events into `credit_ledger`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CreditLedgerProjector;
+
+#[async_trait]
+impl EventHandler for CreditLedgerProjector {
+    async fn handle(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
+        if event.aggregate_type != CreditAccount::TYPE {
+            return Ok(());
+        }
+        project(conn, event).await?;
+        Ok(())
+    }
+}
+
+async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+    let user_id = aggregate_uuid(event)?;
+    let credit_event = decode::<CreditEvent>(event)?;
+    let (balance_change, reserved_change) = deltas(&credit_event);
+    let (kind, video_id, reason, payment_reference) = match credit_event {
+        CreditEvent::CreditsGranted { reason, .. } => ("granted", None, Some(reason), None),
+        CreditEvent::CreditsPurchased {
+            payment_reference, ..
+        } => ("purchased", None, None, Some(payment_reference)),
+        CreditEvent::CreditsReserved { video_id, .. } => ("reserved", Some(video_id), None, None),
+        CreditEvent::ReservationCaptured { video_id, .. } => {
+            ("captured", Some(video_id), None, None)
+        }
+        CreditEvent::ReservationReleased { video_id, .. } => {
+            ("released", Some(video_id), None, None)
+        }
+    };
+    sqlx::query(
+        "INSERT INTO credit_ledger (global_position, user_id, kind, balance_change,
+                                    reserved_change, video_id, reason, payment_reference,
+                                    actor, recorded_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (global_position) DO NOTHING",
+    )
+    .bind(event.global_position)
+    .bind(user_id)
+    .bind(kind)
+    .bind(balance_change)
+    .bind(reserved_change)
+    .bind(video_id.map(|id| id.as_uuid()))
+    .bind(reason)
+    .bind(payment_reference)
+    .bind(event.meta("actor").unwrap_or("system"))
+    .bind(event.recorded_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Up to `limit` movements of a user's account, newest first, older than position `before`
+/// (the `position` of the last entry of the previous page) when given.
+pub async fn ledger(
+    pool: &PgPool,
+    user_id: UserId,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<LedgerEntry>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT global_position AS position, kind, balance_change, reserved_change, video_id,
+                reason, payment_reference, actor, recorded_at
+           FROM credit_ledger
+          WHERE user_id = $1 AND global_position < $2
+          ORDER BY global_position DESC
+          LIMIT $3",
+    )
+    .bind(user_id.as_uuid())
+    .bind(before.unwrap_or(i64::MAX))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

@@ -1,0 +1,92 @@
+//! The read models (accounts, credits, videos) and the projectors that build them.
+//!
+//! Each read model (`users`, `api_keys`, `credit_accounts`, `credit_ledger`, `videos`) is written by
+//! exactly one projector, which runs as its own named subscription on the ordered log and
+//! writes through the subscription's transaction, so a read-model change commits together
+//! with the checkpoint that says it happened. Projectors decode every event of the aggregate
+//! types they follow into the typed domain event: a payload that does not decode stops the
+//! projector naming that event instead of being skipped. The query functions the API uses
+//! live beside the projector that owns the table; `runner` starts, drains and waits for them.
+
+pub mod api_keys;
+pub mod credit_accounts;
+pub mod credit_ledger;
+pub mod credits;
+mod runner;
+pub mod users;
+pub mod videos;
+
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::log::StoredEvent;
+
+pub use api_keys::{ApiKeyRow, ApiKeysProjector};
+pub use credit_accounts::{CreditAccountRow, CreditAccountsProjector};
+pub use credit_ledger::{CreditLedgerProjector, LedgerEntry};
+pub use runner::{all, catch_up_all, spawn_all, wait_for, READ_MODELS};
+pub use users::{UserRow, UsersProjector};
+pub use videos::{VideoRow, VideosProjector};
+
+/// Why a projector refused an event (wrapped in a `HandlerError` that names the event).
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("the payload does not decode as {event_type}: {source}")]
+    Payload {
+        event_type: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the payload is tagged {tag:?} but the event type is {event_type}")]
+    TagMismatch { tag: String, event_type: String },
+    #[error("the aggregate id {0:?} is not a UUID")]
+    AggregateId(String),
+    #[error("{0}")]
+    Inconsistent(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Decodes an event's payload into the domain's event type.
+///
+/// Events are stored externally tagged (`{"UserRegistered": {...}}`); the tag must match the
+/// `event_type` column, so a row whose columns disagree is refused rather than projected as
+/// whatever its payload happens to say.
+pub(crate) fn decode<E: DeserializeOwned>(event: &StoredEvent) -> Result<E, ProjectionError> {
+    let tag = event
+        .payload
+        .as_object()
+        .filter(|object| object.len() == 1)
+        .and_then(|object| object.keys().next());
+    match tag {
+        Some(tag) if *tag == event.event_type => {}
+        other => {
+            return Err(ProjectionError::TagMismatch {
+                tag: other.cloned().unwrap_or_default(),
+                event_type: event.event_type.clone(),
+            })
+        }
+    }
+    serde_json::from_value(event.payload.clone()).map_err(|source| ProjectionError::Payload {
+        event_type: event.event_type.clone(),
+        source,
+    })
+}
+
+/// The aggregate id as a UUID: users and credit accounts are keyed by the user's id.
+pub(crate) fn aggregate_uuid(event: &StoredEvent) -> Result<Uuid, ProjectionError> {
+    Uuid::parse_str(&event.aggregate_id)
+        .map_err(|_| ProjectionError::AggregateId(event.aggregate_id.clone()))
+}
+
+/// Fails when an update that must find its row found none: the read model would silently
+/// drift from the log otherwise.
+pub(crate) fn expect_row(
+    result: &sqlx::postgres::PgQueryResult,
+    what: impl FnOnce() -> String,
+) -> Result<(), ProjectionError> {
+    if result.rows_affected() == 0 {
+        return Err(ProjectionError::Inconsistent(what()));
+    }
+    Ok(())
+}

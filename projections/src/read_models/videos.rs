@@ -1,0 +1,225 @@
+//! The `videos` read model: one row per video with its current status, for the API's
+//! listings and the workers' "what is in flight" queries.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate as _;
+use framegate_domain::{UserId, Video, VideoEvent, VideoId};
+use serde::Serialize;
+use sqlx::{FromRow, PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::{aggregate_uuid, decode, expect_row};
+use crate::log::StoredEvent;
+use crate::subscription::{BoxError, EventHandler};
+
+pub const SUBSCRIPTION: &str = "read_model.videos";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
+pub struct VideoRow {
+    pub id: Uuid,
+    pub owner_id: Uuid,
+    pub status: String,
+    pub progress: i16,
+    pub provider_preference: String,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub attempt: i32,
+    pub provider_job_id: Option<String>,
+    pub prompt: String,
+    pub negative_prompt: Option<String>,
+    pub duration_seconds: i32,
+    pub aspect_ratio: String,
+    pub resolution: String,
+    pub image_id: Option<Uuid>,
+    pub seed: Option<i64>,
+    pub external_id: Option<String>,
+    pub estimated_cost: i64,
+    pub final_cost: Option<i64>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub error_retryable: Option<bool>,
+    pub error_charged: Option<bool>,
+    pub blob_key: Option<String>,
+    pub bytes: Option<i64>,
+    pub sha256: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub width: Option<i32>,
+    pub height: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+pub struct VideosProjector;
+
+#[async_trait]
+impl EventHandler for VideosProjector {
+    async fn handle(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
+        if event.aggregate_type != Video::TYPE {
+            return Ok(());
+        }
+        let id = aggregate_uuid(event)?;
+        let at = event.recorded_at;
+        let update = |sql: &'static str| sqlx::query(sql).bind(id).bind(at);
+        let result = match decode::<VideoEvent>(event)? {
+            VideoEvent::VideoRequested { spec, .. } => {
+                sqlx::query(
+                    "INSERT INTO videos (id, owner_id, status, provider_preference, model, prompt,
+                         negative_prompt, duration_seconds, aspect_ratio, resolution, image_id, seed,
+                         external_id, estimated_cost, created_at, updated_at)
+                     VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(id)
+                .bind(spec.owner.as_uuid())
+                .bind(spec.provider.to_string())
+                .bind(&spec.model)
+                .bind(&spec.prompt)
+                .bind(&spec.negative_prompt)
+                .bind(spec.duration_seconds as i32)
+                .bind(&spec.aspect_ratio)
+                .bind(&spec.resolution)
+                .bind(spec.image_id.map(|i| i.as_uuid()))
+                .bind(spec.seed.map(|s| s as i64))
+                .bind(&spec.external_id)
+                .bind(spec.estimated_cost.value())
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+                return Ok(());
+            }
+            VideoEvent::SubmissionStarted { attempt, provider, model } => {
+                update("UPDATE videos SET status = 'submitting', updated_at = $2, attempt = $3,
+                               provider = $4, model = $5, provider_job_id = NULL, progress = 0
+                         WHERE id = $1")
+                    .bind(attempt as i32)
+                    .bind(provider.to_string())
+                    .bind(model)
+                    .execute(&mut *conn)
+                    .await?
+            }
+            VideoEvent::VideoSubmitted { provider_job_id } => {
+                update("UPDATE videos SET status = 'submitted', updated_at = $2, provider_job_id = $3 WHERE id = $1")
+                    .bind(provider_job_id)
+                    .execute(&mut *conn)
+                    .await?
+            }
+            VideoEvent::VideoProgressed { percent } => {
+                update("UPDATE videos SET status = 'running', updated_at = $2, progress = GREATEST(progress, $3) WHERE id = $1")
+                    .bind(i16::from(percent))
+                    .execute(&mut *conn)
+                    .await?
+            }
+            VideoEvent::VideoGenerated {} => {
+                update("UPDATE videos SET status = 'generated', updated_at = $2, progress = 100 WHERE id = $1")
+                    .execute(&mut *conn)
+                    .await?
+            }
+            VideoEvent::VideoStored { blob_key, bytes, sha256, duration_ms, width, height } => {
+                update("UPDATE videos SET status = 'stored', updated_at = $2, blob_key = $3, bytes = $4,
+                               sha256 = $5, duration_ms = $6, width = $7, height = $8 WHERE id = $1")
+                    .bind(blob_key)
+                    .bind(bytes as i64)
+                    .bind(sha256)
+                    .bind(duration_ms as i64)
+                    .bind(width as i32)
+                    .bind(height as i32)
+                    .execute(&mut *conn)
+                    .await?
+            }
+            VideoEvent::VideoCompleted { final_cost } => {
+                update("UPDATE videos SET status = 'completed', updated_at = $2, completed_at = $2,
+                               final_cost = $3, progress = 100 WHERE id = $1")
+                    .bind(final_cost.value())
+                    .execute(&mut *conn)
+                    .await?
+            }
+            VideoEvent::VideoFailed { code, message, retryable, charged } => {
+                update("UPDATE videos SET status = 'failed', updated_at = $2, completed_at = $2,
+                               error_code = $3, error_message = $4, error_retryable = $5,
+                               error_charged = $6 WHERE id = $1")
+                    .bind(code)
+                    .bind(message)
+                    .bind(retryable)
+                    .bind(charged)
+                    .execute(&mut *conn)
+                    .await?
+            }
+            VideoEvent::CancelRequested { .. } => {
+                update("UPDATE videos SET status = 'cancel_requested', updated_at = $2 WHERE id = $1")
+                    .execute(&mut *conn)
+                    .await?
+            }
+            VideoEvent::VideoCancelled {} => {
+                update("UPDATE videos SET status = 'cancelled', updated_at = $2, completed_at = $2 WHERE id = $1")
+                    .execute(&mut *conn)
+                    .await?
+            }
+        };
+        expect_row(&result, || format!("video {id} has no row"))?;
+        Ok(())
+    }
+}
+
+const COLUMNS: &str =
+    "id, owner_id, status, progress, provider_preference, provider, model, attempt,
+    provider_job_id, prompt, negative_prompt, duration_seconds, aspect_ratio, resolution, image_id,
+    seed, external_id, estimated_cost, final_cost, error_code, error_message, error_retryable,
+    error_charged, blob_key, bytes, sha256, duration_ms, width, height, created_at, updated_at,
+    completed_at";
+
+pub async fn get(pool: &PgPool, id: VideoId) -> Result<Option<VideoRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM videos WHERE id = $1"))
+        .bind(id.as_uuid())
+        .fetch_optional(pool)
+        .await
+}
+
+/// Filters of a listing.
+#[derive(Debug, Default, Clone)]
+pub struct VideoFilter {
+    pub status: Option<String>,
+    pub provider: Option<String>,
+    /// Cursor: rows strictly older than this (created_at, id).
+    pub before: Option<(DateTime<Utc>, Uuid)>,
+}
+
+/// An owner's videos, newest first.
+pub async fn list(
+    pool: &PgPool,
+    owner: UserId,
+    filter: &VideoFilter,
+    limit: i64,
+) -> Result<Vec<VideoRow>, sqlx::Error> {
+    let (before_at, before_id) = filter.before.unzip();
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM videos
+          WHERE owner_id = $1
+            AND ($2::text IS NULL OR status = $2)
+            AND ($3::text IS NULL OR provider = $3)
+            AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5))
+          ORDER BY created_at DESC, id DESC
+          LIMIT $6"
+    ))
+    .bind(owner.as_uuid())
+    .bind(&filter.status)
+    .bind(&filter.provider)
+    .bind(before_at)
+    .bind(before_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Videos not yet in a terminal state, oldest change first: the workers' queue.
+pub async fn in_flight(pool: &PgPool, limit: i64) -> Result<Vec<VideoRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM videos
+          WHERE status NOT IN ('completed', 'failed', 'cancelled')
+          ORDER BY updated_at LIMIT $1"
+    ))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

@@ -1,0 +1,147 @@
+//! The `framegate` binary: a thin command line that wires the platform's roles.
+//!
+//! Each subcommand parses its configuration, builds what the role needs and runs it. The
+//! roles themselves live in the member crates.
+
+mod roles;
+mod users;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "framegate",
+    version,
+    about = "Event-sourced backend for AI video generation"
+)]
+struct Cli {
+    /// Postgres connection URL of the event store.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        global = true,
+        default_value = "postgres://postgres@127.0.0.1:5432/framegate"
+    )]
+    database_url: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply pending database migrations (event store, checkpoints, read models).
+    Migrate,
+    /// Serve the HTTP API on FRAMEGATE_HTTP_ADDR, with the read-model projectors in-process.
+    Api,
+    /// Run the read-model projectors.
+    Projector,
+    /// Run the video pipeline: dispatcher, poller and credit settlement (simulator provider).
+    Worker,
+    /// Manage users from the command line.
+    Users {
+        #[command(subcommand)]
+        command: users::UsersCommand,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let json_logs = std::env::var("FRAMEGATE_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let filter =
+        EnvFilter::try_from_env("FRAMEGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if json_logs {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        // Logs on stderr: stdout carries command output (ids) for scripts.
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let cli = Cli::parse();
+    let pool = || async {
+        framegate_commands::db::connect(&cli.database_url, 20)
+            .await
+            .context("cannot connect to DATABASE_URL")
+    };
+    match cli.command {
+        Command::Migrate => {
+            framegate_commands::db::migrate(&pool().await?)
+                .await
+                .context("migrations failed")?;
+            tracing::info!("migrations applied");
+        }
+        Command::Api => run_api(pool().await?).await?,
+        Command::Projector | Command::Worker => {
+            let pool = pool().await?;
+            framegate_commands::db::migrate(&pool)
+                .await
+                .context("migrations failed")?;
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = stop.send(true);
+            });
+            match cli.command {
+                Command::Projector => roles::projector(pool, stopped).await?,
+                _ => roles::worker(pool, stopped).await?,
+            }
+        }
+        Command::Users { command } => users::run(command, &cli.database_url).await?,
+    }
+    Ok(())
+}
+
+async fn run_api(pool: sqlx::PgPool) -> anyhow::Result<()> {
+    let config = framegate_api::config::ApiConfig::from_env()?;
+    framegate_commands::db::migrate(&pool)
+        .await
+        .context("migrations failed")?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let projectors = framegate_projections::read_models::spawn_all(pool.clone(), stopped);
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+    let state = framegate_api::AppState::new(config, pool).context("cannot start the API")?;
+    let maintenance = framegate_api::spawn_maintenance(state.clone(), stop.subscribe());
+    framegate_api::serve(state, listener, shutdown_signal())
+        .await
+        .context("server error")?;
+    let _ = stop.send(true);
+    let _ = maintenance.await;
+    for projector in projectors {
+        let _ = projector.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,11 @@
+//! Workers: the processes that react to the ordered log outside the database.
+//!
+//! `settlement` makes credits follow each video; `media` renders the simulator's MP4s and
+//! validates and post-processes every generated video with ffmpeg; `provider` is the port
+//! adapters implement, `simulator` the local one, and `pipeline` the dispatcher and poller.
+
+pub mod media;
+pub mod pipeline;
+pub mod provider;
+pub mod settlement;
+pub mod simulator;

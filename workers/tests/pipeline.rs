@@ -1,0 +1,294 @@
+//! The video pipeline end to end on the simulator: real Postgres, real ffmpeg, filesystem
+//! blobs; credits settled by the settlement process manager.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use framegate_commands::blobs::{BlobKey, Blobs, FilesystemStore};
+use framegate_commands::testing::TestDatabase;
+use framegate_commands::videos::request_video;
+use framegate_commands::{Actor, CommandMetadata, EventStore};
+use framegate_domain::{
+    CreditCommand, Credits, ProviderKind, ProviderPreference, UserId, VideoCommand, VideoId,
+    VideoSpec,
+};
+use framegate_projections::read_models::{catch_up_all, credits, videos};
+use framegate_projections::Subscription;
+use framegate_workers::media::{probe, MediaTools};
+use framegate_workers::pipeline::{Dispatcher, Poller, Providers, DISPATCHER};
+use framegate_workers::provider::{Job, VideoProvider};
+use framegate_workers::settlement::{self, Settlement};
+use framegate_workers::simulator::{Simulator, SimulatorConfig};
+use uuid::Uuid;
+
+struct Rig {
+    db: TestDatabase,
+    store: EventStore,
+    simulator: Arc<Simulator>,
+    poller: Poller,
+    blobs_dir: tempfile::TempDir,
+    owner: UserId,
+}
+
+async fn rig(config: SimulatorConfig) -> Rig {
+    let db = TestDatabase::new().await;
+    let store = EventStore::new(db.pool.clone());
+    let tools = MediaTools::from_env().expect("media tools");
+    let simulator = Arc::new(Simulator::new(db.pool.clone(), tools.clone(), config));
+    let mut map: HashMap<ProviderKind, Arc<dyn VideoProvider>> = HashMap::new();
+    map.insert(ProviderKind::Simulator, simulator.clone());
+    let providers: Providers = Arc::new(map);
+    let blobs_dir = tempfile::tempdir().expect("blobs dir");
+    let blobs: Blobs = Arc::new(FilesystemStore::new(
+        blobs_dir.path().to_path_buf(),
+        b"0123456789abcdef0123456789abcdef".to_vec(),
+        "http://127.0.0.1:8080".to_owned(),
+    ));
+    let poller = Poller {
+        store: store.clone(),
+        pool: db.pool.clone(),
+        providers,
+        blobs,
+        tools,
+        max_job_time: Duration::from_secs(120),
+    };
+    let owner = UserId::from_uuid(Uuid::now_v7());
+    let grant = CreditCommand::Grant {
+        amount: Credits::new(100),
+        reason: "test".into(),
+        granted_by: "system".into(),
+    };
+    store
+        .credits()
+        .execute(
+            &owner.to_string(),
+            grant,
+            &CommandMetadata::new_request(Actor::System),
+        )
+        .await
+        .expect("grant");
+    Rig {
+        db,
+        store,
+        simulator,
+        poller,
+        blobs_dir,
+        owner,
+    }
+}
+
+impl Rig {
+    async fn request(&self, seconds: u32) -> VideoId {
+        let video_id = VideoId::from_uuid(Uuid::now_v7());
+        let spec = VideoSpec {
+            owner: self.owner,
+            prompt: "a paper boat on a rainy street".into(),
+            negative_prompt: None,
+            provider: ProviderPreference::Auto,
+            model: Some("simulator-v1".into()),
+            duration_seconds: seconds,
+            aspect_ratio: "16:9".into(),
+            resolution: "480p".into(),
+            image_id: None,
+            seed: Some(7),
+            estimated_cost: Credits::new(i64::from(seconds)),
+            external_id: None,
+        };
+        request_video(
+            &self.store,
+            video_id,
+            spec,
+            &CommandMetadata::new_request(Actor::User(self.owner)),
+        )
+        .await
+        .expect("request");
+        video_id
+    }
+
+    fn dispatcher(&self) -> (Subscription, Dispatcher) {
+        (
+            Subscription::new(DISPATCHER, self.db.pool.clone()),
+            Dispatcher::new(self.store.clone(), self.poller.providers.clone()),
+        )
+    }
+
+    /// Dispatch, project, poll and settle until `video` is terminal (bounded).
+    async fn drive(&self, video: VideoId) -> videos::VideoRow {
+        let (subscription, dispatcher) = self.dispatcher();
+        let settlement_sub = Subscription::new(settlement::SUBSCRIPTION, self.db.pool.clone());
+        let settlement = Settlement::new(self.store.clone());
+        for _ in 0..200 {
+            subscription.drain(&dispatcher).await.expect("dispatch");
+            catch_up_all(&self.db.pool).await.expect("project");
+            let row = videos::get(&self.db.pool, video)
+                .await
+                .expect("row")
+                .expect("video");
+            if matches!(row.status.as_str(), "completed" | "failed" | "cancelled") {
+                settlement_sub.drain(&settlement).await.expect("settle");
+                catch_up_all(&self.db.pool).await.expect("project");
+                return row;
+            }
+            self.poller.sweep().await.expect("sweep");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("video {video} did not finish");
+    }
+
+    async fn account(&self) -> (i64, i64) {
+        let account = credits::account(&self.db.pool, self.owner)
+            .await
+            .expect("account");
+        (account.balance, account.reserved)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requested_video_is_rendered_stored_validated_and_charged_once() {
+    let rig = rig(SimulatorConfig {
+        latency: Duration::from_millis(300),
+        ..SimulatorConfig::default()
+    })
+    .await;
+    let video = rig.request(2).await;
+    let row = rig.drive(video).await;
+    assert_eq!(row.status, "completed", "{row:?}");
+    assert_eq!(row.provider.as_deref(), Some("simulator"));
+    assert_eq!(row.final_cost, Some(2));
+    let key = row.blob_key.clone().expect("stored");
+    assert_eq!(key, format!("videos/{video}/video.mp4"));
+    // The stored file is a real H.264 MP4 of the requested length and size.
+    let file = rig.blobs_dir.path().join("objects").join(&key);
+    let report = probe(&MediaTools::from_env().expect("tools"), &file)
+        .await
+        .expect("probe");
+    assert_eq!(
+        (report.codec.as_str(), report.width, report.height),
+        ("h264", 854, 480)
+    );
+    assert!(
+        (1_900..=2_100).contains(&report.duration_ms),
+        "{}",
+        report.duration_ms
+    );
+    assert_eq!(Some(report.sha256.clone()), row.sha256);
+    for derived in ["poster.jpg", "thumbnail.jpg"] {
+        let head = rig
+            .poller
+            .blobs
+            .head(&BlobKey::new(format!("videos/{video}/{derived}")).expect("key"))
+            .await
+            .expect("head");
+        assert!(head.is_some_and(|bytes| bytes > 0), "{derived}");
+    }
+    assert_eq!(
+        rig.account().await,
+        (98, 0),
+        "the final cost is captured, the reservation settled"
+    );
+
+    // Settling again (a replay after a crash) changes nothing.
+    sqlx::query(
+        "UPDATE subscription_checkpoints SET last_tx_id = '0', last_position = 0 WHERE name = $1",
+    )
+    .bind(settlement::SUBSCRIPTION)
+    .execute(&rig.db.pool)
+    .await
+    .expect("rewind");
+    Subscription::new(settlement::SUBSCRIPTION, rig.db.pool.clone())
+        .drain(&Settlement::new(rig.store.clone()))
+        .await
+        .expect("settle");
+    catch_up_all(&rig.db.pool).await.expect("project");
+    assert_eq!(rig.account().await, (98, 0));
+}
+
+#[tokio::test]
+async fn a_moderated_video_fails_finally_and_is_not_charged() {
+    let rig = rig(SimulatorConfig {
+        latency: Duration::from_millis(50),
+        moderation_rate: 1.0,
+        ..SimulatorConfig::default()
+    })
+    .await;
+    let video = rig.request(3).await;
+    let row = rig.drive(video).await;
+    assert_eq!(
+        (row.status.as_str(), row.error_code.as_deref()),
+        ("failed", Some("moderated"))
+    );
+    assert_eq!(
+        (row.error_retryable, row.error_charged),
+        (Some(false), Some(false))
+    );
+    assert_eq!(rig.account().await, (100, 0), "released, not charged");
+}
+
+#[tokio::test]
+async fn a_crash_between_submitting_and_recording_finds_the_job_instead_of_submitting_twice() {
+    let rig = rig(SimulatorConfig {
+        latency: Duration::from_millis(50),
+        ..SimulatorConfig::default()
+    })
+    .await;
+    let video = rig.request(1).await;
+    // The dispatcher recorded its intent and the provider accepted the job, then it died.
+    let meta = CommandMetadata::new_request(Actor::System);
+    let intent = VideoCommand::StartSubmission {
+        attempt: 1,
+        provider: ProviderKind::Simulator,
+        model: "simulator-v1".into(),
+    };
+    rig.store
+        .videos()
+        .execute(&video.to_string(), intent, &meta)
+        .await
+        .expect("intent");
+    let job = Job {
+        video_id: video,
+        model: "simulator-v1".into(),
+        prompt: "p".into(),
+        negative_prompt: None,
+        duration_seconds: 1,
+        aspect_ratio: "16:9".into(),
+        resolution: "480p".into(),
+        seed: None,
+    };
+    let job_id = rig
+        .simulator
+        .submit(&job)
+        .await
+        .expect("submitted before the crash");
+
+    let row = rig.drive(video).await;
+    assert_eq!(row.status, "completed");
+    assert_eq!(row.provider_job_id.as_deref(), Some(job_id.as_str()));
+    let attempts: i32 =
+        sqlx::query_scalar("SELECT submit_attempts FROM simulator_jobs WHERE video_id = $1")
+            .bind(video.as_uuid())
+            .fetch_one(&rig.db.pool)
+            .await
+            .expect("attempts");
+    assert_eq!(attempts, 1, "never submitted upstream twice");
+    // And a second submission is refused by the simulator itself.
+    assert!(rig.simulator.submit(&job).await.is_err());
+}
+
+#[tokio::test]
+async fn a_job_past_its_deadline_fails_and_releases_its_credits() {
+    let mut rig = rig(SimulatorConfig {
+        latency: Duration::from_secs(3600),
+        ..SimulatorConfig::default()
+    })
+    .await;
+    rig.poller.max_job_time = Duration::from_millis(200);
+    let video = rig.request(4).await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let row = rig.drive(video).await;
+    assert_eq!(
+        (row.status.as_str(), row.error_code.as_deref()),
+        ("failed", Some("deadline_exceeded"))
+    );
+    assert_eq!(rig.account().await, (100, 0));
+}
