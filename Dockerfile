@@ -6,7 +6,7 @@ RUN cargo build --release --locked --bin framegate
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates ffmpeg \
+ && apt-get install -y --no-install-recommends ca-certificates ffmpeg fonts-dejavu-core \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --home /var/lib/framegate framegate
 COPY --from=build /src/target/release/framegate /usr/local/bin/framegate

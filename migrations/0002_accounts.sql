@@ -56,6 +56,7 @@ CREATE TABLE credit_ledger (
     recorded_at       timestamptz NOT NULL
 );
 CREATE INDEX credit_ledger_user_idx ON credit_ledger (user_id, global_position DESC);
+CREATE INDEX credit_ledger_video_idx ON credit_ledger (video_id) WHERE video_id IS NOT NULL;
 
 -- Refresh tokens: opaque, stored hashed, one row per issued token. Rotation marks the old row
 -- used; presenting a used token revokes its whole family.

@@ -9,6 +9,9 @@ CREATE TABLE simulator_jobs (
     width            integer     NOT NULL,
     height           integer     NOT NULL,
     seed             bigint,
+    -- Image-to-video: the start image as the provider received it.
+    start_image      bytea,
+    start_image_type text,
     latency_ms       bigint      NOT NULL,
     outcome          text        NOT NULL CHECK (outcome IN ('succeed', 'fail', 'moderate')),
     submit_attempts  integer     NOT NULL DEFAULT 1,

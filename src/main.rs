@@ -3,6 +3,8 @@
 //! Each subcommand parses its configuration, builds what the role needs and runs it. The
 //! roles themselves live in the member crates.
 
+mod dev;
+mod dev_postgres;
 mod roles;
 mod users;
 
@@ -32,9 +34,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the whole platform in one process: database (found or started), API, projectors
+    /// and the video worker with the simulator. Prints the URLs and an admin login.
+    Dev {
+        /// Where the private database, blobs, mailbox and dev secrets are kept.
+        #[arg(long, env = "FRAMEGATE_DEV_DIR", default_value = ".framegate")]
+        state_dir: std::path::PathBuf,
+        /// Start a private PostgreSQL cluster even if a local server accepts connections.
+        #[arg(long)]
+        private_db: bool,
+    },
     /// Apply pending database migrations (event store, checkpoints, read models).
     Migrate,
-    /// Serve the HTTP API on FRAMEGATE_HTTP_ADDR, with the read-model projectors in-process.
+    /// Serve the HTTP API on FRAMEGATE_HTTP_ADDR, with the read-model projectors in-process
+    /// unless FRAMEGATE_API_PROJECTORS=false.
     Api,
     /// Run the read-model projectors.
     Projector,
@@ -72,6 +85,16 @@ async fn main() -> anyhow::Result<()> {
             .context("cannot connect to DATABASE_URL")
     };
     match cli.command {
+        Command::Dev {
+            state_dir,
+            private_db,
+        } => {
+            let options = dev::DevOptions {
+                state_dir,
+                private_db,
+            };
+            dev::run(options, shutdown_signal()).await?;
+        }
         Command::Migrate => {
             framegate_commands::db::migrate(&pool().await?)
                 .await
@@ -91,7 +114,11 @@ async fn main() -> anyhow::Result<()> {
             });
             match cli.command {
                 Command::Projector => roles::projector(pool, stopped).await?,
-                _ => roles::worker(pool, stopped).await?,
+                _ => {
+                    let settings =
+                        roles::WorkerSettings::from_lookup(|name| std::env::var(name).ok())?;
+                    roles::worker(pool, settings, stopped).await?
+                }
             }
         }
         Command::Users { command } => users::run(command, &cli.database_url).await?,
@@ -105,11 +132,23 @@ async fn run_api(pool: sqlx::PgPool) -> anyhow::Result<()> {
         .await
         .context("migrations failed")?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let projectors = framegate_projections::read_models::spawn_all(pool.clone(), stopped);
+    // With a separate `framegate projector` (compose, scaled deployments) the API can leave
+    // projection to it; running both is safe, just redundant (subscriptions lock per batch).
+    let in_process = std::env::var("FRAMEGATE_API_PROJECTORS").map_or(true, |v| v != "false");
+    let projectors = if in_process {
+        framegate_projections::read_models::spawn_all(pool.clone(), stopped)
+    } else {
+        Vec::new()
+    };
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.http_addr))?;
-    let state = framegate_api::AppState::new(config, pool).context("cannot start the API")?;
+    let blobs = framegate_commands::blobs::build(&config.blobs)
+        .await
+        .context("blob storage")?;
+    let state = framegate_api::AppState::new(config, pool)
+        .context("cannot start the API")?
+        .with_blobs(blobs);
     let maintenance = framegate_api::spawn_maintenance(state.clone(), stop.subscribe());
     framegate_api::serve(state, listener, shutdown_signal())
         .await

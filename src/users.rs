@@ -54,36 +54,48 @@ pub async fn run(command: UsersCommand, database_url: &str) -> anyhow::Result<()
                 .context("cannot connect to DATABASE_URL")?;
             framegate_commands::db::migrate(&pool).await?;
             let store = EventStore::new(pool);
-            let hasher = PasswordHasher::owasp(1)?;
-            let user_id = UserId::from_uuid(Uuid::now_v7());
-            let token = format!("{user_id}.{}", Uuid::new_v4().simple());
-            let meta = CommandMetadata::new_request(Actor::System);
-            let registration = Registration {
-                user_id,
-                email: email.clone(),
-                password_hash: hasher.hash(password).await?,
-                verification_token_hash: hash_token(&token),
-                verification_expires_at: Utc::now() + chrono::Duration::minutes(5),
-                role: match role {
-                    RoleArg::User => Role::User,
-                    RoleArg::Admin => Role::Admin,
-                },
+            let role = match role {
+                RoleArg::User => Role::User,
+                RoleArg::Admin => Role::Admin,
             };
-            register(&store, registration, &meta)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot create the user: {e} ({})", e.code()))?;
-            // Created by an operator: the address needs no confirmation round trip.
-            store
-                .users()
-                .execute(
-                    &user_id.to_string(),
-                    UserCommand::VerifyEmail { token },
-                    &meta,
-                )
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot verify the user: {e}"))?;
+            let user_id = create_verified(&store, &email, password, role).await?;
             println!("{user_id}");
             Ok(())
         }
     }
+}
+
+/// Registers `email` with `password` and `role`, its address already verified (an operator
+/// vouches for it). Fails if the address is taken.
+pub async fn create_verified(
+    store: &EventStore,
+    email: &str,
+    password: &str,
+    role: Role,
+) -> anyhow::Result<UserId> {
+    let hasher = PasswordHasher::owasp(1)?;
+    let user_id = UserId::from_uuid(Uuid::now_v7());
+    let token = format!("{user_id}.{}", Uuid::new_v4().simple());
+    let meta = CommandMetadata::new_request(Actor::System);
+    let registration = Registration {
+        user_id,
+        email: email.to_owned(),
+        password_hash: hasher.hash(password).await?,
+        verification_token_hash: hash_token(&token),
+        verification_expires_at: Utc::now() + chrono::Duration::minutes(5),
+        role,
+    };
+    register(store, registration, &meta)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the user: {e} ({})", e.code()))?;
+    store
+        .users()
+        .execute(
+            &user_id.to_string(),
+            UserCommand::VerifyEmail { token },
+            &meta,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot verify the user: {e}"))?;
+    Ok(user_id)
 }

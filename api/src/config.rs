@@ -8,10 +8,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use framegate_commands::blobs::BlobConfig;
 use framegate_domain::catalog::Catalog;
 use framegate_domain::ProviderKind;
 use rand::RngCore as _;
 
+use crate::images::{ImageLimits, RuleSet, RULES_ENV};
 use crate::mail::MailConfig;
 use crate::rate_limit::RateConfig;
 
@@ -51,6 +53,21 @@ pub struct ApiConfig {
     pub catalog: Catalog,
     /// Providers that can take jobs (the simulator always; others once configured).
     pub enabled_providers: Vec<ProviderKind>,
+    /// What an uploaded image may be: file size, sides, decoder memory.
+    pub images: ImageLimits,
+    /// Image uploads decoded at once; each decode may use up to `images.max_alloc` bytes.
+    pub image_concurrency: usize,
+    /// The moderation rules every upload is reviewed by; none (the default) allows all.
+    pub image_moderation: RuleSet,
+    /// Blob storage (uploaded images, generated videos); `AppState` builds the filesystem
+    /// adapter from it, `AppState::with_blobs` swaps in another.
+    pub blobs: BlobConfig,
+    /// How long signed download URLs stay valid.
+    pub download_ttl: Duration,
+    /// How often a video's event stream looks for changes.
+    pub sse_poll_interval: Duration,
+    /// How often an idle event stream sends a keep-alive comment.
+    pub sse_keep_alive: Duration,
 }
 
 impl ApiConfig {
@@ -78,6 +95,13 @@ impl ApiConfig {
             max_concurrent_hashes: 4,
             catalog: Catalog::defaults(),
             enabled_providers: vec![ProviderKind::Simulator],
+            images: ImageLimits::default(),
+            image_concurrency: 2,
+            image_moderation: RuleSet::default(),
+            blobs: development_blobs(),
+            download_ttl: Duration::from_secs(3600),
+            sse_poll_interval: Duration::from_millis(250),
+            sse_keep_alive: Duration::from_secs(15),
         }
     }
 
@@ -162,6 +186,38 @@ impl ApiConfig {
         if let Some(v) = get("FRAMEGATE_BODY_LIMIT_BYTES") {
             config.body_limit = parse("FRAMEGATE_BODY_LIMIT_BYTES", &v)?;
         }
+        if let Some(v) = get("FRAMEGATE_DOWNLOAD_TTL_SECONDS") {
+            config.download_ttl = Duration::from_secs(u64::from(positive(
+                "FRAMEGATE_DOWNLOAD_TTL_SECONDS",
+                &v,
+            )?));
+        }
+        // Download links point at the API's public URL unless blob storage says otherwise.
+        let public_url = config.public_url.clone();
+        config.blobs = BlobConfig::from_lookup(|name| match name {
+            "FRAMEGATE_PUBLIC_URL" => get(name).or_else(|| Some(public_url.clone())),
+            _ => get(name),
+        })
+        .map_err(|e| ConfigError {
+            variable: "FRAMEGATE_BLOB_STORE",
+            message: e.to_string(),
+        })?;
+        if let Some(v) = get("FRAMEGATE_IMAGE_CONCURRENCY") {
+            config.image_concurrency = positive("FRAMEGATE_IMAGE_CONCURRENCY", &v)? as usize;
+        }
+        if let Some(v) = get(RULES_ENV) {
+            config.image_moderation = RuleSet::parse(&v).map_err(|e| {
+                let message = e.to_string();
+                ConfigError {
+                    variable: RULES_ENV,
+                    // The rule set's errors already start with the variable's name.
+                    message: message
+                        .strip_prefix(&format!("{RULES_ENV}: "))
+                        .unwrap_or(&message)
+                        .to_owned(),
+                }
+            })?;
+        }
         if let Some(path) = get("FRAMEGATE_CATALOG_FILE") {
             let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
                 variable: "FRAMEGATE_CATALOG_FILE",
@@ -174,6 +230,13 @@ impl ApiConfig {
         }
         Ok(config)
     }
+}
+
+/// The filesystem store under `.framegate/blobs` with a random signing key.
+fn development_blobs() -> BlobConfig {
+    BlobConfig::from_lookup(|_| None).unwrap_or_else(|error| {
+        unreachable!("the default blob configuration is valid: {error}")
+    })
 }
 
 fn parse<T: std::str::FromStr>(variable: &'static str, value: &str) -> Result<T, ConfigError>
@@ -230,6 +293,23 @@ mod tests {
     }
 
     #[test]
+    fn image_moderation_rules_and_concurrency_are_read() {
+        let config = ApiConfig::from_lookup(lookup(&[
+            (RULES_ENV, "deny_formats=webp; max_megapixels=12"),
+            ("FRAMEGATE_IMAGE_CONCURRENCY", "3"),
+        ]))
+        .expect("config");
+        assert_eq!(
+            config.image_moderation.to_string(),
+            "deny_formats=webp;max_megapixels=12"
+        );
+        assert_eq!(config.image_concurrency, 3);
+        let defaults = ApiConfig::from_lookup(lookup(&[])).expect("config");
+        assert!(defaults.image_moderation.is_empty(), "no rules: allow all");
+        assert_eq!(defaults.images, ImageLimits::default());
+    }
+
+    #[test]
     fn bad_values_name_their_variable() {
         for (variable, value) in [
             ("FRAMEGATE_HTTP_ADDR", "not an address"),
@@ -237,6 +317,8 @@ mod tests {
             ("FRAMEGATE_JWT_SECRET", "short"),
             ("FRAMEGATE_RATE_ANONYMOUS_PER_MINUTE", "0"),
             ("FRAMEGATE_ENV", "staging"),
+            ("FRAMEGATE_IMAGE_CONCURRENCY", "0"),
+            (RULES_ENV, "deny_everything=yes"),
         ] {
             let error = ApiConfig::from_lookup(lookup(&[(variable, value)])).expect_err(variable);
             assert_eq!(error.variable, variable);

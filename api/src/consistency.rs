@@ -30,6 +30,9 @@ pub const VIDEO_MODELS: &[&str] = &[
     read_models::credit_ledger::SUBSCRIPTION,
 ];
 
+/// The read models an image upload or deletion shows up in.
+pub const IMAGE_MODELS: &[&str] = &[read_models::images::SUBSCRIPTION];
+
 /// Whether the write is visible: true when caught up (or nothing was written).
 pub async fn settle(state: &AppState, position: Option<LogPosition>, models: &[&str]) -> bool {
     let Some(position) = position else {

@@ -290,15 +290,13 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         // The handler's extractor refuses it with the proper 401.
         Err(_) => return next.run(request).await,
     };
-    execute_once(
-        &state.pool,
-        &scope,
-        &key,
-        state.config.body_limit,
-        request,
-        next,
-    )
-    .await
+    // Uploads have their own, larger limit; everything else the global one.
+    let body_limit = if request.uri().path() == "/v1/images" {
+        crate::handlers::images::upload_body_limit(&state.config.images)
+    } else {
+        state.config.body_limit
+    };
+    execute_once(&state.pool, &scope, &key, body_limit, request, next).await
 }
 
 /// Runs `request` at most once per `(scope, key)`: the protocol of this module for one

@@ -31,7 +31,10 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::handlers::{admin, api_keys, auth as auth_handlers, credits, health, videos};
+use crate::handlers::{
+    admin, api_keys, auth as auth_handlers, blobs, credits, health, images as image_handlers,
+    videos,
+};
 pub use crate::state::AppState;
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -43,6 +46,7 @@ tokio::task_local! {
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.body_limit;
+    let image_upload_limit = image_handlers::upload_body_limit(&state.config.images);
     let v1 = Router::new()
         .route("/auth/register", post(auth_handlers::register))
         .route("/auth/verify-email", post(auth_handlers::verify_email))
@@ -70,7 +74,20 @@ pub fn router(state: AppState) -> Router {
         .route("/videos/estimate", post(videos::estimate))
         .route("/videos/{id}", get(videos::get))
         .route("/videos/{id}/cancel", post(videos::cancel))
-        .route("/providers", get(videos::providers));
+        .route("/videos/{id}/content", get(videos::content))
+        .route("/videos/{id}/events", get(videos::events))
+        .route("/providers", get(videos::providers))
+        .route(
+            "/images",
+            post(image_handlers::upload)
+                .layer(DefaultBodyLimit::max(image_upload_limit))
+                .get(image_handlers::list),
+        )
+        .route(
+            "/images/{id}",
+            get(image_handlers::get).delete(image_handlers::delete),
+        )
+        .route("/blobs/{*key}", get(blobs::download));
     Router::new()
         .nest("/v1", v1)
         .route("/health/live", get(health::live))

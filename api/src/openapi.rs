@@ -21,6 +21,10 @@ use crate::handlers;
         handlers::health::live, handlers::health::ready,
         handlers::videos::create, handlers::videos::estimate, handlers::videos::get,
         handlers::videos::list, handlers::videos::cancel, handlers::videos::providers,
+        handlers::videos::content, handlers::videos::events,
+        handlers::images::upload, handlers::images::list, handlers::images::get,
+        handlers::images::delete,
+        handlers::blobs::download,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth),
@@ -30,6 +34,8 @@ use crate::handlers;
         (name = "credits", description = "Balance and ledger"),
         (name = "admin", description = "Administration (role admin)"),
         (name = "videos", description = "Video requests, credits reservation and providers"),
+        (name = "images", description = "Reference images: upload, list, signed links, delete"),
+        (name = "blobs", description = "Signed download links (filesystem blob store)"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]

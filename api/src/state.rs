@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use framegate_commands::blobs::{Blobs, FilesystemStore};
 use framegate_commands::passwords::PasswordHasher;
 use framegate_commands::EventStore;
 use sqlx::PgPool;
@@ -9,6 +10,7 @@ use sqlx::PgPool;
 use crate::auth::api_keys::UsageTracker;
 use crate::auth::jwt::TokenKeys;
 use crate::config::ApiConfig;
+use crate::images::{ImageProcessor, Moderation};
 use crate::mail::Mailer;
 use crate::rate_limit::RateLimits;
 
@@ -22,6 +24,14 @@ pub struct AppState {
     pub mailer: Arc<Mailer>,
     pub limits: Arc<RateLimits>,
     pub key_usage: Arc<UsageTracker>,
+    /// Uploaded images and generated videos. The filesystem adapter from `config.blobs`
+    /// unless [`AppState::with_blobs`] replaced it (S3 needs an async start-up).
+    pub blobs: Blobs,
+    /// Checks and thumbnails uploads off the async runtime, `config.image_concurrency` at once.
+    pub images: ImageProcessor,
+    /// Reviews every upload before anything is stored: `config.image_moderation` unless
+    /// [`AppState::with_moderation`] replaced it.
+    pub moderation: Arc<dyn Moderation>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +54,15 @@ impl AppState {
         pool: PgPool,
         passwords: PasswordHasher,
     ) -> Result<Self, StateError> {
+        let blobs: Blobs = Arc::new(FilesystemStore::new(
+            config.blobs.dir.clone(),
+            config.blobs.signing_key.clone(),
+            config.blobs.public_url.clone(),
+        ));
         Ok(Self {
+            blobs,
+            images: ImageProcessor::new(config.images.clone(), config.image_concurrency),
+            moderation: Arc::new(config.image_moderation.clone()),
             store: EventStore::new(pool.clone()),
             tokens: Arc::new(TokenKeys::new(&config)),
             mailer: Arc::new(Mailer::new(&config.mail)?),
@@ -54,5 +72,19 @@ impl AppState {
             pool,
             config: Arc::new(config),
         })
+    }
+}
+
+impl AppState {
+    /// Uses `blobs` (built by `framegate_commands::blobs::build`) for storage and links.
+    pub fn with_blobs(mut self, blobs: Blobs) -> Self {
+        self.blobs = blobs;
+        self
+    }
+
+    /// Reviews uploads with `moderation` (a classifier, say) instead of the configured rules.
+    pub fn with_moderation(mut self, moderation: Arc<dyn Moderation>) -> Self {
+        self.moderation = moderation;
+        self
     }
 }

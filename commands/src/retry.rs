@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use framegate_domain::{CreditCommand, UserCommand, VideoCommand};
+use framegate_domain::{CreditCommand, ImageCommand, UserCommand, VideoCommand};
 use rand::Rng;
 
 /// How many times a conflicting command that is safe to re-run is retried.
@@ -36,6 +36,14 @@ impl RetryPolicy for CreditCommand {
 impl RetryPolicy for VideoCommand {
     fn retry_on_conflict(&self) -> bool {
         !matches!(self, VideoCommand::Request { .. })
+    }
+}
+
+impl RetryPolicy for ImageCommand {
+    fn retry_on_conflict(&self) -> bool {
+        // Re-deciding an upload that lost a race yields `AlreadyUploaded`, which is the
+        // answer the loser needs; deleting twice is refused as already deleted.
+        true
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::Weak;
 
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, CqrsFramework, EventStore as _};
-use framegate_domain::{CreditAccount, Services, SystemClock, User, Video};
+use framegate_domain::{CreditAccount, Image, Services, SystemClock, User, Video};
 use sqlx::PgPool;
 use tracing::{debug, warn};
 
@@ -134,6 +134,7 @@ struct Inner {
     users: Aggregates<User>,
     credits: Aggregates<CreditAccount>,
     videos: Aggregates<Video>,
+    images: Aggregates<Image>,
 }
 
 impl EventStore {
@@ -146,7 +147,8 @@ impl EventStore {
             inner: Arc::new(Inner {
                 users: Aggregates::new(&pool, services.clone()),
                 credits: Aggregates::new(&pool, services.clone()),
-                videos: Aggregates::new(&pool, services),
+                videos: Aggregates::new(&pool, services.clone()),
+                images: Aggregates::new(&pool, services),
                 pool,
             }),
         }
@@ -166,5 +168,9 @@ impl EventStore {
 
     pub fn videos(&self) -> &Aggregates<Video> {
         &self.inner.videos
+    }
+
+    pub fn images(&self) -> &Aggregates<Image> {
+        &self.inner.images
     }
 }

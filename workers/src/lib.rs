@@ -1,11 +1,14 @@
 //! Workers: the processes that react to the ordered log outside the database.
 //!
-//! `settlement` makes credits follow each video; `media` renders the simulator's MP4s and
-//! validates and post-processes every generated video with ffmpeg; `provider` is the port
-//! adapters implement, `simulator` the local one, and `pipeline` the dispatcher and poller.
+//! `settlement` makes credits follow each video; `image_cleanup` removes a deleted image's
+//! files; `media` renders the simulator's MP4s and validates and post-processes every
+//! generated video with ffmpeg; `provider` is the port adapters implement, `simulator` the
+//! local one, and `pipeline` the dispatcher and poller.
 
+pub mod image_cleanup;
 pub mod media;
 pub mod pipeline;
 pub mod provider;
+pub mod providers;
 pub mod settlement;
 pub mod simulator;

@@ -15,9 +15,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use cqrs_es::Aggregate as _;
-use framegate_commands::blobs::{BlobKey, Blobs};
+use framegate_commands::blobs::{video_keys, BlobError, BlobKey, Blobs};
 use framegate_commands::{Actor, CommandMetadata, EventStore};
-use framegate_domain::{ProviderKind, Video, VideoCommand, VideoId, VideoStatus};
+use framegate_domain::{ImageId, ProviderKind, UserId, Video, VideoCommand, VideoId, VideoStatus};
 use framegate_projections::read_models::videos::{self, VideoRow};
 use framegate_projections::subscription::BoxError;
 use framegate_projections::{EventHandler, StoredEvent};
@@ -25,8 +25,10 @@ use sqlx::{PgConnection, PgPool};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::media::{extract_poster, make_thumbnail, validate_video, Expectation, MediaTools};
-use crate::provider::{Job, JobState, ProviderFailure, VideoProvider};
+use crate::media::{
+    extract_poster, make_thumbnail, prepare_start_image, validate_video, Expectation, MediaTools,
+};
+use crate::provider::{codes, Job, JobImage, JobState, Lookup, ProviderFailure, VideoProvider};
 
 pub const DISPATCHER: &str = "worker.dispatcher";
 
@@ -42,11 +44,54 @@ fn system(correlation: Option<&str>, cause: Uuid) -> CommandMetadata {
 pub struct Dispatcher {
     store: EventStore,
     providers: Providers,
+    blobs: Blobs,
 }
 
 impl Dispatcher {
-    pub fn new(store: EventStore, providers: Providers) -> Self {
-        Self { store, providers }
+    pub fn new(store: EventStore, providers: Providers, blobs: Blobs) -> Self {
+        Self {
+            store,
+            providers,
+            blobs,
+        }
+    }
+
+    /// The start image of an image-to-video request, re-encoded for the provider. The outer
+    /// error is ours (storage down: retry the event); the inner one fails the video.
+    async fn start_image(
+        &self,
+        owner: UserId,
+        image_id: ImageId,
+    ) -> Result<Result<JobImage, ProviderFailure>, BoxError> {
+        let unavailable = || {
+            Ok(Err(ProviderFailure::new(
+                "image_unavailable",
+                format!("image {image_id} was deleted or is not available"),
+                false,
+                false,
+            )))
+        };
+        let image = self.store.images().load(&image_id.to_string()).await?;
+        let key = match image.upload() {
+            Some(upload) if image.is_available() && image.owner() == Some(owner) => {
+                BlobKey::new(upload.blob_key.clone())?
+            }
+            _ => return unavailable(),
+        };
+        let original = match self.blobs.get(&key).await {
+            Ok(bytes) => bytes,
+            Err(BlobError::NotFound(_)) => return unavailable(),
+            Err(error) => return Err(error.into()),
+        };
+        let prepared = tokio::task::spawn_blocking(move || prepare_start_image(&original)).await?;
+        Ok(prepared
+            .map(|image| JobImage {
+                bytes: image.bytes.into(),
+                content_type: image.content_type.to_owned(),
+            })
+            .map_err(|error| {
+                ProviderFailure::new("invalid_image", error.to_string(), false, false)
+            }))
     }
 }
 
@@ -86,6 +131,19 @@ impl EventHandler for Dispatcher {
                 .await?;
             return Ok(());
         };
+        let image = match spec.image_id {
+            None => None,
+            Some(image_id) => match self.start_image(spec.owner, image_id).await? {
+                Ok(image) => Some(image),
+                Err(failure) => {
+                    self.store
+                        .videos()
+                        .execute(&event.aggregate_id, fail_command(&failure), &meta)
+                        .await?;
+                    return Ok(());
+                }
+            },
+        };
         let model = spec.model.clone().unwrap_or_default();
         if attempt.is_none() {
             let intent = VideoCommand::StartSubmission {
@@ -107,14 +165,25 @@ impl EventHandler for Dispatcher {
             aspect_ratio: spec.aspect_ratio.clone(),
             resolution: spec.resolution.clone(),
             seed: spec.seed,
+            image,
         };
-        let existing = match attempt {
-            Some(_) => provider.find(video_id).await.ok().flatten(),
-            None => None,
+        // After a crash between intent and record, ask before submitting again. The job
+        // cannot predate its request, so the request's time bounds the search.
+        let lookup = match attempt {
+            Some(_) => provider.find(&job, event.recorded_at).await,
+            None => Ok(Lookup::NotSubmitted),
         };
-        let submitted = match existing {
-            Some(job_id) => Ok(job_id),
-            None => provider.submit(&job).await,
+        let submitted = match lookup {
+            Ok(Lookup::Found(job_id)) => Ok(job_id),
+            Ok(Lookup::NotSubmitted) => provider.submit(&job).await,
+            Ok(Lookup::Unknown) => Err(ProviderFailure::new(
+                codes::SUBMISSION_UNKNOWN,
+                "the worker stopped while submitting and the provider cannot be asked whether \
+                 it accepted the job; request the video again",
+                true,
+                false,
+            )),
+            Err(failure) => Err(failure),
         };
         let command = match submitted {
             Ok(provider_job_id) => VideoCommand::MarkSubmitted { provider_job_id },
@@ -280,30 +349,22 @@ impl Poller {
                 .execute(&id, VideoCommand::MarkGenerated, meta)
                 .await?;
         }
-        let video_key = BlobKey::new(format!("videos/{id}/video.mp4"))?;
+        let keys = video_keys(VideoId::from_uuid(row.id))?;
         self.blobs
-            .put_file(&video_key, &video_path, "video/mp4")
+            .put_file(&keys.video, &video_path, "video/mp4")
             .await?;
         let poster = dir.path().join("poster.jpg");
         extract_poster(&self.tools, &video_path, 0.5, &poster).await?;
         self.blobs
-            .put_file(
-                &BlobKey::new(format!("videos/{id}/poster.jpg"))?,
-                &poster,
-                "image/jpeg",
-            )
+            .put_file(&keys.poster, &poster, "image/jpeg")
             .await?;
         let thumbnail = dir.path().join("thumbnail.jpg");
         make_thumbnail(&self.tools, &video_path, 320, &thumbnail).await?;
         self.blobs
-            .put_file(
-                &BlobKey::new(format!("videos/{id}/thumbnail.jpg"))?,
-                &thumbnail,
-                "image/jpeg",
-            )
+            .put_file(&keys.thumbnail, &thumbnail, "image/jpeg")
             .await?;
         let stored = VideoCommand::RecordStored {
-            blob_key: video_key.to_string(),
+            blob_key: keys.video.to_string(),
             bytes: report.bytes,
             sha256: report.sha256.clone(),
             duration_ms: report.duration_ms,

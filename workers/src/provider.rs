@@ -1,12 +1,16 @@
 //! The port every video provider adapter implements.
 //!
 //! Adapters speak one provider's API; the pipeline speaks only this trait. A job is submitted
-//! once and then followed by polling; `find` recovers a job whose submission outcome is
-//! unknown after a crash (the provider was told our video id), so nothing is sent twice.
+//! once and then followed by polling. The dispatcher records its intent before `submit`, so
+//! after a crash it knows a submission may have happened and asks `find` instead of
+//! submitting again; an adapter that cannot tell answers [`Lookup::Unknown`] and the video
+//! fails uncharged rather than risk a second upstream job.
 
 use std::path::Path;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use framegate_domain::{ProviderKind, VideoId};
 
 /// What a provider is asked to render.
@@ -17,28 +21,81 @@ pub struct Job {
     pub prompt: String,
     pub negative_prompt: Option<String>,
     pub duration_seconds: u32,
+    /// `16:9`, `9:16` or `1:1`.
     pub aspect_ratio: String,
+    /// `480p`, `720p`, `1080p` or `4k`.
     pub resolution: String,
     pub seed: Option<u64>,
+    /// Image-to-video: the uploaded start image, re-encoded upright without metadata.
+    pub image: Option<JobImage>,
+}
+
+/// A start image as the adapters send it upstream.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JobImage {
+    pub bytes: bytes::Bytes,
+    /// `image/jpeg` or `image/png`.
+    pub content_type: String,
+}
+
+impl std::fmt::Debug for JobImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobImage")
+            .field("bytes", &self.bytes.len())
+            .field("content_type", &self.content_type)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobState {
     Queued,
-    Running { progress: u8 },
+    Running {
+        progress: u8,
+    },
     Succeeded,
     Failed(ProviderFailure),
+}
+
+/// What became of a submission whose outcome was lost in a crash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The provider has the job: follow it.
+    Found(String),
+    /// The provider certainly never accepted it: submitting is safe.
+    NotSubmitted,
+    /// The provider cannot be asked (no way to look a job up by our id).
+    Unknown,
+}
+
+/// Stable failure codes shared by every adapter.
+pub mod codes {
+    pub const MODERATED: &str = "moderated";
+    pub const INVALID_REQUEST: &str = "invalid_request";
+    pub const AUTH_FAILED: &str = "auth_failed";
+    pub const QUOTA_EXHAUSTED: &str = "quota_exhausted";
+    pub const RATE_LIMITED: &str = "rate_limited";
+    pub const UPSTREAM_UNAVAILABLE: &str = "upstream_unavailable";
+    pub const UPSTREAM_TIMEOUT: &str = "upstream_timeout";
+    pub const RESULT_EXPIRED: &str = "result_expired";
+    pub const GENERATION_FAILED: &str = "generation_failed";
+    pub const NOT_FOUND: &str = "not_found";
+    pub const SUBMISSION_UNKNOWN: &str = "submission_unknown";
 }
 
 /// A provider's refusal or failure, in our error model.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ProviderFailure {
-    /// Stable code: moderated, invalid_request, upstream_unavailable, ...
+    /// Stable code: see [`codes`].
     pub code: String,
     pub message: String,
+    /// Whether the same call may succeed later (after `retry_after`, if given).
     pub retryable: bool,
+    /// Whether the provider charges for the failed job (the user is then charged too).
     pub charged: bool,
+    /// How long the provider asked us to wait (Retry-After, poll-after hints).
+    pub retry_after: Option<Duration>,
 }
 
 impl ProviderFailure {
@@ -48,7 +105,13 @@ impl ProviderFailure {
             message: message.into(),
             retryable,
             charged,
+            retry_after: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
+        self.retry_after = retry_after;
+        self
     }
 }
 
@@ -57,8 +120,8 @@ pub trait VideoProvider: Send + Sync {
     fn kind(&self) -> ProviderKind;
     /// Submits the job; returns the provider's job id.
     async fn submit(&self, job: &Job) -> Result<String, ProviderFailure>;
-    /// The job submitted for `video_id`, if the provider has one.
-    async fn find(&self, video_id: VideoId) -> Result<Option<String>, ProviderFailure>;
+    /// The job submitted for `job.video_id` at or after `since`, if the provider can tell.
+    async fn find(&self, job: &Job, since: DateTime<Utc>) -> Result<Lookup, ProviderFailure>;
     async fn poll(&self, job_id: &str) -> Result<JobState, ProviderFailure>;
     /// Downloads a finished job's video to `destination`.
     async fn fetch(&self, job_id: &str, destination: &Path) -> Result<(), ProviderFailure>;

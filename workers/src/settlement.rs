@@ -12,7 +12,9 @@ use framegate_commands::{Actor, CommandMetadata, EventStore};
 use framegate_domain::{CreditCommand, Credits, Video, VideoEvent, VideoId};
 use framegate_projections::subscription::BoxError;
 use framegate_projections::{EventHandler, StoredEvent};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
+use std::time::Duration;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 pub const SUBSCRIPTION: &str = "process.credit_settlement";
@@ -63,5 +65,64 @@ impl EventHandler for Settlement {
             .execute(&spec.owner.to_string(), command, &metadata)
             .await?;
         Ok(())
+    }
+}
+
+/// Releases reservations left without a video: `request_video` reserves first and records the
+/// request second, so a crash in between leaves credits reserved for a video that will never
+/// exist. A reservation older than `grace` whose video has no events and that was neither
+/// captured nor released is released. Returns how many were.
+///
+/// The grace period must comfortably exceed the time between the two commands (milliseconds),
+/// or a request still being recorded could lose its reservation.
+pub async fn release_orphaned_reservations(
+    store: &EventStore,
+    pool: &PgPool,
+    grace: Duration,
+) -> Result<usize, BoxError> {
+    let orphans: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT r.user_id, r.video_id
+           FROM credit_ledger r
+          WHERE r.kind = 'reserved'
+            AND r.recorded_at < now() - make_interval(secs => $1)
+            AND NOT EXISTS (SELECT 1 FROM credit_ledger s
+                             WHERE s.video_id = r.video_id AND s.kind IN ('captured', 'released'))
+            AND NOT EXISTS (SELECT 1 FROM events e
+                             WHERE e.aggregate_type = $2 AND e.aggregate_id = r.video_id::text)",
+    )
+    .bind(grace.as_secs_f64())
+    .bind(Video::TYPE)
+    .fetch_all(pool)
+    .await?;
+    let metadata = CommandMetadata::new_request(Actor::System);
+    for (owner, video) in &orphans {
+        let release = CreditCommand::Release {
+            video_id: VideoId::from_uuid(*video),
+        };
+        store
+            .credits()
+            .execute(&owner.to_string(), release, &metadata)
+            .await?;
+        tracing::warn!(%owner, %video, "released a reservation whose video was never recorded");
+    }
+    Ok(orphans.len())
+}
+
+/// Runs [`release_orphaned_reservations`] every `interval` until `shutdown` flips.
+pub async fn sweep_orphans(
+    store: EventStore,
+    pool: PgPool,
+    grace: Duration,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        if let Err(error) = release_orphaned_reservations(&store, &pool, grace).await {
+            tracing::warn!(%error, "orphaned reservation sweep failed");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
     }
 }

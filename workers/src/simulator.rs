@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
 use crate::media::{dimensions, render_simulated, MediaTools, RenderRequest};
-use crate::provider::{Job, JobState, ProviderFailure, VideoProvider};
+use crate::provider::{Job, JobState, Lookup, ProviderFailure, VideoProvider};
 
 #[derive(Debug, Clone)]
 pub struct SimulatorConfig {
@@ -128,8 +128,8 @@ impl VideoProvider for Simulator {
         };
         // One job per video: a repeated submission is refused and counted, never a second job.
         let inserted: Option<String> = sqlx::query_scalar(
-            "INSERT INTO simulator_jobs (id, video_id, prompt, duration_seconds, width, height, seed, latency_ms, outcome)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            "INSERT INTO simulator_jobs (id, video_id, prompt, duration_seconds, width, height, seed, latency_ms, outcome, start_image, start_image_type)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (video_id) DO UPDATE SET submit_attempts = simulator_jobs.submit_attempts + 1
              RETURNING CASE WHEN simulator_jobs.submit_attempts = 1 THEN simulator_jobs.id END",
         )
@@ -142,6 +142,8 @@ impl VideoProvider for Simulator {
         .bind(job.seed.map(|s| s as i64))
         .bind(self.config.latency.as_millis() as i64)
         .bind(outcome)
+        .bind(job.image.as_ref().map(|image| image.bytes.as_ref()))
+        .bind(job.image.as_ref().map(|image| image.content_type.as_str()))
         .fetch_one(&self.pool)
         .await
         .map_err(unavailable)?;
@@ -155,12 +157,14 @@ impl VideoProvider for Simulator {
         })
     }
 
-    async fn find(&self, video_id: VideoId) -> Result<Option<String>, ProviderFailure> {
-        sqlx::query_scalar("SELECT id FROM simulator_jobs WHERE video_id = $1")
-            .bind(video_id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)
+    async fn find(&self, job: &Job, _since: DateTime<Utc>) -> Result<Lookup, ProviderFailure> {
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT id FROM simulator_jobs WHERE video_id = $1")
+                .bind(job.video_id.as_uuid())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        Ok(found.map_or(Lookup::NotSubmitted, Lookup::Found))
     }
 
     async fn poll(&self, job_id: &str) -> Result<JobState, ProviderFailure> {
@@ -233,6 +237,23 @@ impl VideoProvider for Simulator {
         };
         let mut request = RenderRequest::new(prompt, duration as u32, width as u32, height as u32);
         request.seed = seed.map(|s| s as u64);
+        let start_image: Option<(Vec<u8>, String)> = sqlx::query_as(
+            "SELECT start_image, start_image_type FROM simulator_jobs
+              WHERE id = $1 AND start_image IS NOT NULL",
+        )
+        .bind(job_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        // Kept until the render is done: ffmpeg reads the image from this directory.
+        let scratch = tempfile::tempdir().map_err(unavailable)?;
+        if let Some((bytes, _content_type)) = start_image {
+            // No extension: ffmpeg then sniffs the content with the whitelisted still-image
+            // demuxers instead of picking its file-pattern demuxer by name.
+            let path = scratch.path().join("start-image");
+            tokio::fs::write(&path, bytes).await.map_err(unavailable)?;
+            request.start_image = Some(path);
+        }
         render_simulated(&self.tools, &request, destination)
             .await
             .map_err(|e| {

@@ -10,9 +10,11 @@ use framegate_commands::testing::TestDatabase;
 use framegate_commands::videos::request_video;
 use framegate_commands::{Actor, CommandMetadata, EventStore};
 use framegate_domain::{
-    CreditCommand, Credits, ProviderKind, ProviderPreference, UserId, VideoCommand, VideoId,
+    CreditCommand, Credits, ImageCommand, ImageContentType, ImageExif, ImageId,
+    ModerationDecision, ProviderKind, ProviderPreference, UserId, VideoCommand, VideoId,
     VideoSpec,
 };
+use sha2::{Digest as _, Sha256};
 use framegate_projections::read_models::{catch_up_all, credits, videos};
 use framegate_projections::Subscription;
 use framegate_workers::media::{probe, MediaTools};
@@ -80,6 +82,10 @@ async fn rig(config: SimulatorConfig) -> Rig {
 
 impl Rig {
     async fn request(&self, seconds: u32) -> VideoId {
+        self.request_with_image(seconds, None).await
+    }
+
+    async fn request_with_image(&self, seconds: u32, image_id: Option<ImageId>) -> VideoId {
         let video_id = VideoId::from_uuid(Uuid::now_v7());
         let spec = VideoSpec {
             owner: self.owner,
@@ -90,7 +96,7 @@ impl Rig {
             duration_seconds: seconds,
             aspect_ratio: "16:9".into(),
             resolution: "480p".into(),
-            image_id: None,
+            image_id,
             seed: Some(7),
             estimated_cost: Credits::new(i64::from(seconds)),
             external_id: None,
@@ -109,7 +115,11 @@ impl Rig {
     fn dispatcher(&self) -> (Subscription, Dispatcher) {
         (
             Subscription::new(DISPATCHER, self.db.pool.clone()),
-            Dispatcher::new(self.store.clone(), self.poller.providers.clone()),
+            Dispatcher::new(
+                self.store.clone(),
+                self.poller.providers.clone(),
+                self.poller.blobs.clone(),
+            ),
         )
     }
 
@@ -134,6 +144,42 @@ impl Rig {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("video {video} did not finish");
+    }
+
+    /// Stores `bytes` as an uploaded image of the rig's owner, as the images API does.
+    async fn upload_image(&self, bytes: Vec<u8>) -> ImageId {
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let image_id = ImageId::for_content(self.owner, &sha256);
+        let key = format!("images/{}/{image_id}/original.png", self.owner);
+        self.poller
+            .blobs
+            .put(&BlobKey::new(key.clone()).expect("key"), bytes.clone().into(), "image/png")
+            .await
+            .expect("put");
+        let upload = ImageCommand::Upload {
+            image_id,
+            owner: self.owner,
+            sha256,
+            content_type: ImageContentType::Png,
+            bytes: bytes.len() as u64,
+            width: 640,
+            height: 360,
+            orientation: 1,
+            exif: ImageExif::default(),
+            blob_key: key,
+            thumbnail_key: format!("images/{}/{image_id}/thumbnail.jpg", self.owner),
+            moderation: ModerationDecision::allow(),
+        };
+        self.store
+            .images()
+            .execute(
+                &image_id.to_string(),
+                upload,
+                &CommandMetadata::new_request(Actor::User(self.owner)),
+            )
+            .await
+            .expect("upload");
+        image_id
     }
 
     async fn account(&self) -> (i64, i64) {
@@ -204,6 +250,95 @@ async fn a_requested_video_is_rendered_stored_validated_and_charged_once() {
     assert_eq!(rig.account().await, (98, 0));
 }
 
+/// A solid green 640×360 PNG.
+fn green_png() -> Vec<u8> {
+    let image = image::RgbImage::from_pixel(640, 360, image::Rgb([20, 220, 40]));
+    let mut bytes = Vec::new();
+    image::DynamicImage::ImageRgb8(image)
+        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .expect("png");
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_to_video_request_opens_on_the_uploaded_image() {
+    let rig = rig(SimulatorConfig {
+        latency: Duration::from_millis(50),
+        ..SimulatorConfig::default()
+    })
+    .await;
+    let image = rig.upload_image(green_png()).await;
+    let video = rig.request_with_image(2, Some(image)).await;
+    let row = rig.drive(video).await;
+    assert_eq!(row.status, "completed", "{row:?}");
+
+    // The provider received a re-encoded copy of the image, not the stored original.
+    let (sent_type,): (String,) =
+        sqlx::query_as("SELECT start_image_type FROM simulator_jobs WHERE video_id = $1")
+            .bind(video.as_uuid())
+            .fetch_one(&rig.db.pool)
+            .await
+            .expect("job");
+    assert_eq!(sent_type, "image/jpeg");
+
+    // The first frame is the green image.
+    let file = rig
+        .blobs_dir
+        .path()
+        .join("objects")
+        .join(row.blob_key.expect("stored"));
+    let frame = rig.blobs_dir.path().join("first.jpg");
+    framegate_workers::media::extract_poster(
+        &MediaTools::from_env().expect("tools"),
+        &file,
+        0.0,
+        &frame,
+    )
+    .await
+    .expect("frame");
+    let pixels = image::open(&frame).expect("decode").to_rgb8();
+    let centre = pixels.get_pixel(pixels.width() / 2, pixels.height() / 2);
+    // Away from the clock in the top-left corner.
+    let edge = pixels.get_pixel(pixels.width() - 16, pixels.height() / 2);
+    for pixel in [centre, edge] {
+        assert!(
+            pixel[1] > 150 && pixel[0] < 100 && pixel[2] < 110,
+            "expected the green start image, got {pixel:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_video_whose_image_was_deleted_fails_without_charge() {
+    let rig = rig(SimulatorConfig {
+        latency: Duration::from_millis(50),
+        ..SimulatorConfig::default()
+    })
+    .await;
+    let image = rig.upload_image(green_png()).await;
+    let video = rig.request_with_image(2, Some(image)).await;
+    rig.store
+        .images()
+        .execute(
+            &image.to_string(),
+            ImageCommand::Delete { by: rig.owner },
+            &CommandMetadata::new_request(Actor::User(rig.owner)),
+        )
+        .await
+        .expect("delete");
+    let row = rig.drive(video).await;
+    assert_eq!(
+        (row.status.as_str(), row.error_code.as_deref()),
+        ("failed", Some("image_unavailable"))
+    );
+    assert_eq!(rig.account().await, (100, 0), "released, not charged");
+    let submitted: i64 = sqlx::query_scalar("SELECT count(*) FROM simulator_jobs")
+        .fetch_one(&rig.db.pool)
+        .await
+        .expect("count");
+    assert_eq!(submitted, 0, "nothing was sent to the provider");
+}
+
 #[tokio::test]
 async fn a_moderated_video_fails_finally_and_is_not_charged() {
     let rig = rig(SimulatorConfig {
@@ -254,6 +389,7 @@ async fn a_crash_between_submitting_and_recording_finds_the_job_instead_of_submi
         aspect_ratio: "16:9".into(),
         resolution: "480p".into(),
         seed: None,
+        image: None,
     };
     let job_id = rig
         .simulator
@@ -291,4 +427,55 @@ async fn a_job_past_its_deadline_fails_and_releases_its_credits() {
         ("failed", Some("deadline_exceeded"))
     );
     assert_eq!(rig.account().await, (100, 0));
+}
+
+#[tokio::test]
+async fn a_reservation_whose_video_was_never_recorded_is_released_after_the_grace_period() {
+    let rig = rig(SimulatorConfig::default()).await;
+    let meta = CommandMetadata::new_request(Actor::User(rig.owner));
+    // A crash between reserving and recording the request left this reservation behind...
+    let orphan = VideoId::from_uuid(Uuid::now_v7());
+    rig.store
+        .credits()
+        .execute(
+            &rig.owner.to_string(),
+            CreditCommand::Reserve {
+                video_id: orphan,
+                amount: Credits::new(7),
+            },
+            &meta,
+        )
+        .await
+        .expect("reserve");
+    // ...while this one belongs to a real request.
+    let video = rig.request(3).await;
+    catch_up_all(&rig.db.pool).await.expect("project");
+    assert_eq!(rig.account().await, (100, 10));
+
+    let grace = Duration::from_secs(300);
+    let released = settlement::release_orphaned_reservations(&rig.store, &rig.db.pool, grace)
+        .await
+        .expect("sweep");
+    assert_eq!(released, 0, "nothing is released within the grace period");
+
+    sqlx::query("UPDATE credit_ledger SET recorded_at = recorded_at - interval '1 hour'")
+        .execute(&rig.db.pool)
+        .await
+        .expect("age the ledger");
+    let released = settlement::release_orphaned_reservations(&rig.store, &rig.db.pool, grace)
+        .await
+        .expect("sweep");
+    assert_eq!(released, 1, "only the reservation without a video");
+    catch_up_all(&rig.db.pool).await.expect("project");
+    assert_eq!(rig.account().await, (100, 3), "the real request keeps its reservation");
+
+    let again = settlement::release_orphaned_reservations(&rig.store, &rig.db.pool, grace)
+        .await
+        .expect("sweep");
+    assert_eq!(again, 0, "released once");
+    let row = videos::get(&rig.db.pool, video)
+        .await
+        .expect("row")
+        .expect("video");
+    assert_eq!(row.status, "queued");
 }

@@ -3,8 +3,10 @@
 pub mod admin;
 pub mod api_keys;
 pub mod auth;
+pub mod blobs;
 pub mod credits;
 pub mod health;
+pub mod images;
 pub mod videos;
 
 use framegate_commands::{Actor, CommandMetadata};

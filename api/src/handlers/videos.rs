@@ -5,17 +5,20 @@
 //! (402 otherwise). Reads come from the `videos` read model and only show the caller's own.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse as _, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
+use framegate_commands::blobs::{video_keys, SignedUrl};
 use framegate_commands::videos::{request_video, RequestError};
 use framegate_commands::CommandError;
 use framegate_domain::catalog::{Quote, QuoteError, QuoteRequest};
 use framegate_domain::{
-    CreditError, ProviderKind, ProviderPreference, VideoCommand, VideoError, VideoId, VideoSpec,
+    CreditError, ImageId, ProviderKind, ProviderPreference, VideoCommand, VideoError, VideoId,
+    VideoSpec,
 };
-use framegate_projections::read_models::{credits, videos, VideoRow};
+use framegate_projections::read_models::{credits, images, videos, VideoRow};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -72,6 +75,22 @@ pub struct VideoFailure {
     pub charged: bool,
 }
 
+/// A download link that works without authentication until `expires_at`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DownloadLink {
+    pub url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl From<SignedUrl> for DownloadLink {
+    fn from(signed: SignedUrl) -> Self {
+        DownloadLink {
+            url: signed.url,
+            expires_at: signed.expires_at,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct VideoResponse {
     pub id: Uuid,
@@ -94,6 +113,12 @@ pub struct VideoResponse {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// The MP4, once completed.
+    pub content: Option<DownloadLink>,
+    /// A full-size JPEG frame, once completed.
+    pub poster: Option<DownloadLink>,
+    /// A small JPEG for listings, once completed.
+    pub thumbnail: Option<DownloadLink>,
 }
 
 /// The public status: internal steps collapse into the documented six.
@@ -137,8 +162,61 @@ impl From<VideoRow> for VideoResponse {
             created_at: row.created_at,
             updated_at: row.updated_at,
             completed_at: row.completed_at,
+            content: None,
+            poster: None,
+            thumbnail: None,
         }
     }
+}
+
+/// Which of a finished video's files `GET /v1/videos/{id}/content` returns.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    #[default]
+    Video,
+    Poster,
+    Thumbnail,
+}
+
+/// The signed link to one file of a completed video; `None` before completion.
+async fn link(
+    state: &AppState,
+    row: &VideoRow,
+    variant: Variant,
+) -> Result<Option<DownloadLink>, ApiError> {
+    if row.status != "completed" {
+        return Ok(None);
+    }
+    let keys = video_keys(VideoId::from_uuid(row.id)).map_err(ApiError::internal)?;
+    let key = match variant {
+        Variant::Video => &keys.video,
+        Variant::Poster => &keys.poster,
+        Variant::Thumbnail => &keys.thumbnail,
+    };
+    let signed = state
+        .blobs
+        .signed_url(key, state.config.download_ttl)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Some(signed.into()))
+}
+
+/// The response for `row`, with download links when it is completed.
+async fn respond(state: &AppState, row: VideoRow) -> Result<VideoResponse, ApiError> {
+    let content = link(state, &row, Variant::Video).await?;
+    let poster = link(state, &row, Variant::Poster).await?;
+    let thumbnail = link(state, &row, Variant::Thumbnail).await?;
+    Ok(VideoResponse {
+        content,
+        poster,
+        thumbnail,
+        ..VideoResponse::from(row)
+    })
+}
+
+fn is_terminal(status: &str) -> bool {
+    matches!(status, "completed" | "failed" | "cancelled")
 }
 
 fn quote_error(error: &QuoteError) -> ApiError {
@@ -280,14 +358,10 @@ pub async fn create(
     ApiJson(body): ApiJson<VideoRequestBody>,
 ) -> Result<Response, ApiError> {
     let (preference, quote) = price(&state, &body)?;
-    if body.image_id.is_some() {
-        // Image uploads arrive with the images endpoints; until then no id can be valid.
-        return Err(ApiError::field(
-            "image_id",
-            "image_not_found",
-            "no such image",
-        ));
-    }
+    let image_id = match body.image_id {
+        None => None,
+        Some(id) => Some(usable_image(&state, &principal, id).await?),
+    };
     let video_id = VideoId::from_uuid(Uuid::now_v7());
     let spec = VideoSpec {
         owner: principal.user_id,
@@ -298,7 +372,7 @@ pub async fn create(
         duration_seconds: body.duration_seconds,
         aspect_ratio: body.aspect_ratio,
         resolution: body.resolution,
-        image_id: None,
+        image_id,
         seed: body.seed,
         estimated_cost: quote.cost,
         external_id: body.external_id,
@@ -332,6 +406,25 @@ pub async fn create(
         }
     };
     Ok(mark(response, visible))
+}
+
+/// The caller's available image `id`; someone else's, a deleted or a rejected image is a 422
+/// on `image_id` (indistinguishable from a missing one).
+async fn usable_image(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+) -> Result<ImageId, ApiError> {
+    match images::get(&state.pool, id).await? {
+        Some(row) if row.owner_id == principal.user_id.as_uuid() && row.status == "available" => {
+            Ok(ImageId::from_uuid(id))
+        }
+        _ => Err(ApiError::field(
+            "image_id",
+            "image_not_found",
+            "no such image: upload it with POST /v1/images first",
+        )),
+    }
 }
 
 /// Prices a request without creating anything.
@@ -376,7 +469,110 @@ pub async fn get(
     principal: Principal,
     Path(id): Path<Uuid>,
 ) -> Result<Json<VideoResponse>, ApiError> {
-    Ok(Json(own_video(&state, &principal, id).await?.into()))
+    let row = own_video(&state, &principal, id).await?;
+    Ok(Json(respond(&state, row).await?))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+pub struct ContentQuery {
+    /// `video` (default), `poster` or `thumbnail`.
+    #[serde(default)]
+    #[param(value_type = Option<String>)]
+    pub variant: Variant,
+}
+
+/// Redirects (302) to a signed, expiring download link for a completed video's MP4, poster
+/// or thumbnail.
+#[utoipa::path(get, path = "/v1/videos/{id}/content", tag = "videos",
+    params(("id" = Uuid, Path, description = "video id"), ContentQuery),
+    responses((status = 302, description = "Location: the signed download link"),
+              (status = 404, description = "not_found"),
+              (status = 409, description = "video_not_ready: the video has not completed")),
+    security(("bearer" = [])))]
+pub async fn content(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<Uuid>,
+    Query(query): Query<ContentQuery>,
+) -> Result<Response, ApiError> {
+    let row = own_video(&state, &principal, id).await?;
+    let Some(link) = link(&state, &row, query.variant).await? else {
+        return Err(ApiError::Conflict {
+            code: "video_not_ready",
+            message: format!(
+                "the video is {}; its content is available once it has completed",
+                public_status(&row.status)
+            ),
+        });
+    };
+    let mut response = StatusCode::FOUND.into_response();
+    let location = HeaderValue::from_str(&link.url).map_err(ApiError::internal)?;
+    response.headers_mut().insert(header::LOCATION, location);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// Server-Sent Events: a `video` event with the full video resource now and at every
+/// change of status or progress, comments as keep-alives, and the end of the stream after
+/// the terminal state (completed, failed or cancelled).
+#[utoipa::path(get, path = "/v1/videos/{id}/events", tag = "videos",
+    params(("id" = Uuid, Path, description = "video id")),
+    responses((status = 200, description = "text/event-stream of `video` events (data: VideoResponse)"),
+              (status = 404, description = "not_found")),
+    security(("bearer" = [])))]
+pub async fn events(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    let first = own_video(&state, &principal, id).await?;
+    let poll = state.config.sse_poll_interval;
+    let keep_alive = KeepAlive::new().interval(state.config.sse_keep_alive);
+    // State of the stream: the last (status, progress) sent, and whether it was terminal.
+    let stream = futures::stream::unfold(
+        (state, Some(first), None::<(String, i16)>, false),
+        move |(state, mut next, mut sent, finished)| async move {
+            if finished {
+                return None;
+            }
+            loop {
+                let row = match next.take() {
+                    Some(row) => row,
+                    None => {
+                        tokio::time::sleep(poll).await;
+                        match videos::get(&state.pool, VideoId::from_uuid(id)).await {
+                            Ok(Some(row)) => row,
+                            Ok(None) => return None,
+                            Err(error) => {
+                                tracing::warn!(%error, "video events: read failed");
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let seen = (row.status.clone(), row.progress);
+                if sent.as_ref() == Some(&seen) {
+                    continue;
+                }
+                let terminal = is_terminal(&row.status);
+                let event = match respond(&state, row).await {
+                    Ok(body) => Event::default()
+                        .event("video")
+                        .json_data(&body)
+                        .unwrap_or_else(|_| Event::default().event("error")),
+                    Err(_) => continue,
+                };
+                sent = Some(seen);
+                return Some((
+                    Ok::<_, std::convert::Infallible>(event),
+                    (state, None, sent, terminal),
+                ));
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(keep_alive).into_response())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -447,12 +643,15 @@ pub async fn list(
         rows.extend(videos::list(&state.pool, principal.user_id, &filter, limit + 1).await?);
     }
     rows.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
-    Ok(Json(Page::from_rows(
-        rows,
-        limit,
-        |r| time_cursor(r.created_at, r.id),
-        VideoResponse::from,
-    )))
+    let page = Page::from_rows(rows, limit, |r| time_cursor(r.created_at, r.id), |r| r);
+    let mut items = Vec::with_capacity(page.items.len());
+    for row in page.items {
+        items.push(respond(&state, row).await?);
+    }
+    Ok(Json(Page {
+        items,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -519,12 +718,8 @@ pub async fn cancel(
             .or(position);
     }
     let visible = settle(&state, position, VIDEO_MODELS).await;
-    Ok(mark(
-        Json(VideoResponse::from(
-            own_video(&state, &principal, id).await?,
-        )),
-        visible,
-    ))
+    let row = own_video(&state, &principal, id).await?;
+    Ok(mark(Json(respond(&state, row).await?), visible))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -38,21 +38,24 @@ impl TestApp {
 
     pub async fn with_config(adjust: impl FnOnce(&mut ApiConfig)) -> Self {
         let db = TestDatabase::new().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
         let mailbox = std::env::temp_dir().join(format!("framegate-mail-{}", Uuid::new_v4()));
         let mut config = ApiConfig::development();
         config.mail.mailbox_dir = mailbox.clone();
         config.rate.anonymous_per_minute = 10_000;
         config.rate.login_per_minute = 10_000;
+        config.public_url = format!("http://{addr}");
+        config.blobs.public_url = config.public_url.clone();
+        config.blobs.dir = std::env::temp_dir().join(format!("framegate-blobs-{}", Uuid::new_v4()));
         adjust(&mut config);
         let params = Params::new(1024, 1, 1, None).expect("argon2 params");
         let passwords = PasswordHasher::with_params(params, 4).expect("hasher");
         let state = AppState::with_passwords(config, db.pool.clone(), passwords).expect("state");
         let (stop, stopped) = watch::channel(false);
         framegate_projections::read_models::spawn_all(db.pool.clone(), stopped.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let server_state = state.clone();
         let mut shutdown = stopped;
         tokio::spawn(async move {

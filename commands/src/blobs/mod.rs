@@ -109,6 +109,26 @@ impl TryFrom<&str> for BlobKey {
     }
 }
 
+/// Where a finished video's blobs live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoKeys {
+    /// The MP4.
+    pub video: BlobKey,
+    /// A full-size JPEG frame from early in the video.
+    pub poster: BlobKey,
+    /// A small JPEG for listings.
+    pub thumbnail: BlobKey,
+}
+
+/// The keys of video `id`'s blobs: written by the worker, linked by the API.
+pub fn video_keys(id: framegate_domain::VideoId) -> Result<VideoKeys, BlobError> {
+    Ok(VideoKeys {
+        video: BlobKey::new(format!("videos/{id}/video.mp4"))?,
+        poster: BlobKey::new(format!("videos/{id}/poster.jpg"))?,
+        thumbnail: BlobKey::new(format!("videos/{id}/thumbnail.jpg"))?,
+    })
+}
+
 /// A URL that downloads one blob until `expires_at`, without further authentication.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct SignedUrl {

@@ -1,9 +1,9 @@
-//! The read models (accounts, credits, videos) and the projectors that build them.
+//! The read models (accounts, credits, videos, images) and the projectors that build them.
 //!
-//! Each read model (`users`, `api_keys`, `credit_accounts`, `credit_ledger`, `videos`) is written by
-//! exactly one projector, which runs as its own named subscription on the ordered log and
-//! writes through the subscription's transaction, so a read-model change commits together
-//! with the checkpoint that says it happened. Projectors decode every event of the aggregate
+//! Each read model (`users`, `api_keys`, `credit_accounts`, `credit_ledger`, `videos`,
+//! `images`) is written by exactly one projector, which runs as its own named subscription on
+//! the ordered log and writes through the subscription's transaction, so a read-model change
+//! commits together with the checkpoint that says it happened. Projectors decode every event of the aggregate
 //! types they follow into the typed domain event: a payload that does not decode stops the
 //! projector naming that event instead of being skipped. The query functions the API uses
 //! live beside the projector that owns the table; `runner` starts, drains and waits for them.
@@ -12,6 +12,7 @@ pub mod api_keys;
 pub mod credit_accounts;
 pub mod credit_ledger;
 pub mod credits;
+pub mod images;
 mod runner;
 pub mod users;
 pub mod videos;
@@ -24,6 +25,7 @@ use crate::log::StoredEvent;
 pub use api_keys::{ApiKeyRow, ApiKeysProjector};
 pub use credit_accounts::{CreditAccountRow, CreditAccountsProjector};
 pub use credit_ledger::{CreditLedgerProjector, LedgerEntry};
+pub use images::{ImageRow, ImagesProjector};
 pub use runner::{all, catch_up_all, spawn_all, wait_for, READ_MODELS};
 pub use users::{UserRow, UsersProjector};
 pub use videos::{VideoRow, VideosProjector};

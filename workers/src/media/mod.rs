@@ -14,6 +14,7 @@
 mod frames;
 mod probe;
 mod render;
+mod still;
 mod tools;
 
 use std::process::ExitStatus;
@@ -22,6 +23,7 @@ use std::time::Duration;
 pub use frames::{extract_poster, make_thumbnail, thumbnail_size};
 pub use probe::{probe, validate_video, Expectation, ProbeReport};
 pub use render::{dimensions, render_simulated, RenderRequest, DEFAULT_FPS, MAX_RENDER_SECONDS};
+pub use still::{prepare_start_image, StartImage};
 pub use tools::{MediaTools, DEFAULT_FONT, DEFAULT_TIMEOUT};
 
 /// Where to send whoever finds ffmpeg missing.

@@ -1,0 +1,508 @@
+//! Images: upload (multipart), list, read with signed links, delete.
+//!
+//! An upload follows the order set out in [`crate::images`]: the bytes are checked and
+//! thumbnailed off the runtime, the id is derived from the owner and the content, a duplicate
+//! of an available image is answered with that image (200) without storing anything, and
+//! only then is the upload moderated, stored (if allowed) and recorded. A rejection is
+//! recorded too (`ImageRejected`) and answered 422 `image_rejected`, naming the rule.
+//!
+//! Reads come from the `images` read model. Someone else's image, a deleted one and an
+//! unknown id all answer 404: image ids are derived from a user and a file, so anything else
+//! would confirm that a given user uploaded a given file.
+
+use axum::body::Bytes;
+use axum::extract::multipart::{MultipartError, MultipartRejection};
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse as _, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use framegate_commands::blobs::{BlobError, BlobKey};
+use framegate_commands::CommandError;
+use framegate_domain::{ImageCommand, ImageError as ImageRefusal, ImageId, ModerationDecision};
+use framegate_projections::read_models::images::{self, ImageRow};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::videos::DownloadLink;
+use super::{metadata, page_limit, time_cursor, Page};
+use crate::auth::Principal;
+use crate::consistency::{mark, settle, IMAGE_MODELS};
+use crate::error::ApiError;
+use crate::extract::{user_agent, ClientIp};
+use crate::images::{
+    image_id, upload_command, ImageError, ImageLimits, ProcessedImage, StorageKeys,
+};
+use crate::state::AppState;
+
+/// The multipart part that carries the image.
+pub const FILE_FIELD: &str = "file";
+
+/// Room for the multipart framing (boundaries, part headers, small extra parts) around the
+/// largest accepted file.
+const MULTIPART_OVERHEAD: usize = 64 * 1024;
+
+/// The body limit of `POST /v1/images`: the largest accepted file plus its framing. The
+/// router's default limit is far smaller; this one applies to that route alone.
+pub fn upload_body_limit(limits: &ImageLimits) -> usize {
+    limits.max_bytes.saturating_add(MULTIPART_OVERHEAD)
+}
+
+/// The body of `POST /v1/images`.
+#[derive(Debug, ToSchema)]
+pub struct UploadForm {
+    /// A JPEG, PNG or WEBP (judged by its content, not its name or declared type), at most
+    /// 10 MiB, each side 256 to 4096 pixels.
+    #[schema(content_media_type = "application/octet-stream")]
+    pub file: Vec<u8>,
+}
+
+/// The EXIF facts kept about an image. Location is never kept, so it is never shown.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExifResponse {
+    pub camera_make: Option<String>,
+    pub camera_model: Option<String>,
+    /// As the camera recorded it, usually without a zone: `YYYY-MM-DDTHH:MM:SS`.
+    pub taken_at: Option<String>,
+}
+
+/// What the moderation hook decided about the latest upload.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModerationResponse {
+    pub allowed: bool,
+    /// The rule that rejected the upload.
+    pub rule: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl From<ModerationDecision> for ModerationResponse {
+    fn from(decision: ModerationDecision) -> Self {
+        ModerationResponse {
+            allowed: decision.allowed,
+            rule: decision.rule,
+            reason: decision.reason,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImageResponse {
+    pub id: Uuid,
+    /// `available`, or `rejected` when moderation refused the latest upload.
+    pub status: String,
+    /// `image/jpeg`, `image/png` or `image/webp`, from the file's content.
+    pub content_type: String,
+    pub bytes: i64,
+    /// As displayed: after the EXIF orientation is applied.
+    pub width: i32,
+    pub height: i32,
+    /// The EXIF orientation (1-8) of the original; absent for a rejected upload.
+    pub orientation: Option<i16>,
+    /// Lowercase hex SHA-256 of the original: the same file always gives the same image.
+    pub sha256: String,
+    /// Absent for a rejected upload.
+    pub exif: Option<ExifResponse>,
+    pub moderation: ModerationResponse,
+    /// When the latest upload of this content was recorded.
+    pub created_at: DateTime<Utc>,
+    /// The original file as uploaded (available images only).
+    pub url: Option<DownloadLink>,
+    /// An upright JPEG of at most 512 pixels a side, without any metadata (available
+    /// images only).
+    pub thumbnail_url: Option<DownloadLink>,
+}
+
+/// The response for `row`, with signed links when the image is available.
+async fn respond(state: &AppState, row: ImageRow) -> Result<ImageResponse, ApiError> {
+    let (url, thumbnail_url) = if row.is_available() {
+        (
+            sign(state, row.blob_key.as_deref()).await?,
+            sign(state, row.thumbnail_key.as_deref()).await?,
+        )
+    } else {
+        (None, None)
+    };
+    Ok(ImageResponse {
+        id: row.id,
+        status: row.status,
+        content_type: row.content_type,
+        bytes: row.bytes,
+        width: row.width,
+        height: row.height,
+        orientation: row.orientation,
+        sha256: row.sha256,
+        exif: row.exif.map(|exif| {
+            let exif = exif.0;
+            ExifResponse {
+                camera_make: exif.camera_make,
+                camera_model: exif.camera_model,
+                taken_at: exif.taken_at,
+            }
+        }),
+        moderation: row.moderation.0.into(),
+        created_at: row.created_at,
+        url,
+        thumbnail_url,
+    })
+}
+
+async fn sign(state: &AppState, key: Option<&str>) -> Result<Option<DownloadLink>, ApiError> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    let key = BlobKey::new(key).map_err(ApiError::internal)?;
+    let signed = state
+        .blobs
+        .signed_url(&key, state.config.download_ttl)
+        .await
+        .map_err(blob_error)?;
+    Ok(Some(signed.into()))
+}
+
+fn blob_error(error: BlobError) -> ApiError {
+    match error {
+        BlobError::Unavailable(_) => ApiError::Unavailable("blob storage".to_owned()),
+        other => ApiError::internal(other),
+    }
+}
+
+/// The caller's image `id`, unless it is deleted.
+async fn own_image(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+) -> Result<ImageRow, ApiError> {
+    images::get(&state.pool, id)
+        .await?
+        .filter(|row| row.owner_id == principal.user_id.as_uuid() && row.status != images::DELETED)
+        .ok_or(ApiError::NotFound)
+}
+
+/// Uploads an image. The same file from the same user is the same image: uploading it again
+/// answers 200 with the existing image; a deleted image comes back under its old id.
+#[utoipa::path(post, path = "/v1/images", tag = "images",
+    request_body(content = inline(UploadForm), content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "stored", body = ImageResponse),
+        (status = 200, description = "the same file was already uploaded", body = ImageResponse),
+        (status = 202, description = "recorded; not yet visible in reads (`Framegate-Consistency: stale`)"),
+        (status = 400, description = "malformed_multipart", body = crate::error::Problem),
+        (status = 413, description = "file_too_large (the file) or payload_too_large (the whole body)", body = crate::error::Problem),
+        (status = 415, description = "unsupported_image_type (not JPEG, PNG or WEBP by content) or unsupported_media_type (not multipart)", body = crate::error::Problem),
+        (status = 422, description = "image_rejected (moderation, naming the rule), empty_file, corrupt_image, image_too_small, image_too_large, image_too_complex, validation_failed (no `file` part)", body = crate::error::Problem),
+    ),
+    security(("bearer" = [])))]
+pub async fn upload(
+    State(state): State<AppState>,
+    principal: Principal,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    let max_bytes = state.images.limits().max_bytes;
+    let multipart = multipart.map_err(|_| ApiError::BadRequest {
+        status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        code: "unsupported_media_type",
+        message: format!("send the image as multipart/form-data in a part named `{FILE_FIELD}`"),
+    })?;
+    let original = read_file(multipart, max_bytes).await?;
+    let image = state
+        .images
+        .process(original.clone())
+        .await
+        .map_err(refused)?;
+
+    let owner = principal.user_id;
+    let image_id = image_id(owner, &image);
+    let aggregate = image_id.to_string();
+    let current = state
+        .store
+        .images()
+        .load(&aggregate)
+        .await
+        .map_err(command_error)?;
+    if current.is_available() {
+        return existing(&state, &principal, image_id).await;
+    }
+
+    let decision = state.moderation.review(&image);
+    let keys = StorageKeys::new(owner, image_id, Uuid::now_v7(), image.format);
+    if decision.allowed {
+        store_blobs(&state, original, &image, &keys).await?;
+    }
+    let command = upload_command(owner, &image, &keys, decision.clone());
+    let meta = metadata(Some(&principal), ip, user_agent(&headers));
+    let position = match state
+        .store
+        .images()
+        .execute(&aggregate, command, &meta)
+        .await
+    {
+        Ok(position) => position,
+        Err(error) => {
+            if decision.allowed {
+                remove_blobs(&state, &keys).await;
+            }
+            return match error {
+                // A concurrent upload of the same file won: it is the answer.
+                CommandError::Domain(ImageRefusal::AlreadyUploaded) => {
+                    existing(&state, &principal, image_id).await
+                }
+                other => Err(command_error(other)),
+            };
+        }
+    };
+    let visible = settle(&state, position, IMAGE_MODELS).await;
+    if !decision.allowed {
+        return Ok(mark(
+            rejection(image_id, &decision).into_response(),
+            visible,
+        ));
+    }
+    match images::get(&state.pool, image_id.as_uuid()).await? {
+        Some(row) if row.is_available() => {
+            let body = respond(&state, row).await?;
+            Ok(mark((StatusCode::CREATED, Json(body)), visible))
+        }
+        _ => Ok(not_yet_visible(image_id)),
+    }
+}
+
+/// The answer to an upload of an image that is already available (200).
+async fn existing(
+    state: &AppState,
+    principal: &Principal,
+    image_id: ImageId,
+) -> Result<Response, ApiError> {
+    match own_image(state, principal, image_id.as_uuid()).await {
+        Ok(row) if row.is_available() => Ok(Json(respond(state, row).await?).into_response()),
+        // Uploaded an instant ago by a concurrent request whose projection is still due.
+        Ok(_) | Err(ApiError::NotFound) => Ok(not_yet_visible(image_id)),
+        Err(other) => Err(other),
+    }
+}
+
+/// 202 for an upload that is recorded but not yet in the read model.
+fn not_yet_visible(image_id: ImageId) -> Response {
+    mark(
+        (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({"id": image_id.as_uuid(), "status": images::AVAILABLE})),
+        ),
+        false,
+    )
+}
+
+fn rejection(image_id: ImageId, decision: &ModerationDecision) -> ApiError {
+    let rule = decision.rule.as_deref().unwrap_or("unnamed");
+    let reason = decision.reason.as_deref().unwrap_or("not accepted");
+    ApiError::Unprocessable {
+        code: "image_rejected",
+        message: format!("moderation rule `{rule}` rejected image {image_id}: {reason}"),
+    }
+}
+
+/// The bytes of the `file` part. Other parts are skipped; a second `file` part is refused
+/// rather than one of them silently chosen.
+async fn read_file(mut multipart: Multipart, max_bytes: usize) -> Result<Bytes, ApiError> {
+    let mut file = None;
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| multipart_error(&e, max_bytes))?
+    {
+        if field.name() != Some(FILE_FIELD) {
+            continue;
+        }
+        if file.is_some() {
+            return Err(ApiError::field(
+                FILE_FIELD,
+                "duplicate_part",
+                "send one image per request",
+            ));
+        }
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|e| multipart_error(&e, max_bytes))?;
+        file = Some(bytes);
+    }
+    file.ok_or_else(|| {
+        ApiError::field(
+            FILE_FIELD,
+            "required",
+            format!("send the image in a multipart part named `{FILE_FIELD}`"),
+        )
+    })
+}
+
+fn multipart_error(error: &MultipartError, max_bytes: usize) -> ApiError {
+    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::BadRequest {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "payload_too_large",
+            message: format!("the upload is larger than the {max_bytes} bytes an image may have"),
+        }
+    } else {
+        ApiError::BadRequest {
+            status: StatusCode::BAD_REQUEST,
+            code: "malformed_multipart",
+            message: format!("the multipart body cannot be read: {}", error.body_text()),
+        }
+    }
+}
+
+/// A refused upload as the client's error, with the processing's own status and code.
+fn refused(error: ImageError) -> ApiError {
+    match error {
+        ImageError::Internal(cause) => ApiError::internal(cause),
+        other => ApiError::BadRequest {
+            status: other.status(),
+            code: other.code(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// `CommandError<ImageError>` as the API's error. Refusals that concern an image the caller
+/// cannot see (someone else's, never uploaded, rejected or already deleted) are 404.
+fn command_error(error: CommandError<ImageRefusal>) -> ApiError {
+    match error {
+        CommandError::Domain(
+            ImageRefusal::NotOwner | ImageRefusal::NotUploaded | ImageRefusal::AlreadyDeleted,
+        ) => ApiError::NotFound,
+        CommandError::Domain(refusal) => ApiError::Unprocessable {
+            code: refusal.code(),
+            message: refusal.to_string(),
+        },
+        CommandError::Conflict => ApiError::Conflict {
+            code: "conflict",
+            message: "the image was changed concurrently; retry the request".to_owned(),
+        },
+        CommandError::Unavailable(_) => ApiError::Unavailable("the event store".to_owned()),
+        other @ (CommandError::EmailTaken | CommandError::Internal(_)) => ApiError::internal(other),
+    }
+}
+
+/// Stores the original (as uploaded) and the thumbnail. On failure nothing of this upload
+/// is left behind.
+async fn store_blobs(
+    state: &AppState,
+    original: Bytes,
+    image: &ProcessedImage,
+    keys: &StorageKeys,
+) -> Result<(), ApiError> {
+    let original_key = BlobKey::new(keys.original.as_str()).map_err(ApiError::internal)?;
+    let thumbnail_key = BlobKey::new(keys.thumbnail.as_str()).map_err(ApiError::internal)?;
+    let thumbnail = Bytes::copy_from_slice(&image.thumbnail_jpeg);
+    let stored = match state
+        .blobs
+        .put(&original_key, original, image.format.content_type())
+        .await
+    {
+        Ok(()) => {
+            state
+                .blobs
+                .put(&thumbnail_key, thumbnail, "image/jpeg")
+                .await
+        }
+        Err(error) => Err(error),
+    };
+    if let Err(error) = stored {
+        remove_blobs(state, keys).await;
+        return Err(blob_error(error));
+    }
+    Ok(())
+}
+
+/// Removes the blobs of an upload that was not recorded. A failure leaves an orphan that no
+/// event points to: logged with its key, as nothing else will ever find it.
+async fn remove_blobs(state: &AppState, keys: &StorageKeys) {
+    for key in [&keys.original, &keys.thumbnail] {
+        let removed = match BlobKey::new(key.as_str()) {
+            Ok(blob) => state.blobs.delete(&blob).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = removed {
+            tracing::warn!(%error, key = %key, "could not remove the blob of an unrecorded upload");
+        }
+    }
+}
+
+/// One of the caller's images, with signed links to the original and the thumbnail.
+#[utoipa::path(get, path = "/v1/images/{id}", tag = "images",
+    params(("id" = Uuid, Path, description = "image id")),
+    responses((status = 200, body = ImageResponse),
+              (status = 404, description = "not_found", body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<Uuid>,
+) -> Result<Json<ImageResponse>, ApiError> {
+    let row = own_image(&state, &principal, id).await?;
+    Ok(Json(respond(&state, row).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    pub cursor: Option<String>,
+    /// 1 to 100, default 20.
+    pub limit: Option<i64>,
+}
+
+/// The caller's images (available and rejected), newest upload first.
+#[utoipa::path(get, path = "/v1/images", tag = "images", params(ListQuery),
+    responses((status = 200, body = Page<ImageResponse>),
+              (status = 422, description = "validation_failed (invalid_cursor, out_of_range)", body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Page<ImageResponse>>, ApiError> {
+    let limit = page_limit(query.limit)?;
+    let before = query
+        .cursor
+        .as_deref()
+        .map(super::admin::decode_cursor)
+        .transpose()?;
+    let rows = images::list(&state.pool, principal.user_id, before, limit + 1).await?;
+    let page = Page::from_rows(rows, limit, |r| time_cursor(r.created_at, r.id), |r| r);
+    let mut items = Vec::with_capacity(page.items.len());
+    for row in page.items {
+        items.push(respond(&state, row).await?);
+    }
+    Ok(Json(Page {
+        items,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Deletes one of the caller's images. Its files are removed shortly after, by the worker.
+#[utoipa::path(delete, path = "/v1/images/{id}", tag = "images",
+    params(("id" = Uuid, Path, description = "image id")),
+    responses((status = 204, description = "deleted"),
+              (status = 404, description = "not_found", body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn delete(
+    State(state): State<AppState>,
+    principal: Principal,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    let meta = metadata(Some(&principal), ip, user_agent(&headers));
+    let command = ImageCommand::Delete {
+        by: principal.user_id,
+    };
+    let position = state
+        .store
+        .images()
+        .execute(&ImageId::from_uuid(id).to_string(), command, &meta)
+        .await
+        .map_err(command_error)?;
+    let visible = settle(&state, position, IMAGE_MODELS).await;
+    Ok(mark(StatusCode::NO_CONTENT, visible))
+}

@@ -1,0 +1,224 @@
+//! `framegate dev`: the whole platform in one process on one machine.
+//!
+//! It finds or starts a database (`dev_postgres`), applies migrations, and runs the API, the
+//! read-model projectors and the video worker (simulator provider, filesystem blobs) together
+//! until Ctrl-C. Everything it keeps between runs lives under the state directory
+//! (`.framegate/` by default): the private database if it started one, blobs, the dev mailbox,
+//! the JWT and link-signing secrets (so tokens and links survive a restart) and the admin
+//! login it created on the first run. Any `FRAMEGATE_*` variable still overrides its default.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use framegate_api::config::ApiConfig;
+use framegate_commands::EventStore;
+use framegate_domain::Role;
+use rand::distributions::{Alphanumeric, DistString as _};
+use tokio::sync::watch;
+
+use crate::dev_postgres::{DatabaseSource, DevDatabase};
+use crate::roles::{self, WorkerSettings};
+
+/// The address of the admin account `framegate dev` creates.
+const ADMIN_EMAIL: &str = "admin@framegate.example";
+
+pub struct DevOptions {
+    pub state_dir: PathBuf,
+    /// Start the private cluster even if a local server is running.
+    pub private_db: bool,
+}
+
+pub async fn run(options: DevOptions, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let state_dir = options.state_dir;
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create {}", state_dir.display()))?;
+    let defaults = defaults(&state_dir)?;
+    let get = |name: &str| std::env::var(name).ok().or_else(|| defaults.get(name).cloned());
+
+    let api_config = ApiConfig::from_lookup(get)?;
+    let worker = WorkerSettings::from_lookup(get)?;
+    worker
+        .tools
+        .check()
+        .await
+        .context("ffmpeg is required by the simulator: run scripts/install-ffmpeg.sh")?;
+
+    let configured = std::env::var("DATABASE_URL").ok().filter(|url| !url.is_empty());
+    let database = if options.private_db {
+        DevDatabase::private(&state_dir.join("postgres")).await?
+    } else {
+        DevDatabase::resolve(configured, &state_dir.join("postgres")).await?
+    };
+    let result = serve(&state_dir, &database, api_config, worker, shutdown).await;
+    database.shutdown().await?;
+    result
+}
+
+async fn serve(
+    state_dir: &Path,
+    database: &DevDatabase,
+    config: ApiConfig,
+    worker: WorkerSettings,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let pool = framegate_commands::db::connect(database.url(), 20)
+        .await
+        .context("cannot connect to the dev database")?;
+    framegate_commands::db::migrate(&pool)
+        .await
+        .context("migrations failed")?;
+    let (email, password) = admin_login(&EventStore::new(pool.clone()), state_dir).await?;
+
+    let (stop, stopped) = watch::channel(false);
+    let projectors = framegate_projections::read_models::spawn_all(pool.clone(), stopped.clone());
+    let mut worker_task = tokio::spawn(roles::worker(pool.clone(), worker, stopped.clone()));
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (set FRAMEGATE_HTTP_ADDR)", config.http_addr))?;
+    let blobs = framegate_commands::blobs::build(&config.blobs).await?;
+    // Port 0 asks for any free port: print the one the listener got.
+    let base = if config.http_addr.port() == 0 {
+        format!("http://{}", listener.local_addr()?)
+    } else {
+        config.public_url.clone()
+    };
+    let state = framegate_api::AppState::new(config, pool)
+        .context("cannot start the API")?
+        .with_blobs(blobs);
+    let maintenance = framegate_api::spawn_maintenance(state.clone(), stopped.clone());
+    let mut api_stop = stopped.clone();
+    let api = tokio::spawn(framegate_api::serve(state, listener, async move {
+        let _ = api_stop.wait_for(|stop| *stop).await;
+    }));
+
+    println!(
+        "\nFramegate is running.\n\
+         \n  API       {base}/v1\
+         \n  Docs      {base}/docs\
+         \n  Database  {database}\
+         \n  Data      {data}\
+         \n\n  Admin login: {email} / {password}\
+         \n  curl -s {base}/v1/auth/login -H 'content-type: application/json' \\\
+         \n       -d '{{\"email\":\"{email}\",\"password\":\"{password}\"}}'\
+         \n\nPress Ctrl-C to stop.\n",
+        database = describe(database),
+        data = state_dir.display(),
+    );
+
+    // Stop on Ctrl-C, or as soon as the worker stops on its own (it only does on an error).
+    let worker_ended = tokio::select! {
+        () = shutdown => None,
+        ended = &mut worker_task => Some(ended),
+    };
+    let _ = stop.send(true);
+    let worker_result = match worker_ended {
+        Some(ended) => ended,
+        None => worker_task.await,
+    };
+    let mut failures = Vec::new();
+    if let Err(error) = worker_result.context("worker task")? {
+        failures.push(error.context("worker"));
+    }
+    if let Err(error) = api.await.context("API task")?.context("API server") {
+        failures.push(error);
+    }
+    let _ = maintenance.await;
+    for projector in projectors {
+        if let Ok(Err(error)) = projector.await {
+            failures.push(error.into());
+        }
+    }
+    match failures.into_iter().next() {
+        Some(error) => Err(error),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+fn describe(database: &DevDatabase) -> String {
+    match database.source() {
+        DatabaseSource::Configured => "DATABASE_URL".to_owned(),
+        DatabaseSource::LocalServer => format!("local PostgreSQL server ({})", redact(database.url())),
+        DatabaseSource::PrivateCluster { data_dir } => {
+            format!("private cluster in {}", data_dir.display())
+        }
+    }
+}
+
+/// The URL without its password, for printing.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Defaults under the state directory for what a production deployment configures.
+fn defaults(state_dir: &Path) -> anyhow::Result<HashMap<&'static str, String>> {
+    let path = |name: &str| state_dir.join(name).display().to_string();
+    Ok(HashMap::from([
+        ("FRAMEGATE_BLOB_DIR", path("blobs")),
+        ("FRAMEGATE_MAILBOX_DIR", path("mailbox")),
+        ("FRAMEGATE_JWT_SECRET", secret(state_dir, "jwt-secret")?),
+        ("FRAMEGATE_BLOB_SIGNING_KEY", secret(state_dir, "blob-signing-key")?),
+    ]))
+}
+
+/// A random secret kept in `state_dir/name` (created on first use, readable by the owner only).
+fn secret(state_dir: &Path, name: &str) -> anyhow::Result<String> {
+    let path = state_dir.join(name);
+    match std::fs::read_to_string(&path) {
+        Ok(secret) if secret.trim().len() >= 32 => return Ok(secret.trim().to_owned()),
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let secret = Alphanumeric.sample_string(&mut rand::thread_rng(), 48);
+    write_private(&path, &secret)?;
+    Ok(secret)
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+/// The admin login created on the first run and remembered in `state_dir/admin-login`.
+async fn admin_login(store: &EventStore, state_dir: &Path) -> anyhow::Result<(String, String)> {
+    let path = state_dir.join("admin-login");
+    if let Ok(saved) = std::fs::read_to_string(&path) {
+        if let Some((email, password)) = saved.trim().split_once(' ') {
+            return Ok((email.to_owned(), password.to_owned()));
+        }
+    }
+    let password = Alphanumeric.sample_string(&mut rand::thread_rng(), 20);
+    // The usual address, or a fresh one if a previous state directory already used it.
+    let mut email = ADMIN_EMAIL.to_owned();
+    if crate::users::create_verified(store, &email, &password, Role::Admin)
+        .await
+        .is_err()
+    {
+        let suffix = Alphanumeric.sample_string(&mut rand::thread_rng(), 6).to_lowercase();
+        email = format!("admin-{suffix}@framegate.example");
+        crate::users::create_verified(store, &email, &password, Role::Admin).await?;
+    }
+    write_private(&path, &format!("{email} {password}\n"))?;
+    Ok((email, password))
+}

@@ -1,0 +1,4 @@
+//! The HTTP adapters of the real providers. Each speaks one API exactly as documented in
+//! docs/providers.md and maps every answer onto the shared error model.
+
+pub mod http;
