@@ -347,3 +347,85 @@ async fn the_provider_list_shows_models_prices_and_status() {
         (json!(true), json!("healthy"))
     );
 }
+
+#[tokio::test]
+async fn content_and_events_of_an_unfinished_or_foreign_video() {
+    let app = TestApp::spawn().await;
+    let (_, alice, _) = app.signed_in_user("alice.c@example.com").await;
+    let (_, bob, _) = app.signed_in_user("bob.c@example.com").await;
+    let video: Value = app
+        .post("/v1/videos", Some(&alice), ten_second_simulator_video())
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id = video["id"].as_str().expect("id");
+    assert!(video["content"].is_null(), "no link before completion");
+
+    let early = app
+        .get(&format!("/v1/videos/{id}/content"), Some(&alice))
+        .await;
+    assert_problem(early, StatusCode::CONFLICT, "video_not_ready").await;
+    for path in [
+        format!("/v1/videos/{id}/content"),
+        format!("/v1/videos/{id}/events"),
+    ] {
+        let foreign = app.get(&path, Some(&bob)).await;
+        assert_problem(foreign, StatusCode::NOT_FOUND, "not_found").await;
+    }
+
+    // A cancelled video's stream sends its final state once and ends.
+    let cancelled = app
+        .request(
+            Method::POST,
+            &format!("/v1/videos/{id}/cancel"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let events = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        app.get(&format!("/v1/videos/{id}/events"), Some(&alice)),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(
+        events.headers()["content-type"].to_str().expect("type"),
+        "text/event-stream"
+    );
+    let body = tokio::time::timeout(std::time::Duration::from_secs(10), events.text())
+        .await
+        .expect("the stream ends at the terminal state")
+        .expect("body");
+    let data: Vec<Value> = body
+        .lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .map(|data| serde_json::from_str(data.trim()).expect("json"))
+        .collect();
+    assert_eq!(data.len(), 1, "{body}");
+    assert_eq!(data[0]["status"], "cancelled");
+    assert!(body.contains("event: video"), "{body}");
+}
+
+#[tokio::test]
+async fn an_image_id_must_name_an_available_image_of_the_caller() {
+    let app = TestApp::spawn().await;
+    let (_, token, _) = app.signed_in_user("img.v@example.com").await;
+    let mut body = ten_second_simulator_video();
+    body["image_id"] = json!(uuid::Uuid::now_v7());
+    let response = app.post("/v1/videos", Some(&token), body).await;
+    let problem = assert_problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(problem["errors"][0]["field"], "image_id", "{problem}");
+    assert_eq!(problem["errors"][0]["code"], "image_not_found", "{problem}");
+    assert_eq!(
+        credits(&app, &token).await["reserved"],
+        0,
+        "nothing reserved"
+    );
+}

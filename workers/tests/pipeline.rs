@@ -479,3 +479,65 @@ async fn a_reservation_whose_video_was_never_recorded_is_released_after_the_grac
         .expect("video");
     assert_eq!(row.status, "queued");
 }
+
+#[tokio::test]
+async fn a_failed_generation_fails_the_video_and_releases_its_credits() {
+    let rig = rig(SimulatorConfig {
+        latency: Duration::from_millis(50),
+        failure_rate: 1.0,
+        ..SimulatorConfig::default()
+    })
+    .await;
+    let video = rig.request(3).await;
+    let row = rig.drive(video).await;
+    assert_eq!(
+        (row.status.as_str(), row.error_code.as_deref()),
+        ("failed", Some("generation_failed"))
+    );
+    assert_eq!(row.error_charged, Some(false));
+    assert_eq!(rig.account().await, (100, 0), "released, not charged");
+    assert!(row.blob_key.is_none(), "nothing stored");
+}
+
+#[tokio::test]
+async fn cancelling_a_running_job_cancels_it_upstream_and_releases_its_credits() {
+    let rig = rig(SimulatorConfig {
+        latency: Duration::from_secs(3600),
+        ..SimulatorConfig::default()
+    })
+    .await;
+    let video = rig.request(4).await;
+    // Dispatch it, so that it is in flight at the provider.
+    let (subscription, dispatcher) = rig.dispatcher();
+    subscription.drain(&dispatcher).await.expect("dispatch");
+    catch_up_all(&rig.db.pool).await.expect("project");
+    let row = videos::get(&rig.db.pool, video)
+        .await
+        .expect("row")
+        .expect("video");
+    assert_eq!(row.status, "submitted");
+    assert_eq!(rig.account().await, (100, 4));
+
+    rig.store
+        .videos()
+        .execute(
+            &video.to_string(),
+            VideoCommand::RequestCancel {
+                reason: "changed my mind".into(),
+            },
+            &CommandMetadata::new_request(Actor::User(rig.owner)),
+        )
+        .await
+        .expect("cancel");
+    let row = rig.drive(video).await;
+    assert_eq!(row.status, "cancelled");
+    assert_eq!(rig.account().await, (100, 0), "released once");
+    let cancelled_upstream: bool = sqlx::query_scalar(
+        "SELECT cancelled_at IS NOT NULL FROM simulator_jobs WHERE video_id = $1",
+    )
+    .bind(video.as_uuid())
+    .fetch_one(&rig.db.pool)
+    .await
+    .expect("job");
+    assert!(cancelled_upstream, "the provider was told to stop");
+}
