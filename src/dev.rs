@@ -29,12 +29,19 @@ pub struct DevOptions {
     pub private_db: bool,
 }
 
-pub async fn run(options: DevOptions, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    options: DevOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let state_dir = options.state_dir;
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("cannot create {}", state_dir.display()))?;
     let defaults = defaults(&state_dir)?;
-    let get = |name: &str| std::env::var(name).ok().or_else(|| defaults.get(name).cloned());
+    let get = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .or_else(|| defaults.get(name).cloned())
+    };
 
     let api_config = ApiConfig::from_lookup(get)?;
     let worker = WorkerSettings::from_lookup(get)?;
@@ -44,7 +51,9 @@ pub async fn run(options: DevOptions, shutdown: impl std::future::Future<Output 
         .await
         .context("ffmpeg is required by the simulator: run scripts/install-ffmpeg.sh")?;
 
-    let configured = std::env::var("DATABASE_URL").ok().filter(|url| !url.is_empty());
+    let configured = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|url| !url.is_empty());
     let database = if options.private_db {
         DevDatabase::private(&state_dir.join("postgres")).await?
     } else {
@@ -75,7 +84,12 @@ async fn serve(
     let mut worker_task = tokio::spawn(roles::worker(pool.clone(), worker, stopped.clone()));
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
-        .with_context(|| format!("cannot listen on {} (set FRAMEGATE_HTTP_ADDR)", config.http_addr))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (set FRAMEGATE_HTTP_ADDR)",
+                config.http_addr
+            )
+        })?;
     let blobs = framegate_commands::blobs::build(&config.blobs).await?;
     // Port 0 asks for any free port: print the one the listener got.
     let base = if config.http_addr.port() == 0 {
@@ -141,7 +155,9 @@ async fn serve(
 fn describe(database: &DevDatabase) -> String {
     match database.source() {
         DatabaseSource::Configured => "DATABASE_URL".to_owned(),
-        DatabaseSource::LocalServer => format!("local PostgreSQL server ({})", redact(database.url())),
+        DatabaseSource::LocalServer => {
+            format!("local PostgreSQL server ({})", redact(database.url()))
+        }
         DatabaseSource::PrivateCluster { data_dir } => {
             format!("private cluster in {}", data_dir.display())
         }
@@ -169,7 +185,10 @@ fn defaults(state_dir: &Path) -> anyhow::Result<HashMap<&'static str, String>> {
         ("FRAMEGATE_BLOB_DIR", path("blobs")),
         ("FRAMEGATE_MAILBOX_DIR", path("mailbox")),
         ("FRAMEGATE_JWT_SECRET", secret(state_dir, "jwt-secret")?),
-        ("FRAMEGATE_BLOB_SIGNING_KEY", secret(state_dir, "blob-signing-key")?),
+        (
+            "FRAMEGATE_BLOB_SIGNING_KEY",
+            secret(state_dir, "blob-signing-key")?,
+        ),
     ]))
 }
 
@@ -215,7 +234,9 @@ async fn admin_login(store: &EventStore, state_dir: &Path) -> anyhow::Result<(St
         .await
         .is_err()
     {
-        let suffix = Alphanumeric.sample_string(&mut rand::thread_rng(), 6).to_lowercase();
+        let suffix = Alphanumeric
+            .sample_string(&mut rand::thread_rng(), 6)
+            .to_lowercase();
         email = format!("admin-{suffix}@framegate.example");
         crate::users::create_verified(store, &email, &password, Role::Admin).await?;
     }

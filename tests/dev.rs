@@ -94,7 +94,10 @@ fn png() -> Vec<u8> {
     });
     let mut bytes = Vec::new();
     image::DynamicImage::ImageRgb8(image)
-        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
         .expect("png");
     bytes
 }
@@ -306,10 +309,16 @@ async fn the_walk_through_ends_with_a_downloaded_playable_mp4() {
             .await
             .expect("json");
         if credits["reserved"] == 0 {
-            assert_eq!(credits["balance"].as_i64(), Some(starting_balance - estimate));
+            assert_eq!(
+                credits["balance"].as_i64(),
+                Some(starting_balance - estimate)
+            );
             break;
         }
-        assert!(Instant::now() < deadline, "the reservation was never captured: {credits}");
+        assert!(
+            Instant::now() < deadline,
+            "the reservation was never captured: {credits}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use framegate_commands::blobs::BlobConfig;
 use framegate_domain::catalog::Catalog;
+use framegate_domain::routing::{configured_providers, RoutingPolicy};
 use framegate_domain::ProviderKind;
 use rand::RngCore as _;
 
@@ -53,6 +54,8 @@ pub struct ApiConfig {
     pub catalog: Catalog,
     /// Providers that can take jobs (the simulator always; others once configured).
     pub enabled_providers: Vec<ProviderKind>,
+    /// How `provider: auto` ranks the enabled providers.
+    pub routing: RoutingPolicy,
     /// What an uploaded image may be: file size, sides, decoder memory.
     pub images: ImageLimits,
     /// Image uploads decoded at once; each decode may use up to `images.max_alloc` bytes.
@@ -95,6 +98,7 @@ impl ApiConfig {
             max_concurrent_hashes: 4,
             catalog: Catalog::defaults(),
             enabled_providers: vec![ProviderKind::Simulator],
+            routing: RoutingPolicy::Price,
             images: ImageLimits::default(),
             image_concurrency: 2,
             image_moderation: RuleSet::default(),
@@ -187,10 +191,8 @@ impl ApiConfig {
             config.body_limit = parse("FRAMEGATE_BODY_LIMIT_BYTES", &v)?;
         }
         if let Some(v) = get("FRAMEGATE_DOWNLOAD_TTL_SECONDS") {
-            config.download_ttl = Duration::from_secs(u64::from(positive(
-                "FRAMEGATE_DOWNLOAD_TTL_SECONDS",
-                &v,
-            )?));
+            config.download_ttl =
+                Duration::from_secs(u64::from(positive("FRAMEGATE_DOWNLOAD_TTL_SECONDS", &v)?));
         }
         // Download links point at the API's public URL unless blob storage says otherwise.
         let public_url = config.public_url.clone();
@@ -218,6 +220,14 @@ impl ApiConfig {
                 }
             })?;
         }
+        config.enabled_providers = configured_providers(&get).map_err(|message| ConfigError {
+            variable: "FRAMEGATE_SIMULATOR",
+            message,
+        })?;
+        config.routing = RoutingPolicy::from_lookup(&get).map_err(|message| ConfigError {
+            variable: "FRAMEGATE_PROVIDER_ROUTING",
+            message,
+        })?;
         if let Some(path) = get("FRAMEGATE_CATALOG_FILE") {
             let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
                 variable: "FRAMEGATE_CATALOG_FILE",
@@ -234,9 +244,8 @@ impl ApiConfig {
 
 /// The filesystem store under `.framegate/blobs` with a random signing key.
 fn development_blobs() -> BlobConfig {
-    BlobConfig::from_lookup(|_| None).unwrap_or_else(|error| {
-        unreachable!("the default blob configuration is valid: {error}")
-    })
+    BlobConfig::from_lookup(|_| None)
+        .unwrap_or_else(|error| unreachable!("the default blob configuration is valid: {error}"))
 }
 
 fn parse<T: std::str::FromStr>(variable: &'static str, value: &str) -> Result<T, ConfigError>

@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
@@ -119,6 +120,13 @@ pub enum VideoCommand {
     MarkSubmitted {
         provider_job_id: String,
     },
+    /// The provider never accepted the current attempt; the video waits for another one
+    /// (the same provider after `retry_at`, or the next provider at once).
+    RecordSubmissionFailure {
+        code: String,
+        message: String,
+        retry_at: DateTime<Utc>,
+    },
     /// A percentage that is not above the last one is ignored: pollers and callbacks
     /// arrive out of order.
     RecordProgress {
@@ -157,6 +165,7 @@ impl VideoCommand {
             VideoCommand::Request { .. } => "request",
             VideoCommand::StartSubmission { .. } => "start_submission",
             VideoCommand::MarkSubmitted { .. } => "mark_submitted",
+            VideoCommand::RecordSubmissionFailure { .. } => "record_submission_failure",
             VideoCommand::RecordProgress { .. } => "record_progress",
             VideoCommand::MarkGenerated => "mark_generated",
             VideoCommand::RecordStored { .. } => "record_stored",
@@ -181,6 +190,14 @@ pub enum VideoEvent {
     },
     VideoSubmitted {
         provider_job_id: String,
+    },
+    /// Attempt `attempt` at `provider` was never accepted; back in the queue until `retry_at`.
+    SubmissionFailed {
+        attempt: u32,
+        provider: ProviderKind,
+        code: String,
+        message: String,
+        retry_at: DateTime<Utc>,
     },
     VideoProgressed {
         percent: u8,
@@ -215,6 +232,7 @@ impl DomainEvent for VideoEvent {
             VideoEvent::VideoRequested { .. } => "VideoRequested",
             VideoEvent::SubmissionStarted { .. } => "SubmissionStarted",
             VideoEvent::VideoSubmitted { .. } => "VideoSubmitted",
+            VideoEvent::SubmissionFailed { .. } => "SubmissionFailed",
             VideoEvent::VideoProgressed { .. } => "VideoProgressed",
             VideoEvent::VideoGenerated {} => "VideoGenerated",
             VideoEvent::VideoStored { .. } => "VideoStored",
@@ -319,6 +337,17 @@ pub struct Video {
     final_cost: Option<Credits>,
     failure: Option<VideoFailure>,
     cancel_reason: Option<String>,
+    /// When a queued video that failed a submission may be tried again.
+    retry_at: Option<DateTime<Utc>>,
+    failed_attempts: Vec<FailedAttempt>,
+}
+
+/// A submission attempt that the provider never accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedAttempt {
+    pub attempt: u32,
+    pub provider: ProviderKind,
+    pub code: String,
 }
 
 impl Video {
@@ -353,6 +382,16 @@ impl Video {
 
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// When the next submission attempt is due, after a failed one.
+    pub fn retry_at(&self) -> Option<DateTime<Utc>> {
+        self.retry_at
+    }
+
+    /// The attempts providers never accepted, oldest first.
+    pub fn failed_attempts(&self) -> &[FailedAttempt] {
+        &self.failed_attempts
     }
 
     pub fn provider_job_id(&self) -> Option<&str> {
@@ -431,6 +470,23 @@ impl Video {
                     return Err(invalid);
                 }
                 VideoEvent::VideoSubmitted { provider_job_id }
+            }
+            VideoCommand::RecordSubmissionFailure {
+                code,
+                message,
+                retry_at,
+            } => {
+                let Some(provider) = self.provider.filter(|_| status == VideoStatus::Submitting)
+                else {
+                    return Err(invalid);
+                };
+                VideoEvent::SubmissionFailed {
+                    attempt: self.attempt,
+                    provider,
+                    code,
+                    message,
+                    retry_at,
+                }
             }
             VideoCommand::RecordProgress { percent } => {
                 if percent > 100 {
@@ -558,6 +614,22 @@ impl Aggregate for Video {
             VideoEvent::VideoSubmitted { provider_job_id } => {
                 self.status = Some(VideoStatus::Submitted);
                 self.provider_job_id = Some(provider_job_id);
+            }
+            VideoEvent::SubmissionFailed {
+                attempt,
+                provider,
+                code,
+                retry_at,
+                ..
+            } => {
+                self.status = Some(VideoStatus::Queued);
+                self.provider_job_id = None;
+                self.retry_at = Some(retry_at);
+                self.failed_attempts.push(FailedAttempt {
+                    attempt,
+                    provider,
+                    code,
+                });
             }
             VideoEvent::VideoProgressed { percent } => {
                 self.status = Some(VideoStatus::Running);

@@ -157,6 +157,13 @@ fn all_video_events() -> Vec<VideoEvent> {
         VideoEvent::VideoSubmitted {
             provider_job_id: "operations/abc123".to_string(),
         },
+        VideoEvent::SubmissionFailed {
+            attempt: 1,
+            provider: ProviderKind::Veo,
+            code: "rate_limited".to_string(),
+            message: "veo answered 429 Too Many Requests".to_string(),
+            retry_at: chrono::DateTime::from_timestamp(1_767_225_660, 0).expect("a timestamp"),
+        },
         VideoEvent::VideoProgressed { percent: 40 },
         VideoEvent::VideoGenerated {},
         VideoEvent::VideoStored {
@@ -214,13 +221,14 @@ fn video_ordinal(event: &VideoEvent) -> usize {
         VideoEvent::VideoRequested { .. } => 0,
         VideoEvent::SubmissionStarted { .. } => 1,
         VideoEvent::VideoSubmitted { .. } => 2,
-        VideoEvent::VideoProgressed { .. } => 3,
-        VideoEvent::VideoGenerated {} => 4,
-        VideoEvent::VideoStored { .. } => 5,
-        VideoEvent::VideoCompleted { .. } => 6,
-        VideoEvent::VideoFailed { .. } => 7,
-        VideoEvent::CancelRequested { .. } => 8,
-        VideoEvent::VideoCancelled {} => 9,
+        VideoEvent::SubmissionFailed { .. } => 3,
+        VideoEvent::VideoProgressed { .. } => 4,
+        VideoEvent::VideoGenerated {} => 5,
+        VideoEvent::VideoStored { .. } => 6,
+        VideoEvent::VideoCompleted { .. } => 7,
+        VideoEvent::VideoFailed { .. } => 8,
+        VideoEvent::CancelRequested { .. } => 9,
+        VideoEvent::VideoCancelled {} => 10,
     }
 }
 
@@ -296,11 +304,12 @@ fn every_credit_event_matches_its_snapshot() {
 
 #[test]
 fn every_video_event_matches_its_snapshot() {
-    let [requested, submission_started, submitted, progressed, generated, stored, completed, failed, cancel_requested, cancelled] =
-        <[VideoEvent; 10]>::try_from(all_video_events()).expect("ten video events");
+    let [requested, submission_started, submitted, submission_failed, progressed, generated, stored, completed, failed, cancel_requested, cancelled] =
+        <[VideoEvent; 11]>::try_from(all_video_events()).expect("eleven video events");
     assert_json_snapshot!("video_requested", requested);
     assert_json_snapshot!("submission_started", submission_started);
     assert_json_snapshot!("video_submitted", submitted);
+    assert_json_snapshot!("submission_failed", submission_failed);
     assert_json_snapshot!("video_progressed", progressed);
     assert_json_snapshot!("video_generated", generated);
     assert_json_snapshot!("video_stored", stored);

@@ -366,6 +366,81 @@ fn retrying_a_submission_with_a_later_attempt_is_accepted() {
         }]);
 }
 
+fn retry_at() -> chrono::DateTime<chrono::Utc> {
+    DateTime::from_timestamp(1_767_225_660, 0).expect("a valid timestamp")
+}
+
+#[test]
+fn a_submission_the_provider_never_accepted_puts_the_video_back_in_the_queue() {
+    let failure = || VideoCommand::RecordSubmissionFailure {
+        code: "rate_limited".to_string(),
+        message: "try again in a minute".to_string(),
+        retry_at: retry_at(),
+    };
+    let failed = VideoEvent::SubmissionFailed {
+        attempt: 1,
+        provider: ProviderKind::Veo,
+        code: "rate_limited".to_string(),
+        message: "try again in a minute".to_string(),
+        retry_at: retry_at(),
+    };
+    framework()
+        .given(history(VideoStatus::Submitting))
+        .when(failure())
+        .then_expect_events(vec![failed.clone()]);
+
+    // Queued again, remembering the attempt, its provider and when to retry.
+    let mut video = Video::default();
+    for event in history(VideoStatus::Submitting)
+        .into_iter()
+        .chain([failed.clone()])
+    {
+        video.apply(event);
+    }
+    assert_eq!(video.status(), Some(VideoStatus::Queued));
+    assert_eq!(video.attempt(), 1);
+    assert_eq!(video.retry_at(), Some(retry_at()));
+    assert_eq!(video.failed_attempts().len(), 1);
+    assert_eq!(video.failed_attempts()[0].provider, ProviderKind::Veo);
+    assert_eq!(video.provider_job_id(), None);
+
+    // The next attempt must count up.
+    let mut retried = history(VideoStatus::Submitting);
+    retried.push(failed);
+    framework()
+        .given(retried)
+        .when(VideoCommand::StartSubmission {
+            attempt: 2,
+            provider: ProviderKind::Kling,
+            model: "kling-v2-6".to_string(),
+        })
+        .then_expect_events(vec![VideoEvent::SubmissionStarted {
+            attempt: 2,
+            provider: ProviderKind::Kling,
+            model: "kling-v2-6".to_string(),
+        }]);
+
+    // Only a submission in progress can fail to be accepted.
+    for status in [
+        VideoStatus::Queued,
+        VideoStatus::Submitted,
+        VideoStatus::Completed,
+    ] {
+        let error = framework()
+            .given(history(status))
+            .when(failure())
+            .inspect_result()
+            .expect_err("refused");
+        assert!(
+            matches!(
+                error,
+                VideoError::InvalidTransition { .. } | VideoError::AlreadyTerminal { .. }
+            ),
+            "{status}: {error:?}"
+        );
+    }
+}
+
 #[test]
 fn a_submission_attempt_that_does_not_increase_is_rejected() {
     framework()

@@ -13,11 +13,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate as _;
 use framegate_commands::blobs::{video_keys, BlobError, BlobKey, Blobs};
 use framegate_commands::{Actor, CommandMetadata, EventStore};
-use framegate_domain::{ImageId, ProviderKind, UserId, Video, VideoCommand, VideoId, VideoStatus};
+use framegate_domain::catalog::{Catalog, Quote, QuoteRequest};
+use framegate_domain::routing::{self, RoutingPolicy};
+use framegate_domain::{
+    FailedAttempt, ImageId, ProviderKind, UserId, Video, VideoCommand, VideoId, VideoSpec,
+    VideoStatus,
+};
 use framegate_projections::read_models::videos::{self, VideoRow};
 use framegate_projections::subscription::BoxError;
 use framegate_projections::{EventHandler, StoredEvent};
@@ -25,6 +30,7 @@ use sqlx::{PgConnection, PgPool};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::health::ProviderHealth;
 use crate::media::{
     extract_poster, make_thumbnail, prepare_start_image, validate_video, Expectation, MediaTools,
 };
@@ -41,19 +47,398 @@ fn system(correlation: Option<&str>, cause: Uuid) -> CommandMetadata {
     CommandMetadata::caused_by_event(Actor::System, correlation, cause)
 }
 
+/// How many submission attempts a video gets before it fails for good.
+pub const MAX_ATTEMPTS: u32 = 6;
+/// How many times one provider is tried for one video.
+const MAX_ATTEMPTS_PER_PROVIDER: usize = 3;
+
+/// Per-provider limits the dispatcher respects locally: jobs in flight at once (`None`: no
+/// limit). A provider at its limit is skipped for now, and the video waits in the queue.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderLimits {
+    pub max_in_flight: HashMap<ProviderKind, i64>,
+}
+
+impl ProviderLimits {
+    /// `FRAMEGATE_<PROVIDER>_MAX_CONCURRENCY` for each provider, e.g.
+    /// `FRAMEGATE_KLING_MAX_CONCURRENCY=5`.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let mut limits = ProviderLimits::default();
+        for provider in ProviderKind::ALL {
+            let name = format!(
+                "FRAMEGATE_{}_MAX_CONCURRENCY",
+                provider.as_str().to_ascii_uppercase()
+            );
+            if let Some(value) = get(&name).filter(|v| !v.trim().is_empty()) {
+                let limit: i64 = value
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("{name}: expected a positive number, got {value:?}"))?;
+                limits.max_in_flight.insert(provider, limit);
+            }
+        }
+        Ok(limits)
+    }
+}
+
+/// How the dispatcher chooses providers.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    pub catalog: Catalog,
+    pub policy: RoutingPolicy,
+    pub limits: ProviderLimits,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Self {
+            catalog: Catalog::defaults(),
+            policy: RoutingPolicy::Price,
+            limits: ProviderLimits::default(),
+        }
+    }
+}
+
+/// Submits requested videos: reacts to `VideoRequested`, and (through [`Dispatcher::sweep`])
+/// retries queued videos whose previous attempt failed or that waited for a provider.
 pub struct Dispatcher {
     store: EventStore,
+    pool: PgPool,
     providers: Providers,
     blobs: Blobs,
+    routing: Routing,
+    health: ProviderHealth,
+}
+
+/// Why a queued video is not submitted now.
+enum Choice {
+    /// Submit to this provider with this model.
+    Provider(Arc<dyn VideoProvider>, String),
+    /// Every candidate is unhealthy or at its limit: stay queued.
+    Wait,
+    /// No configured provider can take it (or all have failed it).
+    Nobody(ProviderFailure),
 }
 
 impl Dispatcher {
     pub fn new(store: EventStore, providers: Providers, blobs: Blobs) -> Self {
+        let pool = store.pool().clone();
         Self {
+            health: ProviderHealth::new(pool.clone()),
             store,
+            pool,
             providers,
             blobs,
+            routing: Routing::default(),
         }
+    }
+
+    pub fn with_routing(mut self, routing: Routing) -> Self {
+        self.routing = routing;
+        self
+    }
+
+    pub fn with_health(mut self, health: ProviderHealth) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// Submits every queued video that is due: retries after a failed attempt, and videos
+    /// that waited for a provider. Returns how many it looked at.
+    pub async fn sweep(&self) -> Result<usize, BoxError> {
+        let due = videos::queued_due(&self.pool, 100).await?;
+        for row in &due {
+            let meta = CommandMetadata::new_request(Actor::System);
+            if let Err(error) = self
+                .dispatch(VideoId::from_uuid(row.id), row.created_at, &meta)
+                .await
+            {
+                warn!(video = %row.id, %error, "could not dispatch a queued video");
+            }
+        }
+        Ok(due.len())
+    }
+
+    /// Sweeps every `interval` until `shutdown` flips.
+    pub async fn run_sweeps(
+        &self,
+        interval: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            if let Err(error) = self.sweep().await {
+                warn!(%error, "dispatcher sweep failed");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+
+    /// One dispatch step for `video_id`: resolves a submission interrupted by a crash, or
+    /// starts the next attempt if the video is queued and due.
+    pub async fn dispatch(
+        &self,
+        video_id: VideoId,
+        requested_at: DateTime<Utc>,
+        meta: &CommandMetadata,
+    ) -> Result<(), BoxError> {
+        let aggregate = video_id.to_string();
+        let video = self.store.videos().load(&aggregate).await?;
+        let Some(spec) = video.spec().cloned() else {
+            return Ok(());
+        };
+        let resuming = match video.status() {
+            Some(VideoStatus::Queued) => {
+                if video.retry_at().is_some_and(|at| at > Utc::now()) {
+                    return Ok(());
+                }
+                false
+            }
+            // Crashed between recording the intent and recording the job: resolve below.
+            Some(VideoStatus::Submitting) => true,
+            _ => return Ok(()),
+        };
+        let image = match spec.image_id {
+            None => None,
+            Some(image_id) => match self.start_image(spec.owner, image_id).await? {
+                Ok(image) => Some(image),
+                Err(failure) => {
+                    self.store
+                        .videos()
+                        .execute(&aggregate, fail_command(&failure), meta)
+                        .await?;
+                    return Ok(());
+                }
+            },
+        };
+        let (provider, model, attempt) = if resuming {
+            let provider = video
+                .provider()
+                .and_then(|kind| self.providers.get(&kind).cloned());
+            let Some(provider) = provider else {
+                let failure = ProviderFailure::new(
+                    "provider_unavailable",
+                    "the provider of the interrupted submission is no longer configured",
+                    true,
+                    false,
+                );
+                self.store
+                    .videos()
+                    .execute(&aggregate, fail_command(&failure), meta)
+                    .await?;
+                return Ok(());
+            };
+            let model = video.model().unwrap_or_default().to_owned();
+            (provider, model, video.attempt())
+        } else {
+            match self.choose(&video, &spec).await? {
+                Choice::Wait => return Ok(()),
+                Choice::Nobody(failure) => {
+                    self.store
+                        .videos()
+                        .execute(&aggregate, fail_command(&failure), meta)
+                        .await?;
+                    return Ok(());
+                }
+                Choice::Provider(provider, model) => {
+                    let attempt = video.attempt() + 1;
+                    let intent = VideoCommand::StartSubmission {
+                        attempt,
+                        provider: provider.kind(),
+                        model: model.clone(),
+                    };
+                    self.store
+                        .videos()
+                        .execute(&aggregate, intent, meta)
+                        .await?;
+                    (provider, model, attempt)
+                }
+            }
+        };
+        let job = Job {
+            video_id,
+            model,
+            prompt: spec.prompt.clone(),
+            negative_prompt: spec.negative_prompt.clone(),
+            duration_seconds: spec.duration_seconds,
+            aspect_ratio: spec.aspect_ratio.clone(),
+            resolution: spec.resolution.clone(),
+            seed: spec.seed,
+            image,
+        };
+        // After a crash, ask before submitting again. The job cannot predate its request.
+        let lookup = if resuming {
+            provider.find(&job, requested_at).await
+        } else {
+            Ok(Lookup::NotSubmitted)
+        };
+        let submitted = match lookup {
+            Ok(Lookup::Found(job_id)) => Ok(job_id),
+            Ok(Lookup::NotSubmitted) => self.submit(provider.as_ref(), &job, requested_at).await,
+            Ok(Lookup::Unknown) => Err(submission_unknown()),
+            Err(failure) => Err(failure),
+        };
+        let command = match submitted {
+            Ok(provider_job_id) => {
+                self.health.record_success(provider.kind()).await?;
+                VideoCommand::MarkSubmitted { provider_job_id }
+            }
+            Err(failure) => {
+                self.health
+                    .record_failure(provider.kind(), &failure)
+                    .await?;
+                self.after_failure(&video, &spec, provider.kind(), attempt, failure)
+            }
+        };
+        self.store
+            .videos()
+            .execute(&aggregate, command, meta)
+            .await?;
+        Ok(())
+    }
+
+    /// Submits; a timeout leaves the outcome unknown, so the provider is asked before
+    /// anything else happens.
+    async fn submit(
+        &self,
+        provider: &dyn VideoProvider,
+        job: &Job,
+        requested_at: DateTime<Utc>,
+    ) -> Result<String, ProviderFailure> {
+        match provider.submit(job).await {
+            Err(failure) if failure.code == codes::UPSTREAM_TIMEOUT => {
+                match provider.find(job, requested_at).await {
+                    Ok(Lookup::Found(job_id)) => Ok(job_id),
+                    Ok(Lookup::NotSubmitted) => Err(failure),
+                    Ok(Lookup::Unknown) | Err(_) => Err(submission_unknown()),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// What a failed submission leads to: another attempt (here or at the next provider)
+    /// or the end of the video.
+    fn after_failure(
+        &self,
+        video: &Video,
+        spec: &VideoSpec,
+        provider: ProviderKind,
+        attempt: u32,
+        failure: ProviderFailure,
+    ) -> VideoCommand {
+        let final_everywhere = matches!(
+            failure.code.as_str(),
+            codes::MODERATED | codes::SUBMISSION_UNKNOWN
+        ) || failure.charged;
+        let mut failed = video.failed_attempts().to_vec();
+        failed.push(FailedAttempt {
+            attempt,
+            provider,
+            code: failure.code.clone(),
+        });
+        let others = self.candidates(spec, &failed);
+        let fallback = spec.provider.pinned().is_none()
+            && others.iter().any(|(quote, _)| quote.provider != provider);
+        let retry_here = failure.retryable && others.iter().any(|(q, _)| q.provider == provider);
+        if final_everywhere || attempt >= MAX_ATTEMPTS || !(fallback || retry_here) {
+            return fail_command(&failure);
+        }
+        // A provider never tried yet goes at once; a retry waits, at least as asked.
+        let next_is_fresh = others
+            .first()
+            .is_some_and(|(q, _)| !failed.iter().any(|f| f.provider == q.provider));
+        let wait = if next_is_fresh {
+            Duration::ZERO
+        } else {
+            submission_backoff(attempt).max(failure.retry_after.unwrap_or_default())
+        };
+        VideoCommand::RecordSubmissionFailure {
+            code: failure.code,
+            message: failure.message,
+            retry_at: Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
+        }
+    }
+
+    /// The configured providers that can take `spec` within its reservation, best first:
+    /// fewest failed attempts for this video, then the routing policy. Providers that
+    /// refused it for good, or failed it too often, are left out.
+    fn candidates(&self, spec: &VideoSpec, failed: &[FailedAttempt]) -> Vec<(Quote, usize)> {
+        let enabled: Vec<ProviderKind> = match spec.provider.pinned() {
+            Some(pinned) => vec![pinned],
+            None => self.providers.keys().copied().collect(),
+        };
+        let request = QuoteRequest {
+            provider: ProviderKind::Simulator,
+            model: spec.model.as_deref(),
+            duration_seconds: spec.duration_seconds,
+            aspect_ratio: &spec.aspect_ratio,
+            resolution: &spec.resolution,
+            with_image: spec.image_id.is_some(),
+        };
+        let ranked = routing::rank(
+            &self.routing.catalog,
+            &self.routing.policy,
+            &enabled,
+            &request,
+        )
+        .unwrap_or_default();
+        let mut candidates: Vec<(Quote, usize)> = ranked
+            .into_iter()
+            // The reservation was made for the estimate: never fall back to a dearer provider.
+            .filter(|quote| quote.cost <= spec.estimated_cost)
+            .filter_map(|quote| {
+                let mine: Vec<&FailedAttempt> = failed
+                    .iter()
+                    .filter(|f| f.provider == quote.provider)
+                    .collect();
+                let refused = mine.iter().any(|f| !is_retryable_code(&f.code));
+                (!refused && mine.len() < MAX_ATTEMPTS_PER_PROVIDER).then_some((quote, mine.len()))
+            })
+            .collect();
+        // Stable: equal failure counts keep the policy's order.
+        candidates.sort_by_key(|(_, failures)| *failures);
+        candidates
+    }
+
+    /// The provider to try next, skipping unhealthy ones and those at their limit.
+    async fn choose(&self, video: &Video, spec: &VideoSpec) -> Result<Choice, BoxError> {
+        let candidates = self.candidates(spec, video.failed_attempts());
+        if candidates.is_empty() {
+            let tried = video.failed_attempts().last();
+            return Ok(Choice::Nobody(match tried {
+                Some(last) => ProviderFailure::new(
+                    &last.code,
+                    "no provider could take this video",
+                    is_retryable_code(&last.code),
+                    false,
+                ),
+                None => ProviderFailure::new(
+                    "provider_unavailable",
+                    "no configured provider can take this video",
+                    true,
+                    false,
+                ),
+            }));
+        }
+        for (quote, _) in candidates {
+            if self.health.is_open(quote.provider).await? {
+                continue;
+            }
+            if let Some(limit) = self.routing.limits.max_in_flight.get(&quote.provider) {
+                if videos::count_in_flight(&self.pool, quote.provider.as_str()).await? >= *limit {
+                    continue;
+                }
+            }
+            if let Some(provider) = self.providers.get(&quote.provider) {
+                return Ok(Choice::Provider(provider.clone(), quote.model));
+            }
+        }
+        Ok(Choice::Wait)
     }
 
     /// The start image of an image-to-video request, re-encoded for the provider. The outer
@@ -95,6 +480,33 @@ impl Dispatcher {
     }
 }
 
+/// Whether a failure code may go away on its own (so the provider may be tried again).
+fn is_retryable_code(code: &str) -> bool {
+    matches!(
+        code,
+        codes::UPSTREAM_UNAVAILABLE | codes::UPSTREAM_TIMEOUT | codes::RATE_LIMITED
+    )
+}
+
+/// Jittered exponential backoff before submission attempt `attempt + 1`: 2 s, 4 s, 8 s...
+/// capped at five minutes.
+fn submission_backoff(attempt: u32) -> Duration {
+    let base =
+        Duration::from_secs(2u64.saturating_pow(attempt.min(8))).min(Duration::from_secs(300));
+    let jitter = rand::random::<f64>() * 0.25;
+    base.mul_f64(1.0 + jitter)
+}
+
+fn submission_unknown() -> ProviderFailure {
+    ProviderFailure::new(
+        codes::SUBMISSION_UNKNOWN,
+        "the submission's outcome is unknown and the provider cannot be asked whether it \
+         accepted the job; request the video again",
+        true,
+        false,
+    )
+}
+
 #[async_trait]
 impl EventHandler for Dispatcher {
     async fn handle(&self, _conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
@@ -103,102 +515,58 @@ impl EventHandler for Dispatcher {
         }
         let video_id: VideoId = event.aggregate_id.parse()?;
         let meta = system(event.meta("correlation_id"), event.event_id);
-        let video = self.store.videos().load(&event.aggregate_id).await?;
-        let Some(spec) = video.spec().cloned() else {
-            return Ok(());
-        };
-        let attempt = match video.status() {
-            Some(VideoStatus::Queued) => None,
-            // Crashed between recording the intent and recording the job: resolve below.
-            Some(VideoStatus::Submitting) => Some(video.attempt()),
-            _ => return Ok(()),
-        };
-        let provider = spec
-            .provider
-            .pinned()
-            .or_else(|| self.providers.keys().min().copied())
-            .and_then(|kind| self.providers.get(&kind).cloned());
-        let Some(provider) = provider else {
-            let fail = VideoCommand::Fail {
-                code: "provider_unavailable".into(),
-                message: "no configured provider can take this video".into(),
-                retryable: true,
-                charged: false,
-            };
-            self.store
-                .videos()
-                .execute(&event.aggregate_id, fail, &meta)
-                .await?;
-            return Ok(());
-        };
-        let image = match spec.image_id {
-            None => None,
-            Some(image_id) => match self.start_image(spec.owner, image_id).await? {
-                Ok(image) => Some(image),
-                Err(failure) => {
-                    self.store
-                        .videos()
-                        .execute(&event.aggregate_id, fail_command(&failure), &meta)
-                        .await?;
-                    return Ok(());
-                }
-            },
-        };
-        let model = spec.model.clone().unwrap_or_default();
-        if attempt.is_none() {
-            let intent = VideoCommand::StartSubmission {
-                attempt: 1,
-                provider: provider.kind(),
-                model: model.clone(),
-            };
-            self.store
-                .videos()
-                .execute(&event.aggregate_id, intent, &meta)
-                .await?;
+        self.dispatch(video_id, event.recorded_at, &meta).await
+    }
+}
+
+/// How often one job may be polled at each provider. Real providers take minutes and count
+/// every call against rate limits; a provider's own hint (`poll_after`, e.g. OpenAI's
+/// `openai-poll-after-ms`) stretches the interval further. The simulator is polled freely.
+#[derive(Debug)]
+pub struct PollPacing {
+    next: std::sync::Mutex<HashMap<Uuid, std::time::Instant>>,
+    /// Least time between two polls of one job at a real provider.
+    pub provider_interval: Duration,
+}
+
+impl Default for PollPacing {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(5))
+    }
+}
+
+impl PollPacing {
+    pub fn new(provider_interval: Duration) -> Self {
+        Self {
+            next: std::sync::Mutex::default(),
+            provider_interval,
         }
-        let job = Job {
-            video_id,
-            model,
-            prompt: spec.prompt.clone(),
-            negative_prompt: spec.negative_prompt.clone(),
-            duration_seconds: spec.duration_seconds,
-            aspect_ratio: spec.aspect_ratio.clone(),
-            resolution: spec.resolution.clone(),
-            seed: spec.seed,
-            image,
-        };
-        // After a crash between intent and record, ask before submitting again. The job
-        // cannot predate its request, so the request's time bounds the search.
-        let lookup = match attempt {
-            Some(_) => provider.find(&job, event.recorded_at).await,
-            None => Ok(Lookup::NotSubmitted),
-        };
-        let submitted = match lookup {
-            Ok(Lookup::Found(job_id)) => Ok(job_id),
-            Ok(Lookup::NotSubmitted) => provider.submit(&job).await,
-            Ok(Lookup::Unknown) => Err(ProviderFailure::new(
-                codes::SUBMISSION_UNKNOWN,
-                "the worker stopped while submitting and the provider cannot be asked whether \
-                 it accepted the job; request the video again",
-                true,
-                false,
-            )),
-            Err(failure) => Err(failure),
-        };
-        let command = match submitted {
-            Ok(provider_job_id) => VideoCommand::MarkSubmitted { provider_job_id },
-            Err(failure) => VideoCommand::Fail {
-                code: failure.code,
-                message: failure.message,
-                retryable: failure.retryable,
-                charged: failure.charged,
-            },
-        };
-        self.store
-            .videos()
-            .execute(&event.aggregate_id, command, &meta)
-            .await?;
-        Ok(())
+    }
+
+    /// The least time between two polls of one job at `provider`.
+    pub fn interval(&self, provider: ProviderKind) -> Duration {
+        match provider {
+            ProviderKind::Simulator => Duration::ZERO,
+            ProviderKind::Veo | ProviderKind::Sora | ProviderKind::Kling => self.provider_interval,
+        }
+    }
+
+    fn due(&self, video: Uuid) -> bool {
+        let next = self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        next.get(&video).is_none_or(|at| *at <= std::time::Instant::now())
+    }
+
+    fn polled(&self, video: Uuid, wait: Duration) {
+        let mut next = self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if wait.is_zero() {
+            next.remove(&video);
+        } else {
+            next.insert(video, std::time::Instant::now() + wait);
+        }
+    }
+
+    fn forget(&self, video: Uuid) {
+        self.polled(video, Duration::ZERO);
     }
 }
 
@@ -211,6 +579,7 @@ pub struct Poller {
     pub tools: MediaTools,
     /// A job still unfinished this long after its request fails with `deadline_exceeded`.
     pub max_job_time: Duration,
+    pub pacing: PollPacing,
 }
 
 impl Poller {
@@ -275,7 +644,22 @@ impl Poller {
         let (Some(provider), Some(job_id)) = (provider, job_id) else {
             return Ok(()); // Not submitted yet: the dispatcher's turn.
         };
-        match provider.poll(&job_id).await {
+        if !self.pacing.due(row.id) {
+            return Ok(());
+        }
+        let polled = provider.poll(&job_id).await;
+        let hint = match &polled {
+            Err(failure) => failure.retry_after,
+            Ok(_) => provider.poll_after(&job_id),
+        };
+        let wait = self.pacing.interval(provider.kind()).max(hint.unwrap_or_default());
+        match &polled {
+            Ok(JobState::Queued | JobState::Running { .. }) | Err(ProviderFailure { retryable: true, .. }) => {
+                self.pacing.polled(row.id, wait)
+            }
+            _ => self.pacing.forget(row.id),
+        }
+        match polled {
             Ok(JobState::Queued) => {}
             Ok(JobState::Running { progress })
                 if i16::from(progress) > row.progress || row.status == "submitted" =>

@@ -50,9 +50,7 @@ impl std::fmt::Debug for JobImage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobState {
     Queued,
-    Running {
-        progress: u8,
-    },
+    Running { progress: u8 },
     Succeeded,
     Failed(ProviderFailure),
 }
@@ -123,6 +121,10 @@ pub trait VideoProvider: Send + Sync {
     /// The job submitted for `job.video_id` at or after `since`, if the provider can tell.
     async fn find(&self, job: &Job, since: DateTime<Utc>) -> Result<Lookup, ProviderFailure>;
     async fn poll(&self, job_id: &str) -> Result<JobState, ProviderFailure>;
+    /// How long the provider asked us to wait before polling `job_id` again, if it did.
+    fn poll_after(&self, _job_id: &str) -> Option<Duration> {
+        None
+    }
     /// Downloads a finished job's video to `destination`.
     async fn fetch(&self, job_id: &str, destination: &Path) -> Result<(), ProviderFailure>;
     async fn cancel(&self, job_id: &str) -> Result<(), ProviderFailure>;

@@ -10,11 +10,9 @@ use framegate_commands::testing::TestDatabase;
 use framegate_commands::videos::request_video;
 use framegate_commands::{Actor, CommandMetadata, EventStore};
 use framegate_domain::{
-    CreditCommand, Credits, ImageCommand, ImageContentType, ImageExif, ImageId,
-    ModerationDecision, ProviderKind, ProviderPreference, UserId, VideoCommand, VideoId,
-    VideoSpec,
+    CreditCommand, Credits, ImageCommand, ImageContentType, ImageExif, ImageId, ModerationDecision,
+    ProviderKind, ProviderPreference, UserId, VideoCommand, VideoId, VideoSpec,
 };
-use sha2::{Digest as _, Sha256};
 use framegate_projections::read_models::{catch_up_all, credits, videos};
 use framegate_projections::Subscription;
 use framegate_workers::media::{probe, MediaTools};
@@ -22,6 +20,7 @@ use framegate_workers::pipeline::{Dispatcher, Poller, Providers, DISPATCHER};
 use framegate_workers::provider::{Job, VideoProvider};
 use framegate_workers::settlement::{self, Settlement};
 use framegate_workers::simulator::{Simulator, SimulatorConfig};
+use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
 struct Rig {
@@ -54,6 +53,7 @@ async fn rig(config: SimulatorConfig) -> Rig {
         blobs,
         tools,
         max_job_time: Duration::from_secs(120),
+        pacing: Default::default(),
     };
     let owner = UserId::from_uuid(Uuid::now_v7());
     let grant = CreditCommand::Grant {
@@ -153,7 +153,11 @@ impl Rig {
         let key = format!("images/{}/{image_id}/original.png", self.owner);
         self.poller
             .blobs
-            .put(&BlobKey::new(key.clone()).expect("key"), bytes.clone().into(), "image/png")
+            .put(
+                &BlobKey::new(key.clone()).expect("key"),
+                bytes.clone().into(),
+                "image/png",
+            )
             .await
             .expect("put");
         let upload = ImageCommand::Upload {
@@ -255,7 +259,10 @@ fn green_png() -> Vec<u8> {
     let image = image::RgbImage::from_pixel(640, 360, image::Rgb([20, 220, 40]));
     let mut bytes = Vec::new();
     image::DynamicImage::ImageRgb8(image)
-        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
         .expect("png");
     bytes
 }
@@ -467,7 +474,11 @@ async fn a_reservation_whose_video_was_never_recorded_is_released_after_the_grac
         .expect("sweep");
     assert_eq!(released, 1, "only the reservation without a video");
     catch_up_all(&rig.db.pool).await.expect("project");
-    assert_eq!(rig.account().await, (100, 3), "the real request keeps its reservation");
+    assert_eq!(
+        rig.account().await,
+        (100, 3),
+        "the real request keeps its reservation"
+    );
 
     let again = settlement::release_orphaned_reservations(&rig.store, &rig.db.pool, grace)
         .await

@@ -14,6 +14,7 @@ use framegate_commands::blobs::{video_keys, SignedUrl};
 use framegate_commands::videos::{request_video, RequestError};
 use framegate_commands::CommandError;
 use framegate_domain::catalog::{Quote, QuoteError, QuoteRequest};
+use framegate_domain::routing;
 use framegate_domain::{
     CreditError, ImageId, ProviderKind, ProviderPreference, VideoCommand, VideoError, VideoId,
     VideoSpec,
@@ -110,6 +111,12 @@ pub struct VideoResponse {
     pub estimated_cost: i64,
     pub final_cost: Option<i64>,
     pub error: Option<VideoFailure>,
+    /// Every submission attempt: provider, model, start time and, if it was not accepted,
+    /// why. A video runs at one provider at a time; the last attempt is the current one.
+    #[schema(value_type = Vec<Object>)]
+    pub attempts: Vec<serde_json::Value>,
+    /// When a video waiting after a failed attempt will be tried again.
+    pub next_attempt_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
@@ -159,6 +166,8 @@ impl From<VideoRow> for VideoResponse {
             estimated_cost: row.estimated_cost,
             final_cost: row.final_cost,
             error,
+            attempts: row.attempts.0.clone(),
+            next_attempt_at: row.next_attempt_at,
             created_at: row.created_at,
             updated_at: row.updated_at,
             completed_at: row.completed_at,
@@ -228,7 +237,7 @@ fn quote_error(error: &QuoteError) -> ApiError {
 }
 
 /// Validates a request and prices it with the provider that will take it.
-fn price(
+async fn price(
     state: &AppState,
     body: &VideoRequestBody,
 ) -> Result<(ProviderPreference, Quote), ApiError> {
@@ -282,8 +291,8 @@ fn price(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let request = |provider| QuoteRequest {
-        provider,
+    let request = QuoteRequest {
+        provider: ProviderKind::Simulator,
         model: body.model.as_deref(),
         duration_seconds: body.duration_seconds,
         aspect_ratio: &body.aspect_ratio,
@@ -305,35 +314,44 @@ fn price(
                 ));
             }
             catalog
-                .quote(&request(provider))
+                .quote(&QuoteRequest {
+                    provider,
+                    ..request
+                })
                 .map_err(|e| quote_error(&e))?
         }
         None => {
-            // Auto: the first enabled provider that supports the request; if none does,
-            // report why the first one refused it.
-            let mut first_error = None;
-            let mut chosen = None;
-            for provider in enabled {
-                match catalog.quote(&request(*provider)) {
-                    Ok(quote) => {
-                        chosen = Some(quote);
-                        break;
-                    }
-                    Err(error) => {
-                        first_error.get_or_insert(error);
-                    }
-                }
-            }
-            match (chosen, first_error) {
-                (Some(quote), _) => quote,
-                (None, Some(error)) => return Err(quote_error(&error)),
-                (None, None) => {
-                    return Err(ApiError::Unavailable("every video provider".to_owned()))
-                }
+            // Auto: the best healthy provider by the routing policy; if none is healthy,
+            // the best of all (the dispatcher waits for it to recover).
+            let ranked = routing::rank(catalog, &state.config.routing, enabled, &request)
+                .map_err(|e| quote_error(&e))?;
+            let unhealthy = unhealthy_providers(state).await;
+            let healthy = ranked
+                .iter()
+                .find(|q| !unhealthy.contains(&q.provider))
+                .cloned();
+            match healthy.or_else(|| ranked.into_iter().next()) {
+                Some(quote) => quote,
+                None => return Err(ApiError::Unavailable("every video provider".to_owned())),
             }
         }
     };
     Ok((preference, quote))
+}
+
+/// Providers whose circuit breaker is open (see `framegate_workers::health`).
+async fn unhealthy_providers(state: &AppState) -> Vec<ProviderKind> {
+    let open: Result<Vec<String>, sqlx::Error> =
+        sqlx::query_scalar("SELECT provider FROM provider_health WHERE open_until > now()")
+            .fetch_all(&state.pool)
+            .await;
+    match open {
+        Ok(names) => names.iter().filter_map(|n| n.parse().ok()).collect(),
+        Err(error) => {
+            tracing::warn!(%error, "could not read provider health");
+            Vec::new()
+        }
+    }
 }
 
 fn names(providers: &[ProviderKind]) -> String {
@@ -357,7 +375,7 @@ pub async fn create(
     headers: HeaderMap,
     ApiJson(body): ApiJson<VideoRequestBody>,
 ) -> Result<Response, ApiError> {
-    let (preference, quote) = price(&state, &body)?;
+    let (preference, quote) = price(&state, &body).await?;
     let image_id = match body.image_id {
         None => None,
         Some(id) => Some(usable_image(&state, &principal, id).await?),
@@ -436,7 +454,7 @@ pub async fn estimate(
     principal: Principal,
     ApiJson(body): ApiJson<VideoRequestBody>,
 ) -> Result<Json<EstimateResponse>, ApiError> {
-    let (_, quote) = price(&state, &body)?;
+    let (_, quote) = price(&state, &body).await?;
     let account = credits::account(&state.pool, principal.user_id).await?;
     Ok(Json(EstimateResponse {
         provider: quote.provider.to_string(),
@@ -740,7 +758,7 @@ pub struct ProviderResponse {
     pub name: String,
     /// Whether this server can send jobs to it (configured).
     pub enabled: bool,
-    /// healthy | not_configured
+    /// healthy | unhealthy (circuit open after repeated upstream failures) | not_configured
     pub health: String,
     pub upstream_status: String,
     pub models: Vec<ModelInfo>,
@@ -750,6 +768,7 @@ pub struct ProviderResponse {
 #[utoipa::path(get, path = "/v1/providers", tag = "videos", responses((status = 200, body = [ProviderResponse])))]
 pub async fn providers(State(state): State<AppState>) -> Json<Vec<ProviderResponse>> {
     let catalog = &state.config.catalog;
+    let unhealthy = unhealthy_providers(&state).await;
     Json(
         catalog
             .providers
@@ -760,7 +779,12 @@ pub async fn providers(State(state): State<AppState>) -> Json<Vec<ProviderRespon
                     provider: info.provider.to_string(),
                     name: info.name.clone(),
                     enabled,
-                    health: if enabled { "healthy" } else { "not_configured" }.to_owned(),
+                    health: match (enabled, unhealthy.contains(&info.provider)) {
+                        (false, _) => "not_configured",
+                        (true, true) => "unhealthy",
+                        (true, false) => "healthy",
+                    }
+                    .to_owned(),
                     upstream_status: info.upstream_status.clone(),
                     models: catalog
                         .models_of(info.provider)

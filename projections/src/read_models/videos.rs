@@ -49,6 +49,10 @@ pub struct VideoRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// When a queued video that a provider did not accept is due for another attempt.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Every submission attempt: `{attempt, provider, model, started_at, error?}`.
+    pub attempts: sqlx::types::Json<Vec<serde_json::Value>>,
 }
 
 pub struct VideosProjector;
@@ -90,12 +94,36 @@ impl EventHandler for VideosProjector {
                 return Ok(());
             }
             VideoEvent::SubmissionStarted { attempt, provider, model } => {
+                let entry = serde_json::json!({
+                    "attempt": attempt,
+                    "provider": provider.to_string(),
+                    "model": model,
+                    "started_at": at,
+                });
                 update("UPDATE videos SET status = 'submitting', updated_at = $2, attempt = $3,
-                               provider = $4, model = $5, provider_job_id = NULL, progress = 0
+                               provider = $4, model = $5, provider_job_id = NULL, progress = 0,
+                               next_attempt_at = NULL, attempts = attempts || jsonb_build_array($6::jsonb)
                          WHERE id = $1")
                     .bind(attempt as i32)
                     .bind(provider.to_string())
                     .bind(model)
+                    .bind(entry)
+                    .execute(&mut *conn)
+                    .await?
+            }
+            VideoEvent::SubmissionFailed { attempt, code, message, retry_at, .. } => {
+                // The failure belongs to the attempt of the same number (the last one).
+                update("UPDATE videos SET status = 'queued', updated_at = $2, provider_job_id = NULL,
+                               next_attempt_at = $3,
+                               attempts = (SELECT COALESCE(jsonb_agg(CASE WHEN (a ->> 'attempt')::int = $4
+                                                   THEN a || jsonb_build_object('error', jsonb_build_object('code', $5::text, 'message', $6::text))
+                                                   ELSE a END ORDER BY n), '[]'::jsonb)
+                                             FROM jsonb_array_elements(attempts) WITH ORDINALITY AS e(a, n))
+                         WHERE id = $1")
+                    .bind(retry_at)
+                    .bind(attempt as i32)
+                    .bind(code)
+                    .bind(message)
                     .execute(&mut *conn)
                     .await?
             }
@@ -167,7 +195,7 @@ const COLUMNS: &str =
     provider_job_id, prompt, negative_prompt, duration_seconds, aspect_ratio, resolution, image_id,
     seed, external_id, estimated_cost, final_cost, error_code, error_message, error_retryable,
     error_charged, blob_key, bytes, sha256, duration_ms, width, height, created_at, updated_at,
-    completed_at";
+    completed_at, next_attempt_at, attempts";
 
 pub async fn get(pool: &PgPool, id: VideoId) -> Result<Option<VideoRow>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM videos WHERE id = $1"))
@@ -221,5 +249,33 @@ pub async fn in_flight(pool: &PgPool, limit: i64) -> Result<Vec<VideoRow>, sqlx:
     ))
     .bind(limit)
     .fetch_all(pool)
+    .await
+}
+
+/// Queued videos due for a (re)submission: after a failed attempt once `next_attempt_at`
+/// has passed, and first attempts that have waited a moment (the dispatcher's subscription
+/// takes fresh ones; these waited for a provider at its limit or an open circuit).
+pub async fn queued_due(pool: &PgPool, limit: i64) -> Result<Vec<VideoRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM videos
+          WHERE status = 'queued'
+            AND (next_attempt_at <= now()
+                 OR (next_attempt_at IS NULL AND updated_at < now() - interval '2 seconds'))
+          ORDER BY next_attempt_at NULLS FIRST, created_at
+          LIMIT $1"
+    ))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Videos submitted or being submitted to `provider` and not finished there.
+pub async fn count_in_flight(pool: &PgPool, provider: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM videos
+          WHERE provider = $1 AND status IN ('submitting', 'submitted', 'running', 'cancel_requested')",
+    )
+    .bind(provider)
+    .fetch_one(pool)
     .await
 }

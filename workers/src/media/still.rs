@@ -125,7 +125,11 @@ mod tests {
         assert!(original.windows(4).any(|w| w == b"Exif"));
         let prepared = prepare_start_image(&original).expect("prepared");
         assert_eq!(prepared.content_type, "image/jpeg");
-        assert_eq!((prepared.width, prepared.height), (300, 400), "rotated upright");
+        assert_eq!(
+            (prepared.width, prepared.height),
+            (300, 400),
+            "rotated upright"
+        );
         assert!(
             !prepared.bytes.windows(4).any(|w| w == b"Exif"),
             "no EXIF block survives"

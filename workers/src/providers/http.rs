@@ -24,7 +24,13 @@ pub fn client(timeout: Duration) -> reqwest::Client {
 
 /// `Retry-After` in seconds (the HTTP-date form is rare on APIs and ignored), capped.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds: f64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    let seconds: f64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     (seconds.is_finite() && seconds >= 0.0)
         .then(|| Duration::from_secs_f64(seconds).min(MAX_RETRY_AFTER))
 }
@@ -69,7 +75,12 @@ pub fn transport_failure(provider: &str, error: reqwest::Error) -> ProviderFailu
     };
     // Without the URL: it may carry a key in its query string.
     let error = error.without_url();
-    ProviderFailure::new(code, format!("{provider} unreachable: {error}"), true, false)
+    ProviderFailure::new(
+        code,
+        format!("{provider} unreachable: {error}"),
+        true,
+        false,
+    )
 }
 
 #[cfg(test)]
@@ -95,7 +106,11 @@ mod tests {
         for (status, code, retryable) in cases {
             let status = StatusCode::from_u16(status).expect("status");
             let failure = status_failure("p", status, &headers, "x");
-            assert_eq!((failure.code.as_str(), failure.retryable), (code, retryable), "{status}");
+            assert_eq!(
+                (failure.code.as_str(), failure.retryable),
+                (code, retryable),
+                "{status}"
+            );
             assert!(!failure.charged);
             assert_eq!(failure.retry_after, Some(Duration::from_secs(7)));
         }
@@ -113,7 +128,10 @@ mod tests {
         );
         headers.insert(RETRY_AFTER, HeaderValue::from_static("999999"));
         assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
         assert_eq!(retry_after(&headers), None);
     }
 }

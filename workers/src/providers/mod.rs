@@ -2,3 +2,6 @@
 //! docs/providers.md and maps every answer onto the shared error model.
 
 pub mod http;
+pub mod kling;
+pub mod sora;
+pub mod veo;
