@@ -84,7 +84,10 @@ impl WorkerSettings {
             max_job_time: Duration::from_secs(max_job_seconds),
             poll_interval: Duration::from_millis(
                 get("FRAMEGATE_PROVIDER_POLL_INTERVAL_MS")
-                    .map(|v| v.parse::<u64>().context("FRAMEGATE_PROVIDER_POLL_INTERVAL_MS"))
+                    .map(|v| {
+                        v.parse::<u64>()
+                            .context("FRAMEGATE_PROVIDER_POLL_INTERVAL_MS")
+                    })
                     .transpose()?
                     .unwrap_or(5000),
             ),

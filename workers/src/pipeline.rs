@@ -552,12 +552,19 @@ impl PollPacing {
     }
 
     fn due(&self, video: Uuid) -> bool {
-        let next = self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        next.get(&video).is_none_or(|at| *at <= std::time::Instant::now())
+        let next = self
+            .next
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        next.get(&video)
+            .is_none_or(|at| *at <= std::time::Instant::now())
     }
 
     fn polled(&self, video: Uuid, wait: Duration) {
-        let mut next = self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = self
+            .next
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if wait.is_zero() {
             next.remove(&video);
         } else {
@@ -652,11 +659,15 @@ impl Poller {
             Err(failure) => failure.retry_after,
             Ok(_) => provider.poll_after(&job_id),
         };
-        let wait = self.pacing.interval(provider.kind()).max(hint.unwrap_or_default());
+        let wait = self
+            .pacing
+            .interval(provider.kind())
+            .max(hint.unwrap_or_default());
         match &polled {
-            Ok(JobState::Queued | JobState::Running { .. }) | Err(ProviderFailure { retryable: true, .. }) => {
-                self.pacing.polled(row.id, wait)
-            }
+            Ok(JobState::Queued | JobState::Running { .. })
+            | Err(ProviderFailure {
+                retryable: true, ..
+            }) => self.pacing.polled(row.id, wait),
             _ => self.pacing.forget(row.id),
         }
         match polled {
