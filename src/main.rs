@@ -3,6 +3,7 @@
 //! Each subcommand parses its configuration, builds what the role needs and runs it. The
 //! roles themselves live in the member crates.
 
+mod audit;
 mod dev;
 mod dev_postgres;
 mod roles;
@@ -53,6 +54,13 @@ enum Command {
     Projector,
     /// Run the video pipeline: dispatcher, poller and credit settlement (simulator provider).
     Worker,
+    /// The audit log: events filtered by aggregate, actor, type, time or correlation id.
+    Audit(audit::AuditArgs),
+    /// Inspect event streams.
+    Events {
+        #[command(subcommand)]
+        command: audit::EventsCommand,
+    },
     /// Manage users from the command line.
     Users {
         #[command(subcommand)]
@@ -122,6 +130,8 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Users { command } => users::run(command, &cli.database_url).await?,
+        Command::Audit(args) => audit::run_audit(args, &cli.database_url).await?,
+        Command::Events { command } => audit::run_events(command, &cli.database_url).await?,
     }
     Ok(())
 }

@@ -70,6 +70,11 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/users/{id}/credits", post(admin::grant_credits))
         .route("/admin/users/{id}/role", post(admin::change_role))
         .route("/admin/users/{id}/disable", post(admin::disable))
+        .route("/admin/audit", get(handlers::audit::list))
+        .route(
+            "/admin/events/{aggregate}/{id}",
+            get(handlers::audit::stream),
+        )
         .route("/videos", post(videos::create).get(videos::list))
         .route("/videos/estimate", post(videos::estimate))
         .route("/videos/{id}", get(videos::get))

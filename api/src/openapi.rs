@@ -17,7 +17,7 @@ use crate::handlers;
         handlers::api_keys::create, handlers::api_keys::list, handlers::api_keys::revoke,
         handlers::credits::balance, handlers::credits::ledger,
         handlers::admin::list_users, handlers::admin::grant_credits, handlers::admin::change_role,
-        handlers::admin::disable,
+        handlers::admin::disable, handlers::audit::list, handlers::audit::stream,
         handlers::health::live, handlers::health::ready,
         handlers::videos::create, handlers::videos::estimate, handlers::videos::get,
         handlers::videos::list, handlers::videos::cancel, handlers::videos::providers,

@@ -20,6 +20,7 @@ use std::str::FromStr;
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -67,7 +68,7 @@ pub fn normalize_sha256(sha256: &str) -> Result<String, ImageError> {
 }
 
 /// The formats an image may be stored in, identified by their media type in JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum ImageContentType {
     #[serde(rename = "image/jpeg")]
     Jpeg,
@@ -126,7 +127,7 @@ impl FromStr for ImageContentType {
 
 /// The EXIF metadata kept about an image. Location (the GPS IFD) is deliberately absent:
 /// it never enters an event, a read model or a derivative.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ImageExif {
     pub camera_make: Option<String>,
     pub camera_model: Option<String>,
@@ -152,7 +153,7 @@ impl ImageExif {
 
 /// What the moderation hook decided about an upload. A rejection names the rule that
 /// rejected it, so the record says why without re-running the rules.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ModerationDecision {
     pub allowed: bool,
     pub rule: Option<String>,
@@ -230,7 +231,7 @@ pub enum ImageCommand {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ImageEvent {
     /// The image passed moderation and its original and thumbnail are stored. `owner` and
     /// `sha256` are top-level fields on purpose: the event store indexes them.

@@ -8,6 +8,7 @@
 
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -16,8 +17,15 @@ use crate::redact::REDACTED;
 macro_rules! secret_hash {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
-        #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        // The JSON Schema is the published one (docs/events): consumers only ever see the
+        // redacted form, so it allows nothing but the placeholder.
+        #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
         #[serde(transparent)]
+        #[schemars(
+            description = "A secret hash: the event store keeps it, everything published \
+                           carries \"[redacted]\" instead (docs/adr/0004-secrets-in-events.md).",
+            extend("const" = REDACTED)
+        )]
         pub struct $name(String);
 
         impl $name {

@@ -12,6 +12,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::credits::Credits;
@@ -23,7 +24,7 @@ pub const MAX_PROMPT_CHARS: usize = 4000;
 
 /// Everything fixed at request time. Stored whole in `VideoRequested` so the event alone
 /// says what was asked for and what it was estimated to cost.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct VideoSpec {
     pub owner: UserId,
     pub prompt: String,
@@ -177,7 +178,7 @@ impl VideoCommand {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum VideoEvent {
     VideoRequested {
         video_id: VideoId,

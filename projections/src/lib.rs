@@ -5,6 +5,7 @@
 //! reader and the subscription runner, and the read models of accounts and credits with the
 //! projectors that build them from the log.
 
+pub mod audit;
 pub mod log;
 pub mod read_models;
 pub mod subscription;

@@ -577,6 +577,9 @@ impl PollPacing {
     }
 }
 
+/// How long a job that was just finished is left alone by the poller.
+const FINISHED_PAUSE: Duration = Duration::from_secs(10);
+
 /// Follows jobs in flight.
 pub struct Poller {
     pub store: EventStore,
@@ -668,6 +671,9 @@ impl Poller {
             | Err(ProviderFailure {
                 retryable: true, ..
             }) => self.pacing.polled(row.id, wait),
+            // Finishing records the result; until the read model shows it, this row still
+            // looks in flight, and must not be fetched again.
+            Ok(JobState::Succeeded) => self.pacing.polled(row.id, FINISHED_PAUSE.max(wait)),
             _ => self.pacing.forget(row.id),
         }
         match polled {
@@ -714,6 +720,13 @@ impl Poller {
         meta: &CommandMetadata,
     ) -> Result<(), BoxError> {
         let id = row.id.to_string();
+        // The read model may lag: the aggregate says whether this was already done.
+        let status = self.store.videos().load(&id).await?.status();
+        match status {
+            Some(status) if status.is_terminal() => return Ok(()),
+            Some(VideoStatus::Stored) => return self.complete(row, meta).await,
+            _ => {}
+        }
         let dir = tempfile::tempdir()?;
         let video_path = dir.path().join("video.mp4");
         if let Err(failure) = provider.fetch(job_id, &video_path).await {
@@ -738,7 +751,7 @@ impl Poller {
                 return Ok(());
             }
         };
-        if matches!(row.status.as_str(), "submitted" | "running") {
+        if matches!(status, Some(VideoStatus::Submitted | VideoStatus::Running)) {
             self.store
                 .videos()
                 .execute(&id, VideoCommand::MarkGenerated, meta)
@@ -766,14 +779,21 @@ impl Poller {
             width: report.width,
             height: report.height,
         };
-        if row.status != "stored" {
-            self.store.videos().execute(&id, stored, meta).await?;
-        }
+        self.store.videos().execute(&id, stored, meta).await?;
+        info!(video = %row.id, bytes = report.bytes, "video stored");
+        self.complete(row, meta).await
+    }
+
+    /// Records completion of a stored video at its estimated cost.
+    async fn complete(&self, row: &VideoRow, meta: &CommandMetadata) -> Result<(), BoxError> {
         let complete = VideoCommand::Complete {
             final_cost: framegate_domain::Credits::new(row.estimated_cost),
         };
-        self.store.videos().execute(&id, complete, meta).await?;
-        info!(video = %row.id, bytes = report.bytes, "video completed");
+        self.store
+            .videos()
+            .execute(&row.id.to_string(), complete, meta)
+            .await?;
+        info!(video = %row.id, "video completed");
         Ok(())
     }
 }

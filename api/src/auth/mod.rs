@@ -70,22 +70,40 @@ pub async fn authenticate(
     let mut principal = state.tokens.verify(token)?;
     // The token is valid for 15 minutes; disabling a user or changing a role must not wait
     // that long, so the current account state decides.
-    let user = users::get(&state.pool, principal.user_id)
-        .await?
-        .ok_or_else(|| {
-            ApiError::unauthenticated("invalid_token", "the access token is not valid")
-        })?;
-    if user.disabled {
+    let (disabled, role) = match users::get(&state.pool, principal.user_id).await? {
+        Some(user) => (
+            user.disabled,
+            if user.role == "admin" {
+                Role::Admin
+            } else {
+                Role::User
+            },
+        ),
+        // A token is only issued to a registered user, so a miss means the read model has
+        // not caught up with a registration yet: the event store decides (read-your-writes).
+        None => {
+            let user = state
+                .store
+                .users()
+                .load(&principal.user_id.to_string())
+                .await
+                .map_err(ApiError::internal)?;
+            if user.user_id().is_none() {
+                return Err(ApiError::unauthenticated(
+                    "invalid_token",
+                    "the access token is not valid",
+                ));
+            }
+            (user.is_disabled(), user.role())
+        }
+    };
+    if disabled {
         return Err(ApiError::unauthenticated(
             "account_disabled",
             "this account is disabled",
         ));
     }
-    principal.role = if user.role == "admin" {
-        Role::Admin
-    } else {
-        Role::User
-    };
+    principal.role = role;
     Ok(Some(principal))
 }
 
