@@ -6,6 +6,7 @@
 mod audit;
 mod dev;
 mod dev_postgres;
+mod replay;
 mod roles;
 mod users;
 
@@ -60,6 +61,13 @@ enum Command {
     Events {
         #[command(subcommand)]
         command: audit::EventsCommand,
+    },
+    /// Rebuild read models from the event store beside the live ones, verify, swap.
+    Replay(replay::ReplayArgs),
+    /// Inspect the log's subscriptions.
+    Projections {
+        #[command(subcommand)]
+        command: replay::ProjectionsCommand,
     },
     /// Manage users from the command line.
     Users {
@@ -130,6 +138,10 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Users { command } => users::run(command, &cli.database_url).await?,
+        Command::Replay(args) => replay::run_replay(&pool().await?, args).await?,
+        Command::Projections { command } => {
+            replay::run_projections(&pool().await?, command).await?
+        }
         Command::Audit(args) => audit::run_audit(args, &cli.database_url).await?,
         Command::Events { command } => audit::run_events(command, &cli.database_url).await?,
     }

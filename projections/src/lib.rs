@@ -8,6 +8,8 @@
 pub mod audit;
 pub mod log;
 pub mod read_models;
+pub mod replay;
+pub mod status;
 pub mod subscription;
 
 pub use log::{LogPosition, StoredEvent};

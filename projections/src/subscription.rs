@@ -368,7 +368,9 @@ impl Subscription {
     }
 }
 
-fn lock_key(name: &str) -> String {
+/// The advisory lock a subscription holds while it handles a batch; a replay takes it to
+/// pause the live projector for its swap.
+pub(crate) fn lock_key(name: &str) -> String {
     format!("framegate.subscription:{name}")
 }
 
