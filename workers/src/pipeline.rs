@@ -52,16 +52,33 @@ pub const MAX_ATTEMPTS: u32 = 6;
 /// How many times one provider is tried for one video.
 const MAX_ATTEMPTS_PER_PROVIDER: usize = 3;
 
-/// Per-provider limits the dispatcher respects locally: jobs in flight at once (`None`: no
-/// limit). A provider at its limit is skipped for now, and the video waits in the queue.
+/// Per-provider limits the dispatcher respects locally: jobs in flight at once, and
+/// submissions per minute (absent: no limit). A provider at a limit is skipped for now, and
+/// the video waits in the queue.
 #[derive(Debug, Clone, Default)]
 pub struct ProviderLimits {
     pub max_in_flight: HashMap<ProviderKind, i64>,
+    pub submissions_per_minute: HashMap<ProviderKind, u32>,
+}
+
+/// The submission rate limiters, one per limited provider (in this process).
+type SubmissionLimiter = governor::DefaultDirectRateLimiter;
+
+fn submission_limiters(limits: &ProviderLimits) -> HashMap<ProviderKind, Arc<SubmissionLimiter>> {
+    limits
+        .submissions_per_minute
+        .iter()
+        .filter_map(|(provider, per_minute)| {
+            let per_minute = std::num::NonZeroU32::new(*per_minute)?;
+            let quota = governor::Quota::per_minute(per_minute);
+            Some((*provider, Arc::new(governor::RateLimiter::direct(quota))))
+        })
+        .collect()
 }
 
 impl ProviderLimits {
-    /// `FRAMEGATE_<PROVIDER>_MAX_CONCURRENCY` for each provider, e.g.
-    /// `FRAMEGATE_KLING_MAX_CONCURRENCY=5`.
+    /// `FRAMEGATE_<PROVIDER>_MAX_CONCURRENCY` and `FRAMEGATE_<PROVIDER>_SUBMISSIONS_PER_MINUTE`
+    /// for each provider, e.g. `FRAMEGATE_KLING_MAX_CONCURRENCY=5`.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let mut limits = ProviderLimits::default();
         for provider in ProviderKind::ALL {
@@ -77,6 +94,19 @@ impl ProviderLimits {
                     .filter(|n| *n > 0)
                     .ok_or_else(|| format!("{name}: expected a positive number, got {value:?}"))?;
                 limits.max_in_flight.insert(provider, limit);
+            }
+            let name = format!(
+                "FRAMEGATE_{}_SUBMISSIONS_PER_MINUTE",
+                provider.as_str().to_ascii_uppercase()
+            );
+            if let Some(value) = get(&name).filter(|v| !v.trim().is_empty()) {
+                let limit: u32 = value
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("{name}: expected a positive number, got {value:?}"))?;
+                limits.submissions_per_minute.insert(provider, limit);
             }
         }
         Ok(limits)
@@ -110,6 +140,7 @@ pub struct Dispatcher {
     blobs: Blobs,
     routing: Routing,
     health: ProviderHealth,
+    limiters: HashMap<ProviderKind, Arc<SubmissionLimiter>>,
 }
 
 /// Why a queued video is not submitted now.
@@ -132,10 +163,12 @@ impl Dispatcher {
             providers,
             blobs,
             routing: Routing::default(),
+            limiters: HashMap::new(),
         }
     }
 
     pub fn with_routing(mut self, routing: Routing) -> Self {
+        self.limiters = submission_limiters(&routing.limits);
         self.routing = routing;
         self
     }
@@ -434,9 +467,16 @@ impl Dispatcher {
                     continue;
                 }
             }
-            if let Some(provider) = self.providers.get(&quote.provider) {
-                return Ok(Choice::Provider(provider.clone(), quote.model));
+            let Some(provider) = self.providers.get(&quote.provider) else {
+                continue;
+            };
+            // Checked last: a permit taken here is a submission about to happen.
+            if let Some(limiter) = self.limiters.get(&quote.provider) {
+                if limiter.check().is_err() {
+                    continue;
+                }
             }
+            return Ok(Choice::Provider(provider.clone(), quote.model));
         }
         Ok(Choice::Wait)
     }

@@ -335,6 +335,7 @@ async fn a_provider_at_its_concurrency_limit_leaves_videos_queued_until_a_slot_f
     let veo = Scripted::new(ProviderKind::Veo, vec![]);
     let limits = ProviderLimits {
         max_in_flight: HashMap::from([(ProviderKind::Sora, 1)]),
+        ..ProviderLimits::default()
     };
     let rig = rig(&sora, &veo, limits).await;
     let first = rig.request(ProviderPreference::Sora).await;
@@ -375,4 +376,56 @@ async fn a_provider_at_its_concurrency_limit_leaves_videos_queued_until_a_slot_f
     rig.dispatch().await;
     assert_eq!(rig.row(second).await.status, "submitted");
     assert_eq!(sora.accepted(), vec![first, second]);
+}
+
+#[tokio::test]
+async fn a_provider_over_its_submission_rate_leaves_videos_queued() {
+    let sora = Scripted::new(ProviderKind::Sora, vec![]);
+    let veo = Scripted::new(ProviderKind::Veo, vec![]);
+    let limits = ProviderLimits {
+        submissions_per_minute: HashMap::from([(ProviderKind::Sora, 2)]),
+        ..ProviderLimits::default()
+    };
+    let rig = rig(&sora, &veo, limits).await;
+    let mut requested = Vec::new();
+    for _ in 0..3 {
+        requested.push(rig.request(ProviderPreference::Sora).await);
+    }
+    rig.dispatch().await;
+    assert_eq!(sora.calls(), 2, "two submissions a minute, not three");
+    let mut statuses = Vec::new();
+    for video in &requested {
+        statuses.push(rig.row(*video).await.status);
+    }
+    statuses.sort();
+    assert_eq!(statuses, ["queued", "submitted", "submitted"]);
+    assert_eq!(veo.calls(), 0, "pinned: waits rather than going elsewhere");
+}
+
+#[test]
+fn limits_are_read_per_provider_and_refuse_nonsense() {
+    let get = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    };
+    let limits = ProviderLimits::from_lookup(get(&[
+        ("FRAMEGATE_KLING_MAX_CONCURRENCY", "5"),
+        ("FRAMEGATE_SORA_SUBMISSIONS_PER_MINUTE", "30"),
+    ]))
+    .expect("limits");
+    assert_eq!(limits.max_in_flight.get(&ProviderKind::Kling), Some(&5));
+    assert_eq!(
+        limits.submissions_per_minute.get(&ProviderKind::Sora),
+        Some(&30)
+    );
+    let error = ProviderLimits::from_lookup(get(&[("FRAMEGATE_VEO_SUBMISSIONS_PER_MINUTE", "0")]))
+        .expect_err("zero");
+    assert!(
+        error.starts_with("FRAMEGATE_VEO_SUBMISSIONS_PER_MINUTE"),
+        "{error}"
+    );
 }
