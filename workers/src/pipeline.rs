@@ -213,7 +213,41 @@ impl Dispatcher {
 
     /// One dispatch step for `video_id`: resolves a submission interrupted by a crash, or
     /// starts the next attempt if the video is queued and due.
+    ///
+    /// One dispatch per video at a time, across every worker: the subscription and the
+    /// sweep (or two workers) may reach the same video together, and a second dispatcher
+    /// finding it `submitting` would take it for a crashed one and submit again. A session
+    /// advisory lock on the video id, held through the provider call, makes the later one
+    /// skip; a crashed worker's session ends and releases it.
     pub async fn dispatch(
+        &self,
+        video_id: VideoId,
+        requested_at: DateTime<Utc>,
+        meta: &CommandMetadata,
+    ) -> Result<(), BoxError> {
+        let key = format!("framegate.dispatch:{video_id}");
+        let mut lock = self.pool.acquire().await?;
+        let locked: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+                .bind(&key)
+                .fetch_one(&mut *lock)
+                .await?;
+        if !locked {
+            return Ok(());
+        }
+        let result = self.dispatch_locked(video_id, requested_at, meta).await;
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+            .bind(&key)
+            .execute(&mut *lock)
+            .await;
+        if unlocked.is_err() {
+            // Never hand a connection that may still hold the lock back to the pool.
+            lock.close_on_drop();
+        }
+        result
+    }
+
+    async fn dispatch_locked(
         &self,
         video_id: VideoId,
         requested_at: DateTime<Utc>,

@@ -60,6 +60,8 @@ impl VideoProvider for Scripted {
 
     async fn submit(&self, job: &Job) -> Result<String, ProviderFailure> {
         *self.calls.lock().expect("lock") += 1;
+        // Long enough for a second dispatcher to arrive while this one is at the provider.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         if let Some(failure) = self.script.lock().expect("lock").pop_front() {
             if failure.code == codes::UPSTREAM_TIMEOUT {
                 // The request reached the provider; only the answer was lost.
@@ -428,4 +430,24 @@ fn limits_are_read_per_provider_and_refuse_nonsense() {
         error.starts_with("FRAMEGATE_VEO_SUBMISSIONS_PER_MINUTE"),
         "{error}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_dispatchers_reaching_one_video_together_submit_it_once() {
+    let sora = Scripted::new(ProviderKind::Sora, vec![]);
+    let veo = Scripted::new(ProviderKind::Veo, vec![]);
+    let rig = rig(&sora, &veo, ProviderLimits::default()).await;
+    let video = rig.request(ProviderPreference::Sora).await;
+    let meta = CommandMetadata::new_request(Actor::System);
+    // The subscription and the sweep (or two workers) at the same moment.
+    let (first, second) = tokio::join!(
+        rig.dispatcher.dispatch(video, Utc::now(), &meta),
+        rig.dispatcher.dispatch(video, Utc::now(), &meta),
+    );
+    first.expect("first");
+    second.expect("second");
+    catch_up_all(&rig.db.pool).await.expect("project");
+    assert_eq!(sora.calls(), 1, "submitted once");
+    let row = rig.row(video).await;
+    assert_eq!((row.status.as_str(), row.attempt), ("submitted", 1));
 }
