@@ -1,87 +1,16 @@
 //! The README's walk-through as a test: `framegate dev` as a real process, driven over HTTP
 //! from registration to a downloaded, playable MP4 made from an uploaded image.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::Dev;
 use framegate_commands::testing::TestDatabase;
 use framegate_workers::media::{probe, MediaTools};
 use futures::StreamExt as _;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-struct Dev {
-    child: Child,
-    base: String,
-    state_dir: tempfile::TempDir,
-}
-
-impl Dev {
-    fn start(db: &TestDatabase) -> Dev {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("free port")
-            .port();
-        let state_dir = tempfile::tempdir().expect("state dir");
-        let child = Command::new(env!("CARGO_BIN_EXE_framegate"))
-            .arg("dev")
-            .env("DATABASE_URL", db.url())
-            .env("FRAMEGATE_DEV_DIR", state_dir.path())
-            .env("FRAMEGATE_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("FRAMEGATE_SIMULATOR_LATENCY_MS", "1500")
-            .env("FRAMEGATE_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start framegate dev");
-        Dev {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            state_dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn wait_ready(&self, client: &reqwest::Client) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(response) = client.get(self.url("/health/ready")).send().await {
-                if response.status() == StatusCode::OK {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("framegate dev did not become ready");
-    }
-
-    /// SIGINT, as Ctrl-C sends; the process must exit cleanly and soon.
-    fn interrupt(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .expect("kill -INT");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "framegate dev ignored Ctrl-C");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A 640×480 PNG, red on the left and blue on the right.
 fn png() -> Vec<u8> {
@@ -147,7 +76,10 @@ async fn follow(client: &reqwest::Client, url: &str, token: &str) -> Vec<Value> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_walk_through_ends_with_a_downloaded_playable_mp4() {
     let db = TestDatabase::unmigrated(2).await;
-    let dev = Dev::start(&db);
+    let dev = Dev::start(
+        &db,
+        &[("FRAMEGATE_SIMULATOR_LATENCY_MS", "1500".to_owned())],
+    );
     let client = reqwest::Client::new();
     dev.wait_ready(&client).await;
 

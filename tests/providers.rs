@@ -18,9 +18,11 @@ mod sora_fake;
 #[expect(dead_code, reason = "its other scenarios serve the workers tests")]
 mod veo_fake;
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{Dev, PATIENCE};
 use framegate_commands::testing::TestDatabase;
 use framegate_workers::media::{dimensions, probe, render_simulated, MediaTools, RenderRequest};
 use futures::StreamExt as _;
@@ -28,8 +30,6 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use veo_fake::Route;
 
-/// How long any one wait may take before the test gives up.
-const PATIENCE: Duration = Duration::from_secs(60);
 const PROMPT: &str = "a paper boat drifting down a rain gutter";
 
 /// What a test asks its provider for: parameters the provider's default model supports.
@@ -64,102 +64,6 @@ fn tools() -> MediaTools {
     MediaTools::from_env().expect("ffmpeg and ffprobe")
 }
 
-/// `framegate dev` as a child process; killed if the test ends without interrupting it.
-struct Dev {
-    child: Child,
-    base: String,
-    state_dir: tempfile::TempDir,
-}
-
-/// Settings of the machine running the tests that would add providers to the one under test.
-const FOREIGN_SETTINGS: [&str; 5] = [
-    "FRAMEGATE_VEO_",
-    "FRAMEGATE_SORA_",
-    "FRAMEGATE_KLING_",
-    "FRAMEGATE_SIMULATOR",
-    "FRAMEGATE_PROVIDER_",
-];
-
-impl Dev {
-    fn start(db: &TestDatabase, provider_env: &[(&str, String)]) -> Dev {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("free port")
-            .port();
-        let state_dir = tempfile::tempdir().expect("state dir");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_framegate"));
-        command.arg("dev");
-        for (name, _) in std::env::vars() {
-            if FOREIGN_SETTINGS
-                .iter()
-                .any(|prefix| name.starts_with(prefix))
-            {
-                command.env_remove(name);
-            }
-        }
-        command
-            .env("DATABASE_URL", db.url())
-            .env("FRAMEGATE_DEV_DIR", state_dir.path())
-            .env("FRAMEGATE_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("FRAMEGATE_SIMULATOR", "off")
-            .env("FRAMEGATE_PROVIDER_POLL_INTERVAL_MS", "200")
-            .env("FRAMEGATE_SIGNUP_CREDITS", "1000")
-            .env("FRAMEGATE_LOG", "warn")
-            .envs(provider_env.iter().cloned());
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start framegate dev");
-        Dev {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            state_dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn wait_ready(&self, client: &reqwest::Client) {
-        let deadline = Instant::now() + PATIENCE;
-        while Instant::now() < deadline {
-            if let Ok(response) = client.get(self.url("/health/ready")).send().await {
-                if response.status() == StatusCode::OK {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("framegate dev did not become ready");
-    }
-
-    /// SIGINT, as Ctrl-C sends; the process must exit cleanly and soon.
-    fn interrupt(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .expect("kill -INT");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "framegate dev ignored Ctrl-C");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Whether a write's response says the read models did not show it yet.
 fn is_stale(response: &reqwest::Response) -> bool {
     response
@@ -182,7 +86,13 @@ impl Session {
     /// Starts `framegate dev` with `provider_env`, then registers and signs in.
     async fn start(provider_env: &[(&str, String)]) -> Session {
         let db = TestDatabase::unmigrated(2).await;
-        let dev = Dev::start(&db, provider_env);
+        let mut env = vec![
+            ("FRAMEGATE_SIMULATOR", "off".to_owned()),
+            ("FRAMEGATE_PROVIDER_POLL_INTERVAL_MS", "200".to_owned()),
+            ("FRAMEGATE_SIGNUP_CREDITS", "1000".to_owned()),
+        ];
+        env.extend(provider_env.iter().cloned());
+        let dev = Dev::start(&db, &env);
         let client = reqwest::Client::new();
         dev.wait_ready(&client).await;
         let (email, password) = ("tester@example.com", "correct horse battery staple");

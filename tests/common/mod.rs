@@ -1,0 +1,105 @@
+//! `framegate dev` as a child process, for the end-to-end tests.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use framegate_commands::testing::TestDatabase;
+use reqwest::StatusCode;
+
+/// How long any one wait may take before a test gives up.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Settings of the machine running the tests that would change which providers run.
+const FOREIGN_SETTINGS: [&str; 5] = [
+    "FRAMEGATE_VEO_",
+    "FRAMEGATE_SORA_",
+    "FRAMEGATE_KLING_",
+    "FRAMEGATE_SIMULATOR",
+    "FRAMEGATE_PROVIDER_",
+];
+
+/// `framegate dev` on a free port with its own state directory; killed if the test ends
+/// without interrupting it.
+pub struct Dev {
+    child: Child,
+    pub base: String,
+    pub state_dir: tempfile::TempDir,
+}
+
+impl Dev {
+    /// Starts it against `db` with `env` on top of the test defaults.
+    pub fn start(db: &TestDatabase, env: &[(&str, String)]) -> Dev {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("free port")
+            .port();
+        let state_dir = tempfile::tempdir().expect("state dir");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_framegate"));
+        command.arg("dev");
+        for (name, _) in std::env::vars() {
+            if FOREIGN_SETTINGS
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+            {
+                command.env_remove(name);
+            }
+        }
+        command
+            .env("DATABASE_URL", db.url())
+            .env("FRAMEGATE_DEV_DIR", state_dir.path())
+            .env("FRAMEGATE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("FRAMEGATE_LOG", "warn")
+            .envs(env.iter().cloned());
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start framegate dev");
+        Dev {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            state_dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn wait_ready(&self, client: &reqwest::Client) {
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if let Ok(response) = client.get(self.url("/health/ready")).send().await {
+                if response.status() == StatusCode::OK {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("framegate dev did not become ready");
+    }
+
+    /// SIGINT, as Ctrl-C sends; the process must exit cleanly and soon.
+    pub fn interrupt(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill -INT");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "framegate dev ignored Ctrl-C");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
