@@ -649,6 +649,17 @@ impl PollPacing {
     fn forget(&self, video: Uuid) {
         self.polled(video, Duration::ZERO);
     }
+
+    /// Drops the waits that have run out: jobs that finished, were cancelled or expired never
+    /// come back to `due`, and their entries would otherwise stay for the process's life.
+    fn prune(&self) {
+        let now = std::time::Instant::now();
+        let mut next = self
+            .next
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        next.retain(|_, at| *at > now);
+    }
 }
 
 /// How long a job that was just finished is left alone by the poller.
@@ -669,6 +680,7 @@ pub struct Poller {
 impl Poller {
     /// Polls every job in flight once; returns how many it looked at.
     pub async fn sweep(&self) -> Result<usize, BoxError> {
+        self.pacing.prune();
         let rows = videos::in_flight(&self.pool, 200).await?;
         for row in &rows {
             if let Err(error) = self.follow(row).await {
@@ -878,5 +890,26 @@ fn fail_command(failure: &ProviderFailure) -> VideoCommand {
         message: failure.message.clone(),
         retryable: failure.retryable,
         charged: failure.charged,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacing_forgets_waits_that_have_run_out() {
+        let pacing = PollPacing::new(Duration::from_secs(5));
+        let (waiting, finished) = (Uuid::now_v7(), Uuid::now_v7());
+        pacing.polled(waiting, Duration::from_secs(60));
+        pacing.polled(finished, Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(5));
+        pacing.prune();
+        let next = pacing.next.lock().expect("lock");
+        assert!(next.contains_key(&waiting));
+        assert!(!next.contains_key(&finished), "a run-out wait is dropped");
+        drop(next);
+        assert!(!pacing.due(waiting));
+        assert!(pacing.due(finished));
     }
 }
