@@ -5,6 +5,9 @@
 #
 # - moto_server on 127.0.0.1:9000: an S3-compatible server for the S3 blob store tests
 #   (override the port with FRAMEGATE_MOTO_PORT).
+# - tansu on 127.0.0.1:9092: an Apache-Kafka-protocol broker (in-memory storage) for the relay
+#   and consumer-group tests (scripts/install-tansu.sh builds it once; FRAMEGATE_KAFKA_PORT).
+# - kafka-python in a venv: an independent Kafka client the tests read the topics with.
 #
 # Safe to run any number of times; prints what it did.
 set -euo pipefail
@@ -12,6 +15,7 @@ set -euo pipefail
 TOOLS_DIR="${FRAMEGATE_TOOLS_DIR:-$HOME/.cache/framegate}"
 MOTO_HOST=127.0.0.1
 MOTO_PORT="${FRAMEGATE_MOTO_PORT:-9000}"
+KAFKA_PORT="${FRAMEGATE_KAFKA_PORT:-9092}"
 
 say() { echo "services: $*" >&2; }
 
@@ -93,4 +97,67 @@ start_moto() {
   return 1
 }
 
+# A virtualenv at $1 (Debian's python3 may need python3-venv first).
+make_venv() {
+  local venv="$1"
+  [ -x "$venv/bin/python" ] && return 0
+  say "creating Python virtualenv at $venv"
+  if ! python3 -m venv "$venv"; then
+    rm -rf "$venv"
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+      say "python3 -m venv failed; installing python3-venv with apt-get"
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+      python3 -m venv "$venv"
+    else
+      say "python3 -m venv failed (install the python3-venv package)"
+      return 1
+    fi
+  fi
+}
+
+start_tansu() {
+  if listening 127.0.0.1 "$KAFKA_PORT"; then
+    say "Kafka (tansu) already listening on 127.0.0.1:$KAFKA_PORT; nothing to do"
+    return 0
+  fi
+  local bin log="$TOOLS_DIR/tansu-$KAFKA_PORT.log"
+  bin="$(dirname "$0")/install-tansu.sh"
+  bin="$("$bin")"
+  say "starting tansu on 127.0.0.1:$KAFKA_PORT, in-memory storage (log: $log)"
+  local detach=()
+  command -v setsid >/dev/null 2>&1 && detach=(setsid)
+  nohup "${detach[@]}" "$bin" broker \
+    --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --storage-engine memory://tansu/ >>"$log" 2>&1 </dev/null &
+  local pid=$!
+  echo "$pid" >"$TOOLS_DIR/tansu-$KAFKA_PORT.pid"
+  for _ in $(seq 1 60); do
+    if listening 127.0.0.1 "$KAFKA_PORT"; then
+      say "tansu is up (pid $pid)"
+      return 0
+    fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      say "tansu exited during start-up; last lines of $log:"
+      tail -n 20 "$log" >&2 || true
+      return 1
+    fi
+    sleep 0.5
+  done
+  say "tansu did not listen on 127.0.0.1:$KAFKA_PORT within 30 s; see $log"
+  return 1
+}
+
+install_kafka_python() {
+  local venv="$TOOLS_DIR/kafka-venv"
+  make_venv "$venv"
+  if ! "$venv/bin/python" -c 'import kafka' 2>/dev/null; then
+    say "installing kafka-python into $venv (from PyPI)"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'kafka-python>=2.0.2'
+  fi
+}
+
 start_moto
+start_tansu
+install_kafka_python

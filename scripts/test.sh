@@ -25,10 +25,17 @@ if ! postgres_ready; then
   postgres_ready || { echo "test: no Postgres at $DATABASE_URL (set DATABASE_URL)" >&2; exit 1; }
 fi
 
-# ffmpeg/ffprobe for the media tests, the S3-compatible server (moto) for blob storage.
+# ffmpeg/ffprobe for the media tests; the S3-compatible server (moto) for blob storage; the
+# Kafka-protocol broker (tansu) and an independent Kafka client (kafka-python) for the relay.
 ./scripts/install-ffmpeg.sh
 ./scripts/services.sh
+TOOLS_DIR="${FRAMEGATE_TOOLS_DIR:-$HOME/.cache/framegate}"
 export FRAMEGATE_TEST_S3_ENDPOINT="${FRAMEGATE_TEST_S3_ENDPOINT:-http://127.0.0.1:9000}"
+export FRAMEGATE_TEST_KAFKA_BROKERS="${FRAMEGATE_TEST_KAFKA_BROKERS:-127.0.0.1:${FRAMEGATE_KAFKA_PORT:-9092}}"
+export FRAMEGATE_TEST_KAFKA_PYTHON="${FRAMEGATE_TEST_KAFKA_PYTHON:-$TOOLS_DIR/kafka-venv/bin/python}"
+# The broker-outage test starts (and stops) a broker of its own.
+FRAMEGATE_TEST_TANSU="${FRAMEGATE_TEST_TANSU:-$(./scripts/install-tansu.sh)}"
+export FRAMEGATE_TEST_TANSU
 
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --lib --bins --tests --no-fail-fast "$@"

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::dev_postgres::{DatabaseSource, DevDatabase};
 use crate::roles::{self, WorkerSettings};
+use framegate_workers::kafka::KafkaConfig;
 
 /// The address of the admin account `framegate dev` creates.
 const ADMIN_EMAIL: &str = "admin@framegate.example";
@@ -45,6 +46,7 @@ pub async fn run(
 
     let api_config = ApiConfig::from_lookup(get)?;
     let worker = WorkerSettings::from_lookup(get)?;
+    let kafka = worker.kafka.clone();
     worker
         .tools
         .check()
@@ -59,7 +61,7 @@ pub async fn run(
     } else {
         DevDatabase::resolve(configured, &state_dir.join("postgres")).await?
     };
-    let result = serve(&state_dir, &database, api_config, worker, shutdown).await;
+    let result = serve(&state_dir, &database, api_config, worker, kafka, shutdown).await;
     database.shutdown().await?;
     result
 }
@@ -69,6 +71,7 @@ async fn serve(
     database: &DevDatabase,
     config: ApiConfig,
     worker: WorkerSettings,
+    kafka: Option<KafkaConfig>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let pool = framegate_commands::db::connect(database.url(), 20)
@@ -82,6 +85,23 @@ async fn serve(
     let (stop, stopped) = watch::channel(false);
     let projectors = framegate_projections::read_models::spawn_all(pool.clone(), stopped.clone());
     let mut worker_task = tokio::spawn(roles::worker(pool.clone(), worker, stopped.clone()));
+    let kafka_line = kafka.as_ref().map_or_else(
+        || "off (set FRAMEGATE_KAFKA_BROKERS)".to_owned(),
+        |config| {
+            format!(
+                "{} (topics {}.*.events)",
+                config.brokers, config.topic_prefix
+            )
+        },
+    );
+    let relay = kafka.map(|config| {
+        tokio::spawn(crate::relay::role(
+            pool.clone(),
+            config,
+            None,
+            stopped.clone(),
+        ))
+    });
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| {
@@ -112,6 +132,7 @@ async fn serve(
          \n  Docs      {base}/docs\
          \n  Database  {database}\
          \n  Data      {data}\
+         \n  Kafka     {kafka_line}\
          \n\n  Admin login: {email} / {password}\
          \n  curl -s {base}/v1/auth/login -H 'content-type: application/json' \\\
          \n       -d '{{\"email\":\"{email}\",\"password\":\"{password}\"}}'\
@@ -138,6 +159,11 @@ async fn serve(
         failures.push(error);
     }
     let _ = maintenance.await;
+    if let Some(relay) = relay {
+        if let Err(error) = relay.await.context("relay task")? {
+            failures.push(error);
+        }
+    }
     for projector in projectors {
         if let Ok(Err(error)) = projector.await {
             failures.push(error.into());

@@ -6,6 +6,7 @@
 mod audit;
 mod dev;
 mod dev_postgres;
+mod relay;
 mod replay;
 mod roles;
 mod users;
@@ -54,7 +55,19 @@ enum Command {
     /// Run the read-model projectors.
     Projector,
     /// Run the video pipeline: dispatcher, poller and credit settlement (simulator provider).
+    /// With FRAMEGATE_KAFKA_BROKERS, jobs come from Kafka through a consumer group.
     Worker,
+    /// Publish every event to Kafka (FRAMEGATE_KAFKA_BROKERS), at least once, in order per
+    /// aggregate.
+    Relay {
+        /// Where `/health/live` and `/health/ready` answer (empty: nowhere).
+        #[arg(
+            long,
+            env = "FRAMEGATE_RELAY_HEALTH_ADDR",
+            default_value = "127.0.0.1:8081"
+        )]
+        health_addr: String,
+    },
     /// The audit log: events filtered by aggregate, actor, type, time or correlation id.
     Audit(audit::AuditArgs),
     /// Inspect event streams.
@@ -118,6 +131,31 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("migrations applied");
         }
         Command::Api => run_api(pool().await?).await?,
+        Command::Relay { health_addr } => {
+            let config = framegate_workers::kafka::KafkaConfig::from_lookup(
+                |name| std::env::var(name).ok(),
+                std::env::vars(),
+            )
+            .map_err(anyhow::Error::msg)?
+            .context("the relay needs FRAMEGATE_KAFKA_BROKERS (e.g. 127.0.0.1:9092)")?;
+            let health_addr = match health_addr.trim() {
+                "" => None,
+                addr => Some(
+                    addr.parse()
+                        .with_context(|| format!("FRAMEGATE_RELAY_HEALTH_ADDR: {addr}"))?,
+                ),
+            };
+            let pool = pool().await?;
+            framegate_commands::db::migrate(&pool)
+                .await
+                .context("migrations failed")?;
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = stop.send(true);
+            });
+            relay::role(pool, config, health_addr, stopped).await?;
+        }
         Command::Projector | Command::Worker => {
             let pool = pool().await?;
             framegate_commands::db::migrate(&pool)

@@ -13,9 +13,10 @@ use framegate_domain::routing::{configured_providers, RoutingPolicy};
 use framegate_domain::ProviderKind;
 use framegate_projections::{EventHandler, Subscription};
 use framegate_workers::image_cleanup::{self, ImageCleanup};
+use framegate_workers::kafka::{JobConsumer, KafkaConfig};
 use framegate_workers::media::MediaTools;
 use framegate_workers::pipeline::{
-    Dispatcher, PollPacing, Poller, ProviderLimits, Providers, Routing, DISPATCHER,
+    worker_instance, Dispatcher, PollPacing, Poller, ProviderLimits, Providers, Routing, DISPATCHER,
 };
 use framegate_workers::provider::VideoProvider;
 use framegate_workers::providers::kling::{Kling, KlingConfig};
@@ -53,7 +54,14 @@ pub struct WorkerSettings {
     pub max_job_time: Duration,
     /// Least time between two polls of one job at a real provider.
     pub poll_interval: Duration,
+    /// With brokers: jobs come from the video topic through a consumer group.
+    pub kafka: Option<KafkaConfig>,
+    /// How this worker names itself in the events it causes.
+    pub instance: String,
 }
+
+/// How long a fresh video is left to the Kafka consumer group before the sweep takes it.
+const KAFKA_FRESH_GRACE: Duration = Duration::from_secs(30);
 
 impl WorkerSettings {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
@@ -91,6 +99,8 @@ impl WorkerSettings {
                     .transpose()?
                     .unwrap_or(5000),
             ),
+            kafka: KafkaConfig::from_lookup(&get, std::env::vars()).map_err(anyhow::Error::msg)?,
+            instance: worker_instance(&get),
         })
     }
 }
@@ -132,17 +142,34 @@ pub async fn worker(
     names.sort_unstable();
     tracing::info!(providers = %names.join(", "), "video providers configured");
     let providers: Providers = Arc::new(providers);
-    let dispatcher = Arc::new(
-        Dispatcher::new(store.clone(), providers.clone(), blobs.clone())
-            .with_routing(settings.routing),
-    );
+    let mut dispatcher = Dispatcher::new(store.clone(), providers.clone(), blobs.clone())
+        .with_routing(settings.routing)
+        .with_instance(settings.instance);
+    if settings.kafka.is_some() {
+        dispatcher = dispatcher.with_fresh_grace(KAFKA_FRESH_GRACE);
+    }
+    let dispatcher = Arc::new(dispatcher);
 
-    let subscriptions = [
-        run_subscription(
+    // Jobs: from the Kafka consumer group when brokers are configured, else from the log.
+    let jobs = match &settings.kafka {
+        Some(config) => {
+            let consumer = JobConsumer::new(config, dispatcher.clone())
+                .await
+                .context("cannot join the Kafka job group (FRAMEGATE_KAFKA_*)")?;
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                consumer.run(shutdown).await;
+                Ok(())
+            })
+        }
+        None => run_subscription(
             Subscription::new(DISPATCHER, pool.clone()),
             dispatcher.clone(),
             shutdown.clone(),
         ),
+    };
+    let subscriptions = [
+        jobs,
         run_subscription(
             Subscription::new(settlement::SUBSCRIPTION, pool.clone()),
             Arc::new(Settlement::new(store.clone())),

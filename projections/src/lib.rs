@@ -13,4 +13,4 @@ pub mod status;
 pub mod subscription;
 
 pub use log::{LogPosition, StoredEvent};
-pub use subscription::{EventHandler, HandlerError, Subscription, SubscriptionError};
+pub use subscription::{EventHandler, HandlerError, Subscription, SubscriptionError, Transient};

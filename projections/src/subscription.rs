@@ -6,6 +6,8 @@
 //! same transaction. A handler that writes its effects through the transaction therefore has
 //! them exactly once, whatever crashes; a handler with outside effects (Kafka) sees each event
 //! at least once. A handler error stops the subscription naming the event: nothing is skipped.
+//! A handler whose failure is a passing outage (a Kafka broker away) wraps it in [`Transient`]:
+//! the runner then rolls the batch back and tries it again with backoff, still skipping nothing.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -45,6 +47,11 @@ pub struct HandlerError {
 }
 
 impl HandlerError {
+    /// Whether the handler marked the failure as passing (see [`Transient`]).
+    pub fn is_transient(&self) -> bool {
+        self.source.is::<Transient>()
+    }
+
     pub fn at(event: &StoredEvent, source: impl Into<BoxError>) -> Self {
         Self {
             global_position: event.global_position,
@@ -57,6 +64,11 @@ impl HandlerError {
         }
     }
 }
+
+/// A failure worth waiting out: the runner retries the batch with backoff instead of stopping.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Transient(pub BoxError);
 
 /// What a subscription does with its events.
 #[async_trait]
@@ -89,6 +101,16 @@ pub enum SubscriptionError {
     },
     #[error("subscription database error: {0}")]
     Database(#[from] sqlx::Error),
+}
+
+impl SubscriptionError {
+    /// A database outage or a handler's [`Transient`] failure: worth trying again.
+    fn is_transient(&self) -> bool {
+        match self {
+            SubscriptionError::Database(_) => true,
+            SubscriptionError::Handler { source, .. } => source.is_transient(),
+        }
+    }
 }
 
 /// A named reader of the log.
@@ -140,6 +162,13 @@ impl Subscription {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The longest wait between retries after a database outage or a transient handler
+    /// failure (default 30 s).
+    pub fn with_max_backoff(mut self, max_backoff: Duration) -> Self {
+        self.max_backoff = max_backoff;
+        self
     }
 
     /// The last position this subscription has fully handled.
@@ -298,9 +327,9 @@ impl Subscription {
                             recheck = Some(timeout);
                             State::Waiting { timeout }
                         }
-                        Err(SubscriptionError::Database(error)) => {
-                            warn!(%error, "log read failed; backing off");
-                            State::BackingOff(Duration::from_millis(100))
+                        Err(error) if error.is_transient() => {
+                            warn!(%error, "batch failed; backing off");
+                            State::BackingOff(Duration::from_millis(100).min(self.max_backoff))
                         }
                         Err(handler_error) => return Err(handler_error),
                     }
@@ -332,8 +361,8 @@ impl Subscription {
                     }
                     match self.step(handler).await {
                         Ok(_) => State::CatchingUp,
-                        Err(SubscriptionError::Database(error)) => {
-                            warn!(%error, "log read failed again; backing off");
+                        Err(error) if error.is_transient() => {
+                            warn!(%error, "batch failed again; backing off");
                             State::BackingOff((delay * 2).min(self.max_backoff))
                         }
                         Err(handler_error) => return Err(handler_error),

@@ -7,6 +7,7 @@
 
 pub mod health;
 pub mod image_cleanup;
+pub mod kafka;
 pub mod media;
 pub mod pipeline;
 pub mod provider;

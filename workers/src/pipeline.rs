@@ -47,6 +47,19 @@ fn system(correlation: Option<&str>, cause: Uuid) -> CommandMetadata {
     CommandMetadata::caused_by_event(Actor::System, correlation, cause)
 }
 
+/// How this process names itself in the metadata of the events it causes (the audit log's
+/// "from where"): `FRAMEGATE_WORKER_ID`, else `framegate-worker/<host>:<pid>`.
+pub fn worker_instance(get: impl Fn(&str) -> Option<String>) -> String {
+    get("FRAMEGATE_WORKER_ID").unwrap_or_else(|| {
+        let host = get("HOSTNAME")
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        format!("framegate-worker/{host}:{}", std::process::id())
+    })
+}
+
 /// How many submission attempts a video gets before it fails for good.
 pub const MAX_ATTEMPTS: u32 = 6;
 /// How many times one provider is tried for one video.
@@ -141,6 +154,11 @@ pub struct Dispatcher {
     routing: Routing,
     health: ProviderHealth,
     limiters: HashMap<ProviderKind, Arc<SubmissionLimiter>>,
+    /// Recorded as the `user_agent` of every command this dispatcher issues.
+    instance: String,
+    /// How long a fresh video waits for its `VideoRequested` to reach this dispatcher before
+    /// the sweep takes it anyway (a lost notification, a Kafka outage).
+    fresh_grace: Duration,
 }
 
 /// Why a queued video is not submitted now.
@@ -164,7 +182,27 @@ impl Dispatcher {
             blobs,
             routing: Routing::default(),
             limiters: HashMap::new(),
+            instance: worker_instance(|name| std::env::var(name).ok()),
+            fresh_grace: Duration::from_secs(2),
         }
+    }
+
+    /// Names this dispatcher in the metadata of its commands.
+    pub fn with_instance(mut self, instance: impl Into<String>) -> Self {
+        self.instance = instance.into();
+        self
+    }
+
+    /// How long the sweep leaves a fresh video to the event that announces it (default 2 s;
+    /// longer when jobs come from Kafka, whose relay adds latency).
+    pub fn with_fresh_grace(mut self, grace: Duration) -> Self {
+        self.fresh_grace = grace;
+        self
+    }
+
+    /// The metadata of a command caused by the stored event `cause`.
+    pub fn caused_by(&self, correlation: Option<&str>, cause: Uuid) -> CommandMetadata {
+        system(correlation, cause).with_client(None, Some(self.instance.clone()))
     }
 
     pub fn with_routing(mut self, routing: Routing) -> Self {
@@ -181,9 +219,10 @@ impl Dispatcher {
     /// Submits every queued video that is due: retries after a failed attempt, and videos
     /// that waited for a provider. Returns how many it looked at.
     pub async fn sweep(&self) -> Result<usize, BoxError> {
-        let due = videos::queued_due(&self.pool, 100).await?;
+        let due = videos::queued_due(&self.pool, 100, self.fresh_grace).await?;
         for row in &due {
-            let meta = CommandMetadata::new_request(Actor::System);
+            let meta = CommandMetadata::new_request(Actor::System)
+                .with_client(None, Some(self.instance.clone()));
             if let Err(error) = self
                 .dispatch(VideoId::from_uuid(row.id), row.created_at, &meta)
                 .await
@@ -226,25 +265,13 @@ impl Dispatcher {
         meta: &CommandMetadata,
     ) -> Result<(), BoxError> {
         let key = format!("framegate.dispatch:{video_id}");
-        let mut lock = self.pool.acquire().await?;
-        let locked: bool =
-            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
-                .bind(&key)
-                .fetch_one(&mut *lock)
-                .await?;
-        if !locked {
-            return Ok(());
-        }
-        let result = self.dispatch_locked(video_id, requested_at, meta).await;
-        let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
-            .bind(&key)
-            .execute(&mut *lock)
-            .await;
-        if unlocked.is_err() {
-            // Never hand a connection that may still hold the lock back to the pool.
-            lock.close_on_drop();
-        }
-        result
+        exclusively(
+            &self.pool,
+            &key,
+            self.dispatch_locked(video_id, requested_at, meta),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn dispatch_locked(
@@ -555,6 +582,35 @@ impl Dispatcher {
 }
 
 /// Whether a failure code may go away on its own (so the provider may be tried again).
+/// Runs `work` holding the session advisory lock `key`; `Ok(None)` at once, without running
+/// it, when another session holds the lock. A session lock (not a transaction's) because the
+/// work spans provider calls and several commands; a crashed worker's session ends and
+/// releases it.
+async fn exclusively<T>(
+    pool: &PgPool,
+    key: &str,
+    work: impl std::future::Future<Output = Result<T, BoxError>>,
+) -> Result<Option<T>, BoxError> {
+    let mut lock = pool.acquire().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+        .bind(key)
+        .fetch_one(&mut *lock)
+        .await?;
+    if !locked {
+        return Ok(None);
+    }
+    let result = work.await;
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+        .bind(key)
+        .execute(&mut *lock)
+        .await;
+    if unlocked.is_err() {
+        // Never hand a connection that may still hold the lock back to the pool.
+        lock.close_on_drop();
+    }
+    result.map(Some)
+}
+
 fn is_retryable_code(code: &str) -> bool {
     matches!(
         code,
@@ -588,7 +644,7 @@ impl EventHandler for Dispatcher {
             return Ok(());
         }
         let video_id: VideoId = event.aggregate_id.parse()?;
-        let meta = system(event.meta("correlation_id"), event.event_id);
+        let meta = self.caused_by(event.meta("correlation_id"), event.event_id);
         self.dispatch(video_id, event.recorded_at, &meta).await
     }
 }
@@ -683,7 +739,9 @@ impl Poller {
         self.pacing.prune();
         let rows = videos::in_flight(&self.pool, 200).await?;
         for row in &rows {
-            if let Err(error) = self.follow(row).await {
+            // With several workers every poller sees every job; one follows it at a time.
+            let key = format!("framegate.follow:{}", row.id);
+            if let Err(error) = exclusively(&self.pool, &key, self.follow(row)).await {
                 warn!(video = %row.id, %error, "could not follow a video");
             }
         }

@@ -252,19 +252,29 @@ pub async fn in_flight(pool: &PgPool, limit: i64) -> Result<Vec<VideoRow>, sqlx:
     .await
 }
 
-/// Queued videos due for a (re)submission: after a failed attempt once `next_attempt_at`
-/// has passed, and first attempts that have waited a moment (the dispatcher's subscription
-/// takes fresh ones; these waited for a provider at its limit or an open circuit).
-pub async fn queued_due(pool: &PgPool, limit: i64) -> Result<Vec<VideoRow>, sqlx::Error> {
+/// Videos the dispatcher's sweep should look at: queued ones due for a (re)submission (after
+/// a failed attempt once `next_attempt_at` has passed; first attempts that waited
+/// `fresh_grace` for their `VideoRequested` to be handled, e.g. held back by a provider at its
+/// limit), and ones left `submitting` for a while — a worker died between recording the
+/// attempt and its outcome, and nothing else would bring them back. The dispatcher's
+/// per-video lock tells a live submission from an abandoned one.
+pub async fn queued_due(
+    pool: &PgPool,
+    limit: i64,
+    fresh_grace: std::time::Duration,
+) -> Result<Vec<VideoRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM videos
-          WHERE status = 'queued'
-            AND (next_attempt_at <= now()
-                 OR (next_attempt_at IS NULL AND updated_at < now() - interval '2 seconds'))
+          WHERE (status = 'queued'
+                 AND (next_attempt_at <= now()
+                      OR (next_attempt_at IS NULL
+                          AND updated_at < now() - make_interval(secs => $2))))
+             OR (status = 'submitting' AND updated_at < now() - interval '10 seconds')
           ORDER BY next_attempt_at NULLS FIRST, created_at
           LIMIT $1"
     ))
     .bind(limit)
+    .bind(fresh_grace.as_secs_f64())
     .fetch_all(pool)
     .await
 }
