@@ -120,7 +120,7 @@ fn spawn_relay(
 }
 
 /// Every stored event is among the messages, byte for byte as the contract says, and any
-/// repeat of an event is an identical redelivery. Returns the messages per event id.
+/// repeat of an event is an identical redelivery.
 fn assert_all_delivered(events: &[StoredEvent], messages: &[Received], config: &KafkaConfig) {
     let mut by_id: HashMap<&str, &Received> = HashMap::new();
     for message in messages {
