@@ -4,7 +4,8 @@
 //! `search_path` names a shadow schema (`replay_<model>`) holding empty copies of the model's
 //! tables: projectors write unqualified table names, so the same code fills the copy. The
 //! shadow keeps its own checkpoint beside its tables, written in the batch's transaction, so an
-//! interrupted replay continues where it stopped. Once the copy has caught up with the live
+//! interrupted replay continues where it stopped. The log is read once per batch for every
+//! model being rebuilt (`batches`). Once the copy has caught up with the live
 //! projector, the replay takes the live subscription's advisory lock (the live projector
 //! pauses), projects the last few events, compares the two tables and swaps them in one
 //! transaction together with the live checkpoint (docs/adr/0012-replay.md).
@@ -19,12 +20,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::{Connection as _, PgConnection, PgPool};
-use tokio::task::JoinSet;
 use tracing::{info, instrument};
 
+mod batches;
 mod shadow;
 
-use crate::log::{LogPosition, StoredEvent};
+use batches::Positions;
+
+use crate::log::LogPosition;
 use crate::read_models::{self, api_keys, credit_accounts, credit_ledger, images, users, videos};
 use crate::subscription::{lock_key, EventHandler, HandlerError};
 
@@ -242,29 +245,29 @@ pub async fn replay(
     }
 
     let batch = options.batch_size.max(1);
-    let mut events_read = 0u64;
     let mut shadow = shadow_positions(pool, models).await?;
     let targets = live_positions(pool, models).await?;
     progress.start(count_between(pool, &shadow, &targets).await?);
     // Bulk: follow the live checkpoints, one log read per batch shared by all models.
-    loop {
-        let targets = live_positions(pool, models).await?;
-        let read = project_batch(pool, models, &mut shadow, &targets, batch, None).await?;
-        events_read += read as u64;
-        progress.advance(read as u64);
-        if options.stop_after.is_some_and(|limit| events_read >= limit) {
-            let models = reports(models, &shadow, Vec::new());
-            return Ok(ReplayReport {
-                models,
-                events_read,
-                elapsed: started.elapsed(),
-                finished: false,
-                swapped: false,
-            });
-        }
-        if (read as i64) < batch {
-            break;
-        }
+    let bulk = batches::bulk(
+        pool,
+        models,
+        &mut shadow,
+        batch,
+        options.stop_after,
+        progress,
+    )
+    .await?;
+    let mut events_read = bulk.events_read;
+    if !bulk.caught_up {
+        let models = reports(models, &shadow, Vec::new());
+        return Ok(ReplayReport {
+            models,
+            events_read,
+            elapsed: started.elapsed(),
+            finished: false,
+            swapped: false,
+        });
     }
 
     // The tail, the comparison and the swap, with every live projector of these models paused.
@@ -280,7 +283,7 @@ pub async fn replay(
     }
     let targets = live_positions(&mut *tx, models).await?;
     loop {
-        let read = project_batch(pool, models, &mut shadow, &targets, batch, Some(&mut tx)).await?;
+        let read = batches::project_in(&mut tx, models, &mut shadow, &targets, batch).await?;
         events_read += read as u64;
         progress.advance(read as u64);
         if read == 0 {
@@ -323,111 +326,9 @@ pub async fn replay(
     Ok(report)
 }
 
-/// Reads one batch after the lowest copy position and up to the highest target, and hands
-/// each model the events between its own position and its own target; returns how many
-/// events were read. Bounded by live checkpoints, which the live projectors reached below the
-/// visibility horizon, so no event can still appear inside the range (log.rs).
-///
-/// Without `tx` each model's share runs in its own transaction on its own connection,
-/// concurrently; with `tx` (the swap transaction) all of it runs there, one after the other.
-async fn project_batch(
-    pool: &PgPool,
-    models: &[ReadModel],
-    shadow: &mut BTreeMap<String, (LogPosition, i64)>,
-    targets: &BTreeMap<String, LogPosition>,
-    batch: i64,
-    tx: Option<&mut PgConnection>,
-) -> Result<usize, ReplayError> {
-    let behind: Vec<&ReadModel> = models
-        .iter()
-        .filter(|m| shadow[&m.name].0 < targets[&m.subscription])
-        .collect();
-    let (Some(from), Some(to)) = (
-        behind.iter().map(|m| shadow[&m.name].0).min(),
-        behind.iter().map(|m| targets[&m.subscription]).max(),
-    ) else {
-        return Ok(0);
-    };
-    let mut tx = tx;
-    let events = match tx.as_deref_mut() {
-        Some(conn) => read_range(conn, from, to, batch).await?,
-        None => read_range(&mut *pool.acquire().await?, from, to, batch).await?,
-    };
-    let read = events.len();
-    if read == 0 {
-        return Ok(0);
-    }
-    let events = Arc::new(events);
-    let mut tasks = JoinSet::new();
-    for model in behind {
-        let (after, handled) = shadow[&model.name];
-        let upto = targets[&model.subscription];
-        let start = events.partition_point(|e| e.position() <= after);
-        let end = events.partition_point(|e| e.position() <= upto);
-        // Nothing of this batch is the model's, but the read went past its target or the
-        // batch: it is at its target or the next batch brings its events.
-        if start >= end {
-            continue;
-        }
-        let position = events[end - 1].position();
-        shadow.insert(
-            model.name.clone(),
-            (position, handled + (end - start) as i64),
-        );
-        match tx.as_deref_mut() {
-            Some(conn) => {
-                shadow::project(conn, model, &events[start..end], handled).await?;
-            }
-            None => {
-                let (pool, model, events) = (pool.clone(), model.clone(), events.clone());
-                tasks.spawn(async move {
-                    let mut tx = pool.begin().await?;
-                    // The copy is rebuilt from the log if a crash loses its last batches.
-                    sqlx::query("SET LOCAL synchronous_commit TO off")
-                        .execute(&mut *tx)
-                        .await?;
-                    shadow::project(&mut tx, &model, &events[start..end], handled).await?;
-                    tx.commit().await?;
-                    Ok::<_, ReplayError>(())
-                });
-            }
-        }
-    }
-    while let Some(done) = tasks.join_next().await {
-        done??;
-    }
-    Ok(read)
-}
-
-/// Events in `(after, upto]`, in log order.
-async fn read_range(
-    conn: &mut PgConnection,
-    after: LogPosition,
-    upto: LogPosition,
-    limit: i64,
-) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    sqlx::query_as::<_, StoredEvent>(
-        "SELECT global_position, tx_id::text::bigint AS tx_id, event_id, recorded_at,
-                aggregate_type, aggregate_id, sequence, event_type, event_version,
-                payload, metadata
-           FROM public.events
-          WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2)
-            AND (tx_id, global_position) <= ($3::bigint::text::xid8, $4)
-          ORDER BY events.tx_id, events.global_position
-          LIMIT $5",
-    )
-    .bind(after.tx_id)
-    .bind(after.global_position)
-    .bind(upto.tx_id)
-    .bind(upto.global_position)
-    .bind(limit)
-    .fetch_all(conn)
-    .await
-}
-
 async fn count_between(
     pool: &PgPool,
-    shadow: &BTreeMap<String, (LogPosition, i64)>,
+    shadow: &Positions,
     targets: &BTreeMap<String, LogPosition>,
 ) -> Result<u64, sqlx::Error> {
     let from = shadow.values().map(|(p, _)| *p).min().unwrap_or_default();
@@ -475,10 +376,7 @@ async fn live_positions<'c>(
     Ok(positions)
 }
 
-async fn shadow_positions(
-    pool: &PgPool,
-    models: &[ReadModel],
-) -> Result<BTreeMap<String, (LogPosition, i64)>, sqlx::Error> {
+async fn shadow_positions(pool: &PgPool, models: &[ReadModel]) -> Result<Positions, sqlx::Error> {
     let mut positions = BTreeMap::new();
     for model in models {
         let mut conn = pool.acquire().await?;
@@ -492,7 +390,7 @@ async fn shadow_positions(
 
 fn reports(
     models: &[ReadModel],
-    shadow: &BTreeMap<String, (LogPosition, i64)>,
+    shadow: &Positions,
     mut comparisons: Vec<Vec<TableComparison>>,
 ) -> Vec<ModelReport> {
     comparisons.resize(models.len(), Vec::new());

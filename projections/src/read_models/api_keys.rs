@@ -4,7 +4,11 @@
 //! Written only by [`ApiKeysProjector`] from `User` events. A key stops working when it is
 //! revoked or when its owner is disabled: disabling stamps `revoked_at` on every live key of
 //! the user, so authentication needs only this table. `last_used_at` comes from
-//! `api_key_usage`, which the API writes on use and this projector never touches.
+//! `api_key_usage`, which the API writes on use and this projector never touches. In a batch
+//! the issued keys go in with one multi-row insert; revocations and disablings are rare and
+//! go one by one, after the keys issued before them.
+
+use std::collections::HashSet;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -14,9 +18,10 @@ use serde::Serialize;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
+use super::batch::{self, decode_all, SetBased};
 use super::{aggregate_uuid, decode, expect_row, ProjectionError};
 use crate::log::StoredEvent;
-use crate::subscription::{BoxError, EventHandler};
+use crate::subscription::{BoxError, EventHandler, HandlerError};
 
 /// The subscription name of the API keys projector.
 pub const SUBSCRIPTION: &str = "read_model.api_keys";
@@ -45,6 +50,106 @@ impl EventHandler for ApiKeysProjector {
             return Ok(());
         }
         project(conn, event).await?;
+        Ok(())
+    }
+
+    async fn handle_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), HandlerError> {
+        batch::handle_batch(self, conn, events).await
+    }
+}
+
+#[async_trait]
+impl SetBased for ApiKeysProjector {
+    const AGGREGATE_TYPE: &'static str = User::TYPE;
+
+    async fn project_set(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), BoxError> {
+        let mut pending = Issued::default();
+        for event in decode_all::<UserEvent>(events, User::TYPE)? {
+            match event.body {
+                UserEvent::ApiKeyIssued {
+                    key_id,
+                    name,
+                    prefix,
+                    key_hash,
+                    scopes,
+                } => {
+                    // A second issue of a key already pending does nothing, as its insert would.
+                    if pending.seen.insert(key_id.as_uuid()) {
+                        pending.ids.push(key_id.as_uuid());
+                        pending.user_ids.push(event.id);
+                        pending.names.push(name);
+                        pending.prefixes.push(prefix);
+                        pending.hashes.push(key_hash.into_inner());
+                        pending.scopes.push(serde_json::to_value(scopes)?);
+                        pending.created_at.push(event.event.recorded_at);
+                    }
+                }
+                // They act on keys issued before them: those go in first.
+                UserEvent::ApiKeyRevoked { .. } | UserEvent::UserDisabled { .. } => {
+                    std::mem::take(&mut pending).insert(conn).await?;
+                    project(conn, event.event).await?;
+                }
+                UserEvent::UserRegistered { .. }
+                | UserEvent::EmailVerificationIssued { .. }
+                | UserEvent::EmailVerified {}
+                | UserEvent::PasswordChanged { .. }
+                | UserEvent::PasswordResetRequested { .. }
+                | UserEvent::PasswordResetCompleted { .. }
+                | UserEvent::RoleChanged { .. } => {}
+            }
+        }
+        pending.insert(conn).await?;
+        Ok(())
+    }
+}
+
+/// Keys issued in a batch and not yet written, as columns.
+#[derive(Default)]
+struct Issued {
+    seen: HashSet<Uuid>,
+    ids: Vec<Uuid>,
+    user_ids: Vec<Uuid>,
+    names: Vec<String>,
+    prefixes: Vec<String>,
+    hashes: Vec<String>,
+    /// Each key's scopes as a JSON array: arrays of arrays must be rectangular in Postgres.
+    scopes: Vec<serde_json::Value>,
+    created_at: Vec<DateTime<Utc>>,
+}
+
+impl Issued {
+    async fn insert(self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, scopes, created_at)
+             SELECT k.id, k.user_id, k.name, k.prefix, k.key_hash,
+                    ARRAY(SELECT s.scope FROM jsonb_array_elements_text(k.scopes)
+                                 WITH ORDINALITY AS s(scope, n) ORDER BY s.n),
+                    k.created_at
+               FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                           $6::jsonb[], $7::timestamptz[])
+                    AS k(id, user_id, name, prefix, key_hash, scopes, created_at)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&self.ids)
+        .bind(&self.user_ids)
+        .bind(&self.names)
+        .bind(&self.prefixes)
+        .bind(&self.hashes)
+        .bind(&self.scopes)
+        .bind(&self.created_at)
+        .execute(conn)
+        .await?;
         Ok(())
     }
 }

@@ -4,7 +4,7 @@
 //! Written only by [`CreditLedgerProjector`] from `CreditAccount` events. Each row is keyed by
 //! the global position of the event that made it, so seeing an event twice (a replay from
 //! zero) adds nothing. The deltas are the same as `credit_accounts` applies, so an account's
-//! balance is the sum of its ledger's balance changes.
+//! balance is the sum of its ledger's balance changes. A batch is one multi-row insert.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -14,10 +14,11 @@ use serde::Serialize;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
+use super::batch::{self, decode_all, SetBased};
 use super::credit_accounts::deltas;
 use super::{aggregate_uuid, decode, ProjectionError};
 use crate::log::StoredEvent;
-use crate::subscription::{BoxError, EventHandler};
+use crate::subscription::{BoxError, EventHandler, HandlerError};
 
 /// The subscription name of the credit ledger projector.
 pub const SUBSCRIPTION: &str = "read_model.credit_ledger";
@@ -53,25 +54,19 @@ impl EventHandler for CreditLedgerProjector {
         project(conn, event).await?;
         Ok(())
     }
+
+    async fn handle_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), HandlerError> {
+        batch::handle_batch(self, conn, events).await
+    }
 }
 
 async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
     let user_id = aggregate_uuid(event)?;
-    let credit_event = decode::<CreditEvent>(event)?;
-    let (balance_change, reserved_change) = deltas(&credit_event);
-    let (kind, video_id, reason, payment_reference) = match credit_event {
-        CreditEvent::CreditsGranted { reason, .. } => ("granted", None, Some(reason), None),
-        CreditEvent::CreditsPurchased {
-            payment_reference, ..
-        } => ("purchased", None, None, Some(payment_reference)),
-        CreditEvent::CreditsReserved { video_id, .. } => ("reserved", Some(video_id), None, None),
-        CreditEvent::ReservationCaptured { video_id, .. } => {
-            ("captured", Some(video_id), None, None)
-        }
-        CreditEvent::ReservationReleased { video_id, .. } => {
-            ("released", Some(video_id), None, None)
-        }
-    };
+    let entry = Entry::new(event, decode::<CreditEvent>(event)?);
     sqlx::query(
         "INSERT INTO credit_ledger (global_position, user_id, kind, balance_change,
                                     reserved_change, video_id, reason, payment_reference,
@@ -81,17 +76,126 @@ async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), Pro
     )
     .bind(event.global_position)
     .bind(user_id)
-    .bind(kind)
-    .bind(balance_change)
-    .bind(reserved_change)
-    .bind(video_id.map(|id| id.as_uuid()))
-    .bind(reason)
-    .bind(payment_reference)
-    .bind(event.meta("actor").unwrap_or("system"))
+    .bind(entry.kind)
+    .bind(entry.balance_change)
+    .bind(entry.reserved_change)
+    .bind(entry.video_id)
+    .bind(entry.reason)
+    .bind(entry.payment_reference)
+    .bind(entry.actor)
     .bind(event.recorded_at)
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// The columns one credit event gives its ledger row, besides position, user and time.
+struct Entry<'e> {
+    kind: &'static str,
+    balance_change: i64,
+    reserved_change: i64,
+    video_id: Option<Uuid>,
+    reason: Option<String>,
+    payment_reference: Option<String>,
+    actor: &'e str,
+}
+
+impl<'e> Entry<'e> {
+    fn new(event: &'e StoredEvent, credit_event: CreditEvent) -> Self {
+        let (balance_change, reserved_change) = deltas(&credit_event);
+        let (kind, video_id, reason, payment_reference) = match credit_event {
+            CreditEvent::CreditsGranted { reason, .. } => ("granted", None, Some(reason), None),
+            CreditEvent::CreditsPurchased {
+                payment_reference, ..
+            } => ("purchased", None, None, Some(payment_reference)),
+            CreditEvent::CreditsReserved { video_id, .. } => {
+                ("reserved", Some(video_id), None, None)
+            }
+            CreditEvent::ReservationCaptured { video_id, .. } => {
+                ("captured", Some(video_id), None, None)
+            }
+            CreditEvent::ReservationReleased { video_id, .. } => {
+                ("released", Some(video_id), None, None)
+            }
+        };
+        Self {
+            kind,
+            balance_change,
+            reserved_change,
+            video_id: video_id.map(|id| id.as_uuid()),
+            reason,
+            payment_reference,
+            actor: event.meta("actor").unwrap_or("system"),
+        }
+    }
+}
+
+#[async_trait]
+impl SetBased for CreditLedgerProjector {
+    const AGGREGATE_TYPE: &'static str = CreditAccount::TYPE;
+
+    async fn project_set(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), BoxError> {
+        let decoded = decode_all::<CreditEvent>(events, CreditAccount::TYPE)?;
+        let mut rows = Rows::default();
+        for event in decoded {
+            let entry = Entry::new(event.event, event.body);
+            rows.positions.push(event.event.global_position);
+            rows.user_ids.push(event.id);
+            rows.kinds.push(entry.kind);
+            rows.balance_changes.push(entry.balance_change);
+            rows.reserved_changes.push(entry.reserved_change);
+            rows.video_ids.push(entry.video_id);
+            rows.reasons.push(entry.reason);
+            rows.payment_references.push(entry.payment_reference);
+            rows.actors.push(entry.actor);
+            rows.recorded_at.push(event.event.recorded_at);
+        }
+        if rows.positions.is_empty() {
+            return Ok(());
+        }
+        // Positions are unique in the log, so no two rows of one batch conflict.
+        sqlx::query(
+            "INSERT INTO credit_ledger (global_position, user_id, kind, balance_change,
+                                        reserved_change, video_id, reason, payment_reference,
+                                        actor, recorded_at)
+             SELECT * FROM unnest($1::int8[], $2::uuid[], $3::text[], $4::int8[], $5::int8[],
+                                  $6::uuid[], $7::text[], $8::text[], $9::text[],
+                                  $10::timestamptz[])
+             ON CONFLICT (global_position) DO NOTHING",
+        )
+        .bind(&rows.positions)
+        .bind(&rows.user_ids)
+        .bind(&rows.kinds)
+        .bind(&rows.balance_changes)
+        .bind(&rows.reserved_changes)
+        .bind(&rows.video_ids)
+        .bind(&rows.reasons)
+        .bind(&rows.payment_references)
+        .bind(&rows.actors)
+        .bind(&rows.recorded_at)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// A batch's ledger rows as columns.
+#[derive(Default)]
+struct Rows<'e> {
+    positions: Vec<i64>,
+    user_ids: Vec<Uuid>,
+    kinds: Vec<&'static str>,
+    balance_changes: Vec<i64>,
+    reserved_changes: Vec<i64>,
+    video_ids: Vec<Option<Uuid>>,
+    reasons: Vec<Option<String>>,
+    payment_references: Vec<Option<String>>,
+    actors: Vec<&'e str>,
+    recorded_at: Vec<DateTime<Utc>>,
 }
 
 /// Up to `limit` movements of a user's account, newest first, older than position `before`

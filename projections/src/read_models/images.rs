@@ -4,7 +4,10 @@
 //! Every upload attempt (`ImageUploaded` or `ImageRejected`) overwrites the row, because an
 //! image id stands for one owner's content and a re-upload after deletion or a changed
 //! moderation verdict continues the same stream. `ImageDeleted` only marks the row: its keys
-//! stay, and the API hides it.
+//! stay, and the API hides it. Since an attempt overwrites everything, a batch folds each
+//! image to its last attempt (and any deletion after it) and writes one upsert (`fold`).
+
+mod fold;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -15,9 +18,10 @@ use sqlx::types::Json;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
+use super::batch;
 use super::{aggregate_uuid, decode, expect_row};
 use crate::log::StoredEvent;
-use crate::subscription::{BoxError, EventHandler};
+use crate::subscription::{BoxError, EventHandler, HandlerError};
 
 pub const SUBSCRIPTION: &str = "read_model.images";
 
@@ -67,56 +71,9 @@ impl EventHandler for ImagesProjector {
         }
         let id = aggregate_uuid(event)?;
         let at = event.recorded_at;
-        let attempt = match decode::<ImageEvent>(event)? {
-            ImageEvent::ImageUploaded {
-                owner,
-                sha256,
-                content_type,
-                bytes,
-                width,
-                height,
-                orientation,
-                exif,
-                blob_key,
-                thumbnail_key,
-                moderation,
-                ..
-            } => Attempt {
-                owner,
-                status: AVAILABLE,
-                sha256,
-                content_type: content_type.as_str(),
-                bytes,
-                width,
-                height,
-                orientation: Some(orientation),
-                exif: Some(exif),
-                keys: Some((blob_key, thumbnail_key)),
-                moderation,
-            },
-            ImageEvent::ImageRejected {
-                owner,
-                sha256,
-                content_type,
-                bytes,
-                width,
-                height,
-                moderation,
-                ..
-            } => Attempt {
-                owner,
-                status: REJECTED,
-                sha256,
-                content_type: content_type.as_str(),
-                bytes,
-                width,
-                height,
-                orientation: None,
-                exif: None,
-                keys: None,
-                moderation,
-            },
-            ImageEvent::ImageDeleted {} => {
+        match Attempt::of(decode::<ImageEvent>(event)?) {
+            Some(attempt) => attempt.row()?.upsert(conn, id, at).await?,
+            None => {
                 let result = sqlx::query(
                     "UPDATE images SET status = 'deleted', deleted_at = $2, updated_at = $2
                       WHERE id = $1",
@@ -126,15 +83,21 @@ impl EventHandler for ImagesProjector {
                 .execute(&mut *conn)
                 .await?;
                 expect_row(&result, || format!("image {id} has no row"))?;
-                return Ok(());
             }
-        };
-        attempt.upsert(conn, id, at).await?;
+        }
         Ok(())
+    }
+
+    async fn handle_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), HandlerError> {
+        batch::handle_batch(self, conn, events).await
     }
 }
 
-/// The facts of one upload attempt, accepted or rejected, as the row stores them.
+/// The facts of one upload attempt, accepted or rejected, as the event has them.
 struct Attempt {
     owner: UserId,
     status: &'static str,
@@ -150,13 +113,105 @@ struct Attempt {
 }
 
 impl Attempt {
+    /// The attempt an event records; `None` for a deletion.
+    fn of(event: ImageEvent) -> Option<Self> {
+        match event {
+            ImageEvent::ImageUploaded {
+                owner,
+                sha256,
+                content_type,
+                bytes,
+                width,
+                height,
+                orientation,
+                exif,
+                blob_key,
+                thumbnail_key,
+                moderation,
+                ..
+            } => Some(Attempt {
+                owner,
+                status: AVAILABLE,
+                sha256,
+                content_type: content_type.as_str(),
+                bytes,
+                width,
+                height,
+                orientation: Some(orientation),
+                exif: Some(exif),
+                keys: Some((blob_key, thumbnail_key)),
+                moderation,
+            }),
+            ImageEvent::ImageRejected {
+                owner,
+                sha256,
+                content_type,
+                bytes,
+                width,
+                height,
+                moderation,
+                ..
+            } => Some(Attempt {
+                owner,
+                status: REJECTED,
+                sha256,
+                content_type: content_type.as_str(),
+                bytes,
+                width,
+                height,
+                orientation: None,
+                exif: None,
+                keys: None,
+                moderation,
+            }),
+            ImageEvent::ImageDeleted {} => None,
+        }
+    }
+
+    /// The column values; fails on a size the columns cannot hold.
+    fn row(self) -> Result<Row, BoxError> {
+        let (blob_key, thumbnail_key) = self.keys.unzip();
+        Ok(Row {
+            owner_id: self.owner.as_uuid(),
+            status: self.status,
+            sha256: self.sha256,
+            content_type: self.content_type,
+            bytes: i64::try_from(self.bytes)?,
+            width: i32::try_from(self.width)?,
+            height: i32::try_from(self.height)?,
+            orientation: self.orientation.map(i16::try_from).transpose()?,
+            exif: self.exif.map(Json),
+            blob_key,
+            thumbnail_key,
+            moderation: Json(self.moderation),
+        })
+    }
+}
+
+/// An upload attempt as the row stores it (besides id and times).
+struct Row {
+    owner_id: Uuid,
+    status: &'static str,
+    sha256: String,
+    content_type: &'static str,
+    bytes: i64,
+    width: i32,
+    height: i32,
+    orientation: Option<i16>,
+    exif: Option<Json<ImageExif>>,
+    blob_key: Option<String>,
+    thumbnail_key: Option<String>,
+    moderation: Json<ModerationDecision>,
+}
+
+impl Row {
+    /// Every attempt overwrites the whole row: the stream continues with the latest one.
     async fn upsert(
         self,
         conn: &mut PgConnection,
         id: Uuid,
         at: DateTime<Utc>,
-    ) -> Result<(), BoxError> {
-        let (blob_key, thumbnail_key) = self.keys.unzip();
+    ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO images (id, owner_id, status, sha256, content_type, bytes, width, height,
                  orientation, exif, blob_key, thumbnail_key, moderation, created_at, updated_at,
@@ -172,18 +227,18 @@ impl Attempt {
                  updated_at = EXCLUDED.updated_at, deleted_at = NULL",
         )
         .bind(id)
-        .bind(self.owner.as_uuid())
+        .bind(self.owner_id)
         .bind(self.status)
         .bind(self.sha256)
         .bind(self.content_type)
-        .bind(i64::try_from(self.bytes)?)
-        .bind(i32::try_from(self.width)?)
-        .bind(i32::try_from(self.height)?)
-        .bind(self.orientation.map(i16::try_from).transpose()?)
-        .bind(self.exif.map(Json))
-        .bind(blob_key)
-        .bind(thumbnail_key)
-        .bind(Json(self.moderation))
+        .bind(self.bytes)
+        .bind(self.width)
+        .bind(self.height)
+        .bind(self.orientation)
+        .bind(self.exif)
+        .bind(self.blob_key)
+        .bind(self.thumbnail_key)
+        .bind(self.moderation)
         .bind(at)
         .execute(conn)
         .await?;

@@ -5,10 +5,14 @@
 //! the ordered log and writes through the subscription's transaction, so a read-model change
 //! commits together with the checkpoint that says it happened. Projectors decode every event of the aggregate
 //! types they follow into the typed domain event: a payload that does not decode stops the
-//! projector naming that event instead of being skipped. The query functions the API uses
-//! live beside the projector that owns the table; `runner` starts, drains and waits for them.
+//! projector naming that event instead of being skipped. A whole batch (a backlog, a replay)
+//! is projected set-based, with a few multi-row statements, and gives the same rows as its
+//! events one by one; whenever that path cannot be sure of it, the batch goes event by event
+//! (`batch`). The query functions the API uses live beside the projector that owns the
+//! table; `runner` starts, drains and waits for them.
 
 pub mod api_keys;
+mod batch;
 pub mod credit_accounts;
 pub mod credit_ledger;
 pub mod credits;
@@ -69,7 +73,8 @@ pub(crate) fn decode<E: DeserializeOwned>(event: &StoredEvent) -> Result<E, Proj
             })
         }
     }
-    serde_json::from_value(event.payload.clone()).map_err(|source| ProjectionError::Payload {
+    // From a reference: a replay decodes every event, and cloning each payload first costs.
+    E::deserialize(&event.payload).map_err(|source| ProjectionError::Payload {
         event_type: event.event_type.clone(),
         source,
     })

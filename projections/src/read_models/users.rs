@@ -2,7 +2,11 @@
 //! for sign-in lookups, the admin user list and authorisation checks.
 //!
 //! Written only by [`UsersProjector`] from `User` events. Secrets (password hashes, pending
-//! tokens) stay in the event store: the commands that check them load the aggregate.
+//! tokens) stay in the event store: the commands that check them load the aggregate. A batch
+//! is folded per user and written with one insert of the new rows (their later events
+//! applied already) and one update of the rows that were there (see `batch`).
+
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -12,9 +16,10 @@ use serde::Serialize;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
+use super::batch::{self, decode_all, expect_rows, SetBased};
 use super::{aggregate_uuid, decode, expect_row, ProjectionError};
 use crate::log::StoredEvent;
-use crate::subscription::{BoxError, EventHandler};
+use crate::subscription::{BoxError, EventHandler, HandlerError};
 
 /// The subscription name of the users projector.
 pub const SUBSCRIPTION: &str = "read_model.users";
@@ -44,6 +49,191 @@ impl EventHandler for UsersProjector {
         project(conn, event).await?;
         Ok(())
     }
+
+    async fn handle_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), HandlerError> {
+        batch::handle_batch(self, conn, events).await
+    }
+}
+
+#[async_trait]
+impl SetBased for UsersProjector {
+    const AGGREGATE_TYPE: &'static str = User::TYPE;
+
+    async fn project_set(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), BoxError> {
+        let mut folds: Vec<UserFold> = Vec::new();
+        let mut index: HashMap<Uuid, usize> = HashMap::new();
+        for event in decode_all::<UserEvent>(events, User::TYPE)? {
+            let (id, at) = (event.id, event.event.recorded_at);
+            let slot = *index.entry(id).or_insert_with(|| {
+                folds.push(UserFold::new(id));
+                folds.len() - 1
+            });
+            let fold = &mut folds[slot];
+            let first = fold.events == 0;
+            fold.events += 1;
+            match event.body {
+                UserEvent::UserRegistered {
+                    user_id,
+                    email,
+                    role,
+                    ..
+                } => {
+                    if user_id.as_uuid() != id {
+                        return Err("UserRegistered names another user".into());
+                    }
+                    // Only a registration before any other event of the user can insert: after
+                    // one, the row exists (the insert does nothing) or that event failed.
+                    if first {
+                        fold.insert = Some((email, role.as_str(), at));
+                    }
+                }
+                UserEvent::EmailVerified {} => fold.touch(at).verified = true,
+                UserEvent::RoleChanged { role } => fold.touch(at).role = Some(role.as_str()),
+                UserEvent::UserDisabled { .. } => fold.touch(at).disabled = true,
+                UserEvent::EmailVerificationIssued { .. }
+                | UserEvent::PasswordChanged { .. }
+                | UserEvent::PasswordResetRequested { .. }
+                | UserEvent::PasswordResetCompleted { .. }
+                | UserEvent::ApiKeyIssued { .. }
+                | UserEvent::ApiKeyRevoked { .. } => {
+                    fold.touch(at);
+                }
+            }
+        }
+        write_folds(conn, &folds).await?;
+        Ok(())
+    }
+}
+
+/// One user's events of a batch: the registration that inserts the row, if it comes first,
+/// then the net change of the updates that follow.
+struct UserFold {
+    id: Uuid,
+    events: usize,
+    insert: Option<(String, &'static str, DateTime<Utc>)>,
+    /// The latest time of an updating event; `None` when there is none.
+    updated_at: Option<DateTime<Utc>>,
+    verified: bool,
+    disabled: bool,
+    role: Option<&'static str>,
+}
+
+impl UserFold {
+    fn new(id: Uuid) -> Self {
+        Self {
+            id,
+            events: 0,
+            insert: None,
+            updated_at: None,
+            verified: false,
+            disabled: false,
+            role: None,
+        }
+    }
+
+    /// Records an updating event: each takes `updated_at` to at least its time.
+    fn touch(&mut self, at: DateTime<Utc>) -> &mut Self {
+        self.updated_at = Some(self.updated_at.map_or(at, |before| before.max(at)));
+        self
+    }
+}
+
+async fn write_folds(conn: &mut PgConnection, folds: &[UserFold]) -> Result<(), ProjectionError> {
+    let inserted = insert_new(conn, folds).await?;
+    // Rows that were there already (the registration did nothing) take the updates here.
+    let updates: Vec<&UserFold> = folds
+        .iter()
+        .filter(|f| f.updated_at.is_some() && !inserted.contains(&f.id))
+        .collect();
+    if updates.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = updates.iter().map(|f| f.id).collect();
+    let verified: Vec<bool> = updates.iter().map(|f| f.verified).collect();
+    let disabled: Vec<bool> = updates.iter().map(|f| f.disabled).collect();
+    let roles: Vec<Option<&str>> = updates.iter().map(|f| f.role).collect();
+    let ats: Vec<Option<DateTime<Utc>>> = updates.iter().map(|f| f.updated_at).collect();
+    let result = sqlx::query(
+        "UPDATE users u
+            SET email_verified = u.email_verified OR c.verified,
+                disabled = u.disabled OR c.disabled,
+                role = COALESCE(c.role, u.role),
+                updated_at = GREATEST(u.updated_at, c.at)
+           FROM unnest($1::uuid[], $2::bool[], $3::bool[], $4::text[], $5::timestamptz[])
+                AS c(id, verified, disabled, role, at)
+          WHERE u.id = c.id",
+    )
+    .bind(&ids)
+    .bind(&verified)
+    .bind(&disabled)
+    .bind(&roles)
+    .bind(&ats)
+    .execute(&mut *conn)
+    .await?;
+    expect_rows(&result, ids.len(), "users updated by a batch")
+}
+
+/// Inserts the users registered in the batch with their updates applied already (a new row
+/// starts from the registration, so its end state is known); returns the ids inserted. Those
+/// already there are left alone, as a registration leaves them.
+async fn insert_new(
+    conn: &mut PgConnection,
+    folds: &[UserFold],
+) -> Result<HashSet<Uuid>, ProjectionError> {
+    let mut rows = NewRows::default();
+    for fold in folds {
+        let Some((email, role, at)) = &fold.insert else {
+            continue;
+        };
+        rows.ids.push(fold.id);
+        rows.emails.push(email.as_str());
+        rows.verified.push(fold.verified);
+        rows.roles.push(fold.role.unwrap_or(*role));
+        rows.disabled.push(fold.disabled);
+        rows.created_at.push(*at);
+        rows.updated_at
+            .push(fold.updated_at.map_or(*at, |updated| updated.max(*at)));
+    }
+    if rows.ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO users (id, email, email_verified, role, disabled, created_at, updated_at)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::bool[], $4::text[], $5::bool[],
+                              $6::timestamptz[], $7::timestamptz[])
+         ON CONFLICT (id) DO NOTHING
+         RETURNING id",
+    )
+    .bind(&rows.ids)
+    .bind(&rows.emails)
+    .bind(&rows.verified)
+    .bind(&rows.roles)
+    .bind(&rows.disabled)
+    .bind(&rows.created_at)
+    .bind(&rows.updated_at)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(inserted.into_iter().collect())
+}
+
+/// New users' rows as columns.
+#[derive(Default)]
+struct NewRows<'f> {
+    ids: Vec<Uuid>,
+    emails: Vec<&'f str>,
+    verified: Vec<bool>,
+    roles: Vec<&'static str>,
+    disabled: Vec<bool>,
+    created_at: Vec<DateTime<Utc>>,
+    updated_at: Vec<DateTime<Utc>>,
 }
 
 async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {

@@ -1,5 +1,11 @@
 //! The `videos` read model: one row per video with its current status, for the API's
 //! listings and the workers' "what is in flight" queries.
+//!
+//! Written only by [`VideosProjector`] from `Video` events; a batch is folded per video
+//! (`fold`) and written with one insert and one update statement for the whole batch (`write`).
+
+mod fold;
+mod write;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -9,9 +15,10 @@ use serde::Serialize;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
+use super::batch::handle_batch;
 use super::{aggregate_uuid, decode, expect_row};
 use crate::log::StoredEvent;
-use crate::subscription::{BoxError, EventHandler};
+use crate::subscription::{BoxError, EventHandler, HandlerError};
 
 pub const SUBSCRIPTION: &str = "read_model.videos";
 
@@ -63,131 +70,144 @@ impl EventHandler for VideosProjector {
         if event.aggregate_type != Video::TYPE {
             return Ok(());
         }
-        let id = aggregate_uuid(event)?;
-        let at = event.recorded_at;
-        let update = |sql: &'static str| sqlx::query(sql).bind(id).bind(at);
-        let result = match decode::<VideoEvent>(event)? {
-            VideoEvent::VideoRequested { spec, .. } => {
-                sqlx::query(
-                    "INSERT INTO videos (id, owner_id, status, provider_preference, model, prompt,
-                         negative_prompt, duration_seconds, aspect_ratio, resolution, image_id, seed,
-                         external_id, estimated_cost, created_at, updated_at)
-                     VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(id)
-                .bind(spec.owner.as_uuid())
-                .bind(spec.provider.to_string())
-                .bind(&spec.model)
-                .bind(&spec.prompt)
-                .bind(&spec.negative_prompt)
-                .bind(spec.duration_seconds as i32)
-                .bind(&spec.aspect_ratio)
-                .bind(&spec.resolution)
-                .bind(spec.image_id.map(|i| i.as_uuid()))
-                .bind(spec.seed.map(|s| s as i64))
-                .bind(&spec.external_id)
-                .bind(spec.estimated_cost.value())
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
-                return Ok(());
-            }
-            VideoEvent::SubmissionStarted { attempt, provider, model } => {
-                let entry = serde_json::json!({
-                    "attempt": attempt,
-                    "provider": provider.to_string(),
-                    "model": model,
-                    "started_at": at,
-                });
-                update("UPDATE videos SET status = 'submitting', updated_at = $2, attempt = $3,
-                               provider = $4, model = $5, provider_job_id = NULL, progress = 0,
-                               next_attempt_at = NULL, attempts = attempts || jsonb_build_array($6::jsonb)
-                         WHERE id = $1")
-                    .bind(attempt as i32)
-                    .bind(provider.to_string())
-                    .bind(model)
-                    .bind(entry)
-                    .execute(&mut *conn)
-                    .await?
-            }
-            VideoEvent::SubmissionFailed { attempt, code, message, retry_at, .. } => {
-                // The failure belongs to the attempt of the same number (the last one).
-                update("UPDATE videos SET status = 'queued', updated_at = $2, provider_job_id = NULL,
-                               next_attempt_at = $3,
-                               attempts = (SELECT COALESCE(jsonb_agg(CASE WHEN (a ->> 'attempt')::int = $4
-                                                   THEN a || jsonb_build_object('error', jsonb_build_object('code', $5::text, 'message', $6::text))
-                                                   ELSE a END ORDER BY n), '[]'::jsonb)
-                                             FROM jsonb_array_elements(attempts) WITH ORDINALITY AS e(a, n))
-                         WHERE id = $1")
-                    .bind(retry_at)
-                    .bind(attempt as i32)
-                    .bind(code)
-                    .bind(message)
-                    .execute(&mut *conn)
-                    .await?
-            }
-            VideoEvent::VideoSubmitted { provider_job_id } => {
-                update("UPDATE videos SET status = 'submitted', updated_at = $2, provider_job_id = $3 WHERE id = $1")
-                    .bind(provider_job_id)
-                    .execute(&mut *conn)
-                    .await?
-            }
-            VideoEvent::VideoProgressed { percent } => {
-                update("UPDATE videos SET status = 'running', updated_at = $2, progress = GREATEST(progress, $3) WHERE id = $1")
-                    .bind(i16::from(percent))
-                    .execute(&mut *conn)
-                    .await?
-            }
-            VideoEvent::VideoGenerated {} => {
-                update("UPDATE videos SET status = 'generated', updated_at = $2, progress = 100 WHERE id = $1")
-                    .execute(&mut *conn)
-                    .await?
-            }
-            VideoEvent::VideoStored { blob_key, bytes, sha256, duration_ms, width, height } => {
-                update("UPDATE videos SET status = 'stored', updated_at = $2, blob_key = $3, bytes = $4,
-                               sha256 = $5, duration_ms = $6, width = $7, height = $8 WHERE id = $1")
-                    .bind(blob_key)
-                    .bind(bytes as i64)
-                    .bind(sha256)
-                    .bind(duration_ms as i64)
-                    .bind(width as i32)
-                    .bind(height as i32)
-                    .execute(&mut *conn)
-                    .await?
-            }
-            VideoEvent::VideoCompleted { final_cost } => {
-                update("UPDATE videos SET status = 'completed', updated_at = $2, completed_at = $2,
-                               final_cost = $3, progress = 100 WHERE id = $1")
-                    .bind(final_cost.value())
-                    .execute(&mut *conn)
-                    .await?
-            }
-            VideoEvent::VideoFailed { code, message, retryable, charged } => {
-                update("UPDATE videos SET status = 'failed', updated_at = $2, completed_at = $2,
-                               error_code = $3, error_message = $4, error_retryable = $5,
-                               error_charged = $6 WHERE id = $1")
-                    .bind(code)
-                    .bind(message)
-                    .bind(retryable)
-                    .bind(charged)
-                    .execute(&mut *conn)
-                    .await?
-            }
-            VideoEvent::CancelRequested { .. } => {
-                update("UPDATE videos SET status = 'cancel_requested', updated_at = $2 WHERE id = $1")
-                    .execute(&mut *conn)
-                    .await?
-            }
-            VideoEvent::VideoCancelled {} => {
-                update("UPDATE videos SET status = 'cancelled', updated_at = $2, completed_at = $2 WHERE id = $1")
-                    .execute(&mut *conn)
-                    .await?
-            }
-        };
-        expect_row(&result, || format!("video {id} has no row"))?;
-        Ok(())
+        project(conn, event).await
     }
+
+    async fn handle_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), HandlerError> {
+        handle_batch(self, conn, events).await
+    }
+}
+
+/// Projects one `Video` event.
+async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
+    let id = aggregate_uuid(event)?;
+    let at = event.recorded_at;
+    let update = |sql: &'static str| sqlx::query(sql).bind(id).bind(at);
+    let result = match decode::<VideoEvent>(event)? {
+        VideoEvent::VideoRequested { spec, .. } => {
+            sqlx::query(
+                "INSERT INTO videos (id, owner_id, status, provider_preference, model, prompt,
+                     negative_prompt, duration_seconds, aspect_ratio, resolution, image_id, seed,
+                     external_id, estimated_cost, created_at, updated_at)
+                 VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(spec.owner.as_uuid())
+            .bind(spec.provider.to_string())
+            .bind(&spec.model)
+            .bind(&spec.prompt)
+            .bind(&spec.negative_prompt)
+            .bind(spec.duration_seconds as i32)
+            .bind(&spec.aspect_ratio)
+            .bind(&spec.resolution)
+            .bind(spec.image_id.map(|i| i.as_uuid()))
+            .bind(spec.seed.map(|s| s as i64))
+            .bind(&spec.external_id)
+            .bind(spec.estimated_cost.value())
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+            return Ok(());
+        }
+        VideoEvent::SubmissionStarted { attempt, provider, model } => {
+            let entry = serde_json::json!({
+                "attempt": attempt,
+                "provider": provider.to_string(),
+                "model": model,
+                "started_at": at,
+            });
+            update("UPDATE videos SET status = 'submitting', updated_at = $2, attempt = $3,
+                           provider = $4, model = $5, provider_job_id = NULL, progress = 0,
+                           next_attempt_at = NULL, attempts = attempts || jsonb_build_array($6::jsonb)
+                     WHERE id = $1")
+                .bind(attempt as i32)
+                .bind(provider.to_string())
+                .bind(model)
+                .bind(entry)
+                .execute(&mut *conn)
+                .await?
+        }
+        VideoEvent::SubmissionFailed { attempt, code, message, retry_at, .. } => {
+            // The failure belongs to the attempt of the same number (the last one).
+            update("UPDATE videos SET status = 'queued', updated_at = $2, provider_job_id = NULL,
+                           next_attempt_at = $3,
+                           attempts = (SELECT COALESCE(jsonb_agg(CASE WHEN (a ->> 'attempt')::int = $4
+                                               THEN a || jsonb_build_object('error', jsonb_build_object('code', $5::text, 'message', $6::text))
+                                               ELSE a END ORDER BY n), '[]'::jsonb)
+                                         FROM jsonb_array_elements(attempts) WITH ORDINALITY AS e(a, n))
+                     WHERE id = $1")
+                .bind(retry_at)
+                .bind(attempt as i32)
+                .bind(code)
+                .bind(message)
+                .execute(&mut *conn)
+                .await?
+        }
+        VideoEvent::VideoSubmitted { provider_job_id } => {
+            update("UPDATE videos SET status = 'submitted', updated_at = $2, provider_job_id = $3 WHERE id = $1")
+                .bind(provider_job_id)
+                .execute(&mut *conn)
+                .await?
+        }
+        VideoEvent::VideoProgressed { percent } => {
+            update("UPDATE videos SET status = 'running', updated_at = $2, progress = GREATEST(progress, $3) WHERE id = $1")
+                .bind(i16::from(percent))
+                .execute(&mut *conn)
+                .await?
+        }
+        VideoEvent::VideoGenerated {} => {
+            update("UPDATE videos SET status = 'generated', updated_at = $2, progress = 100 WHERE id = $1")
+                .execute(&mut *conn)
+                .await?
+        }
+        VideoEvent::VideoStored { blob_key, bytes, sha256, duration_ms, width, height } => {
+            update("UPDATE videos SET status = 'stored', updated_at = $2, blob_key = $3, bytes = $4,
+                           sha256 = $5, duration_ms = $6, width = $7, height = $8 WHERE id = $1")
+                .bind(blob_key)
+                .bind(bytes as i64)
+                .bind(sha256)
+                .bind(duration_ms as i64)
+                .bind(width as i32)
+                .bind(height as i32)
+                .execute(&mut *conn)
+                .await?
+        }
+        VideoEvent::VideoCompleted { final_cost } => {
+            update("UPDATE videos SET status = 'completed', updated_at = $2, completed_at = $2,
+                           final_cost = $3, progress = 100 WHERE id = $1")
+                .bind(final_cost.value())
+                .execute(&mut *conn)
+                .await?
+        }
+        VideoEvent::VideoFailed { code, message, retryable, charged } => {
+            update("UPDATE videos SET status = 'failed', updated_at = $2, completed_at = $2,
+                           error_code = $3, error_message = $4, error_retryable = $5,
+                           error_charged = $6 WHERE id = $1")
+                .bind(code)
+                .bind(message)
+                .bind(retryable)
+                .bind(charged)
+                .execute(&mut *conn)
+                .await?
+        }
+        VideoEvent::CancelRequested { .. } => {
+            update("UPDATE videos SET status = 'cancel_requested', updated_at = $2 WHERE id = $1")
+                .execute(&mut *conn)
+                .await?
+        }
+        VideoEvent::VideoCancelled {} => {
+            update("UPDATE videos SET status = 'cancelled', updated_at = $2, completed_at = $2 WHERE id = $1")
+                .execute(&mut *conn)
+                .await?
+        }
+    };
+    expect_row(&result, || format!("video {id} has no row"))?;
+    Ok(())
 }
 
 const COLUMNS: &str =
