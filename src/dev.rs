@@ -121,6 +121,7 @@ async fn serve(
         .context("cannot start the API")?
         .with_blobs(blobs);
     let maintenance = framegate_api::spawn_maintenance(state.clone(), stopped.clone());
+    let credentials = framegate_api::spawn_credentials_listener(&state, stopped.clone());
     let mut api_stop = stopped.clone();
     let api = tokio::spawn(framegate_api::serve(state, listener, async move {
         let _ = api_stop.wait_for(|stop| *stop).await;
@@ -159,6 +160,7 @@ async fn serve(
         failures.push(error);
     }
     let _ = maintenance.await;
+    let _ = credentials.await;
     if let Some(relay) = relay {
         if let Err(error) = relay.await.context("relay task")? {
             failures.push(error);

@@ -210,11 +210,13 @@ async fn run_api(pool: sqlx::PgPool) -> anyhow::Result<()> {
         .context("cannot start the API")?
         .with_blobs(blobs);
     let maintenance = framegate_api::spawn_maintenance(state.clone(), stop.subscribe());
+    let credentials = framegate_api::spawn_credentials_listener(&state, stop.subscribe());
     framegate_api::serve(state, listener, shutdown_signal())
         .await
         .context("server error")?;
     let _ = stop.send(true);
     let _ = maintenance.await;
+    let _ = credentials.await;
     for projector in projectors {
         let _ = projector.await;
     }

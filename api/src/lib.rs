@@ -166,6 +166,15 @@ pub async fn serve(
     .await
 }
 
+/// Keeps `state.credentials` in step with the account projectors until `shutdown` flips
+/// (see `auth::cache`); without it every request reads its caller's state from Postgres.
+pub fn spawn_credentials_listener(
+    state: &AppState,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    auth::cache::spawn_listener(state.pool.clone(), state.credentials.clone(), shutdown)
+}
+
 /// Housekeeping every five minutes until `shutdown` flips: expired idempotency records and
 /// refilled rate-limit buckets are dropped so neither grows without bound.
 pub fn spawn_maintenance(

@@ -8,6 +8,7 @@ use framegate_commands::EventStore;
 use sqlx::PgPool;
 
 use crate::auth::api_keys::UsageTracker;
+use crate::auth::cache::CredentialCache;
 use crate::auth::jwt::TokenKeys;
 use crate::config::ApiConfig;
 use crate::images::{ImageProcessor, Moderation};
@@ -24,6 +25,8 @@ pub struct AppState {
     pub mailer: Arc<Mailer>,
     pub limits: Arc<RateLimits>,
     pub key_usage: Arc<UsageTracker>,
+    /// Callers' keys and account state; answers only while `spawn_credentials_listener` runs.
+    pub credentials: Arc<CredentialCache>,
     /// Uploaded images and generated videos. The filesystem adapter from `config.blobs`
     /// unless [`AppState::with_blobs`] replaced it (S3 needs an async start-up).
     pub blobs: Blobs,
@@ -68,6 +71,7 @@ impl AppState {
             mailer: Arc::new(Mailer::new(&config.mail)?),
             limits: Arc::new(RateLimits::new(&config.rate)),
             key_usage: Arc::new(UsageTracker::default()),
+            credentials: Arc::new(CredentialCache::default()),
             passwords,
             pool,
             config: Arc::new(config),

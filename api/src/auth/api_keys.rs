@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use framegate_domain::{hash_token, ApiKeyHash, Role};
-use framegate_projections::read_models::api_keys;
+use framegate_projections::read_models::api_keys::{self, KeyOwner};
 use uuid::Uuid;
 
 use super::refresh::generate_secret;
@@ -42,7 +42,7 @@ pub fn generate() -> NewKey {
 }
 
 pub async fn authenticate(state: &AppState, secret: &str) -> Result<Principal, ApiError> {
-    let key = api_keys::find_owner_by_hash(&state.pool, hash_token(secret).as_str())
+    let key = owner(state, hash_token(secret).as_str())
         .await?
         .ok_or_else(|| ApiError::unauthenticated("invalid_api_key", "the API key is not valid"))?;
     if key.revoked {
@@ -75,6 +75,21 @@ pub async fn authenticate(state: &AppState, secret: &str) -> Result<Principal, A
         },
         credential: Credential::ApiKey { key_id: key.key_id },
     })
+}
+
+/// The key with this hash and its owner's state, from the cache or the read model. Unknown
+/// hashes are not cached: they are what a guesser sends, and each costs the guesser a 401
+/// charged to its IP.
+async fn owner(state: &AppState, key_hash: &str) -> Result<Option<KeyOwner>, ApiError> {
+    if let Some(cached) = state.credentials.key(key_hash) {
+        return Ok(Some(cached));
+    }
+    let seen = state.credentials.generation();
+    let found = api_keys::find_owner_by_hash(&state.pool, key_hash).await?;
+    if let Some(owner) = &found {
+        state.credentials.keep_key(key_hash, owner, seen);
+    }
+    Ok(found)
 }
 
 /// Remembers when each key's use was last written, so a busy key costs one write a minute

@@ -2,10 +2,12 @@
 //!
 //! `authenticate` turns an `Authorization: Bearer ...` header into a `Principal`. A value
 //! starting with `fg_` is an API key (looked up by its SHA-256 in the api_keys read model);
-//! anything else must be an access token signed by us. Handlers take `Principal` (or `Admin`)
+//! anything else must be an access token signed by us. The caller's current state comes
+//! from `cache` while its listener is connected, else from the read models. Handlers take `Principal` (or `Admin`)
 //! as an extractor, so an endpoint cannot forget to authenticate.
 
 pub mod api_keys;
+pub mod cache;
 pub mod jwt;
 pub mod refresh;
 
@@ -16,6 +18,7 @@ use framegate_domain::{Role, UserId};
 use framegate_projections::read_models::users;
 use uuid::Uuid;
 
+use self::cache::UserState;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -70,14 +73,10 @@ pub async fn authenticate(
     let mut principal = state.tokens.verify(token)?;
     // The token is valid for 15 minutes; disabling a user or changing a role must not wait
     // that long, so the current account state decides.
-    let (disabled, role) = match users::get(&state.pool, principal.user_id).await? {
+    let (disabled, role) = match user_state(state, principal.user_id).await? {
         Some(user) => (
             user.disabled,
-            if user.role == "admin" {
-                Role::Admin
-            } else {
-                Role::User
-            },
+            if user.admin { Role::Admin } else { Role::User },
         ),
         // A token is only issued to a registered user, so a miss means the read model has
         // not caught up with a registration yet: the event store decides (read-your-writes).
@@ -105,6 +104,25 @@ pub async fn authenticate(
     }
     principal.role = role;
     Ok(Some(principal))
+}
+
+/// The user's role and state from the cache or the users read model; `None` when the read
+/// model has no row for them (yet).
+async fn user_state(state: &AppState, user_id: UserId) -> Result<Option<UserState>, ApiError> {
+    let uuid = user_id.as_uuid();
+    if let Some(cached) = state.credentials.user(uuid) {
+        return Ok(Some(cached));
+    }
+    let seen = state.credentials.generation();
+    let Some(user) = users::get(&state.pool, user_id).await? else {
+        return Ok(None);
+    };
+    let current = UserState {
+        admin: user.role == "admin",
+        disabled: user.disabled,
+    };
+    state.credentials.keep_user(uuid, current, seen);
+    Ok(Some(current))
 }
 
 impl FromRequestParts<AppState> for Principal {

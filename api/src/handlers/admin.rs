@@ -132,6 +132,7 @@ pub async fn change_role(
         .execute(&user_id.to_string(), command, &meta)
         .await?;
     let visible = settle(&state, position, ACCOUNT_MODELS).await;
+    state.credentials.forget_user(user_id.as_uuid());
     Ok(mark(
         Json(UserResponse::from(user_or_404(&state, user_id).await?)),
         visible,
@@ -171,6 +172,7 @@ pub async fn disable(
         .await?;
     refresh::revoke_user(&state.pool, user_id).await?;
     let visible = settle(&state, position, ACCOUNT_MODELS).await;
+    state.credentials.forget_user(user_id.as_uuid());
     Ok(mark(
         Json(UserResponse::from(user_or_404(&state, user_id).await?)),
         visible,

@@ -182,5 +182,7 @@ pub async fn revoke(
             other => other.into(),
         })?;
     let visible = settle(&state, position, ACCOUNT_MODELS).await;
+    // The projector's announcement reaches every API process; this one forgets at once.
+    state.credentials.forget_user(principal.user_id.as_uuid());
     Ok(mark(StatusCode::NO_CONTENT, visible))
 }

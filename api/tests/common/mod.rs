@@ -56,6 +56,8 @@ impl TestApp {
         let state = AppState::with_passwords(config, db.pool.clone(), passwords).expect("state");
         let (stop, stopped) = watch::channel(false);
         framegate_projections::read_models::spawn_all(db.pool.clone(), stopped.clone());
+        // As `framegate api` runs it: the credential cache is in play in every API test.
+        framegate_api::spawn_credentials_listener(&state, stopped.clone());
         let server_state = state.clone();
         let mut shutdown = stopped;
         tokio::spawn(async move {

@@ -4,7 +4,8 @@
 //! Written only by [`ApiKeysProjector`] from `User` events. A key stops working when it is
 //! revoked or when its owner is disabled: disabling stamps `revoked_at` on every live key of
 //! the user, so authentication needs only this table. `last_used_at` comes from
-//! `api_key_usage`, which the API writes on use and this projector never touches. In a batch
+//! `api_key_usage`, which the API writes on use and this projector never touches. A
+//! revocation or disabling is announced on `CREDENTIALS_CHANNEL` for the API's key cache. In a batch
 //! the issued keys go in with one multi-row insert; revocations and disablings are rare and
 //! go one by one, after the keys issued before them.
 
@@ -19,7 +20,7 @@ use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::batch::{self, decode_all, SetBased};
-use super::{aggregate_uuid, decode, expect_row, ProjectionError};
+use super::{aggregate_uuid, announce_credentials_changed, decode, expect_row, ProjectionError};
 use crate::log::StoredEvent;
 use crate::subscription::{BoxError, EventHandler, HandlerError};
 
@@ -194,6 +195,7 @@ async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), Pro
             expect_row(&result, || {
                 format!("ApiKeyRevoked for key {key_id} of user {user_id}, not in api_keys")
             })?;
+            announce_credentials_changed(conn, &[user_id]).await?;
         }
         UserEvent::UserDisabled { .. } => {
             sqlx::query(
@@ -203,6 +205,7 @@ async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), Pro
             .bind(at)
             .execute(&mut *conn)
             .await?;
+            announce_credentials_changed(conn, &[user_id]).await?;
         }
         UserEvent::UserRegistered { .. }
         | UserEvent::EmailVerificationIssued { .. }

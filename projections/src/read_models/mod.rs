@@ -34,6 +34,32 @@ pub use runner::{all, catch_up_all, spawn_all, wait_for, READ_MODELS};
 pub use users::{UserRow, UsersProjector};
 pub use videos::{VideoRow, VideosProjector};
 
+/// The channel on which the account projectors announce that what authenticates a user
+/// changed (a key revoked, the account disabled, its role changed), so that API processes
+/// can drop what they cached. The payload is the user's id, or [`CREDENTIALS_ALL`] when a
+/// whole read model was replaced. A notification is sent inside the projector's transaction,
+/// so it arrives only once the change is visible.
+pub const CREDENTIALS_CHANNEL: &str = "framegate_credentials";
+
+/// The payload that tells listeners to forget every cached credential.
+pub const CREDENTIALS_ALL: &str = "*";
+
+/// Announces on [`CREDENTIALS_CHANNEL`] that the credentials of `user_ids` changed.
+pub(crate) async fn announce_credentials_changed(
+    conn: &mut sqlx::PgConnection,
+    user_ids: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    if user_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("SELECT pg_notify($1, id::text) FROM unnest($2::uuid[]) AS id")
+        .bind(CREDENTIALS_CHANNEL)
+        .bind(user_ids)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Why a projector refused an event (wrapped in a `HandlerError` that names the event).
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {

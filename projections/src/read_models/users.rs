@@ -4,7 +4,8 @@
 //! Written only by [`UsersProjector`] from `User` events. Secrets (password hashes, pending
 //! tokens) stay in the event store: the commands that check them load the aggregate. A batch
 //! is folded per user and written with one insert of the new rows (their later events
-//! applied already) and one update of the rows that were there (see `batch`).
+//! applied already) and one update of the rows that were there (see `batch`). A role change
+//! or disabling is announced on `CREDENTIALS_CHANNEL` for the API's credential cache.
 
 use std::collections::{HashMap, HashSet};
 
@@ -17,7 +18,7 @@ use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::batch::{self, decode_all, expect_rows, SetBased};
-use super::{aggregate_uuid, decode, expect_row, ProjectionError};
+use super::{aggregate_uuid, announce_credentials_changed, decode, expect_row, ProjectionError};
 use crate::log::StoredEvent;
 use crate::subscription::{BoxError, EventHandler, HandlerError};
 
@@ -109,6 +110,12 @@ impl SetBased for UsersProjector {
             }
         }
         write_folds(conn, &folds).await?;
+        let changed: Vec<Uuid> = folds
+            .iter()
+            .filter(|f| f.role.is_some() || f.disabled)
+            .map(|f| f.id)
+            .collect();
+        announce_credentials_changed(conn, &changed).await?;
         Ok(())
     }
 }
@@ -239,76 +246,82 @@ struct NewRows<'f> {
 async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
     let id = aggregate_uuid(event)?;
     let at = event.recorded_at;
-    let result =
-        match decode::<UserEvent>(event)? {
-            UserEvent::UserRegistered {
-                user_id,
-                email,
-                role,
-                ..
-            } => {
-                // Later events update the row by aggregate id, so the two must agree.
-                if user_id.as_uuid() != id {
-                    return Err(ProjectionError::Inconsistent(format!(
-                        "UserRegistered names user {user_id} in aggregate {id}"
-                    )));
-                }
-                // A replay finds the row already there and leaves it alone.
-                sqlx::query(
-                    "INSERT INTO users (id, email, role, created_at, updated_at)
+    let result = match decode::<UserEvent>(event)? {
+        UserEvent::UserRegistered {
+            user_id,
+            email,
+            role,
+            ..
+        } => {
+            // Later events update the row by aggregate id, so the two must agree.
+            if user_id.as_uuid() != id {
+                return Err(ProjectionError::Inconsistent(format!(
+                    "UserRegistered names user {user_id} in aggregate {id}"
+                )));
+            }
+            // A replay finds the row already there and leaves it alone.
+            sqlx::query(
+                "INSERT INTO users (id, email, role, created_at, updated_at)
                  VALUES ($1, $2, $3, $4, $4)
                  ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(id)
-                .bind(email)
-                .bind(role.as_str())
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
-                return Ok(());
-            }
-            UserEvent::EmailVerified {} => {
-                sqlx::query(
-                    "UPDATE users SET email_verified = true, updated_at = GREATEST(updated_at, $2)
+            )
+            .bind(id)
+            .bind(email)
+            .bind(role.as_str())
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+            return Ok(());
+        }
+        UserEvent::EmailVerified {} => {
+            sqlx::query(
+                "UPDATE users SET email_verified = true, updated_at = GREATEST(updated_at, $2)
                   WHERE id = $1",
-                )
-                .bind(id)
-                .bind(at)
-                .execute(&mut *conn)
-                .await?
-            }
-            UserEvent::RoleChanged { role } => sqlx::query(
-                "UPDATE users SET role = $3, updated_at = GREATEST(updated_at, $2) WHERE id = $1",
+            )
+            .bind(id)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?
+        }
+        UserEvent::RoleChanged { role } => {
+            let result = sqlx::query(
+                "UPDATE users SET role = $3, updated_at = GREATEST(updated_at, $2)
+                      WHERE id = $1",
             )
             .bind(id)
             .bind(at)
             .bind(role.as_str())
             .execute(&mut *conn)
-            .await?,
-            UserEvent::UserDisabled { .. } => {
-                sqlx::query(
-                    "UPDATE users SET disabled = true, updated_at = GREATEST(updated_at, $2)
-                  WHERE id = $1",
-                )
+            .await?;
+            announce_credentials_changed(conn, &[id]).await?;
+            result
+        }
+        UserEvent::UserDisabled { .. } => {
+            let result = sqlx::query(
+                "UPDATE users SET disabled = true, updated_at = GREATEST(updated_at, $2)
+                      WHERE id = $1",
+            )
+            .bind(id)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+            announce_credentials_changed(conn, &[id]).await?;
+            result
+        }
+        // Nothing shown here changes, but the account did: keep updated_at honest.
+        UserEvent::EmailVerificationIssued { .. }
+        | UserEvent::PasswordChanged { .. }
+        | UserEvent::PasswordResetRequested { .. }
+        | UserEvent::PasswordResetCompleted { .. }
+        | UserEvent::ApiKeyIssued { .. }
+        | UserEvent::ApiKeyRevoked { .. } => {
+            sqlx::query("UPDATE users SET updated_at = GREATEST(updated_at, $2) WHERE id = $1")
                 .bind(id)
                 .bind(at)
                 .execute(&mut *conn)
                 .await?
-            }
-            // Nothing shown here changes, but the account did: keep updated_at honest.
-            UserEvent::EmailVerificationIssued { .. }
-            | UserEvent::PasswordChanged { .. }
-            | UserEvent::PasswordResetRequested { .. }
-            | UserEvent::PasswordResetCompleted { .. }
-            | UserEvent::ApiKeyIssued { .. }
-            | UserEvent::ApiKeyRevoked { .. } => {
-                sqlx::query("UPDATE users SET updated_at = GREATEST(updated_at, $2) WHERE id = $1")
-                    .bind(id)
-                    .bind(at)
-                    .execute(&mut *conn)
-                    .await?
-            }
-        };
+        }
+    };
     expect_row(&result, || {
         format!("{} for user {id}, who is not in users", event.event_type)
     })

@@ -8,6 +8,7 @@ use sqlx::{PgConnection, PgPool};
 
 use super::{ReadModel, ReplayError, TableComparison};
 use crate::log::{LogPosition, StoredEvent};
+use crate::read_models::{CREDENTIALS_ALL, CREDENTIALS_CHANNEL};
 
 /// A quoted SQL identifier.
 fn ident(name: &str) -> String {
@@ -283,6 +284,12 @@ pub(super) async fn swap(conn: &mut PgConnection, model: &ReadModel) -> Result<(
     .bind(&model.subscription)
     .execute(&mut *conn)
     .await?;
+    // What API processes cached from the old tables may differ from the new ones.
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CREDENTIALS_CHANNEL)
+        .bind(CREDENTIALS_ALL)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

@@ -1,6 +1,11 @@
 //! Shared set-up of the read-model tests: commands through the real `EventStore`, and the
 //! deterministic drain of every projector.
 
+#![allow(
+    dead_code,
+    reason = "each test file uses a different subset of the helpers"
+)]
+
 use chrono::Utc;
 use framegate_commands::{Actor, CommandMetadata, EventStore};
 use framegate_domain::{
