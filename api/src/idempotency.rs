@@ -11,15 +11,21 @@
 //!
 //! The handler runs in its own task, so a client that disconnects mid-request neither cancels
 //! the work nor leaves the key stuck "in progress": the outcome is still recorded.
+//!
+//! Stored bodies are sealed ([`ResponseSeal`]): some responses carry a secret shown once (a
+//! new API key, the tokens of a login or refresh), and the table must not hold it in clear.
 
 use std::time::Duration;
 
+use aes_gcm::aead::{Aead as _, AeadCore as _, KeyInit as _, OsRng, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
 use axum::body::{Body, Bytes, HttpBody as _};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use sha2::{Digest as _, Sha256};
 use sqlx::PgPool;
@@ -29,6 +35,68 @@ use crate::auth::authenticate;
 use crate::error::ApiError;
 use crate::rate_limit::client_ip;
 use crate::state::AppState;
+
+/// Encrypts stored response bodies with AES-256-GCM under a key derived from the server's
+/// JWT secret, bound to the record's scope and key (a row copied to another key does not
+/// open). A body sealed under another secret (a development server restarted with a new
+/// random one) does not open either; the retry is then told so instead of replayed.
+#[derive(Clone)]
+pub struct ResponseSeal {
+    cipher: Aes256Gcm,
+}
+
+const NONCE_LEN: usize = 12;
+
+impl ResponseSeal {
+    pub fn derive(secret: &[u8]) -> Self {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC accepts keys of any length");
+        mac.update(b"framegate idempotency response seal v1");
+        let key = mac.finalize().into_bytes();
+        Self {
+            cipher: Aes256Gcm::new(&key),
+        }
+    }
+
+    /// `nonce || ciphertext+tag`.
+    pub fn seal(&self, body: &[u8], scope: &str, key: &str) -> Vec<u8> {
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let aad = Self::aad(scope, key);
+        let sealed = self
+            .cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: body,
+                    aad: &aad,
+                },
+            )
+            .expect("AES-GCM encrypts any body under 64 GiB");
+        [nonce.as_slice(), &sealed].concat()
+    }
+
+    pub fn open(&self, sealed: &[u8], scope: &str, key: &str) -> Option<Vec<u8>> {
+        if sealed.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        let aad = Self::aad(scope, key);
+        self.cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad,
+                },
+            )
+            .ok()
+    }
+
+    fn aad(scope: &str, key: &str) -> Vec<u8> {
+        // Both are visible ASCII without NUL (keys are checked, scopes are ours).
+        [scope.as_bytes(), b"\0", key.as_bytes()].concat()
+    }
+}
 
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 pub const IDEMPOTENCY_REPLAYED: HeaderName = HeaderName::from_static("idempotency-replayed");
@@ -296,7 +364,16 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     } else {
         state.config.body_limit
     };
-    execute_once(&state.pool, &scope, &key, body_limit, request, next).await
+    execute_once(
+        &state.pool,
+        &state.response_seal,
+        &scope,
+        &key,
+        body_limit,
+        request,
+        next,
+    )
+    .await
 }
 
 /// Runs `request` at most once per `(scope, key)`: the protocol of this module for one
@@ -304,6 +381,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
 #[tracing::instrument(skip_all, fields(%scope, idempotency_key = %key))]
 pub async fn execute_once(
     pool: &PgPool,
+    seal: &ResponseSeal,
     scope: &str,
     key: &str,
     body_limit: usize,
@@ -318,8 +396,20 @@ pub async fn execute_once(
     let request_hash = fingerprint(&parts.method, &parts.uri, &bytes);
     let claim = match begin(pool, scope, key, &request_hash).await {
         Err(error) => return ApiError::from(error).into_response(),
-        Ok(Begin::Replay(stored)) => {
+        Ok(Begin::Replay(mut stored)) => {
+            let Some(body) = seal.open(&stored.body, scope, key) else {
+                tracing::warn!("the stored response does not open under this server's secret");
+                return ApiError::Conflict {
+                    code: "idempotency_response_unavailable",
+                    message: "the response stored for this Idempotency-Key can no longer be read \
+                              (the server's secret changed); check whether the first request \
+                              took effect, then use a new key"
+                        .to_owned(),
+                }
+                .into_response();
+            };
             tracing::debug!("replaying the stored response");
+            stored.body = body;
             return stored.into_replay();
         }
         Ok(Begin::Mismatch) => {
@@ -348,9 +438,10 @@ pub async fn execute_once(
     let request = Request::from_parts(parts, Body::from(bytes));
     let task_pool = pool.clone();
     let task_claim = claim.clone();
+    let task_seal = seal.clone();
     let work = async move {
         let response = next.run(request).await;
-        settle(&task_pool, &task_claim, response).await
+        settle(&task_pool, &task_seal, &task_claim, response).await
     }
     .instrument(tracing::Span::current());
     // Task-locals do not follow a spawned task; the request id must (problem documents).
@@ -413,7 +504,7 @@ fn is_final(status: StatusCode) -> bool {
 }
 
 /// Stores or releases the claim according to the handler's response, and returns it.
-async fn settle(pool: &PgPool, claim: &Claim, response: Response) -> Response {
+async fn settle(pool: &PgPool, seal: &ResponseSeal, claim: &Claim, response: Response) -> Response {
     let status = response.status();
     let storable = response
         .body()
@@ -441,7 +532,7 @@ async fn settle(pool: &PgPool, claim: &Claim, response: Response) -> Response {
     };
     let stored = StoredResponse {
         status,
-        body: bytes.to_vec(),
+        body: seal.seal(&bytes, &claim.scope, &claim.key),
         content_type: parts
             .headers
             .get(header::CONTENT_TYPE)
@@ -468,6 +559,31 @@ mod tests {
             HeaderValue::from_bytes(key).expect("header value"),
         );
         request
+    }
+
+    #[test]
+    fn a_sealed_body_opens_only_with_its_secret_scope_and_key() {
+        let seal = ResponseSeal::derive(b"server secret");
+        let body = br#"{"secret":"fg_abc"}"#;
+        let sealed = seal.seal(body, "user:1", "k1");
+        assert!(!sealed.windows(6).any(|w| w == b"fg_abc"));
+        assert_ne!(
+            sealed,
+            seal.seal(body, "user:1", "k1"),
+            "a fresh nonce each time"
+        );
+        assert_eq!(
+            seal.open(&sealed, "user:1", "k1").as_deref(),
+            Some(&body[..])
+        );
+        assert_eq!(seal.open(&sealed, "user:2", "k1"), None);
+        assert_eq!(seal.open(&sealed, "user:1", "k2"), None);
+        let other = ResponseSeal::derive(b"another secret");
+        assert_eq!(other.open(&sealed, "user:1", "k1"), None);
+        let mut tampered = sealed.clone();
+        *tampered.last_mut().expect("bytes") ^= 1;
+        assert_eq!(seal.open(&tampered, "user:1", "k1"), None);
+        assert_eq!(seal.open(&sealed[..5], "user:1", "k1"), None);
     }
 
     #[test]

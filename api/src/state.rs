@@ -11,6 +11,7 @@ use crate::auth::api_keys::UsageTracker;
 use crate::auth::cache::CredentialCache;
 use crate::auth::jwt::TokenKeys;
 use crate::config::ApiConfig;
+use crate::idempotency::ResponseSeal;
 use crate::images::{ImageProcessor, Moderation};
 use crate::mail::Mailer;
 use crate::rate_limit::RateLimits;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub key_usage: Arc<UsageTracker>,
     /// Callers' keys and account state; answers only while `spawn_credentials_listener` runs.
     pub credentials: Arc<CredentialCache>,
+    /// Encrypts the responses kept for Idempotency-Key replays.
+    pub response_seal: ResponseSeal,
     /// Uploaded images and generated videos. The filesystem adapter from `config.blobs`
     /// unless [`AppState::with_blobs`] replaced it (S3 needs an async start-up).
     pub blobs: Blobs,
@@ -72,6 +75,7 @@ impl AppState {
             limits: Arc::new(RateLimits::new(&config.rate)),
             key_usage: Arc::new(UsageTracker::default()),
             credentials: Arc::new(CredentialCache::default()),
+            response_seal: ResponseSeal::derive(&config.jwt_secret),
             passwords,
             pool,
             config: Arc::new(config),

@@ -14,7 +14,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use framegate_api::idempotency::{
     abandon, begin, complete, execute_once, fingerprint, purge_expired, requested_key, Begin,
-    StoredResponse,
+    ResponseSeal, StoredResponse,
 };
 use framegate_commands::testing::TestDatabase;
 use http_body_util::BodyExt as _;
@@ -235,7 +235,10 @@ fn app(pool: PgPool, handlers: Handlers) -> Router {
                 match requested_key(&request) {
                     None => next.run(request).await,
                     Some(Err(error)) => error.into_response(),
-                    Some(Ok(key)) => execute_once(&pool, SCOPE, &key, 1024, request, next).await,
+                    Some(Ok(key)) => {
+                        let seal = ResponseSeal::derive(b"middleware test secret");
+                        execute_once(&pool, &seal, SCOPE, &key, 1024, request, next).await
+                    }
                 }
             }
         }))

@@ -425,6 +425,48 @@ async fn an_idempotency_key_replays_the_first_response_and_refuses_a_different_b
     );
     let second: Value = second.json().await.expect("json");
     assert_eq!(first, second, "the stored first response, secret included");
+    // ... which the table keeps sealed: neither the secret nor any of the body is in clear.
+    let secret = first["secret"].as_str().expect("secret");
+    let stored: Vec<u8> =
+        sqlx::query_scalar("SELECT response_body FROM idempotency_keys WHERE key = 'create-key-1'")
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("stored response");
+    let stored_text = String::from_utf8_lossy(&stored);
+    assert!(
+        !stored_text.contains(secret),
+        "the key's secret is stored in clear"
+    );
+    assert!(
+        !stored_text.contains("deploy"),
+        "the response is stored in clear"
+    );
+    // A record moved to another key does not open: the retry is refused, not replayed.
+    sqlx::query(
+        "INSERT INTO idempotency_keys (scope, key, request_hash, status_code, response_body,
+                                       content_type, created_at)
+         SELECT scope, 'create-key-2', request_hash, status_code, response_body, content_type,
+                created_at
+           FROM idempotency_keys WHERE key = 'create-key-1'",
+    )
+    .execute(&app.db.pool)
+    .await
+    .expect("copy");
+    let moved = app
+        .client
+        .post(app.url("/v1/api-keys"))
+        .bearer_auth(&token)
+        .header("Idempotency-Key", "create-key-2")
+        .json(&json!({"name": "deploy"}))
+        .send()
+        .await
+        .expect("send");
+    assert_problem(
+        moved,
+        StatusCode::CONFLICT,
+        "idempotency_response_unavailable",
+    )
+    .await;
     let keys: Value = app
         .get("/v1/api-keys", Some(&token))
         .await
