@@ -31,7 +31,7 @@ use sha2::{Digest as _, Sha256};
 use sqlx::PgPool;
 use tracing::Instrument as _;
 
-use crate::auth::authenticate;
+use crate::auth::{authenticate, Principal};
 use crate::error::ApiError;
 use crate::rate_limit::client_ip;
 use crate::state::AppState;
@@ -343,7 +343,11 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         Some(Err(error)) => return error.into_response(),
         Some(Ok(key)) => key,
     };
-    let scope = match authenticate(&state, request.headers()).await {
+    let resolved = match request.extensions().get::<Principal>() {
+        Some(principal) => Ok(Some(principal.clone())),
+        None => authenticate(&state, request.headers()).await,
+    };
+    let scope = match resolved {
         Ok(Some(principal)) => principal.scope(),
         Ok(None) => {
             let connect = request

@@ -6,10 +6,11 @@
 //! reported to the caller in the IETF draft `RateLimit-Limit` / `RateLimit-Remaining` /
 //! `RateLimit-Reset` headers, and a refusal is a 429 problem with `Retry-After`.
 //!
-//! Who is checked where: `layer` charges the IP bucket for requests without an
-//! `Authorization` header before they run; requests with one are charged to their principal by
-//! the `Principal` extractor (`check_principal`), and charged to the IP after all if their
-//! credentials turn out to be bad (a 401), so guessing tokens is not free.
+//! Who is checked where: `layer` resolves the caller before the request runs and charges
+//! either the user's bucket (good credentials) or the IP's (none, or credentials that do not
+//! authenticate, on any route), so neither guessing tokens nor sending junk credentials to a
+//! public endpoint escapes the limit. The `Principal` extractor charges only on routers
+//! without the layer.
 
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -18,14 +19,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, Extensions, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, Extensions, HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::Clock as _;
 use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::auth::Principal;
+use crate::auth::{authenticate, Principal};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -243,14 +244,38 @@ fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
 }
 
 /// Middleware (`axum::middleware::from_fn_with_state`) applying the limits to every request.
-pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    enforce(&state.limits, state.config.trust_proxy, request, next).await
+///
+/// It resolves the caller first (the credential cache makes that cheap) and leaves the
+/// `Principal` in the request's extensions for the extractor, so the bucket is charged once,
+/// before any work: to the user when the credentials are good, to the IP otherwise, whatever
+/// the route does with them.
+pub async fn layer(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let principal = if request.headers().contains_key(header::AUTHORIZATION) {
+        // A refusal (bad token, database away) is the handler's to report; here the caller
+        // simply counts as anonymous.
+        authenticate(&state, request.headers()).await.ok().flatten()
+    } else {
+        None
+    };
+    if let Some(principal) = &principal {
+        request.extensions_mut().insert(principal.clone());
+    }
+    enforce(
+        &state.limits,
+        state.config.trust_proxy,
+        principal.as_ref(),
+        request,
+        next,
+    )
+    .await
 }
 
-/// What `layer` does, without the application state (usable from tests and other routers).
+/// What `layer` does once the caller is known (`None`: anonymous, or credentials that do
+/// not authenticate), without the application state (usable from tests and other routers).
 pub async fn enforce(
     limits: &RateLimits,
     trust_proxy: bool,
+    principal: Option<&Principal>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -261,25 +286,23 @@ pub async fn enforce(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| *addr);
     let ip = client_ip(request.headers(), connect, trust_proxy);
-    let has_credentials = request.headers().contains_key(header::AUTHORIZATION);
 
-    let mut response = if has_credentials {
-        next.run(request).await
-    } else {
-        match check(&limits.anonymous, &bucket_ip(ip), Some(&slot)) {
-            Ok(()) => next.run(request).await,
-            Err(refused) => {
-                tracing::info!(%ip, "anonymous rate limit reached");
-                refused.into_response()
+    let allowed = match principal {
+        Some(principal) => check(&limits.principals, &principal.scope(), Some(&slot)),
+        None => check(&limits.anonymous, &bucket_ip(ip), Some(&slot)),
+    };
+    let mut response = match allowed {
+        Ok(()) => next.run(request).await,
+        Err(refused) => {
+            match principal {
+                Some(principal) => {
+                    tracing::info!(user = %principal.user_id, "user rate limit reached")
+                }
+                None => tracing::info!(%ip, "anonymous rate limit reached"),
             }
+            refused.into_response()
         }
     };
-
-    if has_credentials && response.status() == StatusCode::UNAUTHORIZED {
-        // Bad credentials cost the IP like an anonymous call; the refusal itself shows on
-        // the caller's next attempt without credentials (and in the headers now).
-        let _ = check(&limits.anonymous, &bucket_ip(ip), Some(&slot));
-    }
     if let Some(info) = slot.get() {
         info.apply(response.headers_mut());
     }
@@ -288,6 +311,7 @@ pub async fn enforce(
 
 #[cfg(test)]
 mod tests {
+    use axum::http::StatusCode;
     use framegate_domain::{Role, UserId};
     use uuid::Uuid;
 

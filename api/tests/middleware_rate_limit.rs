@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, Extensions, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -26,24 +26,24 @@ struct TestState {
     user: Principal,
 }
 
-/// Stands in for the `Principal` extractor: "Bearer good" is the user, anything else a 401.
-async fn private(
-    State(state): State<TestState>,
-    headers: HeaderMap,
-    ext: Extensions,
-) -> Result<&'static str, ApiError> {
-    if headers
+/// Stands in for authentication: "Bearer good" is the user, anything else nobody.
+fn resolve(headers: &HeaderMap, user: &Principal) -> Option<Principal> {
+    (headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        != Some("Bearer good")
-    {
-        return Err(ApiError::unauthenticated(
+        == Some("Bearer good"))
+    .then(|| user.clone())
+}
+
+/// Stands in for the `Principal` extractor: a 401 unless the layer resolved the user.
+async fn private(ext: Extensions) -> Result<&'static str, ApiError> {
+    match ext.get::<Principal>() {
+        Some(_) => Ok("secret"),
+        None => Err(ApiError::unauthenticated(
             "invalid_credentials",
             "bad token",
-        ));
+        )),
     }
-    state.limits.check_principal(&state.user, &ext)?;
-    Ok("secret")
 }
 
 fn app(config: RateConfig, trust_proxy: bool) -> Router {
@@ -58,12 +58,17 @@ fn app(config: RateConfig, trust_proxy: bool) -> Router {
         },
     };
     let limits = state.limits.clone();
+    let user = state.user.clone();
     Router::new()
         .route("/public", get(|| async { "hello" }))
         .route("/private", get(private))
-        .layer(middleware::from_fn(move |request: Request, next: Next| {
+        .layer(middleware::from_fn(move |mut request: Request, next: Next| {
             let limits = limits.clone();
-            async move { enforce(&limits, trust_proxy, request, next).await }
+            let principal = resolve(request.headers(), &user);
+            if let Some(principal) = &principal {
+                request.extensions_mut().insert(principal.clone());
+            }
+            async move { enforce(&limits, trust_proxy, principal.as_ref(), request, next).await }
         }))
         .with_state(state)
 }
@@ -282,4 +287,31 @@ async fn forwarded_for_decides_the_bucket_only_behind_a_trusted_proxy() {
         StatusCode::TOO_MANY_REQUESTS,
         "a spoofed header does not buy a fresh bucket"
     );
+}
+
+#[tokio::test]
+async fn credentials_sent_to_a_public_route_do_not_escape_the_ip_limit() {
+    let app = app(
+        RateConfig {
+            anonymous_per_minute: 2,
+            ..RateConfig::default()
+        },
+        false,
+    );
+    let peer = "192.0.2.1:1000";
+    for _ in 0..2 {
+        let response = app
+            .clone()
+            .oneshot(from_peer("/public", peer, Some("junk")))
+            .await
+            .expect("call");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let refused = app
+        .clone()
+        .oneshot(from_peer("/public", peer, Some("another junk")))
+        .await
+        .expect("call");
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(code(refused).await, "rate_limited");
 }

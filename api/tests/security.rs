@@ -505,6 +505,32 @@ async fn anonymous_callers_are_rate_limited_per_ip_with_retry_after() {
 }
 
 #[tokio::test]
+async fn junk_credentials_on_public_endpoints_count_against_the_ip() {
+    let app = TestApp::with_config(|c| c.rate.anonymous_per_minute = 3).await;
+    let register = |n: usize| {
+        app.client
+            .post(app.url("/v1/auth/register"))
+            .bearer_auth("not-a-token")
+            .json(&json!({"email": format!("flood{n}@example.com"), "password": common::PASSWORD}))
+            .send()
+    };
+    for n in 0..3 {
+        assert_eq!(
+            register(n).await.expect("send").status(),
+            StatusCode::CREATED
+        );
+    }
+    let limited = register(3).await.expect("send");
+    assert_problem(limited, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    let registered: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'UserRegistered'")
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("count");
+    assert_eq!(registered, 3, "the refused registration did not run");
+}
+
+#[tokio::test]
 async fn login_attempts_are_limited_per_account() {
     let app = TestApp::with_config(|c| c.rate.login_per_minute = 3).await;
     app.register("brute@example.com").await;

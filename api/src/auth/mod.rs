@@ -129,6 +129,7 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // Resolved (and charged) by the rate-limit layer already.
         if let Some(principal) = parts.extensions.get::<Principal>() {
             return Ok(principal.clone());
         }
