@@ -310,3 +310,63 @@ async fn health_reports_postgres_and_the_openapi_document_lists_the_endpoints() 
     assert_eq!(docs.status(), StatusCode::OK);
     assert!(docs.text().await.expect("html").contains("/openapi.json"));
 }
+
+#[tokio::test]
+async fn without_postgres_readiness_is_503_and_requests_get_dependency_unavailable() {
+    use tower::ServiceExt as _;
+
+    // A pool whose server is not there: port 1 refuses connections.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_secs(2))
+        .connect_lazy("postgres://postgres@127.0.0.1:1/framegate")
+        .expect("lazy pool");
+    let params = argon2::Params::new(1024, 1, 1, None).expect("params");
+    let hasher =
+        framegate_commands::passwords::PasswordHasher::with_params(params, 1).expect("hasher");
+    let state = framegate_api::AppState::with_passwords(
+        framegate_api::config::ApiConfig::development(),
+        pool,
+        hasher,
+    )
+    .expect("state");
+    let router = framegate_api::router(state);
+    let call = |request: axum::http::Request<axum::body::Body>| router.clone().oneshot(request);
+
+    let ready = call(
+        axum::http::Request::get("/health/ready")
+            .body(axum::body::Body::empty())
+            .expect("request"),
+    )
+    .await
+    .expect("response");
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE.as_u16());
+    let body = http_body_util::BodyExt::collect(ready.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    let ready: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(ready["status"], "unavailable");
+    assert_eq!(ready["postgres"]["status"], "down");
+    assert!(
+        !ready.to_string().contains("127.0.0.1"),
+        "connection details stay in the log: {ready}"
+    );
+
+    let login = call(
+        axum::http::Request::post("/v1/auth/login")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(
+                json!({"email": "a@example.com", "password": PASSWORD}).to_string(),
+            ))
+            .expect("request"),
+    )
+    .await
+    .expect("response");
+    assert_eq!(login.status(), StatusCode::SERVICE_UNAVAILABLE.as_u16());
+    let body = http_body_util::BodyExt::collect(login.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    let problem: Value = serde_json::from_slice(&body).expect("problem json");
+    assert_eq!(problem["code"], "dependency_unavailable");
+}

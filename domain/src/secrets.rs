@@ -71,6 +71,16 @@ pub fn hash_token(token: &str) -> TokenHash {
 impl TokenHash {
     /// Whether `token` is the secret this hash was made from.
     pub fn matches(&self, token: &str) -> bool {
-        hash_token(token).0 == self.0
+        constant_time_eq(hash_token(token).0.as_bytes(), self.0.as_bytes())
     }
+}
+
+/// Compares without stopping at the first difference, so the time taken says nothing about
+/// how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let difference = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(difference) == 0
 }

@@ -41,11 +41,15 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
             latency_ms: Some(started.elapsed().as_secs_f64() * 1000.0),
             error: None,
         },
-        Err(error) => DependencyStatus {
-            status: "down",
-            latency_ms: None,
-            error: Some(error.to_string()),
-        },
+        Err(error) => {
+            // The detail (host names, roles) is for the operator's log, not for any caller.
+            tracing::warn!(%error, "readiness: Postgres does not answer");
+            DependencyStatus {
+                status: "down",
+                latency_ms: None,
+                error: Some("Postgres does not answer".to_owned()),
+            }
+        }
     };
     let up = postgres.status == "up";
     let status = if up {
