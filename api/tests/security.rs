@@ -541,3 +541,86 @@ async fn login_attempts_are_limited_per_account() {
     let limited = app.login("brute@example.com", common::PASSWORD).await;
     assert_problem(limited, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
 }
+
+#[tokio::test]
+async fn an_api_key_can_do_only_what_its_scopes_allow_and_cannot_mint_a_wider_key() {
+    let app = TestApp::spawn().await;
+    let (_, token, _) = app.signed_in_user("scopes@example.com").await;
+    let key = |scopes: Value| {
+        let app = &app;
+        let token = token.clone();
+        async move {
+            let created: Value = app
+                .post(
+                    "/v1/api-keys",
+                    Some(&token),
+                    json!({"name": "k", "scopes": scopes}),
+                )
+                .await
+                .json()
+                .await
+                .expect("json");
+            created["secret"].as_str().expect("secret").to_owned()
+        }
+    };
+    let credits_only = key(json!(["credits:read"])).await;
+    let videos_read = key(json!(["videos:read"])).await;
+    let everything = key(json!([])).await;
+
+    assert_eq!(
+        app.get("/v1/credits", Some(&credits_only)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get("/v1/me", Some(&credits_only)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get("/v1/api-keys", Some(&credits_only)).await.status(),
+        StatusCode::OK
+    );
+    let videos = app.get("/v1/videos", Some(&credits_only)).await;
+    assert_problem(videos, StatusCode::FORBIDDEN, "insufficient_scope").await;
+    let images = app.get("/v1/images", Some(&credits_only)).await;
+    assert_problem(images, StatusCode::FORBIDDEN, "insufficient_scope").await;
+    let wider = app
+        .post(
+            "/v1/api-keys",
+            Some(&credits_only),
+            json!({"name": "wider"}),
+        )
+        .await;
+    assert_problem(wider, StatusCode::FORBIDDEN, "insufficient_scope").await;
+
+    assert_eq!(
+        app.get("/v1/videos", Some(&videos_read)).await.status(),
+        StatusCode::OK
+    );
+    let request = app
+        .post(
+            "/v1/videos",
+            Some(&videos_read),
+            json!({"prompt": "a scope test", "provider": "simulator", "duration_seconds": 2}),
+        )
+        .await;
+    assert_problem(request, StatusCode::FORBIDDEN, "insufficient_scope").await;
+    let credits = app.get("/v1/credits", Some(&videos_read)).await;
+    assert_problem(credits, StatusCode::FORBIDDEN, "insufficient_scope").await;
+
+    // A key created without scopes holds them all, and may manage keys like a session.
+    let minted = app
+        .post("/v1/api-keys", Some(&everything), json!({"name": "minted"}))
+        .await;
+    assert_eq!(minted.status(), StatusCode::CREATED);
+    let keys: Value = app
+        .get("/v1/api-keys", Some(&token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        keys.as_array().map(Vec::len),
+        Some(4),
+        "the refused mint created nothing"
+    );
+}

@@ -73,7 +73,10 @@ pub async fn authenticate(state: &AppState, secret: &str) -> Result<Principal, A
         } else {
             Role::User
         },
-        credential: Credential::ApiKey { key_id: key.key_id },
+        credential: Credential::ApiKey {
+            key_id: key.key_id,
+            scopes: key.scopes,
+        },
     })
 }
 

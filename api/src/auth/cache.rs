@@ -240,6 +240,7 @@ mod tests {
         KeyOwner {
             key_id: Uuid::new_v4(),
             user_id,
+            scopes: vec!["credits:read".to_owned()],
             revoked: false,
             role: "user".to_owned(),
             disabled: false,

@@ -26,7 +26,42 @@ use crate::state::AppState;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {
     AccessToken { jti: Uuid },
-    ApiKey { key_id: Uuid },
+    ApiKey { key_id: Uuid, scopes: Vec<String> },
+}
+
+/// What a request needs from an API key's scopes, decided by its method and path. Access
+/// tokens (a signed-in user) may do everything their role allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Any key of the user.
+    Any,
+    Scope(&'static str),
+    /// A key holding every scope: managing keys (so a narrow key cannot mint a wider one),
+    /// the admin endpoints, and any route not named here.
+    Full,
+}
+
+impl Access {
+    pub fn of(method: &axum::http::Method, path: &str) -> Self {
+        use axum::http::Method;
+        let read = method == Method::GET || method == Method::HEAD;
+        // With or without the `/v1` that nesting strips from the handlers' view of the URI.
+        let rest = path.strip_prefix("/v1").unwrap_or(path);
+        let head = rest
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        match head {
+            "videos" | "providers" if read => Self::Scope("videos:read"),
+            "videos" => Self::Scope("videos:write"),
+            "images" if read => Self::Scope("images:read"),
+            "images" => Self::Scope("images:write"),
+            "credits" if read => Self::Scope("credits:read"),
+            "me" | "api-keys" if read => Self::Any,
+            _ => Self::Full,
+        }
+    }
 }
 
 /// An authenticated caller.
@@ -40,6 +75,41 @@ pub struct Principal {
 impl Principal {
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
+    }
+
+    /// Refuses (403 `insufficient_scope`) an API key whose scopes do not cover `access`.
+    pub fn check_access(&self, access: Access) -> Result<(), ApiError> {
+        let Credential::ApiKey { scopes, .. } = &self.credential else {
+            return Ok(());
+        };
+        // Writing a resource includes reading it (keys minted before `images:read` existed
+        // hold `images:write` alone).
+        let holds = |scope: &str| {
+            let write = scope
+                .strip_suffix(":read")
+                .map(|kind| format!("{kind}:write"));
+            scopes
+                .iter()
+                .any(|held| held == scope || write.as_deref() == Some(held.as_str()))
+        };
+        let (allowed, needed) = match access {
+            Access::Any => (true, String::new()),
+            Access::Scope(scope) => (holds(scope), format!("the scope {scope:?}")),
+            Access::Full => (
+                crate::handlers::api_keys::SCOPES
+                    .iter()
+                    .all(|scope| holds(scope)),
+                "a key with every scope (or a signed-in session)".to_owned(),
+            ),
+        };
+        if allowed {
+            return Ok(());
+        }
+        Err(ApiError::BadRequest {
+            status: axum::http::StatusCode::FORBIDDEN,
+            code: "insufficient_scope",
+            message: format!("this API key lacks {needed} for this request"),
+        })
     }
 
     /// The key rate limits and idempotency records are kept under.
@@ -129,8 +199,14 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let path = parts
+            .extensions
+            .get::<axum::extract::OriginalUri>()
+            .map_or_else(|| parts.uri.path().to_owned(), |uri| uri.path().to_owned());
+        let access = Access::of(&parts.method, &path);
         // Resolved (and charged) by the rate-limit layer already.
         if let Some(principal) = parts.extensions.get::<Principal>() {
+            principal.check_access(access)?;
             return Ok(principal.clone());
         }
         let principal = authenticate(state, &parts.headers).await?.ok_or_else(|| {
@@ -142,6 +218,7 @@ impl FromRequestParts<AppState> for Principal {
         state
             .limits
             .check_principal(&principal, &parts.extensions)?;
+        principal.check_access(access)?;
         parts.extensions.insert(principal.clone());
         Ok(principal)
     }
@@ -160,5 +237,91 @@ impl FromRequestParts<AppState> for Admin {
         } else {
             Err(ApiError::Forbidden)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Method;
+
+    use super::*;
+
+    #[test]
+    fn each_route_family_needs_its_scope_with_or_without_the_v1_prefix() {
+        for (method, path, access) in [
+            (Method::GET, "/v1/videos", Access::Scope("videos:read")),
+            (
+                Method::GET,
+                "/videos/abc/events",
+                Access::Scope("videos:read"),
+            ),
+            (Method::GET, "/providers", Access::Scope("videos:read")),
+            (Method::POST, "/v1/videos", Access::Scope("videos:write")),
+            (
+                Method::POST,
+                "/videos/abc/cancel",
+                Access::Scope("videos:write"),
+            ),
+            (Method::GET, "/images/abc", Access::Scope("images:read")),
+            (
+                Method::DELETE,
+                "/v1/images/abc",
+                Access::Scope("images:write"),
+            ),
+            (
+                Method::GET,
+                "/credits/ledger",
+                Access::Scope("credits:read"),
+            ),
+            (Method::GET, "/me", Access::Any),
+            (Method::GET, "/api-keys", Access::Any),
+            (Method::POST, "/api-keys", Access::Full),
+            (Method::DELETE, "/v1/api-keys/abc", Access::Full),
+            (Method::GET, "/admin/users", Access::Full),
+            (Method::POST, "/credits", Access::Full),
+        ] {
+            assert_eq!(Access::of(&method, path), access, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn only_api_keys_are_limited_by_scopes() {
+        let user_id = UserId::from_uuid(Uuid::new_v4());
+        let token = Principal {
+            user_id,
+            role: Role::User,
+            credential: Credential::AccessToken {
+                jti: Uuid::new_v4(),
+            },
+        };
+        assert!(token.check_access(Access::Full).is_ok());
+        let key = |scopes: &[&str]| Principal {
+            credential: Credential::ApiKey {
+                key_id: Uuid::new_v4(),
+                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            },
+            ..token.clone()
+        };
+        let narrow = key(&["credits:read"]);
+        assert!(narrow.check_access(Access::Scope("credits:read")).is_ok());
+        assert!(narrow.check_access(Access::Any).is_ok());
+        let refused = narrow
+            .check_access(Access::Scope("videos:read"))
+            .expect_err("refused");
+        assert_eq!(refused.code(), "insufficient_scope");
+        assert!(narrow.check_access(Access::Full).is_err());
+        assert!(key(crate::handlers::api_keys::SCOPES)
+            .check_access(Access::Full)
+            .is_ok());
+        let writer = key(&["images:write"]);
+        assert!(writer.check_access(Access::Scope("images:read")).is_ok());
+        assert!(writer.check_access(Access::Scope("videos:read")).is_err());
+        let legacy_default = key(&[
+            "videos:read",
+            "videos:write",
+            "images:write",
+            "credits:read",
+        ]);
+        assert!(legacy_default.check_access(Access::Full).is_ok());
     }
 }

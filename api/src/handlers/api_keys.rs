@@ -20,10 +20,12 @@ use crate::error::ApiError;
 use crate::extract::{user_agent, ApiJson, ClientIp};
 use crate::state::AppState;
 
-/// Scopes a key may carry. Keys without scopes get all of them.
+/// Scopes a key may carry. Keys created without scopes get all of them. What each allows is
+/// `auth::Access::of`; managing keys and the admin endpoints need a key holding all of them.
 pub const SCOPES: &[&str] = &[
     "videos:read",
     "videos:write",
+    "images:read",
     "images:write",
     "credits:read",
 ];
@@ -32,6 +34,10 @@ pub const SCOPES: &[&str] = &[
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     pub name: String,
+    /// Any of `videos:read`, `videos:write`, `images:read`, `images:write`, `credits:read`
+    /// (a write scope includes reading); none means all. Creating or revoking keys and the
+    /// admin endpoints need a key with every scope; a narrower key gets 403
+    /// `insufficient_scope` outside its scopes.
     #[serde(default)]
     pub scopes: Vec<String>,
 }

@@ -246,6 +246,7 @@ pub async fn list_for_user(pool: &PgPool, user_id: UserId) -> Result<Vec<ApiKeyR
 pub struct KeyOwner {
     pub key_id: Uuid,
     pub user_id: Uuid,
+    pub scopes: Vec<String>,
     pub revoked: bool,
     pub role: String,
     pub disabled: bool,
@@ -257,7 +258,7 @@ pub async fn find_owner_by_hash(
     key_hash: &str,
 ) -> Result<Option<KeyOwner>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT k.id AS key_id, k.user_id, k.revoked_at IS NOT NULL AS revoked,
+        "SELECT k.id AS key_id, k.user_id, k.scopes, k.revoked_at IS NOT NULL AS revoked,
                 u.role, u.disabled
            FROM api_keys k JOIN users u ON u.id = k.user_id
           WHERE k.key_hash = $1",
