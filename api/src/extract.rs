@@ -71,6 +71,51 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     }
 }
 
+/// `Path<T>` whose rejection is a problem: 400 `invalid_path` naming what did not parse (an
+/// id that is not a UUID, say).
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(ApiError::BadRequest {
+                status: StatusCode::BAD_REQUEST,
+                code: "invalid_path",
+                message: rejection.body_text(),
+            }),
+        }
+    }
+}
+
+/// `Query<T>` whose rejection is a problem: 400 `invalid_query` naming the parameter.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(ApiError::BadRequest {
+                status: StatusCode::BAD_REQUEST,
+                code: "invalid_query",
+                message: rejection.body_text(),
+            }),
+        }
+    }
+}
+
 /// The caller's IP address (see `rate_limit::client_ip` for proxies).
 pub struct ClientIp(pub IpAddr);
 

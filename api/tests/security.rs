@@ -624,3 +624,34 @@ async fn an_api_key_can_do_only_what_its_scopes_allow_and_cannot_mint_a_wider_ke
         "the refused mint created nothing"
     );
 }
+
+#[tokio::test]
+async fn a_path_or_query_that_does_not_parse_is_a_problem_naming_it() {
+    let app = TestApp::spawn().await;
+    let (_, token, _) = app.signed_in_user("parse@example.com").await;
+    let path = app
+        .request(
+            Method::DELETE,
+            "/v1/api-keys/not-a-uuid",
+            Some(&token),
+            None,
+        )
+        .await;
+    let problem = assert_problem(path, StatusCode::BAD_REQUEST, "invalid_path").await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("UUID")),
+        "{problem}"
+    );
+    let query = app.get("/v1/credits/ledger?limit=many", Some(&token)).await;
+    let problem = assert_problem(query, StatusCode::BAD_REQUEST, "invalid_query").await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("limit")),
+        "{problem}"
+    );
+    let video = app.get("/v1/videos/123", Some(&token)).await;
+    assert_problem(video, StatusCode::BAD_REQUEST, "invalid_path").await;
+}

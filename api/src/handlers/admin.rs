@@ -1,6 +1,6 @@
 //! Administration: list users, grant credits, change roles, disable accounts.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
@@ -17,7 +17,7 @@ use super::{metadata, page_limit, time_cursor, Page};
 use crate::auth::{refresh, Admin};
 use crate::consistency::{mark, settle, ACCOUNT_MODELS};
 use crate::error::ApiError;
-use crate::extract::{user_agent, ApiJson, ClientIp};
+use crate::extract::{user_agent, ApiJson, ApiPath, ApiQuery, ClientIp};
 use crate::state::AppState;
 
 /// All users, oldest first.
@@ -27,7 +27,7 @@ use crate::state::AppState;
 pub async fn list_users(
     State(state): State<AppState>,
     _admin: Admin,
-    Query(query): Query<PageQuery>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<UserResponse>>, ApiError> {
     let limit = page_limit(query.limit)?;
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
@@ -66,7 +66,7 @@ pub async fn grant_credits(
     Admin(admin): Admin,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<GrantRequest>,
 ) -> Result<Response, ApiError> {
     let user_id = UserId::from_uuid(id);
@@ -119,7 +119,7 @@ pub async fn change_role(
     Admin(admin): Admin,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<RoleRequest>,
 ) -> Result<Response, ApiError> {
     let user_id = UserId::from_uuid(id);
@@ -156,7 +156,7 @@ pub async fn disable(
     Admin(admin): Admin,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<DisableRequest>,
 ) -> Result<Response, ApiError> {
     let user_id = UserId::from_uuid(id);

@@ -1,6 +1,6 @@
 //! API keys of the signed-in user: create (secret shown once), list, revoke.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
@@ -17,7 +17,7 @@ use crate::auth::api_keys::generate;
 use crate::auth::Principal;
 use crate::consistency::{mark, settle, ACCOUNT_MODELS};
 use crate::error::ApiError;
-use crate::extract::{user_agent, ApiJson, ClientIp};
+use crate::extract::{user_agent, ApiJson, ApiPath, ClientIp};
 use crate::state::AppState;
 
 /// Scopes a key may carry. Keys created without scopes get all of them. What each allows is
@@ -166,7 +166,7 @@ pub async fn revoke(
     principal: Principal,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
     let command = UserCommand::RevokeApiKey {
         key_id: ApiKeyId::from_uuid(id),

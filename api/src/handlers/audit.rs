@@ -3,7 +3,8 @@
 //! Both read the event store through `framegate_projections::audit`, which redacts every
 //! entry, and mirror `framegate audit` / `framegate events show` (docs/adr/0011-audit-log.md).
 
-use axum::extract::{Path, Query, State};
+use crate::extract::{ApiPath, ApiQuery};
+use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use framegate_projections::audit::{self, AuditEntry, AuditFilter, FilterError};
@@ -104,7 +105,7 @@ pub struct EventStreamResponse {
 pub async fn list(
     State(state): State<AppState>,
     _admin: Admin,
-    Query(query): Query<AuditQuery>,
+    ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<Page<AuditEntryResponse>>, ApiError> {
     let limit = page_limit(query.limit)?;
     let after = query
@@ -135,7 +136,7 @@ pub async fn list(
 pub async fn stream(
     State(state): State<AppState>,
     _admin: Admin,
-    Path((aggregate, id)): Path<(String, String)>,
+    ApiPath((aggregate, id)): ApiPath<(String, String)>,
 ) -> Result<Json<EventStreamResponse>, ApiError> {
     let reference = format!("{aggregate}:{id}");
     let (stored, id) = audit::parse_aggregate(&reference).map_err(|_| ApiError::NotFound)?;

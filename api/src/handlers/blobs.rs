@@ -4,8 +4,9 @@
 //! so the route needs no bearer token and can be handed to a browser or `curl -O`. With the
 //! S3 store, links are presigned S3 URLs and this route answers 404.
 
+use crate::extract::{ApiPath, ApiQuery};
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use framegate_commands::blobs::{BlobError, BlobKey};
@@ -36,8 +37,8 @@ pub struct DownloadQuery {
 )]
 pub async fn download(
     State(state): State<AppState>,
-    Path(key): Path<String>,
-    Query(query): Query<DownloadQuery>,
+    ApiPath(key): ApiPath<String>,
+    ApiQuery(query): ApiQuery<DownloadQuery>,
 ) -> Result<Response, ApiError> {
     let store = state.blobs.as_filesystem().ok_or(ApiError::NotFound)?;
     let key = BlobKey::new(key).map_err(|_| ApiError::NotFound)?;

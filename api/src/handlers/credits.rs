@@ -1,6 +1,7 @@
 //! The caller's credits: balance and ledger.
 
-use axum::extract::{Query, State};
+use crate::extract::ApiQuery;
+use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use framegate_projections::read_models::credits;
@@ -72,7 +73,7 @@ pub struct LedgerEntryResponse {
 pub async fn ledger(
     State(state): State<AppState>,
     principal: Principal,
-    Query(query): Query<PageQuery>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<LedgerEntryResponse>>, ApiError> {
     let limit = page_limit(query.limit)?;
     let before = query

@@ -12,7 +12,7 @@
 
 use axum::body::Bytes;
 use axum::extract::multipart::{MultipartError, MultipartRejection};
-use axum::extract::{Multipart, Path, Query, State};
+use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse as _, Response};
 use axum::Json;
@@ -30,7 +30,7 @@ use super::{metadata, page_limit, time_cursor, Page};
 use crate::auth::Principal;
 use crate::consistency::{mark, settle, IMAGE_MODELS};
 use crate::error::ApiError;
-use crate::extract::{user_agent, ClientIp};
+use crate::extract::{user_agent, ApiPath, ApiQuery, ClientIp};
 use crate::images::{
     image_id, upload_command, ImageError, ImageLimits, ProcessedImage, StorageKeys,
 };
@@ -439,7 +439,7 @@ async fn remove_blobs(state: &AppState, keys: &StorageKeys) {
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<ImageResponse>, ApiError> {
     let row = own_image(&state, &principal, id).await?;
     Ok(Json(respond(&state, row).await?))
@@ -460,7 +460,7 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Page<ImageResponse>>, ApiError> {
     let limit = page_limit(query.limit)?;
     let before = query
@@ -491,7 +491,7 @@ pub async fn delete(
     principal: Principal,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
     let meta = metadata(Some(&principal), ip, user_agent(&headers));
     let command = ImageCommand::Delete {

@@ -4,7 +4,7 @@
 //! naming the allowed values), priced, and accepted only if the estimate can be reserved
 //! (402 otherwise). Reads come from the `videos` read model and only show the caller's own.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse as _, Response};
@@ -28,7 +28,7 @@ use super::{metadata, page_limit, time_cursor, Page};
 use crate::auth::Principal;
 use crate::consistency::{mark, settle, VIDEO_MODELS};
 use crate::error::{ApiError, FieldError};
-use crate::extract::{user_agent, ApiJson, ClientIp};
+use crate::extract::{user_agent, ApiJson, ApiPath, ApiQuery, ClientIp};
 use crate::state::AppState;
 
 const MAX_PROMPT: usize = 4000;
@@ -485,7 +485,7 @@ async fn own_video(
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<VideoResponse>, ApiError> {
     let row = own_video(&state, &principal, id).await?;
     Ok(Json(respond(&state, row).await?))
@@ -510,8 +510,8 @@ pub struct ContentQuery {
 pub async fn content(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<Uuid>,
-    Query(query): Query<ContentQuery>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<ContentQuery>,
 ) -> Result<Response, ApiError> {
     let row = own_video(&state, &principal, id).await?;
     let Some(link) = link(&state, &row, query.variant).await? else {
@@ -543,7 +543,7 @@ pub async fn content(
 pub async fn events(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
     let first = own_video(&state, &principal, id).await?;
     let poll = state.config.sse_poll_interval;
@@ -626,7 +626,7 @@ fn internal_statuses(status: &str) -> Result<&'static [&'static str], ApiError> 
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Page<VideoResponse>>, ApiError> {
     let limit = page_limit(query.limit)?;
     if let Some(provider) = &query.provider {
@@ -690,7 +690,7 @@ pub async fn cancel(
     principal: Principal,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     // The body is optional: an empty POST cancels without a reason.
