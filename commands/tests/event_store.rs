@@ -361,3 +361,93 @@ async fn several_events_are_appended_in_one_atomic_statement() {
         .await;
     assert!(snapshot.is_err());
 }
+
+/// Separate `EventStore`s share no in-process lock, like API processes on several machines:
+/// only the optimistic check on the stream's sequence stands between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grants_from_separate_processes_conflict_and_are_retried_until_all_apply() {
+    let db = TestDatabase::with_pool_size(16).await;
+    let account = UserId::from_uuid(Uuid::now_v7()).to_string();
+    let meta = CommandMetadata::new_request(Actor::System);
+    let contenders = 6;
+    let barrier = Arc::new(tokio::sync::Barrier::new(contenders));
+    let mut tasks = Vec::new();
+    for n in 1..=contenders as i64 {
+        let store = EventStore::new(db.pool.clone());
+        let (meta, account, barrier) = (meta.clone(), account.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let grant = CreditCommand::Grant {
+                amount: Credits::new(n),
+                reason: format!("grant {n}"),
+                granted_by: "system".into(),
+            };
+            store.credits().execute(&account, grant, &meta).await
+        }));
+    }
+    for task in tasks {
+        task.await
+            .expect("task")
+            .expect("grant applied despite conflicts");
+    }
+    let state = EventStore::new(db.pool.clone())
+        .credits()
+        .load(&account)
+        .await
+        .expect("load");
+    assert_eq!(state.balance(), Credits::new((1..=contenders as i64).sum()));
+    let sequences: Vec<i64> =
+        sqlx::query_scalar("SELECT sequence FROM events WHERE aggregate_id = $1 ORDER BY sequence")
+            .bind(&account)
+            .fetch_all(&db.pool)
+            .await
+            .expect("sequences");
+    assert_eq!(sequences, (1..=contenders as i64).collect::<Vec<_>>());
+}
+
+/// A registration is not re-run after losing a race (re-deciding it would only say "already
+/// registered" about somebody else's account): the loser gets the typed conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_registration_that_loses_a_race_for_its_stream_is_a_typed_conflict() {
+    let db = TestDatabase::with_pool_size(16).await;
+    let meta = CommandMetadata::new_request(Actor::System);
+    let mut conflicts = 0;
+    for round in 0..20 {
+        let first = registration(&format!("race{round}a@example.com"));
+        let mut second = registration(&format!("race{round}b@example.com"));
+        second.user_id = first.user_id;
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let tasks = [first, second].map(|candidate| {
+            let (store, meta, barrier) = (
+                EventStore::new(db.pool.clone()),
+                meta.clone(),
+                barrier.clone(),
+            );
+            tokio::spawn(async move {
+                barrier.wait().await;
+                register(&store, candidate, &meta).await
+            })
+        });
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.expect("task"));
+        }
+        assert_eq!(
+            outcomes.iter().filter(|o| o.is_ok()).count(),
+            1,
+            "{outcomes:?}"
+        );
+        for outcome in outcomes.into_iter().filter_map(Result::err) {
+            match outcome {
+                conflict @ CommandError::Conflict => {
+                    assert_eq!(conflict.code(), "conflict", "stable code");
+                    conflicts += 1;
+                }
+                // The loser loaded the stream after the winner committed.
+                CommandError::Domain(UserError::AlreadyRegistered) => {}
+                other => panic!("round {round}: {other:?}"),
+            }
+        }
+    }
+    assert!(conflicts > 0, "no round raced: the test proved nothing");
+}
