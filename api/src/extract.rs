@@ -31,17 +31,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::JsonDataError(error) => {
-            // serde's message names the field path ("missing field `email`" / "unknown field").
             let message = error.body_text();
             let detail = message
                 .split_once(": ")
-                .map_or(message.as_str(), |(_, rest)| rest)
-                .to_owned();
-            ApiError::Validation(vec![crate::error::FieldError::new(
-                "body",
-                "invalid_field",
-                detail,
-            )])
+                .map_or(message.as_str(), |(_, rest)| rest);
+            ApiError::Validation(vec![data_error(detail)])
         }
         JsonRejection::JsonSyntaxError(error) => ApiError::BadRequest {
             status: StatusCode::BAD_REQUEST,
@@ -116,6 +110,28 @@ where
     }
 }
 
+/// The field a JSON data error is about, from serde's message: an optional path
+/// (`scopes[1]: invalid type ...`) and the name in "missing field `email`" or "unknown field
+/// `x`"; `body` when neither says.
+fn data_error(detail: &str) -> crate::error::FieldError {
+    let (path, message) = match detail.split_once(": ") {
+        Some((head, rest)) if !head.is_empty() && !head.contains(' ') => (Some(head), rest),
+        _ => (None, detail),
+    };
+    let named = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name);
+    let field = match (path, named) {
+        (Some(path), Some(name)) if !path.ends_with(name) => format!("{path}.{name}"),
+        (Some(path), _) => path.to_owned(),
+        (None, Some(name)) => name.to_owned(),
+        (None, None) => "body".to_owned(),
+    };
+    crate::error::FieldError::new(&field, "invalid_field", message)
+}
+
 /// The caller's IP address (see `rate_limit::client_ip` for proxies).
 pub struct ClientIp(pub IpAddr);
 
@@ -141,4 +157,35 @@ pub fn user_agent(parts: &axum::http::HeaderMap) -> Option<String> {
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(256).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::data_error;
+
+    #[test]
+    fn a_json_data_error_names_the_field_it_is_about() {
+        for (detail, field) in [
+            ("missing field `email` at line 1 column 2", "email"),
+            (
+                "unknown field `nmae`, expected `name` or `scopes` at line 1 column 7",
+                "nmae",
+            ),
+            (
+                "name: invalid type: integer `3`, expected a string at line 1 column 9",
+                "name",
+            ),
+            (
+                "scopes[1]: invalid type: integer `1`, expected a string at line 1 column 30",
+                "scopes[1]",
+            ),
+            ("b[0]: missing field `y` at line 1 column 23", "b[0].y"),
+            (
+                "invalid type: integer `1`, expected struct Body at line 1 column 1",
+                "body",
+            ),
+        ] {
+            assert_eq!(data_error(detail).field, field, "{detail}");
+        }
+    }
 }
