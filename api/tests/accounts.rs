@@ -370,3 +370,51 @@ async fn without_postgres_readiness_is_503_and_requests_get_dependency_unavailab
     let problem: Value = serde_json::from_slice(&body).expect("problem json");
     assert_eq!(problem["code"], "dependency_unavailable");
 }
+
+#[tokio::test]
+async fn a_write_whose_read_models_lag_says_so_in_a_header_and_still_succeeds() {
+    let app = TestApp::with_config(|c| {
+        c.consistency_timeout = std::time::Duration::from_millis(200);
+    })
+    .await;
+    let (_, token, _) = app.signed_in_user("lagging@example.com").await;
+
+    // A transaction with an id, held open: the log is read only below the oldest one in
+    // progress, so the projectors cannot pass the key created meanwhile.
+    let mut open = app.db.pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *open)
+        .await
+        .expect("xact id");
+    let created = app
+        .post("/v1/api-keys", Some(&token), json!({"name": "lagging"}))
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED, "the write happened");
+    assert_eq!(
+        created
+            .headers()
+            .get("framegate-consistency")
+            .and_then(|v| v.to_str().ok()),
+        Some("stale")
+    );
+    open.rollback().await.expect("rollback");
+
+    // Once the horizon moves, the key shows up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let keys: Value = app
+            .get("/v1/api-keys", Some(&token))
+            .await
+            .json()
+            .await
+            .expect("json");
+        if keys.as_array().map(Vec::len) == Some(1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the key never appeared"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -341,7 +341,10 @@ async fn bad_requests_get_clear_problem_documents_never_500() {
         body["detail"].as_str().expect("detail").contains("admin"),
         "{body}"
     );
-    assert_eq!(body["errors"][0]["field"], "admin", "the field is named: {body}");
+    assert_eq!(
+        body["errors"][0]["field"], "admin",
+        "the field is named: {body}"
+    );
     let short = app
         .post(
             "/v1/auth/register",
