@@ -433,6 +433,109 @@ mod tests {
         assert!(matches!(error, MailError::Smtp(_)), "{error:?}");
     }
 
+    /// A one-connection SMTP relay speaking the RFC 5321 dialogue lettre needs; answers
+    /// `rcpt_reply` to RCPT TO and returns the transcript of what the client sent.
+    async fn fake_relay(rcpt_reply: &'static str) -> (u16, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let relay = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.expect("accept");
+            let (read, mut write) = socket.into_split();
+            let mut lines = BufReader::new(read).lines();
+            let mut transcript = String::new();
+            write
+                .write_all(b"220 relay.test ESMTP\r\n")
+                .await
+                .expect("greet");
+            let mut in_data = false;
+            while let Ok(Some(line)) = lines.next_line().await {
+                transcript.push_str(&line);
+                transcript.push('\n');
+                let reply: &str = if in_data {
+                    if line != "." {
+                        continue;
+                    }
+                    in_data = false;
+                    "250 queued\r\n"
+                } else {
+                    let verb = line.split([' ', ':']).next().unwrap_or_default();
+                    match verb.to_ascii_uppercase().as_str() {
+                        "EHLO" | "HELO" => "250-relay.test\r\n250 8BITMIME\r\n",
+                        "MAIL" => "250 ok\r\n",
+                        "RCPT" => rcpt_reply,
+                        "DATA" => {
+                            in_data = true;
+                            "354 go ahead\r\n"
+                        }
+                        "RSET" | "NOOP" => "250 ok\r\n",
+                        "QUIT" => {
+                            let _ = write.write_all(b"221 bye\r\n").await;
+                            break;
+                        }
+                        _ => "502 not implemented\r\n",
+                    }
+                };
+                write.write_all(reply.as_bytes()).await.expect("reply");
+            }
+            transcript
+        });
+        (port, relay)
+    }
+
+    fn relay_config(port: u16) -> MailConfig {
+        MailConfig {
+            smtp_url: Some(format!("smtp://127.0.0.1:{port}")),
+            ..MailConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn with_an_smtp_url_mail_goes_to_the_relay_not_the_mailbox() {
+        let dir = temp_mailbox();
+        let (port, relay) = fake_relay("250 ok\r\n").await;
+        let config = MailConfig {
+            mailbox_dir: dir.clone(),
+            ..relay_config(port)
+        };
+        let mailer = Mailer::new(&config).expect("mailer");
+        mailer
+            .send("ada@example.com", "Verify your email", "token: abc.def")
+            .await
+            .expect("sent");
+        drop(mailer);
+        let transcript = relay.await.expect("relay");
+        assert!(
+            transcript.contains("MAIL FROM:<no-reply@framegate.local>"),
+            "{transcript}"
+        );
+        assert!(
+            transcript.contains("RCPT TO:<ada@example.com>"),
+            "{transcript}"
+        );
+        assert!(
+            transcript.contains("Subject: Verify your email"),
+            "{transcript}"
+        );
+        assert!(transcript.contains("token: abc.def"), "{transcript}");
+        assert!(!dir.exists(), "nothing goes to the development mailbox");
+    }
+
+    #[tokio::test]
+    async fn a_recipient_the_relay_refuses_is_an_smtp_error() {
+        let (port, relay) = fake_relay("550 5.1.1 no such user\r\n").await;
+        let mailer = Mailer::new(&relay_config(port)).expect("mailer");
+        let error = mailer
+            .send("nobody@example.com", "Hello", "body")
+            .await
+            .expect_err("refused");
+        assert!(matches!(error, MailError::Smtp(_)), "{error:?}");
+        drop(mailer);
+        relay.abort();
+    }
+
     #[test]
     fn an_smtp_url_builds_a_transport_without_connecting() {
         let config = MailConfig {
