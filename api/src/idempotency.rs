@@ -348,7 +348,12 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         None => authenticate(&state, request.headers()).await,
     };
     let scope = match resolved {
-        Ok(Some(principal)) => principal.scope(),
+        Ok(Some(principal)) => {
+            if let Err(refused) = principal.authorize(request.method(), request.uri().path()) {
+                return refused.into_response();
+            }
+            principal.scope()
+        }
         Ok(None) => {
             let connect = request
                 .extensions()
@@ -501,7 +506,11 @@ async fn read_body(
 /// Whether a response is the request's final outcome, to be replayed on retries. The others
 /// tell the client that nothing happened and it should try again.
 fn is_final(status: StatusCode) -> bool {
+    // 401 and 403 say who may not do this, not what happened: storing them would keep
+    // refusing the same request from a caller who may make it (another key of the user).
     !(status.is_server_error()
+        || status == StatusCode::UNAUTHORIZED
+        || status == StatusCode::FORBIDDEN
         || status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::CONFLICT
         || status == StatusCode::TOO_MANY_REQUESTS)
@@ -657,6 +666,8 @@ mod tests {
         for status in [
             StatusCode::INTERNAL_SERVER_ERROR,
             StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::FORBIDDEN,
             StatusCode::CONFLICT,
             StatusCode::TOO_MANY_REQUESTS,
             StatusCode::REQUEST_TIMEOUT,

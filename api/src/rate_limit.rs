@@ -9,7 +9,7 @@
 //! Who is checked where: `layer` resolves the caller before the request runs and charges
 //! either the user's bucket (good credentials) or the IP's (none, or credentials that do not
 //! authenticate, on any route), so neither guessing tokens nor sending junk credentials to a
-//! public endpoint escapes the limit. The `Principal` extractor charges only on routers
+//! public endpoint escapes the limit. The `/v1/auth/*` endpoints always count against the IP. The `Principal` extractor charges only on routers
 //! without the layer.
 
 use std::hash::Hash;
@@ -26,7 +26,7 @@ use governor::clock::Clock as _;
 use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::auth::{authenticate, Principal};
+use crate::auth::{authenticate, route_family, Principal};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -250,7 +250,11 @@ fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
 /// before any work: to the user when the credentials are good, to the IP otherwise, whatever
 /// the route does with them.
 pub async fn layer(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let principal = if request.headers().contains_key(header::AUTHORIZATION) {
+    // The sign-up, login, refresh and reset endpoints do not act for a caller: they are
+    // charged to the IP whatever credentials come along, so one valid token cannot lend its
+    // larger user bucket to mass registrations.
+    let acts_for_caller = route_family(request.uri().path()) != "auth";
+    let principal = if acts_for_caller && request.headers().contains_key(header::AUTHORIZATION) {
         // A refusal (bad token, database away) is the handler's to report; here the caller
         // simply counts as anonymous.
         authenticate(&state, request.headers()).await.ok().flatten()

@@ -151,7 +151,7 @@ async fn a_user_disabled_or_promoted_elsewhere_is_seen_with_the_same_token() {
 }
 
 #[tokio::test]
-async fn a_broken_listener_connection_turns_the_cache_off_until_it_is_back() {
+async fn after_the_listener_connection_breaks_nothing_cached_before_is_served() {
     let app = live_app().await;
     let (_, _, key_id, secret) = user_with_key(&app, "outage@example.com").await;
     assert_eq!(
@@ -184,4 +184,72 @@ async fn a_broken_listener_connection_turns_the_cache_off_until_it_is_back() {
         assert!(Instant::now() < deadline, "the listener never came back");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A connection can die without closing (a partition, a frozen server): the listener must
+/// notice that its heartbeats stop coming back and turn the cache off, then reconnect.
+#[tokio::test]
+async fn a_listener_connection_that_stops_delivering_turns_the_cache_off() {
+    use std::sync::Arc;
+
+    use framegate_api::auth::cache::{run_listener, CredentialCache};
+    use framegate_commands::testing::TestDatabase;
+
+    let db = TestDatabase::new().await;
+    let cache = Arc::new(CredentialCache::default());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let heartbeat = Duration::from_millis(100);
+    tokio::spawn(run_listener(
+        db.pool.clone(),
+        cache.clone(),
+        heartbeat,
+        stopped,
+    ));
+    let until = |live: bool| {
+        let cache = cache.clone();
+        async move {
+            let deadline = Instant::now() + PATIENCE;
+            while cache.is_live() != live {
+                assert!(
+                    Instant::now() < deadline,
+                    "the cache never became live={live}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    until(true).await;
+
+    let backend: i32 = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity
+          WHERE datname = current_database() AND pid <> pg_backend_pid()
+            AND query LIKE 'LISTEN %' || $1 || '%'",
+    )
+    .bind(CREDENTIALS_CHANNEL)
+    .fetch_one(&db.pool)
+    .await
+    .expect("the listener's backend");
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &backend.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {name} {backend}");
+    };
+    /// Thaws the backend however the test ends, so its database can be dropped.
+    struct Thaw(i32);
+    impl Drop for Thaw {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &self.0.to_string()])
+                .status();
+        }
+    }
+    // Frozen, not closed: the socket stays open and simply goes quiet.
+    signal("-STOP");
+    let thaw = Thaw(backend);
+    until(false).await;
+    drop(thaw);
+    until(true).await;
+    let _ = stop.send(true);
 }

@@ -535,6 +535,37 @@ async fn junk_credentials_on_public_endpoints_count_against_the_ip() {
 }
 
 #[tokio::test]
+async fn a_valid_token_does_not_lift_the_ip_limit_on_sign_up() {
+    let app = TestApp::with_config(|c| c.rate.anonymous_per_minute = 6).await;
+    let (_, token, _) = app.signed_in_user("lender@example.com").await;
+    let mut statuses = Vec::new();
+    for n in 0..6 {
+        let response = app
+            .client
+            .post(app.url("/v1/auth/register"))
+            .bearer_auth(&token)
+            .json(&json!({"email": format!("farm{n}@example.com"), "password": common::PASSWORD}))
+            .send()
+            .await
+            .expect("send");
+        statuses.push(response.status());
+    }
+    // Sign-in used three of the IP's six (register, verify, login); three more registrations
+    // fit, the rest are refused although the token's own bucket has hundreds left.
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::CREATED,
+            StatusCode::CREATED,
+            StatusCode::CREATED,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS,
+        ]
+    );
+}
+
+#[tokio::test]
 async fn login_attempts_are_limited_per_account() {
     let app = TestApp::with_config(|c| c.rate.login_per_minute = 3).await;
     app.register("brute@example.com").await;
@@ -611,6 +642,21 @@ async fn an_api_key_can_do_only_what_its_scopes_allow_and_cannot_mint_a_wider_ke
     let credits = app.get("/v1/credits", Some(&videos_read)).await;
     assert_problem(credits, StatusCode::FORBIDDEN, "insufficient_scope").await;
 
+    // Nor can it fetch a key the session minted by replaying the session's Idempotency-Key.
+    let mint = |credential: String| {
+        app.client
+            .post(app.url("/v1/api-keys"))
+            .bearer_auth(credential)
+            .header("Idempotency-Key", "mint-1")
+            .json(&json!({"name": "deploy"}))
+            .send()
+    };
+    let minted_by_session = mint(token.clone()).await.expect("send");
+    assert_eq!(minted_by_session.status(), StatusCode::CREATED);
+    let replayed = mint(credits_only.clone()).await.expect("send");
+    let refused = assert_problem(replayed, StatusCode::FORBIDDEN, "insufficient_scope").await;
+    assert!(refused.get("secret").is_none());
+
     // A key created without scopes holds them all, and may manage keys like a session.
     let minted = app
         .post("/v1/api-keys", Some(&everything), json!({"name": "minted"}))
@@ -624,8 +670,8 @@ async fn an_api_key_can_do_only_what_its_scopes_allow_and_cannot_mint_a_wider_ke
         .expect("json");
     assert_eq!(
         keys.as_array().map(Vec::len),
-        Some(4),
-        "the refused mint created nothing"
+        Some(5),
+        "the refused mints created nothing"
     );
 }
 

@@ -35,7 +35,8 @@ pub const TTL: Duration = Duration::from_secs(60);
 /// Entries per map; a full map is emptied rather than tracked per entry.
 const CAPACITY: usize = 10_000;
 
-/// The longest wait between attempts to reconnect the listener.
+/// The longest wait between attempts to reconnect the listener (it starts at 100 ms and is
+/// reset by every subscription that worked).
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
 
 /// A user's state as authorisation needs it.
@@ -187,49 +188,111 @@ where
 }
 
 /// Listens on [`CREDENTIALS_CHANNEL`] until `shutdown` flips, keeping `cache` live while
-/// subscribed and reconnecting with backoff when the connection breaks.
+/// subscribed and delivering, and reconnecting with backoff when the connection breaks.
 pub fn spawn_listener(
     pool: PgPool,
     cache: std::sync::Arc<CredentialCache>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            tokio::select! {
-                outcome = listen(&pool, &cache) => {
-                    cache.suspend();
-                    match outcome {
-                        Ok(()) => tracing::warn!("credentials listener lost its connection; cache off until it is back"),
-                        Err(error) => tracing::warn!(%error, "credentials listener failed; cache off until it is back"),
-                    }
-                }
-                _ = shutdown.wait_for(|stop| *stop) => {
-                    cache.suspend();
-                    return;
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.wait_for(|stop| *stop) => return,
-            }
-            delay = (delay * 2).min(MAX_RECONNECT_DELAY);
-        }
-    })
+    tokio::spawn(run_listener(pool, cache, HEARTBEAT, shutdown))
 }
 
-/// One subscription: returns when the connection is lost.
-async fn listen(pool: &PgPool, cache: &CredentialCache) -> Result<(), sqlx::Error> {
+/// How often the listener checks, by notifying itself, that its connection still delivers.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Payloads that start with this are the listeners' own heartbeats, not announcements.
+const PING_PREFIX: &str = "ping:";
+
+/// [`spawn_listener`]'s loop, with the heartbeat interval as a parameter (tests shorten it).
+pub async fn run_listener(
+    pool: PgPool,
+    cache: std::sync::Arc<CredentialCache>,
+    heartbeat: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let went_live = AtomicBool::new(false);
+        tokio::select! {
+            outcome = listen(&pool, &cache, heartbeat, &went_live) => {
+                cache.suspend();
+                match outcome {
+                    Ok(()) => tracing::warn!("credentials listener lost its connection; cache off until it is back"),
+                    Err(error) => tracing::warn!(%error, "credentials listener failed; cache off until it is back"),
+                }
+            }
+            _ = shutdown.wait_for(|stop| *stop) => {
+                cache.suspend();
+                return;
+            }
+        }
+        // A subscription that worked starts the backoff over.
+        if went_live.load(Ordering::Acquire) {
+            delay = Duration::from_millis(100);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+    }
+}
+
+/// One subscription: returns when the connection is lost, or when it stops delivering (a
+/// heartbeat did not come back within three intervals: a connection can die without closing).
+async fn listen(
+    pool: &PgPool,
+    cache: &CredentialCache,
+    heartbeat: Duration,
+    went_live: &AtomicBool,
+) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     // A lost connection ends this subscription (`try_recv` says so with `None`); the caller
     // connects afresh and goes live only once subscribed again.
     listener.eager_reconnect(false);
     listener.listen(CREDENTIALS_CHANNEL).await?;
     cache.go_live();
-    while let Some(notification) = listener.try_recv().await? {
-        cache.apply(notification.payload());
+    went_live.store(true, Ordering::Release);
+    let ping = format!("{PING_PREFIX}{}", Uuid::new_v4());
+    let started = Instant::now();
+    // Milliseconds after `started` when our own ping last came back.
+    let last_pong = AtomicU64::new(0);
+    let receive = async {
+        while let Some(notification) = listener.try_recv().await? {
+            let payload = notification.payload();
+            if payload == ping {
+                let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                last_pong.store(now, Ordering::Release);
+            } else if !payload.starts_with(PING_PREFIX) {
+                cache.apply(payload);
+            }
+        }
+        Ok::<(), sqlx::Error>(())
+    };
+    let watch = async {
+        let mut tick = tokio::time::interval(heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let silent_for = started
+                .elapsed()
+                .saturating_sub(Duration::from_millis(last_pong.load(Ordering::Acquire)));
+            if silent_for > heartbeat * 3 {
+                tracing::warn!(?silent_for, "credentials listener hears nothing back");
+                return Ok::<(), sqlx::Error>(());
+            }
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CREDENTIALS_CHANNEL)
+                .bind(&ping)
+                .execute(pool)
+                .await?;
+        }
+    };
+    // Whichever ends first ends the subscription; the listener is dropped with it.
+    tokio::select! {
+        outcome = receive => outcome,
+        outcome = watch => outcome,
     }
-    Ok(())
 }
 
 #[cfg(test)]

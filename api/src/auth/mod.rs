@@ -41,17 +41,21 @@ pub enum Access {
     Full,
 }
 
+/// The first segment of an API path, with or without the `/v1` that nesting strips from the
+/// handlers' view of the URI.
+pub(crate) fn route_family(path: &str) -> &str {
+    let rest = path.strip_prefix("/v1").unwrap_or(path);
+    rest.trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default()
+}
+
 impl Access {
     pub fn of(method: &axum::http::Method, path: &str) -> Self {
         use axum::http::Method;
         let read = method == Method::GET || method == Method::HEAD;
-        // With or without the `/v1` that nesting strips from the handlers' view of the URI.
-        let rest = path.strip_prefix("/v1").unwrap_or(path);
-        let head = rest
-            .trim_start_matches('/')
-            .split('/')
-            .next()
-            .unwrap_or_default();
+        let head = route_family(path);
         match head {
             "videos" | "providers" if read => Self::Scope("videos:read"),
             "videos" => Self::Scope("videos:write"),
@@ -110,6 +114,17 @@ impl Principal {
             code: "insufficient_scope",
             message: format!("this API key lacks {needed} for this request"),
         })
+    }
+
+    /// What the route's extractors would refuse this caller (scope, admin role), for layers
+    /// that answer before the handler runs: an Idempotency-Key replay must not hand a stored
+    /// response to a caller who could not make the request now.
+    pub fn authorize(&self, method: &axum::http::Method, path: &str) -> Result<(), ApiError> {
+        self.check_access(Access::of(method, path))?;
+        if route_family(path) == "admin" && !self.is_admin() {
+            return Err(ApiError::Forbidden);
+        }
+        Ok(())
     }
 
     /// The key rate limits and idempotency records are kept under.

@@ -52,11 +52,16 @@ pub(crate) async fn announce_credentials_changed(
     if user_ids.is_empty() {
         return Ok(());
     }
-    sqlx::query("SELECT pg_notify($1, id::text) FROM unnest($2::uuid[]) AS id")
-        .bind(CREDENTIALS_CHANNEL)
-        .bind(user_ids)
-        .execute(conn)
-        .await?;
+    // Not while a replay projects into its copy (search_path `replay_<model>`): the copy
+    // serves no one until the swap, which announces everything.
+    sqlx::query(
+        "SELECT pg_notify($1, id::text) FROM unnest($2::uuid[]) AS id
+          WHERE current_schema() NOT LIKE 'replay\\_%'",
+    )
+    .bind(CREDENTIALS_CHANNEL)
+    .bind(user_ids)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
