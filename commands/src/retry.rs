@@ -47,6 +47,18 @@ impl RetryPolicy for ImageCommand {
     }
 }
 
+static CONFLICTS_RETRIED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many optimistic-concurrency conflicts this process has retried since it started: a
+/// figure for operators (a steady rise means contended aggregates) and for tests.
+pub fn conflicts_retried() -> u64 {
+    CONFLICTS_RETRIED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+pub(crate) fn count_retried_conflict() {
+    CONFLICTS_RETRIED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Jittered exponential backoff before retry `attempt` (1-based): spreads contending writers
 /// apart so they do not collide again in lock step.
 pub fn conflict_backoff(attempt: u32) -> Duration {

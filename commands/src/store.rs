@@ -20,7 +20,7 @@ use crate::error::CommandError;
 use crate::metadata::CommandMetadata;
 use crate::position::LogPosition;
 use crate::repository::{EventRepository, WRITTEN};
-use crate::retry::{conflict_backoff, RetryPolicy, MAX_CONFLICT_RETRIES};
+use crate::retry::{conflict_backoff, count_retried_conflict, RetryPolicy, MAX_CONFLICT_RETRIES};
 
 /// Executes commands of one aggregate type, retrying conflicts where that is safe.
 pub struct Aggregates<A: Aggregate> {
@@ -99,6 +99,7 @@ where
             match result.map_err(CommandError::from) {
                 Err(CommandError::Conflict) if retry && attempt < MAX_CONFLICT_RETRIES => {
                     attempt += 1;
+                    count_retried_conflict();
                     debug!(
                         aggregate = A::TYPE,
                         id, attempt, "conflict, retrying command"

@@ -220,15 +220,15 @@ async fn registering_a_taken_email_later_is_a_typed_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_commands_on_one_account_are_retried_and_all_apply() {
+async fn concurrent_commands_on_one_account_in_one_process_all_apply() {
     let db = TestDatabase::with_pool_size(16).await;
     let store = EventStore::new(db.pool.clone());
     let account = UserId::from_uuid(Uuid::now_v7()).to_string();
     let meta = CommandMetadata::new_request(Actor::System);
     let barrier = Arc::new(tokio::sync::Barrier::new(8));
     let mut tasks = Vec::new();
-    // Each conflict means another contender committed, so with 8 contenders nobody needs more
-    // than 7 retries: every grant must apply exactly once.
+    // One process queues commands on one aggregate behind a per-aggregate lock (conflicts
+    // across processes are the next test's): every grant must apply exactly once.
     for n in 1..=8 {
         let store = store.clone();
         let meta = meta.clone();
@@ -370,6 +370,7 @@ async fn grants_from_separate_processes_conflict_and_are_retried_until_all_apply
     let account = UserId::from_uuid(Uuid::now_v7()).to_string();
     let meta = CommandMetadata::new_request(Actor::System);
     let contenders = 6;
+    let retried_before = framegate_commands::retry::conflicts_retried();
     let barrier = Arc::new(tokio::sync::Barrier::new(contenders));
     let mut tasks = Vec::new();
     for n in 1..=contenders as i64 {
@@ -403,6 +404,10 @@ async fn grants_from_separate_processes_conflict_and_are_retried_until_all_apply
             .await
             .expect("sequences");
     assert_eq!(sequences, (1..=contenders as i64).collect::<Vec<_>>());
+    assert!(
+        framegate_commands::retry::conflicts_retried() > retried_before,
+        "nobody conflicted: the test proved nothing"
+    );
 }
 
 /// A registration is not re-run after losing a race (re-deciding it would only say "already
