@@ -13,10 +13,9 @@ use framegate_commands::testing::TestDatabase;
 use framegate_commands::videos::request_video;
 use framegate_commands::{Actor, CommandMetadata, EventStore};
 use framegate_domain::{
-    hash_token, ApiKeyId, CreditCommand, CreditEvent, Credits, ImageCommand, ImageContentType,
-    ImageEvent, ImageExif, ImageId, ModerationDecision, PasswordHash, ProviderKind,
-    ProviderPreference, Role, UserCommand, UserEvent, UserId, VideoCommand, VideoEvent, VideoId,
-    VideoSpec,
+    hash_token, ApiKeyId, CreditCommand, CreditEvent, Credits, ImageCommand, ImageEvent,
+    ModerationDecision, PasswordHash, ProviderKind, ProviderPreference, Role, UserCommand,
+    UserEvent, UserId, VideoCommand, VideoEvent, VideoId, VideoSpec,
 };
 use framegate_projections::replay::{self, ReadModel};
 use framegate_projections::{HandlerError, StoredEvent};
@@ -25,7 +24,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use copies::{copies, in_batches, log, one_by_one, rows};
-use support::{catch_up, credit_command, issue_key, register, system, user_command};
+use support::{
+    catch_up, credit_command, image_command, issue_key, register, system, upload, user_command,
+    video_command,
+};
 
 /// One customer's story with every kind of event the read models follow.
 async fn customer(store: &EventStore, n: usize) {
@@ -213,47 +215,6 @@ async fn request(store: &EventStore, owner: UserId) -> VideoId {
         .await
         .expect("video request");
     video
-}
-
-/// Some commands (a lower progress) write no event; that is fine here.
-async fn video_command(store: &EventStore, video: VideoId, command: VideoCommand) {
-    store
-        .videos()
-        .execute(&video.to_string(), command, &system())
-        .await
-        .expect("video command");
-}
-
-fn upload(owner: UserId, n: u128, moderation: ModerationDecision) -> (ImageId, ImageCommand) {
-    let sha256 = format!("{n:064x}");
-    let image_id = ImageId::for_content(owner, &sha256);
-    let command = ImageCommand::Upload {
-        image_id,
-        owner,
-        sha256,
-        content_type: ImageContentType::Jpeg,
-        bytes: 123_456,
-        width: 400,
-        height: 600,
-        orientation: 6,
-        exif: ImageExif {
-            camera_make: Some("Framegate Optics".to_owned()),
-            camera_model: None,
-            taken_at: Some("2025-06-01T07:45:12".to_owned()),
-        },
-        blob_key: format!("images/{owner}/{image_id}/{}/original.jpg", Uuid::now_v7()),
-        thumbnail_key: format!("images/{owner}/{image_id}/{}/thumbnail.jpg", Uuid::now_v7()),
-        moderation,
-    };
-    (image_id, command)
-}
-
-async fn image_command(store: &EventStore, image: ImageId, command: ImageCommand) {
-    store
-        .images()
-        .execute(&image.to_string(), command, &system())
-        .await
-        .expect("image command");
 }
 
 /// `customers` stories written at the same time, so their events interleave in the log.

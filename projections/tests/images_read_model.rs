@@ -1,42 +1,20 @@
 //! The `images` read model against real Postgres, fed through the real command path: uploads,
 //! rejections, deletions and re-uploads of one stream, and an owner's listing.
 
+mod support;
+
 use chrono::{DateTime, Utc};
 use framegate_commands::testing::TestDatabase;
 use framegate_commands::{Actor, CommandMetadata, EventStore};
-use framegate_domain::{
-    ImageCommand, ImageContentType, ImageExif, ImageId, ModerationDecision, UserId,
-};
+use framegate_domain::{ImageCommand, ImageId, ModerationDecision, UserId};
 use framegate_projections::read_models::catch_up_all;
 use framegate_projections::read_models::images::{self, ImageRow};
 use uuid::Uuid;
 
+use support::upload;
+
 fn sha256(n: u128) -> String {
     format!("{n:064x}")
-}
-
-fn upload(owner: UserId, n: u128, moderation: ModerationDecision) -> (ImageId, ImageCommand) {
-    let sha256 = sha256(n);
-    let image_id = ImageId::for_content(owner, &sha256);
-    let command = ImageCommand::Upload {
-        image_id,
-        owner,
-        sha256,
-        content_type: ImageContentType::Jpeg,
-        bytes: 123_456,
-        width: 400,
-        height: 600,
-        orientation: 6,
-        exif: ImageExif {
-            camera_make: Some("Framegate Optics".to_owned()),
-            camera_model: None,
-            taken_at: Some("2025-06-01T07:45:12".to_owned()),
-        },
-        blob_key: format!("images/{owner}/{image_id}/{}/original.jpg", Uuid::now_v7()),
-        thumbnail_key: format!("images/{owner}/{image_id}/{}/thumbnail.jpg", Uuid::now_v7()),
-        moderation,
-    };
-    (image_id, command)
 }
 
 async fn execute(store: &EventStore, id: ImageId, command: ImageCommand) {

@@ -8,20 +8,22 @@ mod support;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use chrono::Utc;
 use framegate_commands::testing::TestDatabase;
 use framegate_commands::videos::request_video;
 use framegate_commands::{Actor, CommandMetadata, EventStore};
 use framegate_domain::{
-    CreditCommand, Credits, ImageCommand, ImageContentType, ImageExif, ImageId, ModerationDecision,
-    ProviderKind, ProviderPreference, UserCommand, UserId, VideoCommand, VideoId, VideoSpec,
+    CreditCommand, Credits, ImageCommand, ModerationDecision, ProviderKind, ProviderPreference,
+    UserCommand, UserId, VideoCommand, VideoId, VideoSpec,
 };
 use framegate_projections::read_models::{self, READ_MODELS};
 use framegate_projections::replay::{self, ReplayOptions, ReplayReport, Silent};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use support::{catch_up, credit_command, issue_key, register, system, user_command};
+use support::{
+    catch_up, credit_command, image_command, issue_key, register, system, upload, user_command,
+    video_command,
+};
 
 /// Users with keys (one revoked, one user disabled), credits granted, purchased, reserved,
 /// captured and released, videos completed, failed and cancelled, images uploaded, rejected
@@ -146,46 +148,6 @@ async fn request(store: &EventStore, owner: UserId) -> VideoId {
         .await
         .expect("video request");
     video
-}
-
-async fn video_command(store: &EventStore, video: VideoId, command: VideoCommand) {
-    store
-        .videos()
-        .execute(&video.to_string(), command, &system())
-        .await
-        .expect("video command");
-}
-
-fn upload(owner: UserId, n: u128, moderation: ModerationDecision) -> (ImageId, ImageCommand) {
-    let sha256 = format!("{n:064x}");
-    let image_id = ImageId::for_content(owner, &sha256);
-    let command = ImageCommand::Upload {
-        image_id,
-        owner,
-        sha256,
-        content_type: ImageContentType::Jpeg,
-        bytes: 123_456,
-        width: 400,
-        height: 600,
-        orientation: 6,
-        exif: ImageExif {
-            camera_make: Some("Framegate Optics".to_owned()),
-            camera_model: None,
-            taken_at: Some(Utc::now().to_rfc3339()),
-        },
-        blob_key: format!("images/{owner}/{image_id}/original.jpg"),
-        thumbnail_key: format!("images/{owner}/{image_id}/thumbnail.jpg"),
-        moderation,
-    };
-    (image_id, command)
-}
-
-async fn image_command(store: &EventStore, image: ImageId, command: ImageCommand) {
-    store
-        .images()
-        .execute(&image.to_string(), command, &system())
-        .await
-        .expect("image command");
 }
 
 async fn replay_all(pool: &PgPool, options: ReplayOptions) -> ReplayReport {

@@ -9,7 +9,8 @@
 use chrono::Utc;
 use framegate_commands::{Actor, CommandMetadata, EventStore};
 use framegate_domain::{
-    hash_token, ApiKeyHash, ApiKeyId, CreditCommand, PasswordHash, Role, UserCommand, UserId,
+    hash_token, ApiKeyHash, ApiKeyId, CreditCommand, ImageCommand, ImageContentType, ImageExif,
+    ImageId, ModerationDecision, PasswordHash, Role, UserCommand, UserId, VideoCommand, VideoId,
 };
 use framegate_projections::read_models::catch_up_all;
 use framegate_projections::LogPosition;
@@ -78,4 +79,46 @@ pub async fn issue_key(store: &EventStore, user: UserId, name: &str, secret: &st
     };
     user_command(store, user, command).await;
     key_id
+}
+
+pub async fn video_command(store: &EventStore, video: VideoId, command: VideoCommand) {
+    // Some commands (a lower progress) write no event; that is fine here.
+    store
+        .videos()
+        .execute(&video.to_string(), command, &system())
+        .await
+        .expect("video command");
+}
+
+/// An upload of image number `n` (its SHA-256 is `n` in hex) by `owner`.
+pub fn upload(owner: UserId, n: u128, moderation: ModerationDecision) -> (ImageId, ImageCommand) {
+    let sha256 = format!("{n:064x}");
+    let image_id = ImageId::for_content(owner, &sha256);
+    let command = ImageCommand::Upload {
+        image_id,
+        owner,
+        sha256,
+        content_type: ImageContentType::Jpeg,
+        bytes: 123_456,
+        width: 400,
+        height: 600,
+        orientation: 6,
+        exif: ImageExif {
+            camera_make: Some("Framegate Optics".to_owned()),
+            camera_model: None,
+            taken_at: Some("2025-06-01T07:45:12".to_owned()),
+        },
+        blob_key: format!("images/{owner}/{image_id}/{}/original.jpg", Uuid::now_v7()),
+        thumbnail_key: format!("images/{owner}/{image_id}/{}/thumbnail.jpg", Uuid::now_v7()),
+        moderation,
+    };
+    (image_id, command)
+}
+
+pub async fn image_command(store: &EventStore, image: ImageId, command: ImageCommand) {
+    store
+        .images()
+        .execute(&image.to_string(), command, &system())
+        .await
+        .expect("image command");
 }
