@@ -14,7 +14,7 @@
 //! kept (the generation counter), entries expire after [`TTL`] as a last resort, and each map
 //! is bounded. The process that executes a change also forgets locally before it answers, so
 //! its caller sees the change at once; other API processes see it when the announcement
-//! arrives, normally within milliseconds of the projector's commit.
+//! arrives, one notification delivery after the projector's commit.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
