@@ -150,6 +150,7 @@ async fn story(store: &EventStore) -> StoryIds {
         video,
         spec,
         &CommandMetadata::new_request(Actor::User(user)),
+        None,
     )
     .await
     .expect("request");

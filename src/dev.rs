@@ -80,7 +80,11 @@ async fn serve(
     framegate_commands::db::migrate(&pool)
         .await
         .context("migrations failed")?;
-    let (email, password) = admin_login(&EventStore::new(pool.clone()), state_dir).await?;
+    let (email, password) = admin_login(
+        &framegate_projections::inline::event_store(pool.clone()),
+        state_dir,
+    )
+    .await?;
 
     let (stop, stopped) = watch::channel(false);
     let projectors = framegate_projections::read_models::spawn_all(pool.clone(), stopped.clone());

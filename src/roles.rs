@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use framegate_commands::blobs::{self, BlobConfig};
-use framegate_commands::EventStore;
 use framegate_domain::catalog::Catalog;
 use framegate_domain::routing::{configured_providers, RoutingPolicy};
 use framegate_domain::ProviderKind;
@@ -35,9 +34,6 @@ pub async fn projector(pool: PgPool, shutdown: watch::Receiver<bool>) -> anyhow:
     }
     Ok(())
 }
-
-/// How old a reservation without a video must be before it is released.
-const ORPHAN_GRACE: Duration = Duration::from_secs(300);
 
 /// What the worker role reads from its environment.
 pub struct WorkerSettings {
@@ -111,7 +107,7 @@ pub async fn worker(
     settings: WorkerSettings,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let store = EventStore::new(pool.clone());
+    let store = framegate_projections::inline::event_store(pool.clone());
     let tools = settings.tools;
     tools
         .check()
@@ -191,13 +187,6 @@ pub async fn worker(
                 .await
         })
     };
-    let orphans = tokio::spawn(settlement::sweep_orphans(
-        store.clone(),
-        pool.clone(),
-        ORPHAN_GRACE,
-        Duration::from_secs(60),
-        shutdown.clone(),
-    ));
     let poller = Poller {
         store,
         pool,
@@ -208,7 +197,6 @@ pub async fn worker(
         pacing: PollPacing::new(settings.poll_interval),
     };
     poller.run(Duration::from_millis(250), shutdown).await;
-    orphans.await.context("orphan sweeper task")?;
     sweeps.await.context("dispatcher sweep task")?;
     for task in subscriptions {
         task.await.context("worker subscription task")??;

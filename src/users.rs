@@ -53,7 +53,7 @@ pub async fn run(command: UsersCommand, database_url: &str) -> anyhow::Result<()
                 .await
                 .context("cannot connect to DATABASE_URL")?;
             framegate_commands::db::migrate(&pool).await?;
-            let store = EventStore::new(pool);
+            let store = framegate_projections::inline::event_store(pool);
             let role = match role {
                 RoleArg::User => Role::User,
                 RoleArg::Admin => Role::Admin,

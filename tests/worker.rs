@@ -69,9 +69,15 @@ async fn a_worker_killed_at_random_points_finishes_every_job_exactly_once() {
             estimated_cost: Credits::new(2),
             external_id: None,
         };
-        request_video(&store, VideoId::from_uuid(Uuid::now_v7()), spec, &meta)
-            .await
-            .expect("request");
+        request_video(
+            &store,
+            VideoId::from_uuid(Uuid::now_v7()),
+            spec,
+            &meta,
+            None,
+        )
+        .await
+        .expect("request");
     }
     // The poller reads the videos read model: projectors run in this process throughout.
     let (_stop, stopped) = tokio::sync::watch::channel(false);

@@ -48,6 +48,9 @@ pub struct ApiConfig {
     pub body_limit: usize,
     /// How long a write waits for the read models to show it (read-your-writes).
     pub consistency_timeout: Duration,
+    /// How long an Idempotency-Key claim outlives its request's last sign of life: a retry
+    /// after the request's process died waits at most this long.
+    pub idempotency_lease: Duration,
     /// Concurrent argon2 hashes (each ~19 MiB and tens of ms of CPU).
     pub max_concurrent_hashes: usize,
     /// Models, capabilities and per-second prices.
@@ -95,6 +98,7 @@ impl ApiConfig {
             trust_proxy: false,
             body_limit: 1024 * 1024,
             consistency_timeout: Duration::from_secs(2),
+            idempotency_lease: Duration::from_secs(10),
             max_concurrent_hashes: 4,
             catalog: Catalog::defaults(),
             enabled_providers: vec![ProviderKind::Simulator],
@@ -186,6 +190,10 @@ impl ApiConfig {
         }
         if let Some(v) = get("FRAMEGATE_TRUST_PROXY") {
             config.trust_proxy = parse("FRAMEGATE_TRUST_PROXY", &v)?;
+        }
+        if let Some(v) = get("FRAMEGATE_IDEMPOTENCY_LEASE_SECONDS") {
+            let seconds = positive("FRAMEGATE_IDEMPOTENCY_LEASE_SECONDS", &v)?;
+            config.idempotency_lease = Duration::from_secs(u64::from(seconds));
         }
         if let Some(v) = get("FRAMEGATE_BODY_LIMIT_BYTES") {
             config.body_limit = parse("FRAMEGATE_BODY_LIMIT_BYTES", &v)?;

@@ -23,13 +23,6 @@ pub const ACCOUNT_MODELS: &[&str] = &[
     read_models::credit_ledger::SUBSCRIPTION,
 ];
 
-/// The read models a video request shows up in.
-pub const VIDEO_MODELS: &[&str] = &[
-    read_models::videos::SUBSCRIPTION,
-    read_models::credit_accounts::SUBSCRIPTION,
-    read_models::credit_ledger::SUBSCRIPTION,
-];
-
 /// The read models an image upload or deletion shows up in.
 pub const IMAGE_MODELS: &[&str] = &[read_models::images::SUBSCRIPTION];
 

@@ -69,7 +69,7 @@ impl AppState {
             blobs,
             images: ImageProcessor::new(config.images.clone(), config.image_concurrency),
             moderation: Arc::new(config.image_moderation.clone()),
-            store: EventStore::new(pool.clone()),
+            store: framegate_projections::inline::event_store(pool.clone()),
             tokens: Arc::new(TokenKeys::new(&config)),
             mailer: Arc::new(Mailer::new(&config.mail)?),
             limits: Arc::new(RateLimits::new(&config.rate)),

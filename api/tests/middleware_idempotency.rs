@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use framegate_api::idempotency::{
-    abandon, begin, complete, execute_once, fingerprint, purge_expired, requested_key, Begin,
-    ResponseSeal, StoredResponse,
+    abandon, begin, complete, execute_once, fingerprint, purge_expired, renew, requested_key,
+    Begin, Protocol, ResponseSeal, StoredResponse,
 };
 use framegate_commands::testing::TestDatabase;
 use http_body_util::BodyExt as _;
@@ -24,6 +24,7 @@ use tokio::sync::Notify;
 use tower::ServiceExt as _;
 
 const SCOPE: &str = "user:00000000-0000-0000-0000-000000000001";
+const LEASE: Duration = Duration::from_secs(10);
 
 fn stored(status: StatusCode, body: &str) -> StoredResponse {
     StoredResponse {
@@ -39,7 +40,7 @@ async fn claim(
     key: &str,
     hash: &str,
 ) -> framegate_api::idempotency::Claim {
-    match begin(pool, scope, key, hash).await.expect("begin") {
+    match begin(pool, scope, key, hash, LEASE).await.expect("begin") {
         Begin::Execute(claim) => claim,
         other => panic!("expected Execute, got {other:?}"),
     }
@@ -59,7 +60,9 @@ async fn the_first_request_executes_and_a_repeat_replays_its_stored_response() {
     let db = TestDatabase::new().await;
     let first = claim(&db.pool, SCOPE, "k1", "hash-a").await;
     assert_eq!(
-        begin(&db.pool, SCOPE, "k1", "hash-a").await.expect("begin"),
+        begin(&db.pool, SCOPE, "k1", "hash-a", LEASE)
+            .await
+            .expect("begin"),
         Begin::InProgress
     );
 
@@ -68,7 +71,9 @@ async fn the_first_request_executes_and_a_repeat_replays_its_stored_response() {
         .await
         .expect("complete");
     assert_eq!(
-        begin(&db.pool, SCOPE, "k1", "hash-a").await.expect("begin"),
+        begin(&db.pool, SCOPE, "k1", "hash-a", LEASE)
+            .await
+            .expect("begin"),
         Begin::Replay(response)
     );
 }
@@ -78,14 +83,18 @@ async fn a_different_request_under_a_used_key_is_a_mismatch_even_while_in_progre
     let db = TestDatabase::new().await;
     let first = claim(&db.pool, SCOPE, "k1", "hash-a").await;
     assert_eq!(
-        begin(&db.pool, SCOPE, "k1", "hash-b").await.expect("begin"),
+        begin(&db.pool, SCOPE, "k1", "hash-b", LEASE)
+            .await
+            .expect("begin"),
         Begin::Mismatch
     );
     complete(&db.pool, &first, &stored(StatusCode::OK, "{}"))
         .await
         .expect("complete");
     assert_eq!(
-        begin(&db.pool, SCOPE, "k1", "hash-b").await.expect("begin"),
+        begin(&db.pool, SCOPE, "k1", "hash-b", LEASE)
+            .await
+            .expect("begin"),
         Begin::Mismatch
     );
 }
@@ -114,7 +123,9 @@ async fn a_record_older_than_24_hours_is_forgotten() {
         .expect("complete");
     age_records(&db.pool, "23 hours").await;
     assert_eq!(
-        begin(&db.pool, SCOPE, "k1", "hash-b").await.expect("begin"),
+        begin(&db.pool, SCOPE, "k1", "hash-b", LEASE)
+            .await
+            .expect("begin"),
         Begin::Mismatch,
         "still kept at 23 h"
     );
@@ -128,22 +139,121 @@ async fn a_late_completion_of_an_expired_claim_does_not_touch_its_replacement() 
     let stale = claim(&db.pool, SCOPE, "k1", "hash-a").await;
     age_records(&db.pool, "25 hours").await;
     let fresh = claim(&db.pool, SCOPE, "k1", "hash-a").await;
-    assert_ne!(stale.created_at, fresh.created_at);
+    assert_ne!(stale.owner, fresh.owner);
 
     complete(&db.pool, &stale, &stored(StatusCode::CREATED, "stale"))
         .await
         .expect("complete");
     abandon(&db.pool, &stale).await.expect("abandon");
     assert_eq!(
-        begin(&db.pool, SCOPE, "k1", "hash-a").await.expect("begin"),
+        begin(&db.pool, SCOPE, "k1", "hash-a", LEASE)
+            .await
+            .expect("begin"),
         Begin::InProgress
     );
     complete(&db.pool, &fresh, &stored(StatusCode::CREATED, "fresh"))
         .await
         .expect("complete");
     assert_eq!(
-        begin(&db.pool, SCOPE, "k1", "hash-a").await.expect("begin"),
+        begin(&db.pool, SCOPE, "k1", "hash-a", LEASE)
+            .await
+            .expect("begin"),
         Begin::Replay(stored(StatusCode::CREATED, "fresh"))
+    );
+}
+
+/// Ends every running claim's lease, as if their processes had died long ago.
+async fn expire_leases(pool: &PgPool) {
+    sqlx::query("UPDATE idempotency_keys SET lease_until = now() - interval '1 second'")
+        .execute(pool)
+        .await
+        .expect("expire leases");
+}
+
+async fn mark_committed(pool: &PgPool, claim: &framegate_api::idempotency::Claim) {
+    let mut conn = pool.acquire().await.expect("connection");
+    framegate_commands::idempotency::mark_committed(&mut conn, claim)
+        .await
+        .expect("mark committed");
+}
+
+#[tokio::test]
+async fn a_claim_whose_owner_died_is_taken_over_once_its_lease_ran_out() {
+    let db = TestDatabase::new().await;
+    let dead = claim(&db.pool, SCOPE, "k1", "hash-a").await;
+    assert_eq!(
+        begin(&db.pool, SCOPE, "k1", "hash-a", LEASE)
+            .await
+            .expect("begin"),
+        Begin::InProgress,
+        "within the lease the first request may still be running"
+    );
+    expire_leases(&db.pool).await;
+    let retry = claim(&db.pool, SCOPE, "k1", "hash-a").await;
+    assert_ne!(retry.owner, dead.owner);
+    // The first owner, had it only been frozen, can no longer commit or complete.
+    let mut conn = db.pool.acquire().await.expect("connection");
+    assert!(
+        framegate_commands::idempotency::mark_committed(&mut conn, &dead)
+            .await
+            .is_err(),
+        "a taken-over claim cannot mark anything committed"
+    );
+    assert!(
+        !complete(&db.pool, &dead, &stored(StatusCode::CREATED, "dead"))
+            .await
+            .expect("complete")
+    );
+    assert!(
+        complete(&db.pool, &retry, &stored(StatusCode::CREATED, "retry"))
+            .await
+            .expect("complete")
+    );
+    assert_eq!(
+        begin(&db.pool, SCOPE, "k1", "hash-a", LEASE)
+            .await
+            .expect("begin"),
+        Begin::Replay(stored(StatusCode::CREATED, "retry"))
+    );
+}
+
+#[tokio::test]
+async fn a_renewed_lease_keeps_the_claim_in_progress() {
+    let db = TestDatabase::new().await;
+    let running = claim(&db.pool, SCOPE, "k1", "hash-a").await;
+    expire_leases(&db.pool).await;
+    assert!(renew(&db.pool, &running, LEASE).await.expect("renew"));
+    assert_eq!(
+        begin(&db.pool, SCOPE, "k1", "hash-a", LEASE)
+            .await
+            .expect("begin"),
+        Begin::InProgress
+    );
+}
+
+#[tokio::test]
+async fn a_request_that_committed_is_never_run_again_even_without_its_response() {
+    let db = TestDatabase::new().await;
+    let first = claim(&db.pool, SCOPE, "k1", "hash-a").await;
+    mark_committed(&db.pool, &first).await;
+    // Its response was lost (a 5xx after the commit): the claim is given up, and the
+    // record stays, its lease ended, so the retry learns at once that it took effect.
+    abandon(&db.pool, &first).await.expect("abandon");
+    assert_eq!(
+        begin(&db.pool, SCOPE, "k1", "hash-a", LEASE)
+            .await
+            .expect("begin"),
+        Begin::Committed
+    );
+    // Likewise after a crash: the lease runs out, the record says committed.
+    let other = claim(&db.pool, SCOPE, "k2", "hash-a").await;
+    mark_committed(&db.pool, &other).await;
+    expire_leases(&db.pool).await;
+    assert_eq!(
+        begin(&db.pool, SCOPE, "k2", "hash-a", LEASE)
+            .await
+            .expect("begin"),
+        Begin::Committed
     );
 }
 
@@ -152,7 +262,11 @@ async fn of_concurrent_duplicates_exactly_one_executes() {
     let db = TestDatabase::new().await;
     let attempts = (0..12).map(|_| {
         let pool = db.pool.clone();
-        tokio::spawn(async move { begin(&pool, SCOPE, "race", "hash-a").await.expect("begin") })
+        tokio::spawn(async move {
+            begin(&pool, SCOPE, "race", "hash-a", LEASE)
+                .await
+                .expect("begin")
+        })
     });
     let mut executed = 0;
     for attempt in attempts {
@@ -237,7 +351,13 @@ fn app(pool: PgPool, handlers: Handlers) -> Router {
                     Some(Err(error)) => error.into_response(),
                     Some(Ok(key)) => {
                         let seal = ResponseSeal::derive(b"middleware test secret");
-                        execute_once(&pool, &seal, SCOPE, &key, 1024, request, next).await
+                        let protocol = Protocol {
+                            pool: &pool,
+                            seal: &seal,
+                            lease: LEASE,
+                            body_limit: 1024,
+                        };
+                        execute_once(&protocol, SCOPE, &key, request, next).await
                     }
                 }
             }

@@ -314,6 +314,7 @@ async fn an_idempotent_video_request_reserves_once() {
     };
     let first: Value = send().await.expect("send").json().await.expect("json");
     let second: Value = send().await.expect("send").json().await.expect("json");
+    assert!(first["id"].is_string(), "{first}");
     assert_eq!(first["id"], second["id"]);
     assert_eq!(credits(&app, &token).await["reserved"], 10);
 }

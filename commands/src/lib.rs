@@ -9,14 +9,18 @@
 pub mod blobs;
 pub mod db;
 pub mod error;
+pub mod idempotency;
+pub mod inline;
 pub mod metadata;
 pub mod passwords;
 pub mod position;
 pub mod repository;
 pub mod retry;
 pub mod store;
+pub mod stored;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod unit;
 pub mod users;
 pub mod videos;
 
@@ -24,3 +28,5 @@ pub use error::CommandError;
 pub use metadata::{Actor, CommandMetadata};
 pub use position::LogPosition;
 pub use store::EventStore;
+pub use stored::StoredEvent;
+pub use unit::{AppendError, UnitOfWork};

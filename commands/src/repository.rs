@@ -4,10 +4,12 @@
 //! stream is replayed). Appending is ours: postgres-es opens a transaction and inserts event by
 //! event (BEGIN, INSERT per event, COMMIT); we append all of a command's events with a single
 //! multi-row `INSERT ... SELECT FROM unnest(...)`, atomic on its own, which also returns the
-//! log positions written. That halves the round trips of a command and gives callers the
-//! position they need for read-your-writes (docs/adr/0001-event-store-mode-only.md).
+//! events as stored. When inline read models follow the aggregate, or the request holds an
+//! Idempotency-Key, the append runs in a unit of work so that they commit with it
+//! (docs/adr/0001-event-store-mode-only.md, docs/adr/0015-one-transaction-video-request.md).
 
 use std::cell::Cell;
+use std::sync::Arc;
 
 use cqrs_es::persist::{
     PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
@@ -17,7 +19,11 @@ use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlx::PgPool;
 
+use crate::idempotency;
+use crate::inline::InlineProjection;
 use crate::position::LogPosition;
+use crate::stored::StoredEvent;
+use crate::unit::{self, AppendError, UnitOfWork};
 
 tokio::task_local! {
     /// Where `persist` reports the position of the last event it appended, for the command
@@ -25,101 +31,56 @@ tokio::task_local! {
     pub(crate) static WRITTEN: Cell<Option<LogPosition>>;
 }
 
-/// The common case, one event: the simplest statement for Postgres to plan and run.
-const APPEND_ONE: &str = "
-INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-RETURNING tx_id::text::bigint, global_position";
-
-const APPEND: &str = "
-INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload, e.metadata
-  FROM unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
-       AS e(sequence, event_type, event_version, payload, metadata)
-RETURNING tx_id::text::bigint, global_position";
-
 pub struct EventRepository {
     pool: PgPool,
     reader: PostgresEventRepository,
+    inline: Option<Arc<dyn InlineProjection>>,
 }
 
 impl EventRepository {
-    pub fn new(pool: PgPool) -> Self {
+    pub fn new(pool: PgPool, inline: Option<Arc<dyn InlineProjection>>) -> Self {
         Self {
             reader: PostgresEventRepository::new(pool.clone()),
             pool,
+            inline,
         }
     }
 
+    /// Appends one command's events. Alone when nothing else must commit with them; in a
+    /// unit of work when an inline read model follows their aggregate type or the request
+    /// holds an Idempotency-Key (whose record must say, atomically, that it took effect).
     async fn append<A: Aggregate>(
         &self,
         events: &[SerializedEvent],
-    ) -> Result<Option<LogPosition>, sqlx::Error> {
-        let Some(first) = events.first() else {
+    ) -> Result<Option<LogPosition>, AppendError> {
+        if events.is_empty() {
             return Ok(None);
-        };
-        if let [event] = events {
-            let (tx_id, global_position) = sqlx::query_as(APPEND_ONE)
-                .bind(A::TYPE)
-                .bind(&event.aggregate_id)
-                .bind(event.sequence as i64)
-                .bind(&event.event_type)
-                .bind(&event.event_version)
-                .bind(&event.payload)
-                .bind(&event.metadata)
-                .fetch_one(&self.pool)
-                .await?;
-            return Ok(Some(LogPosition {
-                tx_id,
-                global_position,
-            }));
         }
-        let rows: Vec<(i64, i64)> = sqlx::query_as(APPEND)
-            .bind(A::TYPE)
-            .bind(&first.aggregate_id)
-            .bind(events.iter().map(|e| e.sequence as i64).collect::<Vec<_>>())
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.event_type.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.event_version.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.metadata.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(tx_id, global_position)| LogPosition {
-                tx_id,
-                global_position,
-            })
-            .max())
+        let inline = self
+            .inline
+            .as_ref()
+            .filter(|inline| inline.follows(A::TYPE));
+        let written = if inline.is_some() || idempotency::current().is_some() {
+            let mut unit = UnitOfWork::begin(&self.pool, inline.cloned()).await?;
+            unit.append_serialized(events).await?;
+            unit.commit().await?
+        } else {
+            let mut conn = self.pool.acquire().await?;
+            unit::insert(&mut conn, events).await?
+        };
+        Ok(written.iter().map(StoredEvent::position).max())
     }
 }
 
-/// How postgres-es classifies errors, kept identical: a unique violation (another command
-/// appended the same sequence first, or the email index) is an optimistic-lock conflict.
-fn persistence_error(error: sqlx::Error) -> PersistenceError {
-    match &error {
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
-            PersistenceError::OptimisticLockError
-        }
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut => {
-            PersistenceError::ConnectionError(Box::new(error))
-        }
-        _ => PersistenceError::UnknownError(Box::new(error)),
+/// How postgres-es classifies errors, kept: a unique violation (another command appended the
+/// same sequence first, or the email index) is an optimistic-lock conflict.
+fn persistence_error(error: AppendError) -> PersistenceError {
+    match error {
+        AppendError::Conflict => PersistenceError::OptimisticLockError,
+        AppendError::Database(
+            error @ (sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut),
+        ) => PersistenceError::ConnectionError(Box::new(error)),
+        other => PersistenceError::UnknownError(Box::new(other)),
     }
 }
 

@@ -10,6 +10,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Weak;
 
+use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, CqrsFramework, EventStore as _};
 use framegate_domain::{CreditAccount, Image, Services, SystemClock, User, Video};
@@ -17,10 +18,12 @@ use sqlx::PgPool;
 use tracing::{debug, warn};
 
 use crate::error::CommandError;
+use crate::inline::InlineProjection;
 use crate::metadata::CommandMetadata;
 use crate::position::LogPosition;
 use crate::repository::{EventRepository, WRITTEN};
 use crate::retry::{conflict_backoff, count_retried_conflict, RetryPolicy, MAX_CONFLICT_RETRIES};
+use crate::unit::{AppendError, UnitOfWork};
 
 /// Executes commands of one aggregate type, retrying conflicts where that is safe.
 pub struct Aggregates<A: Aggregate> {
@@ -29,6 +32,16 @@ pub struct Aggregates<A: Aggregate> {
     /// Commands on one aggregate queue here within this process instead of racing to a
     /// conflict; across processes the optimistic check and the retries still decide.
     locks: KeyedLocks,
+    services: Services,
+}
+
+/// What a command decided, not yet stored.
+pub struct Decision<A: Aggregate> {
+    pub events: Vec<A::Event>,
+    /// The aggregate's sequence the events follow (their optimistic check).
+    pub current_sequence: usize,
+    /// The aggregate with the events applied.
+    pub state: A,
 }
 
 /// One async mutex per key, dropped when nobody holds or waits for it.
@@ -60,18 +73,49 @@ where
     A: Aggregate<Services = Services>,
     A::Command: Clone + RetryPolicy,
 {
-    fn new(pool: &PgPool, services: Services) -> Self {
+    fn new(pool: &PgPool, services: Services, inline: Option<Arc<dyn InlineProjection>>) -> Self {
+        let repository = || EventRepository::new(pool.clone(), inline.clone());
         Self {
             // No cqrs-es queries: their callbacks run after commit and swallow errors, so
-            // read models are built from the ordered log instead.
+            // read models are built from the ordered log (or inline) instead.
             framework: CqrsFramework::new(
-                PersistedEventStore::new_event_store(EventRepository::new(pool.clone())),
+                PersistedEventStore::new_event_store(repository()),
                 Vec::new(),
-                services,
+                services.clone(),
             ),
-            loader: PersistedEventStore::new_event_store(EventRepository::new(pool.clone())),
+            loader: PersistedEventStore::new_event_store(repository()),
             locks: KeyedLocks::default(),
+            services,
         }
+    }
+
+    /// Decides `command` against the current state of aggregate `id` without storing
+    /// anything: the events it would append, the sequence they follow, and the state after
+    /// them. For a [`UnitOfWork`] that appends to several streams at once.
+    pub async fn decide(
+        &self,
+        id: &str,
+        command: A::Command,
+    ) -> Result<Decision<A>, CommandError<A::Error>> {
+        let context = self.loader.load_aggregate(id).await?;
+        let current_sequence = context.current_sequence;
+        let mut aggregate = context.aggregate;
+        let sink = EventSink::default();
+        aggregate
+            .handle(command, &self.services, &sink)
+            .await
+            .map_err(CommandError::Domain)?;
+        Ok(Decision {
+            events: sink.collect().await,
+            current_sequence,
+            state: aggregate,
+        })
+    }
+
+    /// Holds this process's lock on aggregate `id` until the guard drops: commands on it
+    /// from this process wait instead of racing to a conflict.
+    pub async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        self.locks.get(id).lock_owned().await
     }
 
     /// Executes `command` on aggregate `id` and stores the resulting events with `metadata`.
@@ -96,7 +140,10 @@ where
                         .map(|()| WRITTEN.with(Cell::get))
                 })
                 .await;
-            match result.map_err(CommandError::from) {
+            match result
+                .map_err(CommandError::from)
+                .map_err(lease_lost_is_conflict)
+            {
                 Err(CommandError::Conflict) if retry && attempt < MAX_CONFLICT_RETRIES => {
                     attempt += 1;
                     count_retried_conflict();
@@ -124,6 +171,22 @@ where
     }
 }
 
+/// A request whose Idempotency-Key was taken over must not retry its command: it reports a
+/// conflict (409, not stored) and the request that holds the key now decides.
+fn lease_lost_is_conflict<E: std::error::Error>(error: CommandError<E>) -> CommandError<E> {
+    match error {
+        CommandError::Internal(cause)
+            if matches!(
+                cause.downcast_ref::<AppendError>(),
+                Some(AppendError::LeaseLost(_))
+            ) =>
+        {
+            CommandError::Conflict
+        }
+        other => other,
+    }
+}
+
 /// The write side of the platform.
 #[derive(Clone)]
 pub struct EventStore {
@@ -132,6 +195,7 @@ pub struct EventStore {
 
 struct Inner {
     pool: PgPool,
+    inline: Option<Arc<dyn InlineProjection>>,
     users: Aggregates<User>,
     credits: Aggregates<CreditAccount>,
     videos: Aggregates<Video>,
@@ -144,15 +208,35 @@ impl EventStore {
     }
 
     pub fn with_services(pool: PgPool, services: Services) -> Self {
+        Self::with_parts(pool, services, None)
+    }
+
+    /// A store whose appends also update `inline`'s read models in their transaction.
+    pub fn with_inline(pool: PgPool, inline: Arc<dyn InlineProjection>) -> Self {
+        Self::with_parts(pool, Arc::new(SystemClock), Some(inline))
+    }
+
+    pub fn with_parts(
+        pool: PgPool,
+        services: Services,
+        inline: Option<Arc<dyn InlineProjection>>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                users: Aggregates::new(&pool, services.clone()),
-                credits: Aggregates::new(&pool, services.clone()),
-                videos: Aggregates::new(&pool, services.clone()),
-                images: Aggregates::new(&pool, services),
+                users: Aggregates::new(&pool, services.clone(), inline.clone()),
+                credits: Aggregates::new(&pool, services.clone(), inline.clone()),
+                videos: Aggregates::new(&pool, services.clone(), inline.clone()),
+                images: Aggregates::new(&pool, services, inline.clone()),
+                inline,
                 pool,
             }),
         }
+    }
+
+    /// Starts a unit of work: appends to several streams that commit together, with the
+    /// inline read models.
+    pub async fn begin(&self) -> Result<UnitOfWork, sqlx::Error> {
+        UnitOfWork::begin(&self.inner.pool, self.inner.inline.clone()).await
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -91,3 +91,30 @@ impl Drop for TestDatabase {
         let _ = dropper.join();
     }
 }
+
+/// Keys whose next commit fails right after it committed (once each): the failure of a
+/// step after the commit, e.g. a pool that timed out while the response was being stored.
+static FAIL_AFTER_COMMIT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Makes the next unit of work committed for Idempotency-Key `key` report a failure (a pool
+/// time-out) although it committed.
+pub fn fail_after_commit(key: &str) {
+    FAIL_AFTER_COMMIT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(key.to_owned());
+}
+
+/// Whether the commit under `key` is to fail; consumes the failure.
+pub(crate) fn take_failure_after_commit(key: &str) -> bool {
+    let mut keys = FAIL_AFTER_COMMIT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match keys.iter().position(|k| k == key) {
+        Some(at) => {
+            keys.swap_remove(at);
+            true
+        }
+        None => false,
+    }
+}

@@ -1,16 +1,25 @@
-//! Requesting a video: reserve the estimated cost, then record the request.
+//! Requesting a video: reserve the estimated cost and record the request, in one transaction.
 //!
-//! The reservation comes first so that credits can never be overspent: 50 concurrent
-//! requests against credits for 10 get exactly 10 reservations. If recording the request
-//! then fails, the reservation is released at once. A crash between the two leaves a
-//! reservation without a video, which the settlement worker releases after a grace period.
+//! Both decisions are made against the aggregates' current state (the account's available
+//! credits, the video id not yet taken) and appended in one unit of work, each stream with
+//! its own optimistic check, so there is never a reservation without a video or a video
+//! without its reservation: 50 concurrent requests against credits for 10 get exactly 10 of
+//! each. The inline read models (the video row, the account's balance) commit with them, and
+//! so does whatever the caller adds through [`WithinRequest`] (the API's Idempotency-Key
+//! record with its response).
 
-use framegate_domain::{CreditCommand, CreditError, VideoCommand, VideoError, VideoId, VideoSpec};
+use async_trait::async_trait;
+use framegate_domain::{
+    CreditAccount, CreditCommand, CreditError, Video, VideoCommand, VideoError, VideoId, VideoSpec,
+};
+use sqlx::PgConnection;
 
-use crate::error::CommandError;
+use crate::error::{BoxError, CommandError};
 use crate::metadata::CommandMetadata;
-use crate::position::LogPosition;
+use crate::retry::{conflict_backoff, count_retried_conflict, MAX_CONFLICT_RETRIES};
 use crate::store::EventStore;
+use crate::stored::StoredEvent;
+use crate::unit::AppendError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
@@ -20,36 +29,93 @@ pub enum RequestError {
     Video(CommandError<VideoError>),
 }
 
-/// Reserves `spec.estimated_cost` on the owner's account and records the request.
+/// Statements that must commit together with the request, run in its transaction after its
+/// events were appended and projected inline.
+#[async_trait]
+pub trait WithinRequest: Send + Sync {
+    async fn run(&self, conn: &mut PgConnection, written: &[StoredEvent]) -> Result<(), BoxError>;
+}
+
+fn store_error(error: AppendError) -> RequestError {
+    RequestError::Video(match error {
+        AppendError::Conflict | AppendError::LeaseLost(_) => CommandError::Conflict,
+        AppendError::Database(
+            error @ (sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut),
+        ) => CommandError::Unavailable(Box::new(error)),
+        other => CommandError::Internal(Box::new(other)),
+    })
+}
+
+/// Reserves `spec.estimated_cost` on the owner's account and records the request, atomically.
+/// Returns the events as committed (the reservation first).
 pub async fn request_video(
     store: &EventStore,
     video_id: VideoId,
     spec: VideoSpec,
     metadata: &CommandMetadata,
-) -> Result<Option<LogPosition>, RequestError> {
+    within: Option<&dyn WithinRequest>,
+) -> Result<Vec<StoredEvent>, RequestError> {
     let account = spec.owner.to_string();
+    let video = video_id.to_string();
     let reserve = CreditCommand::Reserve {
         video_id,
         amount: spec.estimated_cost,
     };
-    let reserved = store
-        .credits()
-        .execute(&account, reserve, metadata)
-        .await
-        .map_err(RequestError::Credits)?;
     let request = VideoCommand::Request { video_id, spec };
-    match store
-        .videos()
-        .execute(&video_id.to_string(), request, metadata)
-        .await
-    {
-        Ok(position) => Ok(position.max(reserved)),
-        Err(error) => {
-            let release = CreditCommand::Release { video_id };
-            if let Err(release_error) = store.credits().execute(&account, release, metadata).await {
-                tracing::error!(%video_id, error = %release_error, "could not release the reservation of a refused request");
+    // Requests of one user in this process queue on the account instead of conflicting.
+    let _account = store.credits().lock(&account).await;
+    let mut attempt = 0;
+    loop {
+        let reserved = store
+            .credits()
+            .decide(&account, reserve.clone())
+            .await
+            .map_err(RequestError::Credits)?;
+        let requested = store
+            .videos()
+            .decide(&video, request.clone())
+            .await
+            .map_err(RequestError::Video)?;
+        let mut unit = store
+            .begin()
+            .await
+            .map_err(|e| RequestError::Video(e.into()))?;
+        let appended = unit
+            .append::<CreditAccount>(
+                &account,
+                reserved.current_sequence,
+                &reserved.events,
+                metadata,
+            )
+            .await;
+        match appended {
+            Ok(_) => {}
+            // Another process moved the account: decide again against its new state.
+            Err(AppendError::Conflict) if attempt < MAX_CONFLICT_RETRIES => {
+                drop(unit);
+                attempt += 1;
+                count_retried_conflict();
+                tokio::time::sleep(conflict_backoff(attempt)).await;
+                continue;
             }
-            Err(RequestError::Video(error))
+            Err(error) => return Err(store_error(error)),
         }
+        // A conflict here means the video id is taken: never retried.
+        unit.append::<Video>(
+            &video,
+            requested.current_sequence,
+            &requested.events,
+            metadata,
+        )
+        .await
+        .map_err(store_error)?;
+        if let Some(within) = within {
+            let written = unit.written().to_vec();
+            within
+                .run(unit.conn(), &written)
+                .await
+                .map_err(|e| RequestError::Video(CommandError::Internal(e)))?;
+        }
+        return unit.commit().await.map_err(store_error);
     }
 }

@@ -335,7 +335,7 @@ fn serialized(aggregate_id: &str, sequence: usize, amount: i64) -> SerializedEve
 #[tokio::test]
 async fn several_events_are_appended_in_one_atomic_statement() {
     let db = TestDatabase::new().await;
-    let repo = EventRepository::new(db.pool.clone());
+    let repo = EventRepository::new(db.pool.clone(), None);
     let id = Uuid::now_v7().to_string();
     repo.persist::<CreditAccount>(&[serialized(&id, 1, 1), serialized(&id, 2, 2)], None)
         .await

@@ -36,7 +36,8 @@ pub enum CreditCommand {
         video_id: VideoId,
         amount: Credits,
     },
-    /// Charges `amount` of the video's reservation and returns the rest to the balance.
+    /// Charges `amount` of the video's reservation, at most all of it, and returns the rest
+    /// to the balance.
     Capture {
         video_id: VideoId,
         amount: Credits,
@@ -109,11 +110,6 @@ pub enum CreditError {
     ReservationExists,
     #[error("this video has no reservation")]
     UnknownReservation,
-    #[error("cannot capture {requested} of a {reserved} credit reservation")]
-    CaptureExceedsReservation {
-        reserved: Credits,
-        requested: Credits,
-    },
     #[error("the balance would overflow")]
     Overflow,
 }
@@ -127,7 +123,6 @@ impl CreditError {
             CreditError::InsufficientCredits { .. } => "insufficient_credits",
             CreditError::ReservationExists => "reservation_exists",
             CreditError::UnknownReservation => "unknown_reservation",
-            CreditError::CaptureExceedsReservation { .. } => "capture_exceeds_reservation",
             CreditError::Overflow => "overflow",
         }
     }
@@ -279,19 +274,15 @@ impl CreditAccount {
                 let Some(reserved) = self.open_reservation(video_id)? else {
                     return Ok(None);
                 };
+                // Never more than was reserved: the user agreed to the estimate.
+                let captured = amount.min(reserved);
                 let released = reserved
-                    .checked_sub(amount)
-                    .filter(|rest| !rest.is_negative());
-                let Some(released) = released else {
-                    return Err(CreditError::CaptureExceedsReservation {
-                        reserved,
-                        requested: amount,
-                    });
-                };
+                    .checked_sub(captured)
+                    .ok_or(CreditError::Overflow)?;
                 CreditEvent::ReservationCaptured {
                     video_id,
                     reserved,
-                    captured: amount,
+                    captured,
                     released,
                 }
             }

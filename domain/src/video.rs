@@ -429,13 +429,13 @@ impl Video {
         Ok(status)
     }
 
-    fn decide(&self, command: VideoCommand) -> Result<Option<VideoEvent>, VideoError> {
+    fn decide(&self, command: VideoCommand) -> Result<Vec<VideoEvent>, VideoError> {
         if let VideoCommand::Request { video_id, spec } = command {
             if self.is_requested() {
                 return Err(VideoError::AlreadyRequested);
             }
             spec.validate()?;
-            return Ok(Some(VideoEvent::VideoRequested { video_id, spec }));
+            return Ok(vec![VideoEvent::VideoRequested { video_id, spec }]);
         }
 
         let status = self.live_status()?;
@@ -499,7 +499,7 @@ impl Video {
                     VideoStatus::Running if percent > self.progress => {
                         VideoEvent::VideoProgressed { percent }
                     }
-                    VideoStatus::Running => return Ok(None),
+                    VideoStatus::Running => return Ok(Vec::new()),
                     _ => return Err(invalid),
                 }
             }
@@ -560,6 +560,15 @@ impl Video {
                 if status == VideoStatus::CancelRequested {
                     return Err(VideoError::AlreadyCancelRequested);
                 }
+                // No provider has the job (none was asked, or the last one refused it):
+                // nothing runs anywhere, so the cancellation completes at once. Decided
+                // here, on the aggregate, never on a read model that may lag behind.
+                if status == VideoStatus::Queued {
+                    return Ok(vec![
+                        VideoEvent::CancelRequested { reason },
+                        VideoEvent::VideoCancelled {},
+                    ]);
+                }
                 VideoEvent::CancelRequested { reason }
             }
             VideoCommand::Cancel => {
@@ -569,7 +578,7 @@ impl Video {
                 VideoEvent::VideoCancelled {}
             }
         };
-        Ok(Some(event))
+        Ok(vec![event])
     }
 }
 
@@ -586,7 +595,7 @@ impl Aggregate for Video {
         _services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
-        if let Some(event) = self.decide(command)? {
+        for event in self.decide(command)? {
             sink.write(event, self).await;
         }
         Ok(())

@@ -313,14 +313,11 @@ fn capturing_zero_returns_the_whole_reservation() {
 }
 
 #[test]
-fn capturing_more_than_reserved_is_rejected() {
+fn capturing_more_than_reserved_captures_the_reservation() {
     framework()
         .given(vec![granted(100), reserved(1, 50)])
         .when(capture(1, 51))
-        .then_expect_error(CreditError::CaptureExceedsReservation {
-            reserved: c(50),
-            requested: c(51),
-        });
+        .then_expect_events(vec![captured(1, 50, 50)]);
 }
 
 #[test]

@@ -219,10 +219,6 @@ fn error_codes_are_distinct_and_snake_case() {
         },
         CreditError::ReservationExists,
         CreditError::UnknownReservation,
-        CreditError::CaptureExceedsReservation {
-            reserved: Credits::new(1),
-            requested: Credits::new(2),
-        },
         CreditError::Overflow,
     ];
     assert_distinct_snake_case(&credit.map(|e| e.code()));

@@ -704,10 +704,10 @@ fn failing_a_finished_video_is_rejected() {
 }
 
 #[test]
-fn requesting_cancellation_is_accepted_from_every_live_status() {
+fn requesting_cancellation_is_accepted_from_every_live_status_a_provider_may_be_working_in() {
     for status in LIVE
         .into_iter()
-        .filter(|s| *s != VideoStatus::CancelRequested)
+        .filter(|s| !matches!(s, VideoStatus::CancelRequested | VideoStatus::Queued))
     {
         framework()
             .given(history(status))
@@ -716,6 +716,35 @@ fn requesting_cancellation_is_accepted_from_every_live_status() {
             })
             .then_expect_events(vec![cancel_requested()]);
     }
+}
+
+#[test]
+fn cancelling_a_queued_video_cancels_it_at_once() {
+    framework()
+        .given(history(VideoStatus::Queued))
+        .when(VideoCommand::RequestCancel {
+            reason: "user asked".to_string(),
+        })
+        .then_expect_events(vec![cancel_requested(), VideoEvent::VideoCancelled {}]);
+}
+
+#[test]
+fn cancelling_a_video_whose_provider_refused_it_cancels_it_at_once() {
+    // Submitted once, refused, waiting for its next attempt: queued again, no provider has it.
+    let mut events = history(VideoStatus::Submitting);
+    events.push(VideoEvent::SubmissionFailed {
+        attempt: 1,
+        provider: ProviderKind::Veo,
+        code: "provider_unavailable".to_string(),
+        message: "503".to_string(),
+        retry_at: chrono::Utc::now(),
+    });
+    framework()
+        .given(events)
+        .when(VideoCommand::RequestCancel {
+            reason: "user asked".to_string(),
+        })
+        .then_expect_events(vec![cancel_requested(), VideoEvent::VideoCancelled {}]);
 }
 
 #[test]

@@ -3,9 +3,11 @@
 //! Everything downstream of the event store (read models, workers, the Kafka relay) consumes
 //! one ordered log through named subscriptions with checkpoints. This crate owns that log
 //! reader and the subscription runner, and the read models of accounts and credits with the
-//! projectors that build them from the log.
+//! projectors that build them from the log, and the inline read models the write side keeps
+//! current in its own transactions.
 
 pub mod audit;
+pub mod inline;
 pub mod log;
 pub mod read_models;
 pub mod replay;

@@ -7,42 +7,9 @@
 //! transaction below it has ended, so nothing can later appear behind the checkpoint
 //! (docs/adr/0002-ordered-event-log.md).
 
-use chrono::{DateTime, Utc};
-use serde_json::Value;
-use sqlx::{FromRow, PgConnection};
-use uuid::Uuid;
+use sqlx::PgConnection;
 
-pub use framegate_commands::LogPosition;
-
-/// One event as stored, with the columns the log adds to what postgres-es writes.
-#[derive(Debug, Clone, PartialEq, FromRow)]
-pub struct StoredEvent {
-    pub global_position: i64,
-    pub tx_id: i64,
-    pub event_id: Uuid,
-    pub recorded_at: DateTime<Utc>,
-    pub aggregate_type: String,
-    pub aggregate_id: String,
-    pub sequence: i64,
-    pub event_type: String,
-    pub event_version: String,
-    pub payload: Value,
-    pub metadata: Value,
-}
-
-impl StoredEvent {
-    pub fn position(&self) -> LogPosition {
-        LogPosition {
-            tx_id: self.tx_id,
-            global_position: self.global_position,
-        }
-    }
-
-    /// A metadata entry (actor, correlation_id, ...), if present.
-    pub fn meta(&self, key: &str) -> Option<&str> {
-        self.metadata.get(key).and_then(Value::as_str)
-    }
-}
+pub use framegate_commands::{LogPosition, StoredEvent};
 
 /// Reads up to `limit` events after `after` that no running transaction can still precede.
 ///

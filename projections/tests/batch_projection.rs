@@ -154,8 +154,8 @@ async fn cancelled_video(store: &EventStore, user: UserId) {
     let cancel = VideoCommand::RequestCancel {
         reason: "changed my mind".into(),
     };
+    // Queued: the request cancels at once (CancelRequested, VideoCancelled).
     video_command(store, video, cancel).await;
-    video_command(store, video, VideoCommand::Cancel).await;
     let release = CreditCommand::Release { video_id: video };
     credit_command(store, user, release, &system()).await;
 }
@@ -211,7 +211,7 @@ async fn request(store: &EventStore, owner: UserId) -> VideoId {
         external_id: Some(format!("ext-{video}")),
     };
     let meta = CommandMetadata::new_request(Actor::User(owner));
-    request_video(store, video, spec, &meta)
+    request_video(store, video, spec, &meta, None)
         .await
         .expect("video request");
     video

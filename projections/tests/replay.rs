@@ -144,7 +144,7 @@ async fn request(store: &EventStore, owner: UserId) -> VideoId {
         external_id: None,
     };
     let meta = CommandMetadata::new_request(Actor::User(owner));
-    request_video(store, video, spec, &meta)
+    request_video(store, video, spec, &meta, None)
         .await
         .expect("video request");
     video

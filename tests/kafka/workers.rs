@@ -173,9 +173,15 @@ async fn two_workers_in_one_group_share_jobs_and_a_killed_ones_jobs_finish_on_th
             estimated_cost: Credits::new(2),
             external_id: None,
         };
-        request_video(&store, VideoId::from_uuid(Uuid::now_v7()), spec, &meta)
-            .await
-            .expect("request");
+        request_video(
+            &store,
+            VideoId::from_uuid(Uuid::now_v7()),
+            spec,
+            &meta,
+            None,
+        )
+        .await
+        .expect("request");
     }
 
     // Kill A as soon as it has taken a job; its jobs are still rendering (2.5 s latency).

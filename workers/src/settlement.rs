@@ -1,23 +1,28 @@
 //! Credit settlement: the process manager that makes credits follow each video.
 //!
-//! It is a subscription on the ordered log. A completed video captures its final cost (capped
-//! at the reservation; the rest returns to the balance); a failure that is not charged, or a
-//! cancellation, releases the reservation; a charged failure captures it. Capture and release
-//! are idempotent per video in the CreditAccount aggregate, so replaying an event after a
-//! crash (the checkpoint moves after the command) has no second effect: each settles once.
+//! It is a subscription on the ordered log. A completed video captures its final cost (the
+//! CreditAccount caps a capture at the reservation; the rest returns to the balance); a
+//! failure that is not charged, or a cancellation, releases the reservation; a charged
+//! failure captures it. It looks at the event type before anything else and takes the amounts
+//! from the events: only the owner's account comes from the video row (written inline with
+//! the request). Capture and release are idempotent per video in the CreditAccount aggregate,
+//! so replaying an event after a crash (the checkpoint moves after the command) has no second
+//! effect: each settles once.
 
 use async_trait::async_trait;
 use cqrs_es::Aggregate as _;
 use framegate_commands::{Actor, CommandMetadata, EventStore};
-use framegate_domain::{CreditCommand, Credits, Video, VideoEvent, VideoId};
+use framegate_domain::{CreditCommand, Credits, UserId, Video, VideoEvent, VideoId};
+use framegate_projections::read_models::videos;
 use framegate_projections::subscription::BoxError;
 use framegate_projections::{EventHandler, StoredEvent};
-use sqlx::{PgConnection, PgPool};
-use std::time::Duration;
-use tokio::sync::watch;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub const SUBSCRIPTION: &str = "process.credit_settlement";
+
+/// The video events that settle credits; every other event is passed over undecoded.
+const SETTLING: [&str; 3] = ["VideoCompleted", "VideoFailed", "VideoCancelled"];
 
 pub struct Settlement {
     store: EventStore,
@@ -27,28 +32,45 @@ impl Settlement {
     pub fn new(store: EventStore) -> Self {
         Self { store }
     }
+
+    /// Whose account the video's reservation is on, and how much it reserved.
+    async fn owner(
+        &self,
+        conn: &mut PgConnection,
+        video_id: VideoId,
+    ) -> Result<(UserId, Credits), BoxError> {
+        if let Some(row) = videos::get(&mut *conn, video_id).await? {
+            return Ok((
+                UserId::from_uuid(row.owner_id),
+                Credits::new(row.estimated_cost),
+            ));
+        }
+        // Written by a store without inline read models and not projected yet: the stream.
+        let video = self.store.videos().load(&video_id.to_string()).await?;
+        let spec = video
+            .spec()
+            .ok_or_else(|| format!("video {video_id} has no request"))?;
+        Ok((spec.owner, spec.estimated_cost))
+    }
 }
 
 #[async_trait]
 impl EventHandler for Settlement {
-    async fn handle(&self, _conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
-        if event.aggregate_type != Video::TYPE {
+    async fn handle(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
+        if event.aggregate_type != Video::TYPE || !SETTLING.contains(&event.event_type.as_str()) {
             return Ok(());
         }
         let payload: VideoEvent = serde_json::from_value(event.payload.clone())?;
         let video_id: VideoId = event.aggregate_id.parse()?;
-        let video = self.store.videos().load(&event.aggregate_id).await?;
-        let Some(spec) = video.spec() else {
-            return Err(format!("video {video_id} has no request").into());
-        };
+        let (owner, reserved) = self.owner(conn, video_id).await?;
         let command = match payload {
             VideoEvent::VideoCompleted { final_cost } => CreditCommand::Capture {
                 video_id,
-                amount: final_cost.min(spec.estimated_cost).max(Credits::ZERO),
+                amount: final_cost.max(Credits::ZERO),
             },
             VideoEvent::VideoFailed { charged: true, .. } => CreditCommand::Capture {
                 video_id,
-                amount: spec.estimated_cost,
+                amount: reserved,
             },
             VideoEvent::VideoFailed { charged: false, .. } | VideoEvent::VideoCancelled {} => {
                 CreditCommand::Release { video_id }
@@ -62,67 +84,8 @@ impl EventHandler for Settlement {
         let metadata = CommandMetadata::caused_by_event(Actor::System, correlation, event.event_id);
         self.store
             .credits()
-            .execute(&spec.owner.to_string(), command, &metadata)
+            .execute(&owner.to_string(), command, &metadata)
             .await?;
         Ok(())
-    }
-}
-
-/// Releases reservations left without a video: `request_video` reserves first and records the
-/// request second, so a crash in between leaves credits reserved for a video that will never
-/// exist. A reservation older than `grace` whose video has no events and that was neither
-/// captured nor released is released. Returns how many were.
-///
-/// The grace period must comfortably exceed the time between the two commands (milliseconds),
-/// or a request still being recorded could lose its reservation.
-pub async fn release_orphaned_reservations(
-    store: &EventStore,
-    pool: &PgPool,
-    grace: Duration,
-) -> Result<usize, BoxError> {
-    let orphans: Vec<(Uuid, Uuid)> = sqlx::query_as(
-        "SELECT r.user_id, r.video_id
-           FROM credit_ledger r
-          WHERE r.kind = 'reserved'
-            AND r.recorded_at < now() - make_interval(secs => $1)
-            AND NOT EXISTS (SELECT 1 FROM credit_ledger s
-                             WHERE s.video_id = r.video_id AND s.kind IN ('captured', 'released'))
-            AND NOT EXISTS (SELECT 1 FROM events e
-                             WHERE e.aggregate_type = $2 AND e.aggregate_id = r.video_id::text)",
-    )
-    .bind(grace.as_secs_f64())
-    .bind(Video::TYPE)
-    .fetch_all(pool)
-    .await?;
-    let metadata = CommandMetadata::new_request(Actor::System);
-    for (owner, video) in &orphans {
-        let release = CreditCommand::Release {
-            video_id: VideoId::from_uuid(*video),
-        };
-        store
-            .credits()
-            .execute(&owner.to_string(), release, &metadata)
-            .await?;
-        tracing::warn!(%owner, %video, "released a reservation whose video was never recorded");
-    }
-    Ok(orphans.len())
-}
-
-/// Runs [`release_orphaned_reservations`] every `interval` until `shutdown` flips.
-pub async fn sweep_orphans(
-    store: EventStore,
-    pool: PgPool,
-    grace: Duration,
-    interval: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        if let Err(error) = release_orphaned_reservations(&store, &pool, grace).await {
-            tracing::warn!(%error, "orphaned reservation sweep failed");
-        }
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
     }
 }

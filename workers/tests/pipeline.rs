@@ -34,7 +34,7 @@ struct Rig {
 
 async fn rig(config: SimulatorConfig) -> Rig {
     let db = TestDatabase::new().await;
-    let store = EventStore::new(db.pool.clone());
+    let store = framegate_projections::inline::event_store(db.pool.clone());
     let tools = MediaTools::from_env().expect("media tools");
     let simulator = Arc::new(Simulator::new(db.pool.clone(), tools.clone(), config));
     let mut map: HashMap<ProviderKind, Arc<dyn VideoProvider>> = HashMap::new();
@@ -106,6 +106,7 @@ impl Rig {
             video_id,
             spec,
             &CommandMetadata::new_request(Actor::User(self.owner)),
+            None,
         )
         .await
         .expect("request");
@@ -437,58 +438,53 @@ async fn a_job_past_its_deadline_fails_and_releases_its_credits() {
 }
 
 #[tokio::test]
-async fn a_reservation_whose_video_was_never_recorded_is_released_after_the_grace_period() {
+async fn a_request_that_cannot_be_recorded_reserves_nothing() {
     let rig = rig(SimulatorConfig::default()).await;
-    let meta = CommandMetadata::new_request(Actor::User(rig.owner));
-    // A crash between reserving and recording the request left this reservation behind...
-    let orphan = VideoId::from_uuid(Uuid::now_v7());
-    rig.store
-        .credits()
-        .execute(
-            &rig.owner.to_string(),
-            CreditCommand::Reserve {
-                video_id: orphan,
-                amount: Credits::new(7),
-            },
-            &meta,
-        )
-        .await
-        .expect("reserve");
-    // ...while this one belongs to a real request.
     let video = rig.request(3).await;
-    catch_up_all(&rig.db.pool).await.expect("project");
-    assert_eq!(rig.account().await, (100, 10));
-
-    let grace = Duration::from_secs(300);
-    let released = settlement::release_orphaned_reservations(&rig.store, &rig.db.pool, grace)
-        .await
-        .expect("sweep");
-    assert_eq!(released, 0, "nothing is released within the grace period");
-
-    sqlx::query("UPDATE credit_ledger SET recorded_at = recorded_at - interval '1 hour'")
-        .execute(&rig.db.pool)
-        .await
-        .expect("age the ledger");
-    let released = settlement::release_orphaned_reservations(&rig.store, &rig.db.pool, grace)
-        .await
-        .expect("sweep");
-    assert_eq!(released, 1, "only the reservation without a video");
+    assert_eq!(rig.account().await, (100, 3));
+    // The same video id again: the video stream refuses it, and the reservation that was
+    // appended before it in the same transaction is rolled back with it.
+    let spec = VideoSpec {
+        owner: rig.owner,
+        prompt: "again".into(),
+        negative_prompt: None,
+        provider: ProviderPreference::Auto,
+        model: Some("simulator-v1".into()),
+        duration_seconds: 4,
+        aspect_ratio: "16:9".into(),
+        resolution: "480p".into(),
+        image_id: None,
+        seed: None,
+        estimated_cost: Credits::new(4),
+        external_id: None,
+    };
+    let meta = CommandMetadata::new_request(Actor::User(rig.owner));
+    let refused = request_video(&rig.store, video, spec, &meta, None).await;
+    assert!(
+        refused.is_err(),
+        "a second request under a taken id is refused"
+    );
     catch_up_all(&rig.db.pool).await.expect("project");
     assert_eq!(
         rig.account().await,
         (100, 3),
-        "the real request keeps its reservation"
+        "no reservation for the refused request"
     );
-
-    let again = settlement::release_orphaned_reservations(&rig.store, &rig.db.pool, grace)
+    let account = rig
+        .store
+        .credits()
+        .load(&rig.owner.to_string())
         .await
-        .expect("sweep");
-    assert_eq!(again, 0, "released once");
-    let row = videos::get(&rig.db.pool, video)
-        .await
-        .expect("row")
-        .expect("video");
-    assert_eq!(row.status, "queued");
+        .expect("account");
+    assert_eq!(account.reserved(), Credits::new(3));
+    let reservations: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_type = 'CreditAccount'
+            AND event_type = 'CreditsReserved'",
+    )
+    .fetch_one(&rig.db.pool)
+    .await
+    .expect("count");
+    assert_eq!(reservations, 1);
 }
 
 #[tokio::test]

@@ -182,6 +182,7 @@ impl Rig {
             video,
             spec,
             &CommandMetadata::new_request(Actor::User(self.owner)),
+            None,
         )
         .await
         .expect("request");

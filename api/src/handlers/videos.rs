@@ -11,8 +11,9 @@ use axum::response::{IntoResponse as _, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use framegate_commands::blobs::{video_keys, SignedUrl};
-use framegate_commands::videos::{request_video, RequestError};
-use framegate_commands::CommandError;
+use framegate_commands::error::BoxError;
+use framegate_commands::videos::{request_video, RequestError, WithinRequest};
+use framegate_commands::{CommandError, StoredEvent};
 use framegate_domain::catalog::{Quote, QuoteError, QuoteRequest};
 use framegate_domain::routing;
 use framegate_domain::{
@@ -26,9 +27,9 @@ use uuid::Uuid;
 
 use super::{metadata, page_limit, time_cursor, Page};
 use crate::auth::Principal;
-use crate::consistency::{mark, settle, VIDEO_MODELS};
 use crate::error::{ApiError, FieldError};
 use crate::extract::{user_agent, ApiJson, ApiPath, ApiQuery, ClientIp};
+use crate::idempotency::{store_with_commit, ResponseSeal, StoredWithCommit};
 use crate::state::AppState;
 
 const MAX_PROMPT: usize = 4000;
@@ -396,7 +397,12 @@ pub async fn create(
         external_id: body.external_id,
     };
     let meta = metadata(Some(&principal), ip, user_agent(&headers));
-    let position = request_video(&state.store, video_id, spec, &meta)
+    let respond = RespondWithin {
+        video_id,
+        seal: state.response_seal.clone(),
+        body: std::sync::Mutex::new(None),
+    };
+    request_video(&state.store, video_id, spec, &meta, Some(&respond))
         .await
         .map_err(|error| match error {
             RequestError::Credits(CommandError::Domain(CreditError::InsufficientCredits {
@@ -409,21 +415,51 @@ pub async fn create(
             RequestError::Credits(other) => other.into(),
             RequestError::Video(other) => other.into(),
         })?;
-    let visible = settle(&state, position, VIDEO_MODELS).await;
-    let row = videos::get(&state.pool, video_id).await?;
-    let response = match row {
-        Some(row) => (StatusCode::CREATED, Json(VideoResponse::from(row))),
-        None => {
-            return Ok(mark(
-                (
-                    StatusCode::ACCEPTED,
-                    Json(serde_json::json!({"id": video_id.as_uuid(), "status": "queued"})),
-                ),
-                visible,
-            ))
-        }
-    };
-    Ok(mark(response, visible))
+    let (body, stored) = respond
+        .body
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .ok_or_else(|| ApiError::internal("the request committed without its response"))?;
+    let mut response = (
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response();
+    if stored {
+        response.extensions_mut().insert(StoredWithCommit);
+    }
+    Ok(response)
+}
+
+/// Builds the response of a video request inside its transaction, from the video row the
+/// inline projection just wrote (what `GET /v1/videos/{id}` shows), and stores it for the
+/// request's Idempotency-Key there too: a failure after the commit can only replay it.
+struct RespondWithin {
+    video_id: VideoId,
+    seal: ResponseSeal,
+    /// The JSON body, and whether it was stored for a key.
+    body: std::sync::Mutex<Option<(Vec<u8>, bool)>>,
+}
+
+#[async_trait::async_trait]
+impl WithinRequest for RespondWithin {
+    async fn run(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        _written: &[StoredEvent],
+    ) -> Result<(), BoxError> {
+        let row = videos::get(&mut *conn, self.video_id)
+            .await?
+            .ok_or("the inline videos read model has no row for the video just requested")?;
+        let body = serde_json::to_vec(&VideoResponse::from(row))?;
+        let stored = store_with_commit(conn, &self.seal, StatusCode::CREATED, &body).await?;
+        *self
+            .body
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((body, stored));
+        Ok(())
+    }
 }
 
 /// The caller's available image `id`; someone else's, a deleted or a rejected image is a 422
@@ -703,7 +739,9 @@ pub async fn cancel(
             message: format!("the body is not a valid cancel request: {e}"),
         })?
     };
-    let row = own_video(&state, &principal, id).await?;
+    // Ownership from the read model (the row appears with the request, inline); whether the
+    // cancellation completes at once is the aggregate's decision, not the read model's.
+    own_video(&state, &principal, id).await?;
     let reason = body
         .reason
         .unwrap_or_else(|| "cancelled by the owner".to_owned());
@@ -720,24 +758,15 @@ pub async fn cancel(
         },
         other => other.into(),
     };
-    let mut position = state
+    state
         .store
         .videos()
         .execute(&aggregate, VideoCommand::RequestCancel { reason }, &meta)
         .await
         .map_err(finished)?;
-    if row.status == "queued" {
-        position = state
-            .store
-            .videos()
-            .execute(&aggregate, VideoCommand::Cancel, &meta)
-            .await
-            .map_err(finished)?
-            .or(position);
-    }
-    let visible = settle(&state, position, VIDEO_MODELS).await;
+    // The videos read model is written inline with the events: it shows the cancellation.
     let row = own_video(&state, &principal, id).await?;
-    Ok(mark(Json(respond(&state, row).await?), visible))
+    Ok(Json(respond(&state, row).await?).into_response())
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -29,7 +29,14 @@ pub struct TestApp {
     pub mailbox: PathBuf,
     pub db: TestDatabase,
     stop: watch::Sender<bool>,
+    /// Stops only the asynchronous read-model projectors.
+    projectors: watch::Sender<bool>,
+    projector_tasks: std::sync::Mutex<Vec<ProjectorTask>>,
 }
+
+type ProjectorTask = tokio::task::JoinHandle<
+    Result<(), framegate_projections::SubscriptionError>,
+>;
 
 impl TestApp {
     pub async fn spawn() -> Self {
@@ -55,7 +62,9 @@ impl TestApp {
         let passwords = PasswordHasher::with_params(params, 4).expect("hasher");
         let state = AppState::with_passwords(config, db.pool.clone(), passwords).expect("state");
         let (stop, stopped) = watch::channel(false);
-        framegate_projections::read_models::spawn_all(db.pool.clone(), stopped.clone());
+        let (projectors, projectors_stopped) = watch::channel(false);
+        let projector_tasks =
+            framegate_projections::read_models::spawn_all(db.pool.clone(), projectors_stopped);
         // As `framegate api` runs it: the credential cache is in play in every API test.
         framegate_api::spawn_credentials_listener(&state, stopped.clone());
         let server_state = state.clone();
@@ -73,6 +82,18 @@ impl TestApp {
             mailbox,
             db,
             stop,
+            projectors,
+            projector_tasks: std::sync::Mutex::new(projector_tasks),
+        }
+    }
+
+    /// Stops the asynchronous read-model projectors (the API goes on) and waits until they
+    /// have: from then on only what the API's own transactions write reaches the read models.
+    pub async fn stop_projectors(&self) {
+        let _ = self.projectors.send(true);
+        let tasks = std::mem::take(&mut *self.projector_tasks.lock().expect("tasks"));
+        for task in tasks {
+            task.await.expect("projector task").expect("projector");
         }
     }
 
@@ -211,6 +232,7 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+        let _ = self.projectors.send(true);
         let _ = std::fs::remove_dir_all(&self.mailbox);
     }
 }

@@ -1,11 +1,11 @@
 //! The `credit_accounts` read model: each user's balance and reserved credits, for the
 //! account endpoint and the quick "can this user afford it" display.
 //!
-//! Written only by [`CreditAccountsProjector`] from `CreditAccount` events, as signed deltas
-//! (the events carry amounts, not totals). The table has no per-account position, so unlike
-//! the other read models a re-delivered event would be counted twice: exactly-once rests on
-//! the subscription committing the delta and its checkpoint in one transaction. The
-//! authoritative figures for decisions are the aggregate's, not these. In a batch each
+//! Written from `CreditAccount` events as signed deltas (the events carry amounts, not
+//! totals), inline in the transaction that appends them (`inline`) and by
+//! [`CreditAccountsProjector`] from the log. Each row records the sequence of the last event it
+//! reflects (`versioned`), so whichever writer comes second skips the event and no delta is
+//! counted twice. The authoritative figures for decisions are the aggregate's, not these. In a batch each
 //! account's deltas are summed: the accounts the batch opens are inserted at their sums, the
 //! others take the sums in one update.
 
@@ -20,6 +20,7 @@ use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::batch::{self, decode_all, expect_rows, SetBased};
+use super::versioned::{Versioned, Writer};
 use super::{aggregate_uuid, decode, expect_row, ProjectionError};
 use crate::log::StoredEvent;
 use crate::subscription::{BoxError, EventHandler, HandlerError};
@@ -54,14 +55,20 @@ pub(crate) fn deltas(event: &CreditEvent) -> (i64, i64) {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CreditAccountsProjector;
 
+/// Rows carry the sequence of the last event they reflect: the table is also written inline.
+pub(crate) const VERSIONS: Versioned = Versioned {
+    aggregate_type: CreditAccount::TYPE,
+    table: "credit_accounts",
+    key: "user_id",
+};
+
 #[async_trait]
 impl EventHandler for CreditAccountsProjector {
     async fn handle(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
         if event.aggregate_type != CreditAccount::TYPE {
             return Ok(());
         }
-        project(conn, event).await?;
-        Ok(())
+        apply(conn, event, Writer::Projector).await
     }
 
     async fn handle_batch(
@@ -69,8 +76,33 @@ impl EventHandler for CreditAccountsProjector {
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> Result<(), HandlerError> {
-        batch::handle_batch(self, conn, events).await
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        let events = VERSIONS
+            .unapplied(conn, events)
+            .await
+            .map_err(|e| HandlerError::at(first, e))?;
+        batch::handle_batch(self, conn, &events).await?;
+        VERSIONS
+            .record_all(conn, &events)
+            .await
+            .map_err(|e| HandlerError::at(first, e))
     }
+}
+
+/// Applies one `CreditAccount` event unless its row reflects it already.
+pub(crate) async fn apply(
+    conn: &mut PgConnection,
+    event: &StoredEvent,
+    writer: Writer,
+) -> Result<(), BoxError> {
+    if !VERSIONS.should_apply(conn, event, writer).await? {
+        return Ok(());
+    }
+    project(conn, event).await?;
+    VERSIONS.record(conn, event).await?;
+    Ok(())
 }
 
 #[async_trait]

@@ -1,9 +1,10 @@
 //! The `credit_ledger` read model: one row per credit movement, for the user's statement
 //! and for support to explain a balance.
 //!
-//! Written only by [`CreditLedgerProjector`] from `CreditAccount` events. Each row is keyed by
-//! the global position of the event that made it, so seeing an event twice (a replay from
-//! zero) adds nothing. The deltas are the same as `credit_accounts` applies, so an account's
+//! Written from `CreditAccount` events inline, in the transaction that appends them
+//! (`inline`), and by [`CreditLedgerProjector`] from the log. Each row is keyed by the global
+//! position of the event that made it, so seeing an event twice (inline and from the log, or
+//! a replay from zero) adds nothing. The deltas are the same as `credit_accounts` applies, so an account's
 //! balance is the sum of its ledger's balance changes. A batch is one multi-row insert.
 
 use async_trait::async_trait;
@@ -64,7 +65,11 @@ impl EventHandler for CreditLedgerProjector {
     }
 }
 
-async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+/// Projects one `CreditAccount` event; seeing it again (inline, then from the log) adds nothing.
+pub(crate) async fn project(
+    conn: &mut PgConnection,
+    event: &StoredEvent,
+) -> Result<(), ProjectionError> {
     let user_id = aggregate_uuid(event)?;
     let entry = Entry::new(event, decode::<CreditEvent>(event)?);
     sqlx::query(

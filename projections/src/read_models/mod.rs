@@ -19,6 +19,7 @@ pub mod credits;
 pub mod images;
 mod runner;
 pub mod users;
+pub(crate) mod versioned;
 pub mod videos;
 
 use serde::de::DeserializeOwned;

@@ -1,7 +1,9 @@
 //! The `videos` read model: one row per video with its current status, for the API's
 //! listings and the workers' "what is in flight" queries.
 //!
-//! Written only by [`VideosProjector`] from `Video` events; a batch is folded per video
+//! Written from `Video` events inline, in the transaction that appends them (`inline`), and by
+//! [`VideosProjector`] from the log; each row records the sequence of the last event it
+//! reflects, so the second writer skips it (`versioned`). A batch is folded per video
 //! (`fold`) and written with one insert and one update statement for the whole batch (`write`).
 
 mod fold;
@@ -16,6 +18,7 @@ use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::batch::handle_batch;
+use super::versioned::{Versioned, Writer};
 use super::{aggregate_uuid, decode, expect_row};
 use crate::log::StoredEvent;
 use crate::subscription::{BoxError, EventHandler, HandlerError};
@@ -64,13 +67,20 @@ pub struct VideoRow {
 
 pub struct VideosProjector;
 
+/// Rows carry the sequence of the last event they reflect: the table is also written inline.
+pub(crate) const VERSIONS: Versioned = Versioned {
+    aggregate_type: Video::TYPE,
+    table: "videos",
+    key: "id",
+};
+
 #[async_trait]
 impl EventHandler for VideosProjector {
     async fn handle(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
         if event.aggregate_type != Video::TYPE {
             return Ok(());
         }
-        project(conn, event).await
+        apply(conn, event, Writer::Projector).await
     }
 
     async fn handle_batch(
@@ -78,8 +88,33 @@ impl EventHandler for VideosProjector {
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> Result<(), HandlerError> {
-        handle_batch(self, conn, events).await
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        let events = VERSIONS
+            .unapplied(conn, events)
+            .await
+            .map_err(|e| HandlerError::at(first, e))?;
+        handle_batch(self, conn, &events).await?;
+        VERSIONS
+            .record_all(conn, &events)
+            .await
+            .map_err(|e| HandlerError::at(first, e))
     }
+}
+
+/// Applies one `Video` event unless its row reflects it already.
+pub(crate) async fn apply(
+    conn: &mut PgConnection,
+    event: &StoredEvent,
+    writer: Writer,
+) -> Result<(), BoxError> {
+    if !VERSIONS.should_apply(conn, event, writer).await? {
+        return Ok(());
+    }
+    project(conn, event).await?;
+    VERSIONS.record(conn, event).await?;
+    Ok(())
 }
 
 /// Projects one `Video` event.
@@ -217,10 +252,14 @@ const COLUMNS: &str =
     error_charged, blob_key, bytes, sha256, duration_ms, width, height, created_at, updated_at,
     completed_at, next_attempt_at, attempts";
 
-pub async fn get(pool: &PgPool, id: VideoId) -> Result<Option<VideoRow>, sqlx::Error> {
+/// One video, through a pool or inside a transaction (the one that just requested it).
+pub async fn get<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    id: VideoId,
+) -> Result<Option<VideoRow>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM videos WHERE id = $1"))
         .bind(id.as_uuid())
-        .fetch_optional(pool)
+        .fetch_optional(executor)
         .await
 }
 

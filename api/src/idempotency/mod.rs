@@ -12,293 +12,50 @@
 //! The handler runs in its own task, so a client that disconnects mid-request neither cancels
 //! the work nor leaves the key stuck "in progress": the outcome is still recorded.
 //!
+//! A claim is owned by its live request (`records`): the request renews a short lease while it
+//! runs, and a retry after its process died takes the record over once the lease ran out.
+//! The request's events commit together with a mark on the record that it took effect, so a
+//! request that committed is never run again, and a handler may store its response in that
+//! very transaction ([`store_with_commit`]): `POST /v1/videos` does, so a failure after the
+//! commit can only ever replay the one video created.
+//!
 //! Stored bodies are sealed ([`ResponseSeal`]): some responses carry a secret shown once (a
 //! new API key, the tokens of a login or refresh), and the table must not hold it in clear.
 
+mod records;
+mod seal;
+
 use std::time::Duration;
 
-use aes_gcm::aead::{Aead as _, AeadCore as _, KeyInit as _, OsRng, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use axum::body::{Body, Bytes, HttpBody as _};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
-use hmac::{Hmac, Mac};
+use framegate_commands::idempotency::{LeaseLost, CLAIM};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use sha2::{Digest as _, Sha256};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tracing::Instrument as _;
+
+pub use records::{abandon, begin, complete, purge_expired, renew, Begin, Claim, StoredResponse};
+pub use seal::ResponseSeal;
 
 use crate::auth::{authenticate, Principal};
 use crate::error::ApiError;
 use crate::rate_limit::client_ip;
 use crate::state::AppState;
 
-/// Encrypts stored response bodies with AES-256-GCM under a key derived from the server's
-/// JWT secret, bound to the record's scope and key (a row copied to another key does not
-/// open). A body sealed under another secret (a development server restarted with a new
-/// random one) does not open either; the retry is then told so instead of replayed.
-#[derive(Clone)]
-pub struct ResponseSeal {
-    cipher: Aes256Gcm,
-}
-
-const NONCE_LEN: usize = 12;
-
-impl ResponseSeal {
-    pub fn derive(secret: &[u8]) -> Self {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC accepts keys of any length");
-        mac.update(b"framegate idempotency response seal v1");
-        let key = mac.finalize().into_bytes();
-        Self {
-            cipher: Aes256Gcm::new(&key),
-        }
-    }
-
-    /// `nonce || ciphertext+tag`.
-    pub fn seal(&self, body: &[u8], scope: &str, key: &str) -> Vec<u8> {
-        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let aad = Self::aad(scope, key);
-        let sealed = self
-            .cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: body,
-                    aad: &aad,
-                },
-            )
-            .expect("AES-GCM encrypts any body under 64 GiB");
-        [nonce.as_slice(), &sealed].concat()
-    }
-
-    pub fn open(&self, sealed: &[u8], scope: &str, key: &str) -> Option<Vec<u8>> {
-        if sealed.len() < NONCE_LEN {
-            return None;
-        }
-        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-        let aad = Self::aad(scope, key);
-        self.cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: &aad,
-                },
-            )
-            .ok()
-    }
-
-    fn aad(scope: &str, key: &str) -> Vec<u8> {
-        // Both are visible ASCII without NUL (keys are checked, scopes are ours).
-        [scope.as_bytes(), b"\0", key.as_bytes()].concat()
-    }
-}
-
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 pub const IDEMPOTENCY_REPLAYED: HeaderName = HeaderName::from_static("idempotency-replayed");
 
-/// How long a key is remembered (the SQL below spells it as `interval '24 hours'`).
+/// How long a key is remembered (the SQL in `records` spells it as `interval '24 hours'`).
 pub const KEY_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Larger responses are passed through without being stored (the key is released).
 pub const MAX_STORED_RESPONSE: usize = 4 * 1024 * 1024;
 
 const MAX_KEY_LEN: usize = 255;
-
-/// A stored final response.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredResponse {
-    pub status: StatusCode,
-    pub body: Vec<u8>,
-    pub content_type: Option<String>,
-}
-
-impl StoredResponse {
-    /// The replayed response, marked as such.
-    pub fn into_replay(self) -> Response {
-        let mut response = (self.status, self.body).into_response();
-        let headers = response.headers_mut();
-        headers.remove(header::CONTENT_TYPE);
-        if let Some(value) = self
-            .content_type
-            .as_deref()
-            .and_then(|ct| HeaderValue::from_str(ct).ok())
-        {
-            headers.insert(header::CONTENT_TYPE, value);
-        }
-        headers.insert(IDEMPOTENCY_REPLAYED, HeaderValue::from_static("true"));
-        response
-    }
-}
-
-/// The right to execute a request under a key, held by the request that inserted the row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim {
-    pub scope: String,
-    pub key: String,
-    /// Identifies this claim's row, so a late `complete`/`abandon` never touches a newer row
-    /// that replaced an expired one.
-    pub created_at: DateTime<Utc>,
-}
-
-/// What to do with a request carrying a key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Begin {
-    /// First time: run it, then `complete` or `abandon` the claim.
-    Execute(Claim),
-    /// Seen before with the same request: send this back.
-    Replay(StoredResponse),
-    /// The key was used for a different request.
-    Mismatch,
-    /// The first request with this key is still running.
-    InProgress,
-}
-
-#[derive(sqlx::FromRow)]
-struct RecordRow {
-    request_hash: String,
-    status_code: Option<i32>,
-    response_body: Option<Vec<u8>>,
-    content_type: Option<String>,
-    created_at: DateTime<Utc>,
-    expired: bool,
-}
-
-/// Claims `(scope, key)` for a request with fingerprint `request_hash`, or reports why not.
-/// Race-safe: of concurrent callers exactly one gets `Execute`.
-pub async fn begin(
-    pool: &PgPool,
-    scope: &str,
-    key: &str,
-    request_hash: &str,
-) -> Result<Begin, sqlx::Error> {
-    // A few rounds: between our failed insert and our read the row can disappear (abandoned
-    // or expired), and then the insert is worth trying again.
-    for _ in 0..3 {
-        let inserted: Option<DateTime<Utc>> = sqlx::query_scalar(
-            "INSERT INTO idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3)
-             ON CONFLICT (scope, key) DO NOTHING
-             RETURNING created_at",
-        )
-        .bind(scope)
-        .bind(key)
-        .bind(request_hash)
-        .fetch_optional(pool)
-        .await?;
-        if let Some(created_at) = inserted {
-            return Ok(Begin::Execute(Claim {
-                scope: scope.to_owned(),
-                key: key.to_owned(),
-                created_at,
-            }));
-        }
-
-        let row: Option<RecordRow> = sqlx::query_as(
-            "SELECT request_hash, status_code, response_body, content_type, created_at,
-                        created_at <= now() - interval '24 hours' AS expired
-                 FROM idempotency_keys WHERE scope = $1 AND key = $2",
-        )
-        .bind(scope)
-        .bind(key)
-        .fetch_optional(pool)
-        .await?;
-        let Some(RecordRow {
-            request_hash: stored_hash,
-            status_code: status,
-            response_body: body,
-            content_type,
-            created_at,
-            expired,
-        }) = row
-        else {
-            continue;
-        };
-        if expired {
-            // Only this exact old row: if a concurrent request already replaced it, the
-            // newer row stays and our next insert attempt sees it.
-            sqlx::query(
-                "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND created_at = $3",
-            )
-            .bind(scope)
-            .bind(key)
-            .bind(created_at)
-            .execute(pool)
-            .await?;
-            continue;
-        }
-        if stored_hash != request_hash {
-            return Ok(Begin::Mismatch);
-        }
-        let Some(status) = status else {
-            return Ok(Begin::InProgress);
-        };
-        let status = u16::try_from(status)
-            .ok()
-            .and_then(|code| StatusCode::from_u16(code).ok())
-            .ok_or_else(|| sqlx::Error::ColumnDecode {
-                index: "status_code".to_owned(),
-                source: format!("{status} is not an HTTP status").into(),
-            })?;
-        return Ok(Begin::Replay(StoredResponse {
-            status,
-            body: body.unwrap_or_default(),
-            content_type,
-        }));
-    }
-    // The row keeps changing under us: behave as if another request holds it.
-    Ok(Begin::InProgress)
-}
-
-/// Stores the final response of a claimed request.
-pub async fn complete(
-    pool: &PgPool,
-    claim: &Claim,
-    response: &StoredResponse,
-) -> Result<(), sqlx::Error> {
-    let updated = sqlx::query(
-        "UPDATE idempotency_keys SET status_code = $4, response_body = $5, content_type = $6
-         WHERE scope = $1 AND key = $2 AND created_at = $3 AND status_code IS NULL",
-    )
-    .bind(&claim.scope)
-    .bind(&claim.key)
-    .bind(claim.created_at)
-    .bind(i32::from(response.status.as_u16()))
-    .bind(&response.body)
-    .bind(&response.content_type)
-    .execute(pool)
-    .await?;
-    if updated.rows_affected() == 0 {
-        tracing::warn!(key = %claim.key, "idempotency record vanished before the response was stored");
-    }
-    Ok(())
-}
-
-/// Releases a claim without a stored response, so the same key can be retried.
-pub async fn abandon(pool: &PgPool, claim: &Claim) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "DELETE FROM idempotency_keys
-         WHERE scope = $1 AND key = $2 AND created_at = $3 AND status_code IS NULL",
-    )
-    .bind(&claim.scope)
-    .bind(&claim.key)
-    .bind(claim.created_at)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// Deletes records older than 24 hours; returns how many. For a periodic task.
-pub async fn purge_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let deleted =
-        sqlx::query("DELETE FROM idempotency_keys WHERE created_at <= now() - interval '24 hours'")
-            .execute(pool)
-            .await?;
-    Ok(deleted.rows_affected())
-}
 
 /// SHA-256 (hex) of method, path with query, and body: what "the same request" means.
 pub fn fingerprint(method: &Method, uri: &Uri, body: &[u8]) -> String {
@@ -373,37 +130,76 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     } else {
         state.config.body_limit
     };
-    execute_once(
-        &state.pool,
-        &state.response_seal,
-        &scope,
-        &key,
+    let protocol = Protocol {
+        pool: &state.pool,
+        seal: &state.response_seal,
+        lease: state.config.idempotency_lease,
         body_limit,
-        request,
-        next,
-    )
-    .await
+    };
+    execute_once(&protocol, &scope, &key, request, next).await
+}
+
+/// What the protocol needs besides the request: where records live, how bodies are sealed,
+/// how long a claim's lease lasts, and the largest body read.
+#[derive(Clone, Copy)]
+pub struct Protocol<'a> {
+    pub pool: &'a PgPool,
+    pub seal: &'a ResponseSeal,
+    pub lease: Duration,
+    pub body_limit: usize,
+}
+
+/// A response extension: the handler stored this response for the key in the transaction
+/// that committed its events, so the layer leaves the record alone.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredWithCommit;
+
+/// Stores `body` as the final response of the running request's claim through `conn`, the
+/// transaction about to commit its events; fails with [`LeaseLost`] when the claim was taken
+/// over (the transaction must then roll back). Returns whether there was a claim to store.
+pub async fn store_with_commit(
+    conn: &mut PgConnection,
+    seal: &ResponseSeal,
+    status: StatusCode,
+    body: &[u8],
+) -> Result<bool, framegate_commands::error::BoxError> {
+    let Some(claim) = framegate_commands::idempotency::current() else {
+        return Ok(false);
+    };
+    let stored = StoredResponse {
+        status,
+        body: seal.seal(body, &claim.scope, &claim.key),
+        content_type: Some("application/json".to_owned()),
+    };
+    if !complete(&mut *conn, &claim, &stored).await? {
+        return Err(Box::new(LeaseLost));
+    }
+    Ok(true)
 }
 
 /// Runs `request` at most once per `(scope, key)`: the protocol of this module for one
 /// request whose key and scope are known.
 #[tracing::instrument(skip_all, fields(%scope, idempotency_key = %key))]
 pub async fn execute_once(
-    pool: &PgPool,
-    seal: &ResponseSeal,
+    protocol: &Protocol<'_>,
     scope: &str,
     key: &str,
-    body_limit: usize,
     request: Request,
     next: Next,
 ) -> Response {
+    let Protocol {
+        pool,
+        seal,
+        lease,
+        body_limit,
+    } = *protocol;
     let (parts, body) = request.into_parts();
     let bytes = match read_body(&parts.headers, body, body_limit).await {
         Ok(bytes) => bytes,
         Err(error) => return error.into_response(),
     };
     let request_hash = fingerprint(&parts.method, &parts.uri, &bytes);
-    let claim = match begin(pool, scope, key, &request_hash).await {
+    let claim = match begin(pool, scope, key, &request_hash, lease).await {
         Err(error) => return ApiError::from(error).into_response(),
         Ok(Begin::Replay(mut stored)) => {
             let Some(body) = seal.open(&stored.body, scope, key) else {
@@ -441,6 +237,15 @@ pub async fn execute_once(
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return response;
         }
+        Ok(Begin::Committed) => {
+            return ApiError::Conflict {
+                code: "idempotency_response_unavailable",
+                message: "the first request with this Idempotency-Key took effect, but its \
+                          response was lost; look the result up, then use a new key"
+                    .to_owned(),
+            }
+            .into_response()
+        }
         Ok(Begin::Execute(claim)) => claim,
     };
 
@@ -448,8 +253,10 @@ pub async fn execute_once(
     let task_pool = pool.clone();
     let task_claim = claim.clone();
     let task_seal = seal.clone();
+    let heartbeat = tokio::spawn(keep_alive(pool.clone(), claim.clone(), lease));
     let work = async move {
-        let response = next.run(request).await;
+        // Appends made by the handler mark the record committed with their events.
+        let response = CLAIM.scope(task_claim.clone(), next.run(request)).await;
         settle(&task_pool, &task_seal, &task_claim, response).await
     }
     .instrument(tracing::Span::current());
@@ -458,7 +265,9 @@ pub async fn execute_once(
         Ok(request_id) => tokio::spawn(crate::REQUEST_ID.scope(request_id, work)),
         Err(_) => tokio::spawn(work),
     };
-    match handle.await {
+    let outcome = handle.await;
+    heartbeat.abort();
+    match outcome {
         Ok(response) => response,
         Err(failure) => {
             if let Err(error) = abandon(pool, &claim).await {
@@ -470,6 +279,20 @@ pub async fn execute_once(
                 "handler was cancelled"
             };
             ApiError::internal(cause).into_response()
+        }
+    }
+}
+
+/// Renews the claim's lease every third of it while the request runs (the caller aborts this
+/// when it is done). A process that dies stops renewing, and a retry may take over.
+async fn keep_alive(pool: PgPool, claim: Claim, lease: Duration) {
+    let every = lease / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        match renew(&pool, &claim, lease).await {
+            Ok(true) => {}
+            Ok(false) => return, // Completed, released or taken over: nothing to keep.
+            Err(error) => tracing::warn!(%error, "could not renew the Idempotency-Key lease"),
         }
     }
 }
@@ -518,6 +341,9 @@ fn is_final(status: StatusCode) -> bool {
 
 /// Stores or releases the claim according to the handler's response, and returns it.
 async fn settle(pool: &PgPool, seal: &ResponseSeal, claim: &Claim, response: Response) -> Response {
+    if response.extensions().get::<StoredWithCommit>().is_some() {
+        return response;
+    }
     let status = response.status();
     let storable = response
         .body()
@@ -552,10 +378,17 @@ async fn settle(pool: &PgPool, seal: &ResponseSeal, claim: &Claim, response: Res
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
     };
-    if let Err(error) = complete(pool, claim, &stored).await {
-        // The work is done; the client still gets its response. A retry will see the key
-        // "in progress" until it expires rather than do the work twice.
-        tracing::error!(%error, "could not store the response for the idempotency key");
+    match complete(pool, claim, &stored).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!("idempotency record vanished before the response was stored"),
+        // The work is done; the client still gets its response. If it committed anything, a
+        // retry learns so once the lease has run out instead of doing the work twice.
+        Err(error) => {
+            tracing::error!(%error, "could not store the response for the idempotency key");
+            if let Err(error) = abandon(pool, claim).await {
+                tracing::error!(%error, "could not release the idempotency key");
+            }
+        }
     }
     Response::from_parts(parts, Body::from(bytes))
 }

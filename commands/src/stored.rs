@@ -1,0 +1,46 @@
+//! An event as the store holds it, with the columns the log adds to what postgres-es writes.
+//!
+//! The write side returns these from every append (the inline read models project them in
+//! the same transaction), and the ordered log reads them back (`framegate_projections::log`).
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use crate::position::LogPosition;
+
+/// The columns of `events`, in the order the statements below select them.
+pub const STORED_COLUMNS: &str =
+    "global_position, tx_id::text::bigint AS tx_id, event_id, recorded_at, aggregate_type,
+     aggregate_id, sequence, event_type, event_version, payload, metadata";
+
+/// One event as stored.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct StoredEvent {
+    pub global_position: i64,
+    pub tx_id: i64,
+    pub event_id: Uuid,
+    pub recorded_at: DateTime<Utc>,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Value,
+}
+
+impl StoredEvent {
+    pub fn position(&self) -> LogPosition {
+        LogPosition {
+            tx_id: self.tx_id,
+            global_position: self.global_position,
+        }
+    }
+
+    /// A metadata entry (actor, correlation_id, ...), if present.
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).and_then(Value::as_str)
+    }
+}

@@ -1,0 +1,220 @@
+//! A unit of work: one transaction in which several streams are appended to, the inline read
+//! models follow, and an Idempotency-Key record is marked committed.
+//!
+//! Every append states the sequence its stream must be at (the aggregate's version when the
+//! command was decided): the `(aggregate_type, aggregate_id, sequence)` key of `events` makes
+//! a concurrent append to the same stream fail with a unique violation, which is reported as
+//! [`AppendError::Conflict`] and rolls the whole unit back. So one unit can reserve credits on
+//! an account and record a video with both optimistic checks, and either both happen or
+//! neither does (docs/adr/0015-one-transaction-video-request.md).
+
+use std::sync::Arc;
+
+use cqrs_es::persist::SerializedEvent;
+use cqrs_es::{Aggregate, DomainEvent as _};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+use crate::error::BoxError;
+use crate::idempotency::{self, MarkError};
+use crate::inline::InlineProjection;
+use crate::metadata::CommandMetadata;
+use crate::stored::{StoredEvent, STORED_COLUMNS};
+
+/// Why a unit could not append or commit; nothing of it was committed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Another writer appended to one of the streams first (or a unique index such as the
+    /// email index refused an event).
+    #[error("a stream was changed concurrently")]
+    Conflict,
+    /// The request's Idempotency-Key was taken over by a retry.
+    #[error(transparent)]
+    LeaseLost(#[from] idempotency::LeaseLost),
+    #[error("an event does not serialize: {0}")]
+    Serialize(#[from] serde_json::Error),
+    #[error("an inline read model refused the events: {0}")]
+    Inline(BoxError),
+    #[error(transparent)]
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for AppendError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+                AppendError::Conflict
+            }
+            _ => AppendError::Database(error),
+        }
+    }
+}
+
+impl From<MarkError> for AppendError {
+    fn from(error: MarkError) -> Self {
+        match error {
+            MarkError::LeaseLost(lost) => AppendError::LeaseLost(lost),
+            MarkError::Database(error) => error.into(),
+        }
+    }
+}
+
+/// Turns the events a command decided into the rows cqrs-es would store: sequences from
+/// `current_sequence + 1`, the metadata map of `metadata`.
+pub fn serialize<A: Aggregate>(
+    aggregate_id: &str,
+    current_sequence: usize,
+    events: &[A::Event],
+    metadata: &CommandMetadata,
+) -> Result<Vec<SerializedEvent>, serde_json::Error> {
+    let metadata = serde_json::to_value(metadata.to_map())?;
+    events
+        .iter()
+        .zip(current_sequence + 1..)
+        .map(|(event, sequence)| {
+            Ok(SerializedEvent::new(
+                aggregate_id.to_owned(),
+                sequence,
+                A::TYPE.to_owned(),
+                event.event_type(),
+                event.event_version(),
+                serde_json::to_value(event)?,
+                metadata.clone(),
+            ))
+        })
+        .collect()
+}
+
+const APPEND_ONE: &str = "
+INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING ";
+
+const APPEND: &str = "
+INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload, e.metadata
+  FROM unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+       WITH ORDINALITY AS e(sequence, event_type, event_version, payload, metadata, n)
+ ORDER BY e.n
+RETURNING ";
+
+/// Appends `events` (one stream, consecutive sequences) through `conn` and returns them as
+/// stored, in order.
+pub(crate) async fn insert(
+    conn: &mut PgConnection,
+    events: &[SerializedEvent],
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let Some(first) = events.first() else {
+        return Ok(Vec::new());
+    };
+    let mut stored: Vec<StoredEvent> = if let [event] = events {
+        sqlx::query_as(&format!("{APPEND_ONE}{STORED_COLUMNS}"))
+            .bind(&event.aggregate_type)
+            .bind(&event.aggregate_id)
+            .bind(event.sequence as i64)
+            .bind(&event.event_type)
+            .bind(&event.event_version)
+            .bind(&event.payload)
+            .bind(&event.metadata)
+            .fetch_all(conn)
+            .await?
+    } else {
+        sqlx::query_as(&format!("{APPEND}{STORED_COLUMNS}"))
+            .bind(&first.aggregate_type)
+            .bind(&first.aggregate_id)
+            .bind(events.iter().map(|e| e.sequence as i64).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| &e.event_type).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| &e.event_version).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| &e.payload).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| &e.metadata).collect::<Vec<_>>())
+            .fetch_all(conn)
+            .await?
+    };
+    stored.sort_by_key(|e| e.global_position);
+    Ok(stored)
+}
+
+/// One transaction of appends. Dropped without [`UnitOfWork::commit`], it rolls back.
+pub struct UnitOfWork {
+    tx: Transaction<'static, Postgres>,
+    inline: Option<Arc<dyn InlineProjection>>,
+    written: Vec<StoredEvent>,
+}
+
+impl UnitOfWork {
+    pub(crate) async fn begin(
+        pool: &PgPool,
+        inline: Option<Arc<dyn InlineProjection>>,
+    ) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            tx: pool.begin().await?,
+            inline,
+            written: Vec::new(),
+        })
+    }
+
+    /// Appends the events a command on `A` decided, at `current_sequence + 1` onwards, and
+    /// projects them into the inline read models.
+    pub async fn append<A: Aggregate>(
+        &mut self,
+        aggregate_id: &str,
+        current_sequence: usize,
+        events: &[A::Event],
+        metadata: &CommandMetadata,
+    ) -> Result<&[StoredEvent], AppendError> {
+        let serialized = serialize::<A>(aggregate_id, current_sequence, events, metadata)?;
+        self.append_serialized(&serialized).await
+    }
+
+    /// [`UnitOfWork::append`] for events cqrs-es already serialized.
+    pub(crate) async fn append_serialized(
+        &mut self,
+        events: &[SerializedEvent],
+    ) -> Result<&[StoredEvent], AppendError> {
+        let stored = insert(&mut self.tx, events).await?;
+        if let Some(inline) = &self.inline {
+            let followed: Vec<StoredEvent> = stored
+                .iter()
+                .filter(|e| inline.follows(&e.aggregate_type))
+                .cloned()
+                .collect();
+            if !followed.is_empty() {
+                inline
+                    .apply(&mut self.tx, &followed)
+                    .await
+                    .map_err(AppendError::Inline)?;
+            }
+        }
+        let from = self.written.len();
+        self.written.extend(stored);
+        Ok(&self.written[from..])
+    }
+
+    /// The transaction, for statements that must commit with the events (an idempotency
+    /// record's response, say).
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    /// Everything appended so far, in order.
+    pub fn written(&self) -> &[StoredEvent] {
+        &self.written
+    }
+
+    /// Commits: marks the running request's Idempotency-Key record committed first (when
+    /// anything was written), so that the record and the events commit together.
+    pub async fn commit(mut self) -> Result<Vec<StoredEvent>, AppendError> {
+        let claim = idempotency::current().filter(|_| !self.written.is_empty());
+        if let Some(claim) = &claim {
+            idempotency::mark_committed(&mut self.tx, claim).await?;
+        }
+        self.tx.commit().await?;
+        #[cfg(feature = "testing")]
+        if claim
+            .as_ref()
+            .is_some_and(|claim| crate::testing::take_failure_after_commit(&claim.key))
+        {
+            return Err(AppendError::Database(sqlx::Error::PoolTimedOut));
+        }
+        Ok(self.written)
+    }
+}
