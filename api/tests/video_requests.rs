@@ -91,7 +91,10 @@ async fn a_request_and_its_reservation_show_at_once_with_the_projectors_stopped(
         id.parse().expect("uuid"),
     )
     .await;
-    assert_eq!(behind, 3, "requested, cancel requested, cancelled: none projected");
+    assert_eq!(
+        behind, 3,
+        "requested, cancel requested, cancelled: none projected"
+    );
     assert_eq!(reservations(&app.db.pool, user).await, 1);
 }
 
@@ -216,8 +219,8 @@ async fn a_failure_after_the_commit_never_grants_twice() {
 
 #[tokio::test]
 async fn a_request_whose_key_was_taken_over_commits_nothing() {
-    let app = TestApp::with_config(|c| c.idempotency_lease = std::time::Duration::from_secs(1))
-        .await;
+    let app =
+        TestApp::with_config(|c| c.idempotency_lease = std::time::Duration::from_secs(1)).await;
     let (user, token, _) = app.signed_in_user("taken-over@example.com").await;
     // A request that holds the key but lost it (as a frozen process would, its lease run out
     // and a retry taking over) is refused when it commits, and writes nothing.

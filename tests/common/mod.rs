@@ -1,5 +1,10 @@
 //! `framegate dev` as a child process, for the end-to-end tests.
 
+#![allow(
+    dead_code,
+    reason = "each test file uses a different subset of the helpers"
+)]
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,6 +29,10 @@ pub struct Dev {
     child: Child,
     pub base: String,
     pub state_dir: tempfile::TempDir,
+    /// How it was started, to start it again the same way.
+    url: String,
+    port: u16,
+    env: Vec<(String, String)>,
 }
 
 impl Dev {
@@ -34,32 +43,27 @@ impl Dev {
             .expect("free port")
             .port();
         let state_dir = tempfile::tempdir().expect("state dir");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_framegate"));
-        command.arg("dev");
-        for (name, _) in std::env::vars() {
-            if FOREIGN_SETTINGS
-                .iter()
-                .any(|prefix| name.starts_with(prefix))
-            {
-                command.env_remove(name);
-            }
-        }
-        command
-            .env("DATABASE_URL", db.url())
-            .env("FRAMEGATE_DEV_DIR", state_dir.path())
-            .env("FRAMEGATE_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("FRAMEGATE_LOG", "warn")
-            .envs(env.iter().cloned());
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start framegate dev");
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone()))
+            .collect();
+        let child = spawn(db.url(), state_dir.path(), port, &env);
         Dev {
             child,
             base: format!("http://127.0.0.1:{port}"),
             state_dir,
+            url: db.url().to_owned(),
+            port,
+            env,
         }
+    }
+
+    /// SIGKILL, as a supervisor's hard stop or a crash would end it, then the same command
+    /// again on the same port and state (its secrets with it).
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill(); // std's kill is SIGKILL on Unix
+        let _ = self.child.wait();
+        self.child = spawn(&self.url, self.state_dir.path(), self.port, &self.env);
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -95,6 +99,30 @@ impl Dev {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+fn spawn(url: &str, state_dir: &std::path::Path, port: u16, env: &[(String, String)]) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_framegate"));
+    command.arg("dev");
+    for (name, _) in std::env::vars() {
+        if FOREIGN_SETTINGS
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+        {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("DATABASE_URL", url)
+        .env("FRAMEGATE_DEV_DIR", state_dir)
+        .env("FRAMEGATE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("FRAMEGATE_LOG", "warn")
+        .envs(env.iter().cloned());
+    command
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start framegate dev")
 }
 
 impl Drop for Dev {

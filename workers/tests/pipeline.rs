@@ -548,3 +548,59 @@ async fn cancelling_a_running_job_cancels_it_upstream_and_releases_its_credits()
     .expect("job");
     assert!(cancelled_upstream, "the provider was told to stop");
 }
+
+#[tokio::test]
+async fn a_cancel_after_the_worker_submitted_cancels_the_provider_job_though_no_projector_ran() {
+    // A slow job, so it is still running at the provider when the cancel comes.
+    let rig = rig(SimulatorConfig {
+        latency: Duration::from_secs(600),
+        ..SimulatorConfig::default()
+    })
+    .await;
+    let video = rig.request(3).await;
+    let (subscription, dispatcher) = rig.dispatcher();
+    subscription.drain(&dispatcher).await.expect("dispatch");
+    // No asynchronous projector has run: the videos row is the inline one.
+    let row = videos::get(&rig.db.pool, video)
+        .await
+        .expect("row")
+        .expect("video");
+    assert_eq!(row.status, "submitted");
+    let meta = CommandMetadata::new_request(Actor::User(rig.owner));
+    rig.store
+        .videos()
+        .execute(
+            &video.to_string(),
+            VideoCommand::RequestCancel {
+                reason: "changed my mind".into(),
+            },
+            &meta,
+        )
+        .await
+        .expect("cancel");
+    let types: Vec<String> = sqlx::query_scalar(
+        "SELECT event_type FROM events WHERE aggregate_type = 'Video' AND aggregate_id = $1
+          ORDER BY sequence",
+    )
+    .bind(video.to_string())
+    .fetch_all(&rig.db.pool)
+    .await
+    .expect("events");
+    assert_eq!(
+        types.last().map(String::as_str),
+        Some("CancelRequested"),
+        "the provider has the job: the cancel waits for the worker, it does not end the video: {types:?}"
+    );
+
+    rig.poller.sweep().await.expect("sweep");
+    let cancelled_at: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT cancelled_at FROM simulator_jobs WHERE video_id = $1")
+            .bind(video.as_uuid())
+            .fetch_one(&rig.db.pool)
+            .await
+            .expect("job");
+    assert!(cancelled_at.is_some(), "the provider job was cancelled");
+    let row = rig.drive(video).await;
+    assert_eq!(row.status, "cancelled");
+    assert_eq!(rig.account().await, (100, 0), "released");
+}

@@ -34,9 +34,7 @@ pub struct TestApp {
     projector_tasks: std::sync::Mutex<Vec<ProjectorTask>>,
 }
 
-type ProjectorTask = tokio::task::JoinHandle<
-    Result<(), framegate_projections::SubscriptionError>,
->;
+type ProjectorTask = tokio::task::JoinHandle<Result<(), framegate_projections::SubscriptionError>>;
 
 impl TestApp {
     pub async fn spawn() -> Self {
