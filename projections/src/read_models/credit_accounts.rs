@@ -19,8 +19,8 @@ use serde::Serialize;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::batch::{self, decode_all, expect_rows, SetBased};
-use super::versioned::{Versioned, Writer};
+use super::batch::{decode_all, expect_rows, SetBased};
+use super::versioned::{self, Versioned, VersionedModel, Writer};
 use super::{aggregate_uuid, decode, expect_row, ProjectionError};
 use crate::log::StoredEvent;
 use crate::subscription::{BoxError, EventHandler, HandlerError};
@@ -55,20 +55,13 @@ pub(crate) fn deltas(event: &CreditEvent) -> (i64, i64) {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CreditAccountsProjector;
 
-/// Rows carry the sequence of the last event they reflect: the table is also written inline.
-pub(crate) const VERSIONS: Versioned = Versioned {
-    aggregate_type: CreditAccount::TYPE,
-    table: "credit_accounts",
-    key: "user_id",
-};
-
 #[async_trait]
 impl EventHandler for CreditAccountsProjector {
     async fn handle(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
         if event.aggregate_type != CreditAccount::TYPE {
             return Ok(());
         }
-        apply(conn, event, Writer::Projector).await
+        versioned::apply::<Self>(conn, event, Writer::Projector).await
     }
 
     async fn handle_batch(
@@ -76,18 +69,21 @@ impl EventHandler for CreditAccountsProjector {
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> Result<(), HandlerError> {
-        let Some(first) = events.first() else {
-            return Ok(());
-        };
-        let events = VERSIONS
-            .unapplied(conn, events)
-            .await
-            .map_err(|e| HandlerError::at(first, e))?;
-        batch::handle_batch(self, conn, &events).await?;
-        VERSIONS
-            .record_all(conn, &events)
-            .await
-            .map_err(|e| HandlerError::at(first, e))
+        versioned::handle_batch(self, conn, events).await
+    }
+}
+
+/// Rows carry the sequence of the last event they reflect: the table is also written inline.
+impl VersionedModel for CreditAccountsProjector {
+    const VERSIONS: Versioned = Versioned {
+        aggregate_type: CreditAccount::TYPE,
+        table: "credit_accounts",
+        key: "user_id",
+    };
+
+    async fn project_one(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
+        project(conn, event).await?;
+        Ok(())
     }
 }
 
@@ -97,12 +93,7 @@ pub(crate) async fn apply(
     event: &StoredEvent,
     writer: Writer,
 ) -> Result<(), BoxError> {
-    if !VERSIONS.should_apply(conn, event, writer).await? {
-        return Ok(());
-    }
-    project(conn, event).await?;
-    VERSIONS.record(conn, event).await?;
-    Ok(())
+    versioned::apply::<CreditAccountsProjector>(conn, event, writer).await
 }
 
 #[async_trait]

@@ -11,12 +11,62 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::future::Future;
 
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::batch::{self, SetBased};
 use super::{aggregate_uuid, ProjectionError};
 use crate::log::StoredEvent;
+use crate::subscription::{BoxError, HandlerError};
+
+/// A set-based projector whose table is versioned: its `handle`, `handle_batch` and inline
+/// path go through [`apply`] and [`handle_batch`].
+pub(crate) trait VersionedModel: SetBased {
+    const VERSIONS: Versioned;
+
+    /// Applies one event of the followed type, without looking at versions.
+    fn project_one(
+        conn: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
+}
+
+/// Applies one event of `M`'s aggregate type unless its row reflects it already.
+pub(crate) async fn apply<M: VersionedModel>(
+    conn: &mut PgConnection,
+    event: &StoredEvent,
+    writer: Writer,
+) -> Result<(), BoxError> {
+    if !M::VERSIONS.should_apply(conn, event, writer).await? {
+        return Ok(());
+    }
+    M::project_one(conn, event).await?;
+    M::VERSIONS.record(conn, event).await?;
+    Ok(())
+}
+
+/// `EventHandler::handle_batch` of a versioned model: the batch without what its rows
+/// reflect already, set-based where it can be, then the rows' new versions.
+pub(crate) async fn handle_batch<M: VersionedModel>(
+    model: &M,
+    conn: &mut PgConnection,
+    events: &[StoredEvent],
+) -> Result<(), HandlerError> {
+    let Some(first) = events.first() else {
+        return Ok(());
+    };
+    let events = M::VERSIONS
+        .unapplied(conn, events)
+        .await
+        .map_err(|e| HandlerError::at(first, e))?;
+    batch::handle_batch(model, conn, &events).await?;
+    M::VERSIONS
+        .record_all(conn, &events)
+        .await
+        .map_err(|e| HandlerError::at(first, e))
+}
 
 /// Which writer applies an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

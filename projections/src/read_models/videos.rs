@@ -17,8 +17,7 @@ use serde::Serialize;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::batch::handle_batch;
-use super::versioned::{Versioned, Writer};
+use super::versioned::{self, Versioned, VersionedModel, Writer};
 use super::{aggregate_uuid, decode, expect_row};
 use crate::log::StoredEvent;
 use crate::subscription::{BoxError, EventHandler, HandlerError};
@@ -67,20 +66,13 @@ pub struct VideoRow {
 
 pub struct VideosProjector;
 
-/// Rows carry the sequence of the last event they reflect: the table is also written inline.
-pub(crate) const VERSIONS: Versioned = Versioned {
-    aggregate_type: Video::TYPE,
-    table: "videos",
-    key: "id",
-};
-
 #[async_trait]
 impl EventHandler for VideosProjector {
     async fn handle(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
         if event.aggregate_type != Video::TYPE {
             return Ok(());
         }
-        apply(conn, event, Writer::Projector).await
+        versioned::apply::<Self>(conn, event, Writer::Projector).await
     }
 
     async fn handle_batch(
@@ -88,18 +80,21 @@ impl EventHandler for VideosProjector {
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> Result<(), HandlerError> {
-        let Some(first) = events.first() else {
-            return Ok(());
-        };
-        let events = VERSIONS
-            .unapplied(conn, events)
-            .await
-            .map_err(|e| HandlerError::at(first, e))?;
-        handle_batch(self, conn, &events).await?;
-        VERSIONS
-            .record_all(conn, &events)
-            .await
-            .map_err(|e| HandlerError::at(first, e))
+        versioned::handle_batch(self, conn, events).await
+    }
+}
+
+/// Rows carry the sequence of the last event they reflect: the table is also written inline.
+impl VersionedModel for VideosProjector {
+    const VERSIONS: Versioned = Versioned {
+        aggregate_type: Video::TYPE,
+        table: "videos",
+        key: "id",
+    };
+
+    async fn project_one(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
+        project(conn, event).await?;
+        Ok(())
     }
 }
 
@@ -109,12 +104,7 @@ pub(crate) async fn apply(
     event: &StoredEvent,
     writer: Writer,
 ) -> Result<(), BoxError> {
-    if !VERSIONS.should_apply(conn, event, writer).await? {
-        return Ok(());
-    }
-    project(conn, event).await?;
-    VERSIONS.record(conn, event).await?;
-    Ok(())
+    versioned::apply::<VideosProjector>(conn, event, writer).await
 }
 
 /// Projects one `Video` event.
