@@ -15,6 +15,7 @@ use framegate_domain::{
 use sqlx::PgConnection;
 
 use crate::error::{BoxError, CommandError};
+use crate::idempotency::LeaseLost;
 use crate::metadata::CommandMetadata;
 use crate::retry::{conflict_backoff, count_retried_conflict, MAX_CONFLICT_RETRIES};
 use crate::store::EventStore;
@@ -111,10 +112,13 @@ pub async fn request_video(
         .map_err(store_error)?;
         if let Some(within) = within {
             let written = unit.written().to_vec();
-            within
-                .run(unit.conn(), &written)
-                .await
-                .map_err(|e| RequestError::Video(CommandError::Internal(e)))?;
+            within.run(unit.conn(), &written).await.map_err(|e| {
+                RequestError::Video(if e.is::<LeaseLost>() {
+                    CommandError::Conflict
+                } else {
+                    CommandError::Internal(e)
+                })
+            })?;
         }
         return unit.commit().await.map_err(store_error);
     }

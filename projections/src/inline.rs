@@ -19,8 +19,8 @@ use framegate_domain::{CreditAccount, Video};
 use sqlx::{PgConnection, PgPool};
 
 use crate::log::StoredEvent;
-use crate::read_models::versioned::Writer;
-use crate::read_models::{credit_accounts, credit_ledger, videos};
+use crate::read_models::versioned::{self, Writer};
+use crate::read_models::{credit_ledger, CreditAccountsProjector, VideosProjector};
 
 /// The read models projected inline.
 #[derive(Debug, Clone, Copy, Default)]
@@ -35,9 +35,9 @@ impl InlineProjection for InlineModels {
     async fn apply(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), BoxError> {
         for event in events {
             if event.aggregate_type == Video::TYPE {
-                videos::apply(conn, event, Writer::Inline).await?;
+                versioned::apply::<VideosProjector>(conn, event, Writer::Inline).await?;
             } else if event.aggregate_type == CreditAccount::TYPE {
-                credit_accounts::apply(conn, event, Writer::Inline).await?;
+                versioned::apply::<CreditAccountsProjector>(conn, event, Writer::Inline).await?;
                 credit_ledger::project(conn, event).await?;
             }
         }

@@ -253,11 +253,15 @@ pub async fn execute_once(
     let task_pool = pool.clone();
     let task_claim = claim.clone();
     let task_seal = seal.clone();
+    // The lease is renewed by the task that does the work, for as long as it runs: a client
+    // that hangs up drops this future, not the work, and the renewal must end with the work.
     let heartbeat = tokio::spawn(keep_alive(pool.clone(), claim.clone(), lease));
     let work = async move {
         // Appends made by the handler mark the record committed with their events.
         let response = CLAIM.scope(task_claim.clone(), next.run(request)).await;
-        settle(&task_pool, &task_seal, &task_claim, response).await
+        let response = settle(&task_pool, &task_seal, &task_claim, response).await;
+        heartbeat.abort();
+        response
     }
     .instrument(tracing::Span::current());
     // Task-locals do not follow a spawned task; the request id must (problem documents).
@@ -265,9 +269,7 @@ pub async fn execute_once(
         Ok(request_id) => tokio::spawn(crate::REQUEST_ID.scope(request_id, work)),
         Err(_) => tokio::spawn(work),
     };
-    let outcome = handle.await;
-    heartbeat.abort();
-    match outcome {
+    match handle.await {
         Ok(response) => response,
         Err(failure) => {
             if let Err(error) = abandon(pool, &claim).await {

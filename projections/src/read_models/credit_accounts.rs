@@ -87,15 +87,6 @@ impl VersionedModel for CreditAccountsProjector {
     }
 }
 
-/// Applies one `CreditAccount` event unless its row reflects it already.
-pub(crate) async fn apply(
-    conn: &mut PgConnection,
-    event: &StoredEvent,
-    writer: Writer,
-) -> Result<(), BoxError> {
-    versioned::apply::<CreditAccountsProjector>(conn, event, writer).await
-}
-
 #[async_trait]
 impl SetBased for CreditAccountsProjector {
     const AGGREGATE_TYPE: &'static str = CreditAccount::TYPE;

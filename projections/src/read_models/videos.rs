@@ -98,15 +98,6 @@ impl VersionedModel for VideosProjector {
     }
 }
 
-/// Applies one `Video` event unless its row reflects it already.
-pub(crate) async fn apply(
-    conn: &mut PgConnection,
-    event: &StoredEvent,
-    writer: Writer,
-) -> Result<(), BoxError> {
-    versioned::apply::<VideosProjector>(conn, event, writer).await
-}
-
 /// Projects one `Video` event.
 async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
     let id = aggregate_uuid(event)?;
