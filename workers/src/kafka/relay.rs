@@ -27,6 +27,7 @@ use rdkafka::ClientContext;
 use sqlx::{PgConnection, PgPool};
 use tracing::{info, warn};
 
+use framegate_projections::notify::Notifications;
 use framegate_projections::subscription::BoxError;
 use framegate_projections::{
     EventHandler, HandlerError, StoredEvent, Subscription, SubscriptionError, Transient,
@@ -174,22 +175,30 @@ impl KafkaRelay {
         }
     }
 
-    /// After a failed batch: a producer in a fatal state is replaced, since an idempotent
-    /// producer refuses every message after one.
+    /// After a failed batch the producer is replaced by a fresh one. One in a fatal state
+    /// refuses every message after it, and one whose messages timed out during an outage may
+    /// stay stuck re-establishing its idempotent session (observed against tansu). The batch is
+    /// sent again from the checkpoint, so a fresh producer repeats at most messages consumers
+    /// already deduplicate by `ce_id`.
     fn recover(&self) {
         let current = self.current_producer();
-        let Some((code, reason)) = current.client().fatal_error() else {
-            return;
-        };
-        warn!(
-            ?code,
-            reason, "Kafka producer hit a fatal error; creating a new one"
-        );
+        match current.client().fatal_error() {
+            Some((code, reason)) => warn!(
+                ?code,
+                reason, "Kafka producer hit a fatal error; creating a new one"
+            ),
+            None => info!("Kafka batch failed; retrying it with a new producer"),
+        }
         match producer(&self.config, &self.health) {
             Ok(fresh) => {
-                if let Ok(mut slot) = self.producer.lock() {
-                    *slot = Arc::new(fresh);
-                }
+                let old = self
+                    .producer
+                    .lock()
+                    .map(|mut slot| std::mem::replace(&mut *slot, Arc::new(fresh)))
+                    .ok();
+                // Dropping a producer purges and flushes it (up to half a second): not on
+                // the runtime's threads.
+                tokio::task::spawn_blocking(move || drop((current, old)));
             }
             Err(error) => warn!(%error, "could not create a new Kafka producer"),
         }
@@ -366,17 +375,22 @@ pub enum RelayError {
     Subscription(#[from] SubscriptionError),
 }
 
-/// Runs the relay until `shutdown` flips. Only a failure that is not an outage (a bad client
+/// Runs the relay until `shutdown` flips, woken by the process's shared listener if given
+/// (else by one of its own). Only a failure that is not an outage (a bad client
 /// configuration, a corrupt event) returns an error; outages are waited out.
 pub async fn run(
     pool: PgPool,
     config: KafkaConfig,
     health: RelayHealth,
+    notifications: Option<Notifications>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), RelayError> {
-    let subscription = Subscription::new(SUBSCRIPTION, pool)
+    let mut subscription = Subscription::new(SUBSCRIPTION, pool)
         .with_batch_size(config.batch_size)
         .with_max_backoff(config.max_backoff);
+    if let Some(notifications) = notifications {
+        subscription = subscription.with_notifications(notifications);
+    }
     let relay = KafkaRelay::new(config, health)?;
     // Topics exist before the first event, so consumers can subscribe at once.
     if let Err(error) = relay.ensure_topics(&KNOWN_AGGREGATES).await {
