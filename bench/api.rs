@@ -94,7 +94,9 @@ async fn main() {
     let state = AppState::with_passwords(config, db.pool.clone(), hasher).expect("state");
     let (_stop, stopped) = watch::channel(false);
     framegate_projections::read_models::spawn_all(db.pool.clone(), stopped.clone());
-    framegate_api::spawn_credentials_listener(&state, stopped);
+    let (notifications, _listening) =
+        framegate_projections::notify::Notifications::spawn(db.pool.clone(), stopped.clone());
+    framegate_api::spawn_credentials_listener(&state, &notifications, stopped);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use framegate_api::config::ApiConfig;
+use framegate_commands::db::PoolSettings;
 use framegate_commands::EventStore;
 use framegate_domain::Role;
+use framegate_projections::notify::Notifications;
 use rand::distributions::{Alphanumeric, DistString as _};
 use tokio::sync::watch;
 
@@ -74,7 +76,9 @@ async fn serve(
     kafka: Option<KafkaConfig>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let pool = framegate_commands::db::connect(database.url(), 20)
+    let settings = PoolSettings::from_lookup("dev", 20, |name| std::env::var(name).ok())
+        .map_err(anyhow::Error::msg)?;
+    let pool = framegate_commands::db::connect_pool(database.url(), &settings)
         .await
         .context("cannot connect to the dev database")?;
     framegate_commands::db::migrate(&pool)
@@ -87,8 +91,19 @@ async fn serve(
     .await?;
 
     let (stop, stopped) = watch::channel(false);
-    let projectors = framegate_projections::read_models::spawn_all(pool.clone(), stopped.clone());
-    let mut worker_task = tokio::spawn(roles::worker(pool.clone(), worker, stopped.clone()));
+    // One LISTEN connection for everything this process runs.
+    let (notifications, listening) = Notifications::spawn(pool.clone(), stopped.clone());
+    let projectors = framegate_projections::read_models::spawn_all_with(
+        pool.clone(),
+        &notifications,
+        stopped.clone(),
+    );
+    let mut worker_task = tokio::spawn(roles::worker(
+        pool.clone(),
+        worker,
+        notifications.clone(),
+        stopped.clone(),
+    ));
     let kafka_line = kafka.as_ref().map_or_else(
         || "off (set FRAMEGATE_KAFKA_BROKERS)".to_owned(),
         |config| {
@@ -103,6 +118,7 @@ async fn serve(
             pool.clone(),
             config,
             None,
+            notifications.clone(),
             stopped.clone(),
         ))
     });
@@ -125,7 +141,8 @@ async fn serve(
         .context("cannot start the API")?
         .with_blobs(blobs);
     let maintenance = framegate_api::spawn_maintenance(state.clone(), stopped.clone());
-    let credentials = framegate_api::spawn_credentials_listener(&state, stopped.clone());
+    let credentials =
+        framegate_api::spawn_credentials_listener(&state, &notifications, stopped.clone());
     let mut api_stop = stopped.clone();
     let api = tokio::spawn(framegate_api::serve(state, listener, async move {
         let _ = api_stop.wait_for(|stop| *stop).await;
@@ -165,6 +182,7 @@ async fn serve(
     }
     let _ = maintenance.await;
     let _ = credentials.await;
+    let _ = listening.await;
     if let Some(relay) = relay {
         if let Err(error) = relay.await.context("relay task")? {
             failures.push(error);

@@ -13,6 +13,8 @@ mod users;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use framegate_commands::db::PoolSettings;
+use framegate_projections::notify::Notifications;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -108,8 +110,13 @@ async fn main() -> anyhow::Result<()> {
             .init();
     }
     let cli = Cli::parse();
-    let pool = || async {
-        framegate_commands::db::connect(&cli.database_url, 20)
+    // Each role's pool, sized by FRAMEGATE_DATABASE_POOL_SIZE or the role's default (README).
+    let database_url = cli.database_url.as_str();
+    let pool = |role: &'static str, default_size: u32| async move {
+        let settings =
+            PoolSettings::from_lookup(role, default_size, |name| std::env::var(name).ok())
+                .map_err(anyhow::Error::msg)?;
+        framegate_commands::db::connect_pool(database_url, &settings)
             .await
             .context("cannot connect to DATABASE_URL")
     };
@@ -125,12 +132,12 @@ async fn main() -> anyhow::Result<()> {
             dev::run(options, shutdown_signal()).await?;
         }
         Command::Migrate => {
-            framegate_commands::db::migrate(&pool().await?)
+            framegate_commands::db::migrate(&pool("migrate", 2).await?)
                 .await
                 .context("migrations failed")?;
             tracing::info!("migrations applied");
         }
-        Command::Api => run_api(pool().await?).await?,
+        Command::Api => run_api(pool("api", 16).await?).await?,
         Command::Relay { health_addr } => {
             let config = framegate_workers::kafka::KafkaConfig::from_lookup(
                 |name| std::env::var(name).ok(),
@@ -145,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
                         .with_context(|| format!("FRAMEGATE_RELAY_HEALTH_ADDR: {addr}"))?,
                 ),
             };
-            let pool = pool().await?;
+            let pool = pool("relay", 4).await?;
             framegate_commands::db::migrate(&pool)
                 .await
                 .context("migrations failed")?;
@@ -154,10 +161,14 @@ async fn main() -> anyhow::Result<()> {
                 shutdown_signal().await;
                 let _ = stop.send(true);
             });
-            relay::role(pool, config, health_addr, stopped).await?;
+            let (notifications, _listening) = Notifications::spawn(pool.clone(), stopped.clone());
+            relay::role(pool, config, health_addr, notifications, stopped).await?;
         }
         Command::Projector | Command::Worker => {
-            let pool = pool().await?;
+            let pool = match cli.command {
+                Command::Projector => pool("projector", 8).await?,
+                _ => pool("worker", 12).await?,
+            };
             framegate_commands::db::migrate(&pool)
                 .await
                 .context("migrations failed")?;
@@ -171,14 +182,16 @@ async fn main() -> anyhow::Result<()> {
                 _ => {
                     let settings =
                         roles::WorkerSettings::from_lookup(|name| std::env::var(name).ok())?;
-                    roles::worker(pool, settings, stopped).await?
+                    let (notifications, _listening) =
+                        Notifications::spawn(pool.clone(), stopped.clone());
+                    roles::worker(pool, settings, notifications, stopped).await?
                 }
             }
         }
         Command::Users { command } => users::run(command, &cli.database_url).await?,
-        Command::Replay(args) => replay::run_replay(&pool().await?, args).await?,
+        Command::Replay(args) => replay::run_replay(&pool("replay", 8).await?, args).await?,
         Command::Projections { command } => {
-            replay::run_projections(&pool().await?, command).await?
+            replay::run_projections(&pool("replay", 8).await?, command).await?
         }
         Command::Audit(args) => audit::run_audit(args, &cli.database_url).await?,
         Command::Events { command } => audit::run_events(command, &cli.database_url).await?,
@@ -195,8 +208,10 @@ async fn run_api(pool: sqlx::PgPool) -> anyhow::Result<()> {
     // With a separate `framegate projector` (compose, scaled deployments) the API can leave
     // projection to it; running both is safe, just redundant (subscriptions lock per batch).
     let in_process = std::env::var("FRAMEGATE_API_PROJECTORS").map_or(true, |v| v != "false");
+    // One LISTEN connection for the whole process.
+    let (notifications, listening) = Notifications::spawn(pool.clone(), stopped.clone());
     let projectors = if in_process {
-        framegate_projections::read_models::spawn_all(pool.clone(), stopped)
+        framegate_projections::read_models::spawn_all_with(pool.clone(), &notifications, stopped)
     } else {
         Vec::new()
     };
@@ -210,13 +225,15 @@ async fn run_api(pool: sqlx::PgPool) -> anyhow::Result<()> {
         .context("cannot start the API")?
         .with_blobs(blobs);
     let maintenance = framegate_api::spawn_maintenance(state.clone(), stop.subscribe());
-    let credentials = framegate_api::spawn_credentials_listener(&state, stop.subscribe());
+    let credentials =
+        framegate_api::spawn_credentials_listener(&state, &notifications, stop.subscribe());
     framegate_api::serve(state, listener, shutdown_signal())
         .await
         .context("server error")?;
     let _ = stop.send(true);
     let _ = maintenance.await;
     let _ = credentials.await;
+    let _ = listening.await;
     for projector in projectors {
         let _ = projector.await;
     }

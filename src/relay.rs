@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use framegate_projections::log;
+use framegate_projections::notify::Notifications;
 use framegate_projections::Subscription;
 use framegate_workers::kafka::relay::{self, RelayHealth};
 use framegate_workers::kafka::KafkaConfig;
@@ -26,6 +27,7 @@ pub async fn role(
     pool: PgPool,
     config: KafkaConfig,
     health_addr: Option<SocketAddr>,
+    notifications: Notifications,
     stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let health = RelayHealth::default();
@@ -35,7 +37,7 @@ pub async fn role(
         }
         None => None,
     };
-    let result = relay::run(pool, config, health, stopped).await;
+    let result = relay::run(pool, config, health, Some(notifications), stopped).await;
     if let Some(server) = server {
         let _ = server.await;
     }

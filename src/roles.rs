@@ -10,6 +10,7 @@ use framegate_commands::blobs::{self, BlobConfig};
 use framegate_domain::catalog::Catalog;
 use framegate_domain::routing::{configured_providers, RoutingPolicy};
 use framegate_domain::ProviderKind;
+use framegate_projections::notify::Notifications;
 use framegate_projections::{EventHandler, Subscription};
 use framegate_workers::image_cleanup::{self, ImageCleanup};
 use framegate_workers::kafka::{JobConsumer, KafkaConfig};
@@ -105,6 +106,7 @@ impl WorkerSettings {
 pub async fn worker(
     pool: PgPool,
     settings: WorkerSettings,
+    notifications: Notifications,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let store = framegate_projections::inline::event_store(pool.clone());
@@ -159,7 +161,7 @@ pub async fn worker(
             })
         }
         None => run_subscription(
-            Subscription::new(DISPATCHER, pool.clone()),
+            Subscription::new(DISPATCHER, pool.clone()).with_notifications(notifications.clone()),
             dispatcher.clone(),
             shutdown.clone(),
         ),
@@ -167,12 +169,14 @@ pub async fn worker(
     let subscriptions = [
         jobs,
         run_subscription(
-            Subscription::new(settlement::SUBSCRIPTION, pool.clone()),
+            Subscription::new(settlement::SUBSCRIPTION, pool.clone())
+                .with_notifications(notifications.clone()),
             Arc::new(Settlement::new(store.clone())),
             shutdown.clone(),
         ),
         run_subscription(
-            Subscription::new(image_cleanup::SUBSCRIPTION, pool.clone()),
+            Subscription::new(image_cleanup::SUBSCRIPTION, pool.clone())
+                .with_notifications(notifications),
             Arc::new(ImageCleanup::new(blobs.clone())),
             shutdown.clone(),
         ),

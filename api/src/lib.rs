@@ -166,13 +166,15 @@ pub async fn serve(
     .await
 }
 
-/// Keeps `state.credentials` in step with the account projectors until `shutdown` flips
-/// (see `auth::cache`); without it every request reads its caller's state from Postgres.
+/// Keeps `state.credentials` in step with the account projectors until `shutdown` flips,
+/// through the process's shared listener (see `auth::cache`); without it every request reads
+/// its caller's state from Postgres.
 pub fn spawn_credentials_listener(
     state: &AppState,
+    notifications: &framegate_projections::notify::Notifications,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    auth::cache::spawn_listener(state.pool.clone(), state.credentials.clone(), shutdown)
+    auth::cache::spawn_follower(state.credentials.clone(), notifications, shutdown)
 }
 
 /// Housekeeping every five minutes until `shutdown` flips: expired idempotency records and

@@ -192,19 +192,17 @@ async fn after_the_listener_connection_breaks_nothing_cached_before_is_served() 
 async fn a_listener_connection_that_stops_delivering_turns_the_cache_off() {
     use std::sync::Arc;
 
-    use framegate_api::auth::cache::{run_listener, CredentialCache};
+    use framegate_api::auth::cache::{spawn_follower, CredentialCache};
     use framegate_commands::testing::TestDatabase;
+    use framegate_projections::notify::Notifications;
 
     let db = TestDatabase::new().await;
     let cache = Arc::new(CredentialCache::default());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let heartbeat = Duration::from_millis(100);
-    tokio::spawn(run_listener(
-        db.pool.clone(),
-        cache.clone(),
-        heartbeat,
-        stopped,
-    ));
+    let (notifications, _listening) =
+        Notifications::spawn_with_heartbeat(db.pool.clone(), heartbeat, stopped.clone());
+    spawn_follower(cache.clone(), &notifications, stopped);
     let until = |live: bool| {
         let cache = cache.clone();
         async move {

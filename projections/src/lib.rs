@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod inline;
 pub mod log;
+pub mod notify;
 pub mod read_models;
 pub mod replay;
 pub mod status;

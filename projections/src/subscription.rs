@@ -21,6 +21,7 @@ use tracing::{debug, info, instrument, warn};
 use uuid::Uuid;
 
 use crate::log::{read_batch, LogPosition, StoredEvent};
+use crate::notify::{Event, Heard, Notifications};
 
 /// The channel the events table's insert trigger notifies.
 pub const NOTIFY_CHANNEL: &str = "framegate_events";
@@ -123,6 +124,8 @@ pub struct Subscription {
     max_backoff: Duration,
     /// Set once the checkpoint row is known to exist.
     registered: Arc<OnceCell<()>>,
+    /// The process's shared listener; without it the runner listens on a connection of its own.
+    notifications: Option<Notifications>,
 }
 
 /// The runner's explicit states (see `run`).
@@ -144,7 +147,14 @@ impl Subscription {
             poll_interval: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
             registered: Arc::new(OnceCell::new()),
+            notifications: None,
         }
+    }
+
+    /// Wakes on the process's shared listener instead of holding a connection of its own.
+    pub fn with_notifications(mut self, notifications: Notifications) -> Self {
+        self.notifications = Some(notifications);
+        self
     }
 
     /// Events per transaction (default 1000).
@@ -304,7 +314,10 @@ impl Subscription {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), SubscriptionError> {
         tokio::pin!(shutdown);
-        let mut listener: Option<PgListener> = None;
+        let mut wakeup = match &self.notifications {
+            Some(shared) => Wakeup::Shared(shared.subscribe()),
+            None => Wakeup::Own(None),
+        };
         let mut state = State::CatchingUp;
         // The last wait after an empty read, so consecutive empty reads back off.
         let mut recheck: Option<Duration> = None;
@@ -314,9 +327,7 @@ impl Subscription {
                 State::CatchingUp => {
                     // Listen before reading so a commit between the read and the wait still
                     // wakes us.
-                    if listener.is_none() {
-                        listener = self.listen().await.ok();
-                    }
+                    wakeup.prepare(self).await;
                     match self.step(handler).await {
                         Ok(n) if n as i64 == self.batch_size => State::CatchingUp,
                         Ok(n) => {
@@ -335,18 +346,9 @@ impl Subscription {
                     }
                 }
                 State::Waiting { timeout } => {
-                    let notified = async {
-                        match listener.as_mut() {
-                            Some(l) => l.recv().await.map(|_| ()),
-                            None => std::future::pending().await,
-                        }
-                    };
                     tokio::select! {
                         () = &mut shutdown => break,
-                        received = notified => {
-                            if received.is_err() {
-                                listener = None;
-                            }
+                        () = wakeup.wait() => {
                             // New events: start rechecking from the shortest wait again.
                             recheck = None;
                             State::CatchingUp
@@ -394,6 +396,44 @@ impl Subscription {
             })
             .await?;
         Ok(())
+    }
+}
+
+/// What wakes a waiting runner: the process's shared listener, or a connection of its own.
+enum Wakeup {
+    Shared(Heard),
+    Own(Option<PgListener>),
+}
+
+impl Wakeup {
+    /// Called before each read: connects an own listener that is missing, and forgets what
+    /// the shared one said about commits this read will see.
+    async fn prepare(&mut self, subscription: &Subscription) {
+        match self {
+            Self::Shared(heard) => heard.clear(),
+            Self::Own(listener @ None) => *listener = subscription.listen().await.ok(),
+            Self::Own(Some(_)) => {}
+        }
+    }
+
+    /// Resolves when new events may have been committed; pends while no listener works
+    /// (the runner's timeout then looks again).
+    async fn wait(&mut self) {
+        match self {
+            Self::Shared(heard) => loop {
+                match heard.recv().await {
+                    Event::Notification { channel, .. } if channel == NOTIFY_CHANNEL => return,
+                    Event::Missed => return,
+                    Event::Notification { .. } | Event::Down => {}
+                }
+            },
+            Self::Own(Some(listener)) => {
+                if listener.recv().await.is_err() {
+                    *self = Self::Own(None);
+                }
+            }
+            Self::Own(None) => std::future::pending().await,
+        }
     }
 }
 

@@ -115,7 +115,7 @@ fn spawn_relay(
     tokio::task::JoinHandle<Result<(), relay::RelayError>>,
 ) {
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(relay::run(db.pool.clone(), config, health, stopped));
+    let task = tokio::spawn(relay::run(db.pool.clone(), config, health, None, stopped));
     (stop, task)
 }
 

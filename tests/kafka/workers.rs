@@ -127,6 +127,7 @@ async fn two_workers_in_one_group_share_jobs_and_a_killed_ones_jobs_finish_on_th
         db.pool.clone(),
         config,
         RelayHealth::default(),
+        None,
         stopped,
     ));
 

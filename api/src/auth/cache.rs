@@ -6,7 +6,8 @@
 //! Read from Postgres each time, that lookup costs as much as the request's own work. The
 //! account projectors announce each change that matters (a key revoked, a user disabled, a
 //! role changed) on [`CREDENTIALS_CHANNEL`] inside the transaction that makes it visible, and
-//! [`spawn_listener`] drops the user's entries when the announcement arrives.
+//! [`spawn_follower`] drops the user's entries when the process's shared listener
+//! (`framegate_projections::notify`) hears the announcement.
 //!
 //! The cache answers only while that listener is connected: before it has subscribed, after
 //! its connection broke (announcements may have been missed) and in a process that never
@@ -21,10 +22,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use framegate_projections::notify::{Event, Heard, Notifications};
 use framegate_projections::read_models::api_keys::KeyOwner;
 use framegate_projections::read_models::{CREDENTIALS_ALL, CREDENTIALS_CHANNEL};
-use sqlx::postgres::PgListener;
-use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -34,10 +34,6 @@ pub const TTL: Duration = Duration::from_secs(60);
 
 /// Entries per map; a full map is emptied rather than tracked per entry.
 const CAPACITY: usize = 10_000;
-
-/// The longest wait between attempts to reconnect the listener (it starts at 100 ms and is
-/// reset by every subscription that worked).
-const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
 
 /// A user's state as authorisation needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,112 +183,44 @@ where
         .map(|entry| entry.value.clone())
 }
 
-/// Listens on [`CREDENTIALS_CHANNEL`] until `shutdown` flips, keeping `cache` live while
-/// subscribed and delivering, and reconnecting with backoff when the connection breaks.
-pub fn spawn_listener(
-    pool: PgPool,
+/// Keeps `cache` in step with what the process's shared listener hears until `shutdown`
+/// flips: live while the listener is subscribed and delivering, emptied and off whenever it
+/// is not (announcements may have been missed), and each announcement applied as it comes.
+pub fn spawn_follower(
     cache: std::sync::Arc<CredentialCache>,
+    notifications: &Notifications,
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    tokio::spawn(run_listener(pool, cache, HEARTBEAT, shutdown))
+    tokio::spawn(follow(cache, notifications.subscribe(), shutdown))
 }
 
-/// How often the listener checks, by notifying itself, that its connection still delivers.
-pub const HEARTBEAT: Duration = Duration::from_secs(5);
-
-/// Payloads that start with this are the listeners' own heartbeats, not announcements.
-const PING_PREFIX: &str = "ping:";
-
-/// [`spawn_listener`]'s loop, with the heartbeat interval as a parameter (tests shorten it).
-pub async fn run_listener(
-    pool: PgPool,
+async fn follow(
     cache: std::sync::Arc<CredentialCache>,
-    heartbeat: Duration,
+    mut heard: Heard,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut delay = Duration::from_millis(100);
+    // Subscribed before asking: a change after this arrives as an event.
+    if heard.is_live() {
+        cache.go_live();
+    }
     loop {
-        let went_live = AtomicBool::new(false);
-        tokio::select! {
-            outcome = listen(&pool, &cache, heartbeat, &went_live) => {
+        let event = tokio::select! {
+            event = heard.recv() => event,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        match event {
+            Event::Notification { channel, payload } if channel == CREDENTIALS_CHANNEL => {
+                cache.apply(&payload);
+            }
+            Event::Notification { .. } => {}
+            Event::Missed => cache.go_live(),
+            Event::Down => {
+                tracing::warn!("credentials listener is down; cache off until it is back");
                 cache.suspend();
-                match outcome {
-                    Ok(()) => tracing::warn!("credentials listener lost its connection; cache off until it is back"),
-                    Err(error) => tracing::warn!(%error, "credentials listener failed; cache off until it is back"),
-                }
-            }
-            _ = shutdown.wait_for(|stop| *stop) => {
-                cache.suspend();
-                return;
             }
         }
-        // A subscription that worked starts the backoff over.
-        if went_live.load(Ordering::Acquire) {
-            delay = Duration::from_millis(100);
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-        delay = (delay * 2).min(MAX_RECONNECT_DELAY);
     }
-}
-
-/// One subscription: returns when the connection is lost, or when it stops delivering (a
-/// heartbeat did not come back within three intervals: a connection can die without closing).
-async fn listen(
-    pool: &PgPool,
-    cache: &CredentialCache,
-    heartbeat: Duration,
-    went_live: &AtomicBool,
-) -> Result<(), sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    // A lost connection ends this subscription (`try_recv` says so with `None`); the caller
-    // connects afresh and goes live only once subscribed again.
-    listener.eager_reconnect(false);
-    listener.listen(CREDENTIALS_CHANNEL).await?;
-    cache.go_live();
-    went_live.store(true, Ordering::Release);
-    let ping = format!("{PING_PREFIX}{}", Uuid::new_v4());
-    let started = Instant::now();
-    // Milliseconds after `started` when our own ping last came back.
-    let last_pong = AtomicU64::new(0);
-    let receive = async {
-        while let Some(notification) = listener.try_recv().await? {
-            let payload = notification.payload();
-            if payload == ping {
-                let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                last_pong.store(now, Ordering::Release);
-            } else if !payload.starts_with(PING_PREFIX) {
-                cache.apply(payload);
-            }
-        }
-        Ok::<(), sqlx::Error>(())
-    };
-    let watch = async {
-        let mut tick = tokio::time::interval(heartbeat);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let silent_for = started
-                .elapsed()
-                .saturating_sub(Duration::from_millis(last_pong.load(Ordering::Acquire)));
-            if silent_for > heartbeat * 3 {
-                tracing::warn!(?silent_for, "credentials listener hears nothing back");
-                return Ok::<(), sqlx::Error>(());
-            }
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(CREDENTIALS_CHANNEL)
-                .bind(&ping)
-                .execute(pool)
-                .await?;
-        }
-    };
-    // Whichever ends first ends the subscription; the listener is dropped with it.
-    tokio::select! {
-        outcome = receive => outcome,
-        outcome = watch => outcome,
-    }
+    cache.suspend();
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use framegate_api::mail::read_mailbox;
 use framegate_api::AppState;
 use framegate_commands::passwords::PasswordHasher;
 use framegate_commands::testing::TestDatabase;
+use framegate_projections::notify::Notifications;
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -60,11 +61,16 @@ impl TestApp {
         let passwords = PasswordHasher::with_params(params, 4).expect("hasher");
         let state = AppState::with_passwords(config, db.pool.clone(), passwords).expect("state");
         let (stop, stopped) = watch::channel(false);
+        // As `framegate api` runs it: one listener for the process, the credential cache in
+        // play in every API test, projectors that can be stopped on their own.
+        let (notifications, _listening) = Notifications::spawn(db.pool.clone(), stopped.clone());
         let (projectors, projectors_stopped) = watch::channel(false);
-        let projector_tasks =
-            framegate_projections::read_models::spawn_all(db.pool.clone(), projectors_stopped);
-        // As `framegate api` runs it: the credential cache is in play in every API test.
-        framegate_api::spawn_credentials_listener(&state, stopped.clone());
+        let projector_tasks = framegate_projections::read_models::spawn_all_with(
+            db.pool.clone(),
+            &notifications,
+            projectors_stopped,
+        );
+        framegate_api::spawn_credentials_listener(&state, &notifications, stopped.clone());
         let server_state = state.clone();
         let mut shutdown = stopped;
         tokio::spawn(async move {

@@ -31,7 +31,7 @@ pub use api_keys::{ApiKeyRow, ApiKeysProjector};
 pub use credit_accounts::{CreditAccountRow, CreditAccountsProjector};
 pub use credit_ledger::{CreditLedgerProjector, LedgerEntry};
 pub use images::{ImageRow, ImagesProjector};
-pub use runner::{all, catch_up_all, spawn_all, wait_for, READ_MODELS};
+pub use runner::{all, catch_up_all, spawn_all, spawn_all_with, wait_for, READ_MODELS};
 pub use users::{UserRow, UsersProjector};
 pub use videos::{VideoRow, VideosProjector};
 

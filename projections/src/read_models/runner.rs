@@ -19,6 +19,7 @@ use super::{
     UsersProjector, VideosProjector,
 };
 use crate::log::LogPosition;
+use crate::notify::Notifications;
 use crate::subscription::{EventHandler, Subscription, SubscriptionError};
 
 /// The subscription names of the read-model projectors.
@@ -78,14 +79,26 @@ pub async fn catch_up_all(pool: &PgPool) -> Result<u64, SubscriptionError> {
 }
 
 /// Starts every projector on its own task, each running until `shutdown` becomes true (or
-/// its sender is dropped). A projector that stops on an error logs it and returns it.
+/// its sender is dropped), woken by one listener of their own. A projector that stops on an
+/// error logs it and returns it.
 pub fn spawn_all(
     pool: PgPool,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<JoinHandle<Result<(), SubscriptionError>>> {
+    let (notifications, _listener) = Notifications::spawn(pool.clone(), shutdown.clone());
+    spawn_all_with(pool, &notifications, shutdown)
+}
+
+/// [`spawn_all`] woken by the process's shared listener.
+pub fn spawn_all_with(
+    pool: PgPool,
+    notifications: &Notifications,
     shutdown: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<Result<(), SubscriptionError>>> {
     all(&pool)
         .into_iter()
         .map(|(subscription, handler)| {
+            let subscription = subscription.with_notifications(notifications.clone());
             let mut shutdown = shutdown.clone();
             tokio::spawn(async move {
                 let stop = async move {
