@@ -13,6 +13,7 @@ pub mod ids;
 pub mod image;
 pub mod provider;
 pub mod redact;
+pub mod retry;
 pub mod routing;
 pub mod secrets;
 pub mod services;

@@ -67,19 +67,7 @@ pub enum Lookup {
 }
 
 /// Stable failure codes shared by every adapter.
-pub mod codes {
-    pub const MODERATED: &str = "moderated";
-    pub const INVALID_REQUEST: &str = "invalid_request";
-    pub const AUTH_FAILED: &str = "auth_failed";
-    pub const QUOTA_EXHAUSTED: &str = "quota_exhausted";
-    pub const RATE_LIMITED: &str = "rate_limited";
-    pub const UPSTREAM_UNAVAILABLE: &str = "upstream_unavailable";
-    pub const UPSTREAM_TIMEOUT: &str = "upstream_timeout";
-    pub const RESULT_EXPIRED: &str = "result_expired";
-    pub const GENERATION_FAILED: &str = "generation_failed";
-    pub const NOT_FOUND: &str = "not_found";
-    pub const SUBMISSION_UNKNOWN: &str = "submission_unknown";
-}
+pub use framegate_domain::retry::codes;
 
 /// A provider's refusal or failure, in our error model.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,0 +1,247 @@
+//! The poller: follows jobs in flight at their providers (progress, cancellation,
+//! deadlines) and hands finished ones to finishing.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use framegate_commands::blobs::Blobs;
+use framegate_commands::{Actor, CommandMetadata, EventStore};
+use framegate_domain::{ProviderKind, VideoCommand};
+use framegate_projections::read_models::videos::{self, VideoRow};
+use framegate_projections::subscription::BoxError;
+use sqlx::PgPool;
+use tracing::warn;
+use uuid::Uuid;
+
+use super::{exclusively, fail_command, Providers};
+use crate::media::MediaTools;
+use crate::provider::{JobState, ProviderFailure};
+
+/// How often one job may be polled at each provider. Real providers take minutes and count
+/// every call against rate limits; a provider's own hint (`poll_after`, e.g. OpenAI's
+/// `openai-poll-after-ms`) stretches the interval further. The simulator is polled freely.
+#[derive(Debug)]
+pub struct PollPacing {
+    next: std::sync::Mutex<HashMap<Uuid, std::time::Instant>>,
+    /// Least time between two polls of one job at a real provider.
+    pub provider_interval: Duration,
+}
+
+impl Default for PollPacing {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(5))
+    }
+}
+
+impl PollPacing {
+    pub fn new(provider_interval: Duration) -> Self {
+        Self {
+            next: std::sync::Mutex::default(),
+            provider_interval,
+        }
+    }
+
+    /// The least time between two polls of one job at `provider`.
+    pub fn interval(&self, provider: ProviderKind) -> Duration {
+        match provider {
+            ProviderKind::Simulator => Duration::ZERO,
+            ProviderKind::Veo | ProviderKind::Sora | ProviderKind::Kling => self.provider_interval,
+        }
+    }
+
+    fn due(&self, video: Uuid) -> bool {
+        let next = self
+            .next
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        next.get(&video)
+            .is_none_or(|at| *at <= std::time::Instant::now())
+    }
+
+    fn polled(&self, video: Uuid, wait: Duration) {
+        let mut next = self
+            .next
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if wait.is_zero() {
+            next.remove(&video);
+        } else {
+            next.insert(video, std::time::Instant::now() + wait);
+        }
+    }
+
+    fn forget(&self, video: Uuid) {
+        self.polled(video, Duration::ZERO);
+    }
+
+    /// Drops the waits that have run out: jobs that finished, were cancelled or expired never
+    /// come back to `due`, and their entries would otherwise stay for the process's life.
+    fn prune(&self) {
+        let now = std::time::Instant::now();
+        let mut next = self
+            .next
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        next.retain(|_, at| *at > now);
+    }
+}
+
+/// How long a job that was just finished is left alone by the poller.
+const FINISHED_PAUSE: Duration = Duration::from_secs(10);
+
+/// Follows jobs in flight.
+pub struct Poller {
+    pub store: EventStore,
+    pub pool: PgPool,
+    pub providers: Providers,
+    pub blobs: Blobs,
+    pub tools: MediaTools,
+    /// A job still unfinished this long after its request fails with `deadline_exceeded`.
+    pub max_job_time: Duration,
+    pub pacing: PollPacing,
+}
+
+impl Poller {
+    /// Polls every job in flight once; returns how many it looked at.
+    pub async fn sweep(&self) -> Result<usize, BoxError> {
+        self.pacing.prune();
+        let rows = videos::in_flight(&self.pool, 200).await?;
+        for row in &rows {
+            // With several workers every poller sees every job; one follows it at a time.
+            let key = format!("framegate.follow:{}", row.id);
+            if let Err(error) = exclusively(&self.pool, &key, self.follow(row)).await {
+                warn!(video = %row.id, %error, "could not follow a video");
+            }
+        }
+        Ok(rows.len())
+    }
+
+    /// Sweeps every `interval` until `shutdown` flips.
+    pub async fn run(&self, interval: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if let Err(error) = self.sweep().await {
+                warn!(%error, "poller sweep failed");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+
+    async fn follow(&self, row: &VideoRow) -> Result<(), BoxError> {
+        let id = row.id.to_string();
+        let meta = CommandMetadata::new_request(Actor::System);
+        let provider = row
+            .provider
+            .as_deref()
+            .and_then(|p| p.parse::<ProviderKind>().ok())
+            .and_then(|kind| self.providers.get(&kind).cloned());
+        let job_id = row.provider_job_id.clone();
+        if row.status == "cancel_requested" {
+            if let (Some(provider), Some(job_id)) = (&provider, &job_id) {
+                provider.cancel(job_id).await.ok();
+            }
+            self.store
+                .videos()
+                .execute(&id, VideoCommand::Cancel, &meta)
+                .await?;
+            return Ok(());
+        }
+        let deadline =
+            row.created_at + chrono::Duration::from_std(self.max_job_time).unwrap_or_default();
+        if Utc::now() > deadline {
+            if let (Some(provider), Some(job_id)) = (&provider, &job_id) {
+                provider.cancel(job_id).await.ok();
+            }
+            let fail = fail_command(&ProviderFailure::new(
+                "deadline_exceeded",
+                "the job did not finish in time",
+                true,
+                false,
+            ));
+            self.store.videos().execute(&id, fail, &meta).await?;
+            return Ok(());
+        }
+        let (Some(provider), Some(job_id)) = (provider, job_id) else {
+            return Ok(()); // Not submitted yet: the dispatcher's turn.
+        };
+        if !self.pacing.due(row.id) {
+            return Ok(());
+        }
+        let polled = provider.poll(&job_id).await;
+        let hint = match &polled {
+            Err(failure) => failure.retry_after,
+            Ok(_) => provider.poll_after(&job_id),
+        };
+        let wait = self
+            .pacing
+            .interval(provider.kind())
+            .max(hint.unwrap_or_default());
+        match &polled {
+            Ok(JobState::Queued | JobState::Running { .. })
+            | Err(ProviderFailure {
+                retryable: true, ..
+            }) => self.pacing.polled(row.id, wait),
+            // Finishing records the result; until the read model shows it, this row still
+            // looks in flight, and must not be fetched again.
+            Ok(JobState::Succeeded) => self.pacing.polled(row.id, FINISHED_PAUSE.max(wait)),
+            _ => self.pacing.forget(row.id),
+        }
+        match polled {
+            Ok(JobState::Queued) => {}
+            Ok(JobState::Running { progress })
+                if i16::from(progress) > row.progress || row.status == "submitted" =>
+            {
+                self.store
+                    .videos()
+                    .execute(
+                        &id,
+                        VideoCommand::RecordProgress { percent: progress },
+                        &meta,
+                    )
+                    .await?;
+            }
+            Ok(JobState::Running { .. }) => {}
+            Ok(JobState::Succeeded) => self.finish(row, provider.as_ref(), &job_id, &meta).await?,
+            Ok(JobState::Failed(failure)) => {
+                self.store
+                    .videos()
+                    .execute(&id, fail_command(&failure), &meta)
+                    .await?;
+            }
+            Err(failure) if failure.retryable => {
+                warn!(video = %row.id, %failure, "poll failed; will retry")
+            }
+            Err(failure) => {
+                self.store
+                    .videos()
+                    .execute(&id, fail_command(&failure), &meta)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacing_forgets_waits_that_have_run_out() {
+        let pacing = PollPacing::new(Duration::from_secs(5));
+        let (waiting, finished) = (Uuid::now_v7(), Uuid::now_v7());
+        pacing.polled(waiting, Duration::from_secs(60));
+        pacing.polled(finished, Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(5));
+        pacing.prune();
+        let next = pacing.next.lock().expect("lock");
+        assert!(next.contains_key(&waiting));
+        assert!(!next.contains_key(&finished), "a run-out wait is dropped");
+        drop(next);
+        assert!(!pacing.due(waiting));
+        assert!(pacing.due(finished));
+    }
+}
