@@ -7,8 +7,6 @@
 //! not touched here: the saga that watches these events reserves, captures and releases on
 //! the `CreditAccount`, which is why `VideoFailed` records whether the attempt was charged.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
@@ -19,6 +17,9 @@ use crate::credits::Credits;
 use crate::ids::{ImageId, UserId, VideoId};
 pub use crate::provider::{ProviderKind, ProviderPreference, UnknownProvider};
 use crate::services::Services;
+
+mod status;
+pub use status::{PublicStatus, VideoStatus};
 
 pub const MAX_PROMPT_CHARS: usize = 4000;
 
@@ -57,51 +58,6 @@ impl VideoSpec {
             return Err(VideoError::NegativeCost);
         }
         Ok(())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VideoStatus {
-    Queued,
-    Submitting,
-    Submitted,
-    Running,
-    Generated,
-    Stored,
-    Completed,
-    Failed,
-    CancelRequested,
-    Cancelled,
-}
-
-impl VideoStatus {
-    pub const fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            VideoStatus::Completed | VideoStatus::Failed | VideoStatus::Cancelled
-        )
-    }
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            VideoStatus::Queued => "queued",
-            VideoStatus::Submitting => "submitting",
-            VideoStatus::Submitted => "submitted",
-            VideoStatus::Running => "running",
-            VideoStatus::Generated => "generated",
-            VideoStatus::Stored => "stored",
-            VideoStatus::Completed => "completed",
-            VideoStatus::Failed => "failed",
-            VideoStatus::CancelRequested => "cancel_requested",
-            VideoStatus::Cancelled => "cancelled",
-        }
-    }
-}
-
-impl fmt::Display for VideoStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -17,8 +17,8 @@ use framegate_commands::{CommandError, StoredEvent};
 use framegate_domain::catalog::{Quote, QuoteError, QuoteRequest};
 use framegate_domain::routing;
 use framegate_domain::{
-    CreditError, ImageId, ProviderKind, ProviderPreference, VideoCommand, VideoError, VideoId,
-    VideoSpec,
+    CreditError, ImageId, ProviderKind, ProviderPreference, PublicStatus, VideoCommand, VideoError,
+    VideoId, VideoSpec, VideoStatus,
 };
 use framegate_projections::read_models::{credits, images, videos, VideoRow};
 use serde::{Deserialize, Serialize};
@@ -131,15 +131,10 @@ pub struct VideoResponse {
 
 /// The public status: internal steps collapse into the documented six.
 fn public_status(status: &str) -> &'static str {
-    match status {
-        "queued" => "queued",
-        "submitting" | "submitted" => "submitted",
-        "running" | "generated" | "stored" | "cancel_requested" => "running",
-        "completed" => "completed",
-        "failed" => "failed",
-        "cancelled" => "cancelled",
-        _ => "running",
-    }
+    status
+        .parse::<VideoStatus>()
+        .map_or(PublicStatus::Running, VideoStatus::public)
+        .as_str()
 }
 
 impl From<VideoRow> for VideoResponse {
@@ -195,7 +190,7 @@ async fn link(
     row: &VideoRow,
     variant: Variant,
 ) -> Result<Option<DownloadLink>, ApiError> {
-    if row.status != "completed" {
+    if row.status != VideoStatus::Completed.as_str() {
         return Ok(None);
     }
     let keys = video_keys(VideoId::from_uuid(row.id)).map_err(ApiError::internal)?;
@@ -226,7 +221,9 @@ async fn respond(state: &AppState, row: VideoRow) -> Result<VideoResponse, ApiEr
 }
 
 fn is_terminal(status: &str) -> bool {
-    matches!(status, "completed" | "failed" | "cancelled")
+    status
+        .parse::<VideoStatus>()
+        .is_ok_and(VideoStatus::is_terminal)
 }
 
 fn quote_error(error: &QuoteError) -> ApiError {
@@ -638,22 +635,16 @@ pub struct ListQuery {
     pub limit: Option<i64>,
 }
 
-fn internal_statuses(status: &str) -> Result<&'static [&'static str], ApiError> {
-    Ok(match status {
-        "queued" => &["queued"],
-        "submitted" => &["submitting", "submitted"],
-        "running" => &["running", "generated", "stored", "cancel_requested"],
-        "completed" => &["completed"],
-        "failed" => &["failed"],
-        "cancelled" => &["cancelled"],
-        other => {
-            return Err(ApiError::field(
-                "status",
-                "unknown_status",
-                format!("unknown status {other:?}; allowed: queued, submitted, running, completed, failed, cancelled"),
-            ))
-        }
-    })
+fn internal_statuses(status: &str) -> Result<Vec<&'static str>, ApiError> {
+    let public = PublicStatus::parse(status).ok_or_else(|| {
+        let allowed: Vec<&str> = PublicStatus::ALL.iter().map(|s| s.as_str()).collect();
+        ApiError::field(
+            "status",
+            "unknown_status",
+            format!("unknown status {status:?}; allowed: {}", allowed.join(", ")),
+        )
+    })?;
+    Ok(VideoStatus::names(&public.internal()))
 }
 
 /// The caller's videos, newest first.

@@ -12,7 +12,7 @@ mod write;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate as _;
-use framegate_domain::{UserId, Video, VideoEvent, VideoId};
+use framegate_domain::{UserId, Video, VideoEvent, VideoId, VideoStatus};
 use serde::Serialize;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
@@ -226,6 +226,15 @@ async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), Box
     Ok(())
 }
 
+/// `statuses` as a SQL list of string literals: `'completed', 'failed'`.
+fn sql_list(statuses: impl IntoIterator<Item = VideoStatus>) -> String {
+    statuses
+        .into_iter()
+        .map(|status| format!("'{}'", status.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 const COLUMNS: &str =
     "id, owner_id, status, progress, provider_preference, provider, model, attempt,
     provider_job_id, prompt, negative_prompt, duration_seconds, aspect_ratio, resolution, image_id,
@@ -282,10 +291,13 @@ pub async fn list(
 
 /// Videos not yet in a terminal state, oldest change first: the workers' queue.
 pub async fn in_flight(pool: &PgPool, limit: i64) -> Result<Vec<VideoRow>, sqlx::Error> {
+    // Literal names (not a bound array), so the planner uses the partial index whose
+    // predicate lists them (migrations/0003_videos.sql).
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM videos
-          WHERE status NOT IN ('completed', 'failed', 'cancelled')
-          ORDER BY updated_at LIMIT $1"
+          WHERE status NOT IN ({terminal})
+          ORDER BY updated_at LIMIT $1",
+        terminal = sql_list(VideoStatus::ALL.into_iter().filter(|s| s.is_terminal()))
     ))
     .bind(limit)
     .fetch_all(pool)
@@ -305,13 +317,15 @@ pub async fn queued_due(
 ) -> Result<Vec<VideoRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM videos
-          WHERE (status = 'queued'
+          WHERE (status = {queued}
                  AND (next_attempt_at <= now()
                       OR (next_attempt_at IS NULL
                           AND updated_at < now() - make_interval(secs => $2))))
-             OR (status = 'submitting' AND updated_at < now() - interval '10 seconds')
+             OR (status = {submitting} AND updated_at < now() - interval '10 seconds')
           ORDER BY next_attempt_at NULLS FIRST, created_at
-          LIMIT $1"
+          LIMIT $1",
+        queued = sql_list([VideoStatus::Queued]),
+        submitting = sql_list([VideoStatus::Submitting]),
     ))
     .bind(limit)
     .bind(fresh_grace.as_secs_f64())
@@ -321,11 +335,9 @@ pub async fn queued_due(
 
 /// Videos submitted or being submitted to `provider` and not finished there.
 pub async fn count_in_flight(pool: &PgPool, provider: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM videos
-          WHERE provider = $1 AND status IN ('submitting', 'submitted', 'running', 'cancel_requested')",
-    )
-    .bind(provider)
-    .fetch_one(pool)
-    .await
+    sqlx::query_scalar("SELECT count(*) FROM videos WHERE provider = $1 AND status = ANY($2)")
+        .bind(provider)
+        .bind(VideoStatus::names(&VideoStatus::AT_PROVIDER))
+        .fetch_one(pool)
+        .await
 }

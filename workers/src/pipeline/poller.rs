@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use framegate_commands::blobs::Blobs;
 use framegate_commands::{Actor, CommandMetadata, EventStore};
-use framegate_domain::{ProviderKind, VideoCommand};
+use framegate_domain::{ProviderKind, VideoCommand, VideoStatus};
 use framegate_projections::read_models::videos::{self, VideoRow};
 use framegate_projections::subscription::BoxError;
 use sqlx::PgPool;
@@ -139,7 +139,7 @@ impl Poller {
             .and_then(|p| p.parse::<ProviderKind>().ok())
             .and_then(|kind| self.providers.get(&kind).cloned());
         let job_id = row.provider_job_id.clone();
-        if row.status == "cancel_requested" {
+        if row.status == VideoStatus::CancelRequested.as_str() {
             if let (Some(provider), Some(job_id)) = (&provider, &job_id) {
                 provider.cancel(job_id).await.ok();
             }
@@ -192,7 +192,8 @@ impl Poller {
         match polled {
             Ok(JobState::Queued) => {}
             Ok(JobState::Running { progress })
-                if i16::from(progress) > row.progress || row.status == "submitted" =>
+                if i16::from(progress) > row.progress
+                    || row.status == VideoStatus::Submitted.as_str() =>
             {
                 self.store
                     .videos()

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate as _;
-use framegate_domain::{Video, VideoEvent, VideoSpec};
+use framegate_domain::{Video, VideoEvent, VideoSpec, VideoStatus};
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -160,7 +160,7 @@ pub(super) struct Failure {
 impl Patch {
     fn new(at: DateTime<Utc>) -> Self {
         Self {
-            status: "queued",
+            status: VideoStatus::Queued.as_str(),
             updated_at: at,
             attempt: None,
             provider: None,
@@ -198,11 +198,11 @@ impl Patch {
                 self.provider_job_id = Some(None);
                 self.progress = Progress::Set(0);
                 self.clear_next_attempt = true;
-                "submitting"
+                VideoStatus::Submitting.as_str()
             }
             VideoEvent::VideoSubmitted { provider_job_id } => {
                 self.provider_job_id = Some(Some(provider_job_id));
-                "submitted"
+                VideoStatus::Submitted.as_str()
             }
             VideoEvent::VideoProgressed { percent } => {
                 let percent = i16::from(percent);
@@ -211,11 +211,11 @@ impl Patch {
                     Progress::AtLeast(before) => Progress::AtLeast(before.max(percent)),
                     Progress::Set(before) => Progress::Set(before.max(percent)),
                 };
-                "running"
+                VideoStatus::Running.as_str()
             }
             VideoEvent::VideoGenerated {} => {
                 self.progress = Progress::Set(100);
-                "generated"
+                VideoStatus::Generated.as_str()
             }
             VideoEvent::VideoStored {
                 blob_key,
@@ -233,13 +233,13 @@ impl Patch {
                     width: width as i32,
                     height: height as i32,
                 });
-                "stored"
+                VideoStatus::Stored.as_str()
             }
             VideoEvent::VideoCompleted { final_cost } => {
                 self.completed_at = Some(at);
                 self.final_cost = Some(final_cost.value());
                 self.progress = Progress::Set(100);
-                "completed"
+                VideoStatus::Completed.as_str()
             }
             VideoEvent::VideoFailed {
                 code,
@@ -254,12 +254,12 @@ impl Patch {
                     retryable,
                     charged,
                 });
-                "failed"
+                VideoStatus::Failed.as_str()
             }
-            VideoEvent::CancelRequested { .. } => "cancel_requested",
+            VideoEvent::CancelRequested { .. } => VideoStatus::CancelRequested.as_str(),
             VideoEvent::VideoCancelled {} => {
                 self.completed_at = Some(at);
-                "cancelled"
+                VideoStatus::Cancelled.as_str()
             }
             VideoEvent::VideoRequested { .. } | VideoEvent::SubmissionFailed { .. } => self.status,
         };

@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
+use framegate_domain::VideoStatus;
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -71,7 +72,8 @@ impl NewRows {
         self.estimated_costs.push(spec.estimated_cost.value());
         self.created_at.push(*at);
         // The row as the request inserts it: queued, progress and attempt 0, no attempts.
-        self.statuses.push(patch.map_or("queued", |p| p.status));
+        self.statuses
+            .push(patch.map_or(VideoStatus::Queued.as_str(), |p| p.status));
         self.updated_at.push(patch.map_or(*at, |p| p.updated_at));
         self.progress.push(match patch.map(|p| p.progress) {
             None | Some(Progress::Unchanged) => 0,
