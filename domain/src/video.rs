@@ -101,6 +101,17 @@ pub enum VideoCommand {
     Complete {
         final_cost: Credits,
     },
+    /// Generated, stored and completed in one step (one append): the worker has the stored
+    /// output in hand. Steps the video already passed are skipped.
+    Deliver {
+        blob_key: String,
+        bytes: u64,
+        sha256: String,
+        duration_ms: u64,
+        width: u32,
+        height: u32,
+        final_cost: Credits,
+    },
     Fail {
         code: String,
         message: String,
@@ -127,6 +138,7 @@ impl VideoCommand {
             VideoCommand::MarkGenerated => "mark_generated",
             VideoCommand::RecordStored { .. } => "record_stored",
             VideoCommand::Complete { .. } => "complete",
+            VideoCommand::Deliver { .. } => "deliver",
             VideoCommand::Fail { .. } => "fail",
             VideoCommand::RequestCancel { .. } => "request_cancel",
             VideoCommand::Cancel => "cancel",
@@ -477,20 +489,35 @@ impl Video {
                 if status != VideoStatus::Generated {
                     return Err(invalid);
                 }
-                if blob_key.trim().is_empty() {
-                    return Err(VideoError::EmptyBlobKey);
+                stored(blob_key, bytes, sha256, duration_ms, width, height)?
+            }
+            VideoCommand::Deliver {
+                blob_key,
+                bytes,
+                sha256,
+                duration_ms,
+                width,
+                height,
+                final_cost,
+            } => {
+                let mut events = Vec::new();
+                let mut at = status;
+                if matches!(at, VideoStatus::Submitted | VideoStatus::Running) {
+                    events.push(VideoEvent::VideoGenerated {});
+                    at = VideoStatus::Generated;
                 }
-                if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(VideoError::InvalidSha256);
+                if at == VideoStatus::Generated {
+                    events.push(stored(blob_key, bytes, sha256, duration_ms, width, height)?);
+                    at = VideoStatus::Stored;
                 }
-                VideoEvent::VideoStored {
-                    blob_key,
-                    bytes,
-                    sha256: sha256.to_ascii_lowercase(),
-                    duration_ms,
-                    width,
-                    height,
+                if at != VideoStatus::Stored {
+                    return Err(invalid);
                 }
+                if final_cost.is_negative() {
+                    return Err(VideoError::NegativeCost);
+                }
+                events.push(VideoEvent::VideoCompleted { final_cost });
+                return Ok(events);
             }
             VideoCommand::Complete { final_cost } => {
                 if status != VideoStatus::Stored {
@@ -536,6 +563,31 @@ impl Video {
         };
         Ok(vec![event])
     }
+}
+
+/// `VideoStored`, once its fields are checked.
+fn stored(
+    blob_key: String,
+    bytes: u64,
+    sha256: String,
+    duration_ms: u64,
+    width: u32,
+    height: u32,
+) -> Result<VideoEvent, VideoError> {
+    if blob_key.trim().is_empty() {
+        return Err(VideoError::EmptyBlobKey);
+    }
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(VideoError::InvalidSha256);
+    }
+    Ok(VideoEvent::VideoStored {
+        blob_key,
+        bytes,
+        sha256: sha256.to_ascii_lowercase(),
+        duration_ms,
+        width,
+        height,
+    })
 }
 
 impl Aggregate for Video {

@@ -184,7 +184,20 @@ fn lifecycle_commands() -> Vec<VideoCommand> {
             reason: "user asked".to_string(),
         },
         VideoCommand::Cancel,
+        deliver_command(SHA),
     ]
+}
+
+fn deliver_command(sha256: &str) -> VideoCommand {
+    VideoCommand::Deliver {
+        blob_key: "videos/2001.mp4".to_string(),
+        bytes: 1_048_576,
+        sha256: sha256.to_string(),
+        duration_ms: 8_000,
+        width: 1920,
+        height: 1080,
+        final_cost: Credits::new(60),
+    }
 }
 
 fn invalid(from: VideoStatus, command: &'static str) -> VideoError {
@@ -872,4 +885,46 @@ fn a_failed_or_cancelled_video_remembers_why() {
         .into_iter()
         .for_each(|e| video.apply(e));
     assert_eq!(video.cancel_reason(), Some("user asked"));
+}
+
+#[test]
+fn delivering_records_what_is_left_of_generated_stored_completed_in_one_step() {
+    let completed = VideoEvent::VideoCompleted {
+        final_cost: Credits::new(60),
+    };
+    for (from, expected) in [
+        (
+            VideoStatus::Submitted,
+            vec![VideoEvent::VideoGenerated {}, stored(), completed.clone()],
+        ),
+        (
+            VideoStatus::Running,
+            vec![VideoEvent::VideoGenerated {}, stored(), completed.clone()],
+        ),
+        (VideoStatus::Generated, vec![stored(), completed.clone()]),
+        (VideoStatus::Stored, vec![completed.clone()]),
+    ] {
+        framework()
+            .given(history(from))
+            .when(deliver_command(&SHA.to_ascii_uppercase()))
+            .then_expect_events(expected);
+    }
+}
+
+#[test]
+fn delivering_is_refused_before_submission_after_a_cancel_request_and_with_bad_output() {
+    for from in [
+        VideoStatus::Queued,
+        VideoStatus::Submitting,
+        VideoStatus::CancelRequested,
+    ] {
+        framework()
+            .given(history(from))
+            .when(deliver_command(SHA))
+            .then_expect_error(invalid(from, "deliver"));
+    }
+    framework()
+        .given(history(VideoStatus::Running))
+        .when(deliver_command(&SHA[..63]))
+        .then_expect_error(VideoError::InvalidSha256);
 }

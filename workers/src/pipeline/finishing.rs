@@ -13,7 +13,8 @@ use crate::media::{extract_poster, make_thumbnail, validate_video, Expectation};
 use crate::provider::{ProviderFailure, VideoProvider};
 
 impl Poller {
-    /// Downloads, validates and stores the result, then records completion.
+    /// Downloads, validates and stores the result, then records generation, storage and
+    /// completion in one append.
     pub(super) async fn finish(
         &self,
         row: &VideoRow,
@@ -53,12 +54,6 @@ impl Poller {
                 return Ok(());
             }
         };
-        if matches!(status, Some(VideoStatus::Submitted | VideoStatus::Running)) {
-            self.store
-                .videos()
-                .execute(&id, VideoCommand::MarkGenerated, meta)
-                .await?;
-        }
         let keys = video_keys(VideoId::from_uuid(row.id))?;
         self.blobs
             .put_file(&keys.video, &video_path, "video/mp4")
@@ -73,17 +68,19 @@ impl Poller {
         self.blobs
             .put_file(&keys.thumbnail, &thumbnail, "image/jpeg")
             .await?;
-        let stored = VideoCommand::RecordStored {
+        // Generated, stored and completed: one append, one transaction.
+        let deliver = VideoCommand::Deliver {
             blob_key: keys.video.to_string(),
             bytes: report.bytes,
             sha256: report.sha256.clone(),
             duration_ms: report.duration_ms,
             width: report.width,
             height: report.height,
+            final_cost: framegate_domain::Credits::new(row.estimated_cost),
         };
-        self.store.videos().execute(&id, stored, meta).await?;
-        info!(video = %row.id, bytes = report.bytes, "video stored");
-        self.complete(row, meta).await
+        self.store.videos().execute(&id, deliver, meta).await?;
+        info!(video = %row.id, bytes = report.bytes, "video completed");
+        Ok(())
     }
 
     /// Records completion of a stored video at its estimated cost.
