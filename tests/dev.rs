@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Dev;
@@ -253,6 +254,63 @@ async fn the_walk_through_ends_with_a_downloaded_playable_mp4() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // One correlation from the HTTP request down to the capture: the audit of the request's
+    // correlation id shows every step, each caused by the one before it.
+    let correlation: String = sqlx::query_scalar(
+        "SELECT metadata ->> 'correlation_id' FROM events
+          WHERE aggregate_type = 'Video' AND aggregate_id = $1 AND sequence = 1",
+    )
+    .bind(&video_id)
+    .fetch_one(&db.pool)
+    .await
+    .expect("the request's correlation");
+    let audit = Command::new(env!("CARGO_BIN_EXE_framegate"))
+        .args(["audit", "--correlation-id", &correlation, "--json"])
+        .env("DATABASE_URL", db.url())
+        .output()
+        .expect("framegate audit");
+    assert!(
+        audit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
+    let chain: Vec<Value> = String::from_utf8_lossy(&audit.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect();
+    let types: Vec<&str> = chain
+        .iter()
+        .map(|e| e["event_type"].as_str().expect("type"))
+        .collect();
+    for step in [
+        "CreditsReserved",
+        "VideoRequested",
+        "SubmissionStarted",
+        "VideoSubmitted",
+        "VideoProgressed",
+        "VideoGenerated",
+        "VideoStored",
+        "VideoCompleted",
+        "ReservationCaptured",
+    ] {
+        assert!(types.contains(&step), "{step} missing from {types:?}");
+    }
+    let video_events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_type = 'Video' AND aggregate_id = $1",
+    )
+    .bind(&video_id)
+    .fetch_one(&db.pool)
+    .await
+    .expect("count");
+    assert_eq!(
+        chain
+            .iter()
+            .filter(|e| e["aggregate"] == format!("video:{video_id}"))
+            .count() as i64,
+        video_events,
+        "every event of the video is in the request's correlation: {types:?}"
+    );
 
     // Ctrl-C stops everything cleanly.
     let status = dev.interrupt();

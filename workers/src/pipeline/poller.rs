@@ -5,16 +5,17 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::Utc;
+use cqrs_es::Aggregate as _;
 use framegate_commands::blobs::Blobs;
 use framegate_commands::{Actor, CommandMetadata, EventStore};
-use framegate_domain::{ProviderKind, VideoCommand, VideoStatus};
+use framegate_domain::{ProviderKind, Video, VideoCommand, VideoStatus};
 use framegate_projections::read_models::videos::{self, VideoRow};
 use framegate_projections::subscription::BoxError;
 use sqlx::PgPool;
 use tracing::warn;
 use uuid::Uuid;
 
-use super::{exclusively, fail_command, Providers};
+use super::{exclusively, fail_command, system, Providers};
 use crate::media::MediaTools;
 use crate::provider::{JobState, ProviderFailure};
 
@@ -130,9 +131,27 @@ impl Poller {
         }
     }
 
+    /// The metadata of a command the poller issues for `video`: caused by the video's latest
+    /// event and in its correlation, so `framegate audit --correlation` of the request
+    /// shows every step down to the credit capture.
+    async fn caused_by(&self, video: Uuid) -> Result<CommandMetadata, BoxError> {
+        let last: Option<(Uuid, Option<String>)> = sqlx::query_as(
+            "SELECT event_id, metadata ->> 'correlation_id' FROM events
+              WHERE aggregate_type = $1 AND aggregate_id = $2
+              ORDER BY sequence DESC LIMIT 1",
+        )
+        .bind(Video::TYPE)
+        .bind(video.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match last {
+            Some((cause, correlation)) => system(correlation.as_deref(), cause),
+            None => CommandMetadata::new_request(Actor::System),
+        })
+    }
+
     async fn follow(&self, row: &VideoRow) -> Result<(), BoxError> {
         let id = row.id.to_string();
-        let meta = CommandMetadata::new_request(Actor::System);
         let provider = row
             .provider
             .as_deref()
@@ -145,7 +164,7 @@ impl Poller {
             }
             self.store
                 .videos()
-                .execute(&id, VideoCommand::Cancel, &meta)
+                .execute(&id, VideoCommand::Cancel, &self.caused_by(row.id).await?)
                 .await?;
             return Ok(());
         }
@@ -161,6 +180,7 @@ impl Poller {
                 true,
                 false,
             ));
+            let meta = self.caused_by(row.id).await?;
             self.store.videos().execute(&id, fail, &meta).await?;
             return Ok(());
         }
@@ -200,16 +220,19 @@ impl Poller {
                     .execute(
                         &id,
                         VideoCommand::RecordProgress { percent: progress },
-                        &meta,
+                        &self.caused_by(row.id).await?,
                     )
                     .await?;
             }
             Ok(JobState::Running { .. }) => {}
-            Ok(JobState::Succeeded) => self.finish(row, provider.as_ref(), &job_id, &meta).await?,
+            Ok(JobState::Succeeded) => {
+                let meta = self.caused_by(row.id).await?;
+                self.finish(row, provider.as_ref(), &job_id, &meta).await?
+            }
             Ok(JobState::Failed(failure)) => {
                 self.store
                     .videos()
-                    .execute(&id, fail_command(&failure), &meta)
+                    .execute(&id, fail_command(&failure), &self.caused_by(row.id).await?)
                     .await?;
             }
             Err(failure) if failure.retryable => {
@@ -218,7 +241,7 @@ impl Poller {
             Err(failure) => {
                 self.store
                     .videos()
-                    .execute(&id, fail_command(&failure), &meta)
+                    .execute(&id, fail_command(&failure), &self.caused_by(row.id).await?)
                     .await?;
             }
         }
