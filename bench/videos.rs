@@ -47,7 +47,9 @@ use framegate_workers::media::{
     RenderRequest,
 };
 use framegate_workers::pipeline::{Dispatcher, PollPacing, Poller, Providers, DISPATCHER};
-use framegate_workers::provider::{Job, JobState, Lookup, ProviderFailure, VideoProvider};
+use framegate_workers::provider::{
+    Cancellation, Job, JobState, Lookup, ProviderFailure, VideoProvider,
+};
 use framegate_workers::settlement::{self, Settlement};
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -407,8 +409,8 @@ impl VideoProvider for Finished {
             .map_err(|e| ProviderFailure::new("upstream_unavailable", e.to_string(), true, false))
     }
 
-    async fn cancel(&self, _job_id: &str) -> Result<(), ProviderFailure> {
-        Ok(())
+    async fn cancel(&self, _job_id: &str) -> Result<Cancellation, ProviderFailure> {
+        Ok(Cancellation::Stopped)
     }
 }
 
@@ -549,6 +551,7 @@ async fn overhead(jobs: usize, poll_interval: Duration) {
         blobs,
         tools: tools.clone(),
         max_job_time: Duration::from_secs(1800),
+        cancel_policy: Default::default(),
         // No pacing for the simulator kind, which the bench's provider reports.
         pacing: PollPacing::default(),
     };

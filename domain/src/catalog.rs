@@ -41,6 +41,22 @@ pub struct ProviderInfo {
     pub name: String,
     /// The upstream service's state as we know it (e.g. shut down by its vendor).
     pub upstream_status: String,
+    /// Who pays for a job cancelled after the provider accepted it, when the provider
+    /// cannot stop it (default: the user, since the provider bills it).
+    #[serde(default)]
+    pub cancel_after_acceptance: CancelPolicy,
+}
+
+/// What a cancellation after acceptance costs the user when the provider cannot stop the
+/// job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelPolicy {
+    /// The reservation is captured: the provider bills the render, so does the platform.
+    #[default]
+    Charged,
+    /// The reservation is released: the operator absorbs the provider's bill.
+    Free,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,10 +198,10 @@ impl Catalog {
         sora_pro.resolution_prices.insert("1080p".to_owned(), 50);
         Catalog {
             providers: vec![
-                ProviderInfo { provider: Veo, name: "Google Veo".into(), upstream_status: "Gemini API and Vertex AI; Veo 3.0 retired on Vertex 2026-06-30, model ids are configuration".into() },
-                ProviderInfo { provider: Sora, name: "OpenAI Sora 2 (Videos API format)".into(), upstream_status: "OpenAI shut down its own Videos API on 2026-09-24; the adapter serves compatible endpoints at a configurable base URL".into() },
-                ProviderInfo { provider: Kling, name: "Kuaishou Kling".into(), upstream_status: "active".into() },
-                ProviderInfo { provider: Simulator, name: "Local simulator (ffmpeg)".into(), upstream_status: "local".into() },
+                ProviderInfo { provider: Veo, name: "Google Veo".into(), upstream_status: "Gemini API and Vertex AI; Veo 3.0 retired on Vertex 2026-06-30, model ids are configuration".into(), cancel_after_acceptance: CancelPolicy::Charged },
+                ProviderInfo { provider: Sora, name: "OpenAI Sora 2 (Videos API format)".into(), upstream_status: "OpenAI shut down its own Videos API on 2026-09-24; the adapter serves compatible endpoints at a configurable base URL".into(), cancel_after_acceptance: CancelPolicy::Charged },
+                ProviderInfo { provider: Kling, name: "Kuaishou Kling".into(), upstream_status: "active".into(), cancel_after_acceptance: CancelPolicy::Charged },
+                ProviderInfo { provider: Simulator, name: "Local simulator (ffmpeg)".into(), upstream_status: "local".into(), cancel_after_acceptance: CancelPolicy::Charged },
             ],
             models: vec![
                 veo("veo-3.1-generate-001", true, 40),
@@ -205,6 +221,12 @@ impl Catalog {
 
     pub fn models_of(&self, provider: ProviderKind) -> impl Iterator<Item = &ModelSpec> {
         self.models.iter().filter(move |m| m.provider == provider)
+    }
+
+    /// What cancelling an accepted job that `provider` cannot stop costs the user.
+    pub fn cancel_policy(&self, provider: ProviderKind) -> CancelPolicy {
+        self.provider(provider)
+            .map_or(CancelPolicy::default(), |info| info.cancel_after_acceptance)
     }
 
     pub fn provider(&self, provider: ProviderKind) -> Option<&ProviderInfo> {

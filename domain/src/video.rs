@@ -123,7 +123,11 @@ pub enum VideoCommand {
     RequestCancel {
         reason: String,
     },
-    Cancel,
+    /// Ends a cancellation. `charged`: the provider had accepted the job and bills it (it
+    /// could not be stopped), so the reservation is captured rather than released.
+    Cancel {
+        charged: bool,
+    },
 }
 
 impl VideoCommand {
@@ -141,7 +145,7 @@ impl VideoCommand {
             VideoCommand::Deliver { .. } => "deliver",
             VideoCommand::Fail { .. } => "fail",
             VideoCommand::RequestCancel { .. } => "request_cancel",
-            VideoCommand::Cancel => "cancel",
+            VideoCommand::Cancel { .. } => "cancel",
         }
     }
 }
@@ -192,7 +196,12 @@ pub enum VideoEvent {
     CancelRequested {
         reason: String,
     },
-    VideoCancelled {},
+    VideoCancelled {
+        /// The provider bills the job although it was cancelled (absent in events recorded
+        /// before cancellations could be charged: false).
+        #[serde(default)]
+        charged: bool,
+    },
 }
 
 impl DomainEvent for VideoEvent {
@@ -208,7 +217,7 @@ impl DomainEvent for VideoEvent {
             VideoEvent::VideoCompleted { .. } => "VideoCompleted",
             VideoEvent::VideoFailed { .. } => "VideoFailed",
             VideoEvent::CancelRequested { .. } => "CancelRequested",
-            VideoEvent::VideoCancelled {} => "VideoCancelled",
+            VideoEvent::VideoCancelled { .. } => "VideoCancelled",
         };
         name.to_string()
     }
@@ -306,6 +315,9 @@ pub struct Video {
     final_cost: Option<Credits>,
     failure: Option<VideoFailure>,
     cancel_reason: Option<String>,
+    /// Between `SubmissionStarted` and its outcome (`VideoSubmitted` or `SubmissionFailed`).
+    #[serde(default)]
+    submission_open: bool,
     /// When a queued video that failed a submission may be tried again.
     retry_at: Option<DateTime<Utc>>,
     failed_attempts: Vec<FailedAttempt>,
@@ -383,6 +395,11 @@ impl Video {
         self.failure.as_ref()
     }
 
+    /// A submission was started and its outcome is not recorded yet.
+    pub fn submission_open(&self) -> bool {
+        self.submission_open
+    }
+
     pub fn cancel_reason(&self) -> Option<&str> {
         self.cancel_reason.as_deref()
     }
@@ -435,6 +452,17 @@ impl Video {
                 }
             }
             VideoCommand::MarkSubmitted { provider_job_id } => {
+                // Cancelled while the provider was being asked: the job exists upstream, so
+                // it is recorded (its id is what cancelling or billing it needs) and the
+                // cancellation stands, re-stated after it.
+                if status == VideoStatus::CancelRequested && self.submission_open() {
+                    return Ok(vec![
+                        VideoEvent::VideoSubmitted { provider_job_id },
+                        VideoEvent::CancelRequested {
+                            reason: self.cancel_reason.clone().unwrap_or_default(),
+                        },
+                    ]);
+                }
                 if status != VideoStatus::Submitting {
                     return Err(invalid);
                 }
@@ -445,6 +473,10 @@ impl Video {
                 message,
                 retry_at,
             } => {
+                // Cancelled while the provider was being asked, and it never took the job.
+                if status == VideoStatus::CancelRequested && self.submission_open() {
+                    return Ok(vec![VideoEvent::VideoCancelled { charged: false }]);
+                }
                 let Some(provider) = self.provider.filter(|_| status == VideoStatus::Submitting)
                 else {
                     return Err(invalid);
@@ -549,16 +581,18 @@ impl Video {
                 if status == VideoStatus::Queued {
                     return Ok(vec![
                         VideoEvent::CancelRequested { reason },
-                        VideoEvent::VideoCancelled {},
+                        VideoEvent::VideoCancelled { charged: false },
                     ]);
                 }
                 VideoEvent::CancelRequested { reason }
             }
-            VideoCommand::Cancel => {
+            VideoCommand::Cancel { charged } => {
                 if status != VideoStatus::CancelRequested {
                     return Err(invalid);
                 }
-                VideoEvent::VideoCancelled {}
+                // Nothing reached a provider: nothing to bill, whatever the caller says.
+                let charged = charged && self.provider_job_id.is_some();
+                VideoEvent::VideoCancelled { charged }
             }
         };
         Ok(vec![event])
@@ -628,10 +662,12 @@ impl Aggregate for Video {
                 // A retry starts from scratch at its provider.
                 self.provider_job_id = None;
                 self.progress = 0;
+                self.submission_open = true;
             }
             VideoEvent::VideoSubmitted { provider_job_id } => {
                 self.status = Some(VideoStatus::Submitted);
                 self.provider_job_id = Some(provider_job_id);
+                self.submission_open = false;
             }
             VideoEvent::SubmissionFailed {
                 attempt,
@@ -642,6 +678,7 @@ impl Aggregate for Video {
             } => {
                 self.status = Some(VideoStatus::Queued);
                 self.provider_job_id = None;
+                self.submission_open = false;
                 self.retry_at = Some(retry_at);
                 self.failed_attempts.push(FailedAttempt {
                     attempt,
@@ -697,7 +734,7 @@ impl Aggregate for Video {
                 self.status = Some(VideoStatus::CancelRequested);
                 self.cancel_reason = Some(reason);
             }
-            VideoEvent::VideoCancelled {} => self.status = Some(VideoStatus::Cancelled),
+            VideoEvent::VideoCancelled { .. } => self.status = Some(VideoStatus::Cancelled),
         }
     }
 }

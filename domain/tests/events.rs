@@ -186,7 +186,7 @@ fn all_video_events() -> Vec<VideoEvent> {
         VideoEvent::CancelRequested {
             reason: "user asked".to_string(),
         },
-        VideoEvent::VideoCancelled {},
+        VideoEvent::VideoCancelled { charged: true },
     ]
 }
 
@@ -228,7 +228,7 @@ fn video_ordinal(event: &VideoEvent) -> usize {
         VideoEvent::VideoCompleted { .. } => 7,
         VideoEvent::VideoFailed { .. } => 8,
         VideoEvent::CancelRequested { .. } => 9,
-        VideoEvent::VideoCancelled {} => 10,
+        VideoEvent::VideoCancelled { .. } => 10,
     }
 }
 

@@ -119,7 +119,7 @@ fn history(status: VideoStatus) -> Vec<VideoEvent> {
         VideoStatus::CancelRequested => events.push(cancel_requested()),
         VideoStatus::Cancelled => {
             events.push(cancel_requested());
-            events.push(VideoEvent::VideoCancelled {});
+            events.push(VideoEvent::VideoCancelled { charged: false });
         }
         _ => unreachable!("covered by the happy path"),
     }
@@ -183,7 +183,7 @@ fn lifecycle_commands() -> Vec<VideoCommand> {
         VideoCommand::RequestCancel {
             reason: "user asked".to_string(),
         },
-        VideoCommand::Cancel,
+        VideoCommand::Cancel { charged: false },
         deliver_command(SHA),
     ]
 }
@@ -738,7 +738,10 @@ fn cancelling_a_queued_video_cancels_it_at_once() {
         .when(VideoCommand::RequestCancel {
             reason: "user asked".to_string(),
         })
-        .then_expect_events(vec![cancel_requested(), VideoEvent::VideoCancelled {}]);
+        .then_expect_events(vec![
+            cancel_requested(),
+            VideoEvent::VideoCancelled { charged: false },
+        ]);
 }
 
 #[test]
@@ -757,7 +760,10 @@ fn cancelling_a_video_whose_provider_refused_it_cancels_it_at_once() {
         .when(VideoCommand::RequestCancel {
             reason: "user asked".to_string(),
         })
-        .then_expect_events(vec![cancel_requested(), VideoEvent::VideoCancelled {}]);
+        .then_expect_events(vec![
+            cancel_requested(),
+            VideoEvent::VideoCancelled { charged: false },
+        ]);
 }
 
 #[test]
@@ -786,8 +792,8 @@ fn requesting_cancellation_after_completion_is_rejected() {
 fn cancelling_after_a_cancel_request_is_accepted() {
     framework()
         .given(history(VideoStatus::CancelRequested))
-        .when(VideoCommand::Cancel)
-        .then_expect_events(vec![VideoEvent::VideoCancelled {}]);
+        .when(VideoCommand::Cancel { charged: false })
+        .then_expect_events(vec![VideoEvent::VideoCancelled { charged: false }]);
 }
 
 #[test]
@@ -798,7 +804,7 @@ fn cancelling_without_a_cancel_request_is_rejected() {
     {
         framework()
             .given(history(status))
-            .when(VideoCommand::Cancel)
+            .when(VideoCommand::Cancel { charged: false })
             .then_expect_error(invalid(status, "cancel"));
     }
 }
@@ -807,7 +813,7 @@ fn cancelling_without_a_cancel_request_is_rejected() {
 fn cancelling_after_completion_is_rejected() {
     framework()
         .given(history(VideoStatus::Completed))
-        .when(VideoCommand::Cancel)
+        .when(VideoCommand::Cancel { charged: false })
         .then_expect_error(VideoError::AlreadyTerminal {
             status: VideoStatus::Completed,
         });
@@ -927,4 +933,52 @@ fn delivering_is_refused_before_submission_after_a_cancel_request_and_with_bad_o
         .given(history(VideoStatus::Running))
         .when(deliver_command(&SHA[..63]))
         .then_expect_error(VideoError::InvalidSha256);
+}
+
+fn cancelled_while_submitting() -> Vec<VideoEvent> {
+    let mut events = history(VideoStatus::Submitting);
+    events.push(cancel_requested());
+    events
+}
+
+#[test]
+fn a_cancel_after_the_provider_accepted_the_job_may_be_charged() {
+    framework()
+        .given(history(VideoStatus::CancelRequested))
+        .when(VideoCommand::Cancel { charged: true })
+        .then_expect_events(vec![VideoEvent::VideoCancelled { charged: true }]);
+}
+
+#[test]
+fn a_job_accepted_while_its_cancel_was_requested_is_recorded_and_stays_cancelling() {
+    framework()
+        .given(cancelled_while_submitting())
+        .when(VideoCommand::MarkSubmitted {
+            provider_job_id: "job-1".to_string(),
+        })
+        .then_expect_events(vec![submitted(), cancel_requested()]);
+    // Then the cancellation can bill it: the provider has it.
+    let mut events = cancelled_while_submitting();
+    events.extend([submitted(), cancel_requested()]);
+    framework()
+        .given(events)
+        .when(VideoCommand::Cancel { charged: true })
+        .then_expect_events(vec![VideoEvent::VideoCancelled { charged: true }]);
+}
+
+#[test]
+fn a_submission_that_failed_after_its_cancel_was_requested_ends_the_video_free() {
+    framework()
+        .given(cancelled_while_submitting())
+        .when(VideoCommand::RecordSubmissionFailure {
+            code: "upstream_unavailable".to_string(),
+            message: "503".to_string(),
+            retry_at: retry_at(),
+        })
+        .then_expect_events(vec![VideoEvent::VideoCancelled { charged: false }]);
+    // No provider job: a charge asked for is not made.
+    framework()
+        .given(cancelled_while_submitting())
+        .when(VideoCommand::Cancel { charged: true })
+        .then_expect_events(vec![VideoEvent::VideoCancelled { charged: false }]);
 }

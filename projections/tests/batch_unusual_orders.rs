@@ -318,8 +318,13 @@ async fn unusual_log(pool: &PgPool) {
         },
     )
     .await;
-    log.append("Video", video, 19, VideoEvent::VideoCancelled {})
-        .await;
+    log.append(
+        "Video",
+        video,
+        19,
+        VideoEvent::VideoCancelled { charged: false },
+    )
+    .await;
     let purchase = CreditEvent::CreditsPurchased {
         amount: credits(5),
         payment_reference: "pay".into(),

@@ -115,5 +115,16 @@ pub trait VideoProvider: Send + Sync {
     }
     /// Downloads a finished job's video to `destination`.
     async fn fetch(&self, job_id: &str, destination: &Path) -> Result<(), ProviderFailure>;
-    async fn cancel(&self, job_id: &str) -> Result<(), ProviderFailure>;
+    /// Asks the provider to stop `job_id`, if its API can.
+    async fn cancel(&self, job_id: &str) -> Result<Cancellation, ProviderFailure>;
+}
+
+/// What a cancellation did at the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancellation {
+    /// The provider stopped the job and does not bill it.
+    Stopped,
+    /// The provider has no way to stop an accepted job: it renders (and bills) it anyway; we
+    /// only stop following it.
+    Unsupported,
 }

@@ -72,9 +72,12 @@ impl EventHandler for Settlement {
                 video_id,
                 amount: reserved,
             },
-            VideoEvent::VideoFailed { charged: false, .. } | VideoEvent::VideoCancelled {} => {
-                CreditCommand::Release { video_id }
-            }
+            VideoEvent::VideoCancelled { charged: true } => CreditCommand::Capture {
+                video_id,
+                amount: reserved,
+            },
+            VideoEvent::VideoFailed { charged: false, .. }
+            | VideoEvent::VideoCancelled { charged: false } => CreditCommand::Release { video_id },
             _ => return Ok(()),
         };
         let correlation = event

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
 use crate::media::{dimensions, render_simulated, MediaTools, RenderRequest};
-use crate::provider::{Job, JobState, Lookup, ProviderFailure, VideoProvider};
+use crate::provider::{Cancellation, Job, JobState, Lookup, ProviderFailure, VideoProvider};
 
 #[derive(Debug, Clone)]
 pub struct SimulatorConfig {
@@ -261,7 +261,7 @@ impl VideoProvider for Simulator {
             })
     }
 
-    async fn cancel(&self, job_id: &str) -> Result<(), ProviderFailure> {
+    async fn cancel(&self, job_id: &str) -> Result<Cancellation, ProviderFailure> {
         sqlx::query(
             "UPDATE simulator_jobs SET cancelled_at = now() WHERE id = $1 AND cancelled_at IS NULL",
         )
@@ -269,6 +269,6 @@ impl VideoProvider for Simulator {
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
-        Ok(())
+        Ok(Cancellation::Stopped)
     }
 }

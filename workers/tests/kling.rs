@@ -13,7 +13,9 @@ use std::time::Duration;
 use chrono::Utc;
 use fake::{Fake, Scripted};
 use framegate_domain::{ProviderKind, VideoId};
-use framegate_workers::provider::{codes, Job, JobImage, JobState, Lookup, VideoProvider};
+use framegate_workers::provider::{
+    codes, Cancellation, Job, JobImage, JobState, Lookup, VideoProvider,
+};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -489,6 +491,9 @@ async fn cancelling_asks_nothing_of_kling() {
     let fake = Fake::start().await;
     let kling = fake.kling();
 
-    assert_eq!(kling.cancel("text2video:1").await, Ok(()));
+    assert_eq!(
+        kling.cancel("text2video:1").await,
+        Ok(Cancellation::Unsupported)
+    );
     assert!(fake.seen().is_empty());
 }

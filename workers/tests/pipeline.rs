@@ -53,6 +53,7 @@ async fn rig(config: SimulatorConfig) -> Rig {
         blobs,
         tools,
         max_job_time: Duration::from_secs(120),
+        cancel_policy: Default::default(),
         pacing: Default::default(),
     };
     let owner = UserId::from_uuid(Uuid::now_v7());

@@ -19,7 +19,9 @@ use framegate_projections::read_models::{catch_up_all, videos};
 use framegate_projections::Subscription;
 use framegate_workers::health::ProviderHealth;
 use framegate_workers::pipeline::{Dispatcher, ProviderLimits, Providers, Routing, DISPATCHER};
-use framegate_workers::provider::{codes, Job, JobState, Lookup, ProviderFailure, VideoProvider};
+use framegate_workers::provider::{
+    codes, Cancellation, Job, JobState, Lookup, ProviderFailure, VideoProvider,
+};
 use uuid::Uuid;
 
 /// A provider that answers submissions from a script (then accepts), and remembers calls.
@@ -97,8 +99,8 @@ impl VideoProvider for Scripted {
         ))
     }
 
-    async fn cancel(&self, _job_id: &str) -> Result<(), ProviderFailure> {
-        Ok(())
+    async fn cancel(&self, _job_id: &str) -> Result<Cancellation, ProviderFailure> {
+        Ok(Cancellation::Stopped)
     }
 }
 
@@ -364,7 +366,7 @@ async fn a_provider_at_its_concurrency_limit_leaves_videos_queued_until_a_slot_f
         .videos()
         .execute(
             &first.to_string(),
-            framegate_domain::VideoCommand::Cancel,
+            framegate_domain::VideoCommand::Cancel { charged: false },
             &meta,
         )
         .await

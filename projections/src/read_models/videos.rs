@@ -216,7 +216,7 @@ async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), Box
                 .execute(&mut *conn)
                 .await?
         }
-        VideoEvent::VideoCancelled {} => {
+        VideoEvent::VideoCancelled { .. } => {
             update("UPDATE videos SET status = 'cancelled', updated_at = $2, completed_at = $2 WHERE id = $1")
                 .execute(&mut *conn)
                 .await?
@@ -307,8 +307,9 @@ pub async fn in_flight(pool: &PgPool, limit: i64) -> Result<Vec<VideoRow>, sqlx:
 /// Videos the dispatcher's sweep should look at: queued ones due for a (re)submission (after
 /// a failed attempt once `next_attempt_at` has passed; first attempts that waited
 /// `fresh_grace` for their `VideoRequested` to be handled, e.g. held back by a provider at its
-/// limit), and ones left `submitting` for a while — a worker died between recording the
-/// attempt and its outcome, and nothing else would bring them back. The dispatcher's
+/// limit), and ones left `submitting` for a while (or cancelled while submitting, no job id
+/// recorded) — a worker died between recording the attempt and its outcome, and nothing else
+/// would bring them back. The dispatcher's
 /// per-video lock tells a live submission from an abandoned one.
 pub async fn queued_due(
     pool: &PgPool,
@@ -322,10 +323,13 @@ pub async fn queued_due(
                       OR (next_attempt_at IS NULL
                           AND updated_at < now() - make_interval(secs => $2))))
              OR (status = {submitting} AND updated_at < now() - interval '10 seconds')
+             OR (status = {cancel_requested} AND provider_job_id IS NULL
+                 AND updated_at < now() - interval '10 seconds')
           ORDER BY next_attempt_at NULLS FIRST, created_at
           LIMIT $1",
         queued = sql_list([VideoStatus::Queued]),
         submitting = sql_list([VideoStatus::Submitting]),
+        cancel_requested = sql_list([VideoStatus::CancelRequested]),
     ))
     .bind(limit)
     .bind(fresh_grace.as_secs_f64())

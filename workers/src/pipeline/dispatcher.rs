@@ -181,6 +181,9 @@ impl Dispatcher {
             }
             // Crashed between recording the intent and recording the job: resolve below.
             Some(VideoStatus::Submitting) => true,
+            // Cancelled while a submission was open that nobody is finishing (its worker
+            // died): find out whether the provider took the job; never submit it now.
+            Some(VideoStatus::CancelRequested) if video.submission_open() => true,
             _ => return Ok(()),
         };
         let image = match spec.image_id {
@@ -257,8 +260,23 @@ impl Dispatcher {
         } else {
             Ok(Lookup::NotSubmitted)
         };
+        let cancelled = video.status() == Some(VideoStatus::CancelRequested);
         let submitted = match lookup {
             Ok(Lookup::Found(job_id)) => Ok(job_id),
+            Ok(Lookup::NotSubmitted | Lookup::Unknown) if cancelled => {
+                // The video ends cancelled and free (the aggregate turns this into
+                // `VideoCancelled`): nothing is known to run at the provider.
+                let command = VideoCommand::RecordSubmissionFailure {
+                    code: "cancelled".to_owned(),
+                    message: "cancelled before the provider took the job".to_owned(),
+                    retry_at: Utc::now(),
+                };
+                self.store
+                    .videos()
+                    .execute(&aggregate, command, meta)
+                    .await?;
+                return Ok(());
+            }
             Ok(Lookup::NotSubmitted) => self.submit(provider.as_ref(), &job, requested_at).await,
             Ok(Lookup::Unknown) => Err(submission_unknown()),
             Err(failure) => Err(failure),

@@ -8,6 +8,7 @@ use chrono::Utc;
 use cqrs_es::Aggregate as _;
 use framegate_commands::blobs::Blobs;
 use framegate_commands::{Actor, CommandMetadata, EventStore};
+use framegate_domain::catalog::{CancelPolicy, Catalog};
 use framegate_domain::{ProviderKind, Video, VideoCommand, VideoStatus};
 use framegate_projections::read_models::videos::{self, VideoRow};
 use framegate_projections::subscription::BoxError;
@@ -17,7 +18,7 @@ use uuid::Uuid;
 
 use super::{exclusively, fail_command, system, Providers};
 use crate::media::MediaTools;
-use crate::provider::{JobState, ProviderFailure};
+use crate::provider::{Cancellation, JobState, ProviderFailure};
 
 /// How often one job may be polled at each provider. Real providers take minutes and count
 /// every call against rate limits; a provider's own hint (`poll_after`, e.g. OpenAI's
@@ -88,6 +89,27 @@ impl PollPacing {
     }
 }
 
+/// Per provider, whether a job cancelled after acceptance that the provider cannot stop is
+/// charged (the catalog's `cancel_after_acceptance`).
+#[derive(Debug, Clone, Default)]
+pub struct CancelPolicies(HashMap<ProviderKind, CancelPolicy>);
+
+impl CancelPolicies {
+    pub fn from_catalog(catalog: &Catalog) -> Self {
+        Self(
+            ProviderKind::ALL
+                .into_iter()
+                .map(|kind| (kind, catalog.cancel_policy(kind)))
+                .collect(),
+        )
+    }
+
+    /// Unknown providers charge: the default policy.
+    pub fn charges(&self, provider: ProviderKind) -> bool {
+        self.0.get(&provider).copied().unwrap_or_default() == CancelPolicy::Charged
+    }
+}
+
 /// How long a job that was just finished is left alone by the poller.
 const FINISHED_PAUSE: Duration = Duration::from_secs(10);
 
@@ -100,6 +122,8 @@ pub struct Poller {
     pub tools: MediaTools,
     /// A job still unfinished this long after its request fails with `deadline_exceeded`.
     pub max_job_time: Duration,
+    /// Who pays for a cancelled job its provider could not stop.
+    pub cancel_policy: CancelPolicies,
     pub pacing: PollPacing,
 }
 
@@ -159,12 +183,35 @@ impl Poller {
             .and_then(|kind| self.providers.get(&kind).cloned());
         let job_id = row.provider_job_id.clone();
         if row.status == VideoStatus::CancelRequested.as_str() {
-            if let (Some(provider), Some(job_id)) = (&provider, &job_id) {
-                provider.cancel(job_id).await.ok();
-            }
+            // No job id yet: a submission is open, and the dispatcher records its outcome
+            // first (the cancellation then follows with the job id).
+            let Some(job_id) = &job_id else {
+                return Ok(());
+            };
+            let kind = row
+                .provider
+                .as_deref()
+                .and_then(|p| p.parse::<ProviderKind>().ok());
+            let cannot_stop = || kind.is_none_or(|kind| self.cancel_policy.charges(kind));
+            let charged = match &provider {
+                None => cannot_stop(),
+                Some(provider) => match provider.cancel(job_id).await {
+                    Ok(Cancellation::Stopped) => false,
+                    Ok(Cancellation::Unsupported) => cannot_stop(),
+                    Err(failure) if failure.retryable => {
+                        warn!(video = %row.id, %failure, "cancelling at the provider failed; will retry");
+                        return Ok(());
+                    }
+                    Err(failure) => {
+                        warn!(video = %row.id, %failure, "the provider refused the cancellation");
+                        cannot_stop()
+                    }
+                },
+            };
+            let meta = self.caused_by(row.id).await?;
             self.store
                 .videos()
-                .execute(&id, VideoCommand::Cancel, &self.caused_by(row.id).await?)
+                .execute(&id, VideoCommand::Cancel { charged }, &meta)
                 .await?;
             return Ok(());
         }

@@ -40,7 +40,7 @@ use self::answer::{parse, Created, Envelope, Refusal, Task};
 use self::request::create_body;
 use self::token::Tokens;
 use super::http;
-use crate::provider::{codes, Job, JobState, Lookup, ProviderFailure, VideoProvider};
+use crate::provider::{codes, Cancellation, Job, JobState, Lookup, ProviderFailure, VideoProvider};
 
 const PROVIDER: &str = "kling";
 pub const DEFAULT_BASE_URL: &str = "https://api-singapore.klingai.com";
@@ -298,8 +298,9 @@ impl VideoProvider for Kling {
         result
     }
 
-    async fn cancel(&self, _job_id: &str) -> Result<(), ProviderFailure> {
-        Ok(())
+    /// Kling documents no cancellation: the task finishes (and is billed) upstream.
+    async fn cancel(&self, _job_id: &str) -> Result<Cancellation, ProviderFailure> {
+        Ok(Cancellation::Unsupported)
     }
 }
 

@@ -32,7 +32,7 @@ use tracing::{debug, instrument, warn};
 use self::request::{reference_part, CreateVideo};
 use self::wire::{generation_failure, upstream_failure, VideoList, VideoObject};
 use super::http;
-use crate::provider::{codes, Job, JobState, Lookup, ProviderFailure, VideoProvider};
+use crate::provider::{codes, Cancellation, Job, JobState, Lookup, ProviderFailure, VideoProvider};
 
 mod request;
 mod wire;
@@ -324,12 +324,14 @@ impl VideoProvider for Sora {
     }
 
     #[instrument(skip_all, fields(job_id = %job_id))]
-    async fn cancel(&self, job_id: &str) -> Result<(), ProviderFailure> {
+    /// The Videos API has no cancellation: `DELETE /videos/{id}` removes a video and its
+    /// assets (the spec: completed or failed ones), so the render is billed either way.
+    async fn cancel(&self, job_id: &str) -> Result<Cancellation, ProviderFailure> {
         self.remember_poll_hint(job_id, None);
         let request = self.client.delete(self.url(&["videos", job_id]));
         match self.send(request, self.config.timeout).await {
-            Ok(_) => Ok(()),
-            Err(failure) if failure.code == codes::NOT_FOUND => Ok(()),
+            Ok(_) => Ok(Cancellation::Unsupported),
+            Err(failure) if failure.code == codes::NOT_FOUND => Ok(Cancellation::Unsupported),
             Err(failure) => Err(failure),
         }
     }

@@ -33,7 +33,7 @@ use reqwest::{RequestBuilder, Response, StatusCode, Url};
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use crate::provider::{codes, Job, JobState, Lookup, ProviderFailure, VideoProvider};
+use crate::provider::{codes, Cancellation, Job, JobState, Lookup, ProviderFailure, VideoProvider};
 use crate::providers::http;
 
 use auth::TokenSource;
@@ -377,10 +377,11 @@ impl VideoProvider for Veo {
         }
     }
 
-    async fn cancel(&self, job_id: &str) -> Result<(), ProviderFailure> {
-        // Veo documents no cancellation: the render finishes upstream; we stop following it.
+    async fn cancel(&self, job_id: &str) -> Result<Cancellation, ProviderFailure> {
+        // Veo documents no cancellation: the render finishes (and is billed) upstream; we
+        // stop following it.
         self.forget(job_id);
-        Ok(())
+        Ok(Cancellation::Unsupported)
     }
 }
 

@@ -257,7 +257,7 @@ impl Patch {
                 VideoStatus::Failed.as_str()
             }
             VideoEvent::CancelRequested { .. } => VideoStatus::CancelRequested.as_str(),
-            VideoEvent::VideoCancelled {} => {
+            VideoEvent::VideoCancelled { .. } => {
                 self.completed_at = Some(at);
                 VideoStatus::Cancelled.as_str()
             }
