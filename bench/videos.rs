@@ -551,7 +551,7 @@ async fn overhead(jobs: usize, poll_interval: Duration) {
         blobs,
         tools: tools.clone(),
         max_job_time: Duration::from_secs(1800),
-        cancel_policy: Default::default(),
+        catalog: framegate_domain::catalog::Catalog::defaults(),
         // No pacing for the simulator kind, which the bench's provider reports.
         pacing: PollPacing::default(),
     };

@@ -16,8 +16,7 @@ use framegate_workers::image_cleanup::{self, ImageCleanup};
 use framegate_workers::kafka::{JobConsumer, KafkaConfig};
 use framegate_workers::media::MediaTools;
 use framegate_workers::pipeline::{
-    worker_instance, CancelPolicies, Dispatcher, PollPacing, Poller, ProviderLimits, Providers,
-    Routing, DISPATCHER,
+    worker_instance, Dispatcher, PollPacing, Poller, ProviderLimits, Providers, Routing, DISPATCHER,
 };
 use framegate_workers::provider::VideoProvider;
 use framegate_workers::providers::kling::{Kling, KlingConfig};
@@ -141,7 +140,7 @@ pub async fn worker(
     names.sort_unstable();
     tracing::info!(providers = %names.join(", "), "video providers configured");
     let providers: Providers = Arc::new(providers);
-    let cancel_policy = CancelPolicies::from_catalog(&settings.routing.catalog);
+    let catalog = settings.routing.catalog.clone();
     let mut dispatcher = Dispatcher::new(store.clone(), providers.clone(), blobs.clone())
         .with_routing(settings.routing)
         .with_instance(settings.instance);
@@ -200,7 +199,7 @@ pub async fn worker(
         blobs,
         tools,
         max_job_time: settings.max_job_time,
-        cancel_policy,
+        catalog,
         pacing: PollPacing::new(settings.poll_interval),
     };
     poller.run(Duration::from_millis(250), shutdown).await;

@@ -23,9 +23,7 @@ use framegate_domain::{
 use framegate_projections::read_models::{catch_up_all, credits, videos};
 use framegate_projections::Subscription;
 use framegate_workers::media::MediaTools;
-use framegate_workers::pipeline::{
-    CancelPolicies, Dispatcher, PollPacing, Poller, Providers, DISPATCHER,
-};
+use framegate_workers::pipeline::{Dispatcher, PollPacing, Poller, Providers, DISPATCHER};
 use framegate_workers::provider::{
     codes, Cancellation, Job, JobState, Lookup, ProviderFailure, VideoProvider,
 };
@@ -140,7 +138,7 @@ async fn rig(provider: &Arc<Billing>) -> Rig {
         blobs,
         tools: MediaTools::from_env().expect("media tools"),
         max_job_time: Duration::from_secs(600),
-        cancel_policy: CancelPolicies::from_catalog(&Catalog::defaults()),
+        catalog: Catalog::defaults(),
         pacing: PollPacing::default(),
     };
     let owner = UserId::from_uuid(Uuid::now_v7());

@@ -53,7 +53,7 @@ async fn rig(config: SimulatorConfig) -> Rig {
         blobs,
         tools,
         max_job_time: Duration::from_secs(120),
-        cancel_policy: Default::default(),
+        catalog: framegate_domain::catalog::Catalog::defaults(),
         pacing: Default::default(),
     };
     let owner = UserId::from_uuid(Uuid::now_v7());

@@ -29,7 +29,7 @@ use crate::provider::{ProviderFailure, VideoProvider};
 
 pub use dispatcher::{Dispatcher, MAX_ATTEMPTS};
 pub use limits::{ProviderLimits, Routing};
-pub use poller::{CancelPolicies, PollPacing, Poller};
+pub use poller::{PollPacing, Poller};
 
 pub const DISPATCHER: &str = "worker.dispatcher";
 

@@ -89,27 +89,6 @@ impl PollPacing {
     }
 }
 
-/// Per provider, whether a job cancelled after acceptance that the provider cannot stop is
-/// charged (the catalog's `cancel_after_acceptance`).
-#[derive(Debug, Clone, Default)]
-pub struct CancelPolicies(HashMap<ProviderKind, CancelPolicy>);
-
-impl CancelPolicies {
-    pub fn from_catalog(catalog: &Catalog) -> Self {
-        Self(
-            ProviderKind::ALL
-                .into_iter()
-                .map(|kind| (kind, catalog.cancel_policy(kind)))
-                .collect(),
-        )
-    }
-
-    /// Unknown providers charge: the default policy.
-    pub fn charges(&self, provider: ProviderKind) -> bool {
-        self.0.get(&provider).copied().unwrap_or_default() == CancelPolicy::Charged
-    }
-}
-
 /// How long a job that was just finished is left alone by the poller.
 const FINISHED_PAUSE: Duration = Duration::from_secs(10);
 
@@ -122,8 +101,9 @@ pub struct Poller {
     pub tools: MediaTools,
     /// A job still unfinished this long after its request fails with `deadline_exceeded`.
     pub max_job_time: Duration,
-    /// Who pays for a cancelled job its provider could not stop.
-    pub cancel_policy: CancelPolicies,
+    /// Its `cancel_after_acceptance` says who pays for a cancelled job its provider could
+    /// not stop.
+    pub catalog: Catalog,
     pub pacing: PollPacing,
 }
 
@@ -192,7 +172,12 @@ impl Poller {
                 .provider
                 .as_deref()
                 .and_then(|p| p.parse::<ProviderKind>().ok());
-            let cannot_stop = || kind.is_none_or(|kind| self.cancel_policy.charges(kind));
+            // A provider not in the catalog gets the default policy.
+            let cannot_stop = || {
+                kind.map_or(CancelPolicy::default(), |kind| {
+                    self.catalog.cancel_policy(kind)
+                }) == CancelPolicy::Charged
+            };
             let charged = match &provider {
                 None => cannot_stop(),
                 Some(provider) => match provider.cancel(job_id).await {
