@@ -15,12 +15,11 @@ use framegate_api::config::ApiConfig;
 use framegate_commands::db::PoolSettings;
 use framegate_commands::EventStore;
 use framegate_domain::Role;
-use framegate_projections::notify::Notifications;
 use rand::distributions::{Alphanumeric, DistString as _};
-use tokio::sync::watch;
 
 use crate::dev_postgres::{DatabaseSource, DevDatabase};
 use crate::roles::{self, WorkerSettings};
+use crate::tasks::Tasks;
 use framegate_workers::kafka::KafkaConfig;
 
 /// The address of the admin account `framegate dev` creates.
@@ -90,20 +89,11 @@ async fn serve(
     )
     .await?;
 
-    let (stop, stopped) = watch::channel(false);
+    let mut tasks = Tasks::new();
     // One LISTEN connection for everything this process runs.
-    let (notifications, listening) = Notifications::spawn(pool.clone(), stopped.clone());
-    let projectors = framegate_projections::read_models::spawn_all_with(
-        pool.clone(),
-        &notifications,
-        stopped.clone(),
-    );
-    let mut worker_task = tokio::spawn(roles::worker(
-        pool.clone(),
-        worker,
-        notifications.clone(),
-        stopped.clone(),
-    ));
+    let notifications = roles::listener(&mut tasks, &pool);
+    roles::projectors(&mut tasks, &pool, &notifications);
+    roles::worker(&mut tasks, &pool, worker, &notifications).await?;
     let kafka_line = kafka.as_ref().map_or_else(
         || "off (set FRAMEGATE_KAFKA_BROKERS)".to_owned(),
         |config| {
@@ -113,15 +103,16 @@ async fn serve(
             )
         },
     );
-    let relay = kafka.map(|config| {
-        tokio::spawn(crate::relay::role(
+    if let Some(config) = kafka {
+        let relay = crate::relay::role(
             pool.clone(),
             config,
             None,
             notifications.clone(),
-            stopped.clone(),
-        ))
-    });
+            tasks.stopped(),
+        );
+        tasks.spawn("relay", relay);
+    }
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| {
@@ -140,13 +131,7 @@ async fn serve(
     let state = framegate_api::AppState::new(config, pool)
         .context("cannot start the API")?
         .with_blobs(blobs);
-    let maintenance = framegate_api::spawn_maintenance(state.clone(), stopped.clone());
-    let credentials =
-        framegate_api::spawn_credentials_listener(&state, &notifications, stopped.clone());
-    let mut api_stop = stopped.clone();
-    let api = tokio::spawn(framegate_api::serve(state, listener, async move {
-        let _ = api_stop.wait_for(|stop| *stop).await;
-    }));
+    roles::api(&mut tasks, state, &notifications, listener);
 
     println!(
         "\nFramegate is running.\n\
@@ -163,43 +148,10 @@ async fn serve(
         data = state_dir.display(),
     );
 
-    // Stop on Ctrl-C, or as soon as the worker stops on its own (it only does on an error).
-    let worker_ended = tokio::select! {
-        () = shutdown => None,
-        ended = &mut worker_task => Some(ended),
-    };
-    let _ = stop.send(true);
-    let worker_result = match worker_ended {
-        Some(ended) => ended,
-        None => worker_task.await,
-    };
-    let mut failures = Vec::new();
-    if let Err(error) = worker_result.context("worker task")? {
-        failures.push(error.context("worker"));
-    }
-    if let Err(error) = api.await.context("API task")?.context("API server") {
-        failures.push(error);
-    }
-    let _ = maintenance.await;
-    let _ = credentials.await;
-    let _ = listening.await;
-    if let Some(relay) = relay {
-        if let Err(error) = relay.await.context("relay task")? {
-            failures.push(error);
-        }
-    }
-    for projector in projectors {
-        if let Ok(Err(error)) = projector.await {
-            failures.push(error.into());
-        }
-    }
-    match failures.into_iter().next() {
-        Some(error) => Err(error),
-        None => {
-            tracing::info!("stopped");
-            Ok(())
-        }
-    }
+    // Until Ctrl-C, or until any task ends on its own (it only does on an error).
+    tasks.supervise(shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 fn describe(database: &DevDatabase) -> String {

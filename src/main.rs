@@ -9,13 +9,15 @@ mod dev_postgres;
 mod relay;
 mod replay;
 mod roles;
+mod tasks;
 mod users;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use framegate_commands::db::PoolSettings;
-use framegate_projections::notify::Notifications;
 use tracing_subscriber::EnvFilter;
+
+use crate::tasks::Tasks;
 
 #[derive(Parser)]
 #[command(
@@ -156,13 +158,14 @@ async fn main() -> anyhow::Result<()> {
             framegate_commands::db::migrate(&pool)
                 .await
                 .context("migrations failed")?;
-            let (stop, stopped) = tokio::sync::watch::channel(false);
-            tokio::spawn(async move {
-                shutdown_signal().await;
-                let _ = stop.send(true);
-            });
-            let (notifications, _listening) = Notifications::spawn(pool.clone(), stopped.clone());
-            relay::role(pool, config, health_addr, notifications, stopped).await?;
+            let mut tasks = Tasks::new();
+            let notifications = roles::listener(&mut tasks, &pool);
+            let stopped = tasks.stopped();
+            tasks.spawn(
+                "relay",
+                relay::role(pool, config, health_addr, notifications, stopped),
+            );
+            tasks.supervise(shutdown_signal()).await?;
         }
         Command::Projector | Command::Worker => {
             let pool = match cli.command {
@@ -172,21 +175,17 @@ async fn main() -> anyhow::Result<()> {
             framegate_commands::db::migrate(&pool)
                 .await
                 .context("migrations failed")?;
-            let (stop, stopped) = tokio::sync::watch::channel(false);
-            tokio::spawn(async move {
-                shutdown_signal().await;
-                let _ = stop.send(true);
-            });
+            let mut tasks = Tasks::new();
+            let notifications = roles::listener(&mut tasks, &pool);
             match cli.command {
-                Command::Projector => roles::projector(pool, stopped).await?,
+                Command::Projector => roles::projectors(&mut tasks, &pool, &notifications),
                 _ => {
                     let settings =
                         roles::WorkerSettings::from_lookup(|name| std::env::var(name).ok())?;
-                    let (notifications, _listening) =
-                        Notifications::spawn(pool.clone(), stopped.clone());
-                    roles::worker(pool, settings, notifications, stopped).await?
+                    roles::worker(&mut tasks, &pool, settings, &notifications).await?;
                 }
             }
+            tasks.supervise(shutdown_signal()).await?;
         }
         Command::Users { command } => users::run(command, &cli.database_url).await?,
         Command::Replay(args) => replay::run_replay(&pool("replay", 8).await?, args).await?,
@@ -204,17 +203,14 @@ async fn run_api(pool: sqlx::PgPool) -> anyhow::Result<()> {
     framegate_commands::db::migrate(&pool)
         .await
         .context("migrations failed")?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut tasks = Tasks::new();
+    // One LISTEN connection for the whole process.
+    let notifications = roles::listener(&mut tasks, &pool);
     // With a separate `framegate projector` (compose, scaled deployments) the API can leave
     // projection to it; running both is safe, just redundant (subscriptions lock per batch).
-    let in_process = std::env::var("FRAMEGATE_API_PROJECTORS").map_or(true, |v| v != "false");
-    // One LISTEN connection for the whole process.
-    let (notifications, listening) = Notifications::spawn(pool.clone(), stopped.clone());
-    let projectors = if in_process {
-        framegate_projections::read_models::spawn_all_with(pool.clone(), &notifications, stopped)
-    } else {
-        Vec::new()
-    };
+    if std::env::var("FRAMEGATE_API_PROJECTORS").map_or(true, |v| v != "false") {
+        roles::projectors(&mut tasks, &pool, &notifications);
+    }
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.http_addr))?;
@@ -224,19 +220,8 @@ async fn run_api(pool: sqlx::PgPool) -> anyhow::Result<()> {
     let state = framegate_api::AppState::new(config, pool)
         .context("cannot start the API")?
         .with_blobs(blobs);
-    let maintenance = framegate_api::spawn_maintenance(state.clone(), stop.subscribe());
-    let credentials =
-        framegate_api::spawn_credentials_listener(&state, &notifications, stop.subscribe());
-    framegate_api::serve(state, listener, shutdown_signal())
-        .await
-        .context("server error")?;
-    let _ = stop.send(true);
-    let _ = maintenance.await;
-    let _ = credentials.await;
-    let _ = listening.await;
-    for projector in projectors {
-        let _ = projector.await;
-    }
+    roles::api(&mut tasks, state, &notifications, listener);
+    tasks.supervise(shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

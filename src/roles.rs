@@ -1,4 +1,5 @@
-//! The `projector` and `worker` roles: the read models, and the video pipeline.
+//! The tasks of the `projector` and `worker` roles (the read models, the video pipeline),
+//! added to the process's supervisor so that `dev` can run them all in one process.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -11,6 +12,7 @@ use framegate_domain::catalog::Catalog;
 use framegate_domain::routing::{configured_providers, RoutingPolicy};
 use framegate_domain::ProviderKind;
 use framegate_projections::notify::Notifications;
+use framegate_projections::read_models::{self, READ_MODELS};
 use framegate_projections::{EventHandler, Subscription};
 use framegate_workers::image_cleanup::{self, ImageCleanup};
 use framegate_workers::kafka::{JobConsumer, KafkaConfig};
@@ -25,15 +27,45 @@ use framegate_workers::providers::veo::{Veo, VeoConfig};
 use framegate_workers::settlement::{self, Settlement};
 use framegate_workers::simulator::{Simulator, SimulatorConfig};
 use sqlx::PgPool;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
-/// Runs the read-model projectors until `shutdown`.
-pub async fn projector(pool: PgPool, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-    for task in framegate_projections::read_models::spawn_all(pool, shutdown) {
-        task.await.context("projector task")??;
+use crate::tasks::Tasks;
+
+/// Adds the process's shared listener to `tasks`.
+pub fn listener(tasks: &mut Tasks, pool: &PgPool) -> Notifications {
+    let (notifications, listening) = Notifications::spawn(pool.clone(), tasks.stopped());
+    tasks.spawn("listener", async move { Ok(listening.await?) });
+    notifications
+}
+
+/// Adds the read-model projectors to `tasks`, one task each.
+pub fn projectors(tasks: &mut Tasks, pool: &PgPool, notifications: &Notifications) {
+    let handles = read_models::spawn_all_with(pool.clone(), notifications, tasks.stopped());
+    for (name, handle) in READ_MODELS.into_iter().zip(handles) {
+        tasks.spawn(name, async move { Ok(handle.await??) });
     }
-    Ok(())
+}
+
+/// Adds the API's tasks to `tasks`: the HTTP server, its maintenance and its credential
+/// cache's follower.
+pub fn api(
+    tasks: &mut Tasks,
+    state: framegate_api::AppState,
+    notifications: &Notifications,
+    listener: tokio::net::TcpListener,
+) {
+    let maintenance = framegate_api::spawn_maintenance(state.clone(), tasks.stopped());
+    tasks.spawn("api_maintenance", async move { Ok(maintenance.await?) });
+    let credentials =
+        framegate_api::spawn_credentials_listener(&state, notifications, tasks.stopped());
+    tasks.spawn("credentials", async move { Ok(credentials.await?) });
+    let mut stopped = tasks.stopped();
+    tasks.spawn("http", async move {
+        framegate_api::serve(state, listener, async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        })
+        .await
+        .context("server error")
+    });
 }
 
 /// What the worker role reads from its environment.
@@ -102,12 +134,13 @@ impl WorkerSettings {
     }
 }
 
-/// Runs the dispatcher, the poller and credit settlement until `shutdown`.
+/// Adds the dispatcher (or the Kafka job consumer), its sweeps, the poller, credit
+/// settlement and image cleanup to `tasks`.
 pub async fn worker(
-    pool: PgPool,
+    tasks: &mut Tasks,
+    pool: &PgPool,
     settings: WorkerSettings,
-    notifications: Notifications,
-    shutdown: watch::Receiver<bool>,
+    notifications: &Notifications,
 ) -> anyhow::Result<()> {
     let store = framegate_projections::inline::event_store(pool.clone());
     let tools = settings.tools;
@@ -150,51 +183,49 @@ pub async fn worker(
     let dispatcher = Arc::new(dispatcher);
 
     // Jobs: from the Kafka consumer group when brokers are configured, else from the log.
-    let jobs = match &settings.kafka {
+    match &settings.kafka {
         Some(config) => {
             let consumer = JobConsumer::new(config, dispatcher.clone())
                 .await
                 .context("cannot join the Kafka job group (FRAMEGATE_KAFKA_*)")?;
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                consumer.run(shutdown).await;
+            let stopped = tasks.stopped();
+            tasks.spawn("kafka_jobs", async move {
+                consumer.run(stopped).await;
                 Ok(())
-            })
+            });
         }
-        None => run_subscription(
+        None => subscription(
+            tasks,
+            DISPATCHER,
             Subscription::new(DISPATCHER, pool.clone()).with_notifications(notifications.clone()),
             dispatcher.clone(),
-            shutdown.clone(),
         ),
-    };
-    let subscriptions = [
-        jobs,
-        run_subscription(
-            Subscription::new(settlement::SUBSCRIPTION, pool.clone())
-                .with_notifications(notifications.clone()),
-            Arc::new(Settlement::new(store.clone())),
-            shutdown.clone(),
-        ),
-        run_subscription(
-            Subscription::new(image_cleanup::SUBSCRIPTION, pool.clone())
-                .with_notifications(notifications),
-            Arc::new(ImageCleanup::new(blobs.clone())),
-            shutdown.clone(),
-        ),
-    ];
+    }
+    subscription(
+        tasks,
+        settlement::SUBSCRIPTION,
+        Subscription::new(settlement::SUBSCRIPTION, pool.clone())
+            .with_notifications(notifications.clone()),
+        Arc::new(Settlement::new(store.clone())),
+    );
+    subscription(
+        tasks,
+        image_cleanup::SUBSCRIPTION,
+        Subscription::new(image_cleanup::SUBSCRIPTION, pool.clone())
+            .with_notifications(notifications.clone()),
+        Arc::new(ImageCleanup::new(blobs.clone())),
+    );
     // Retries and videos that waited for a provider.
-    let sweeps = {
-        let dispatcher = dispatcher.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            dispatcher
-                .run_sweeps(Duration::from_millis(500), shutdown)
-                .await
-        })
-    };
+    let stopped = tasks.stopped();
+    tasks.spawn("dispatcher_sweeps", async move {
+        dispatcher
+            .run_sweeps(Duration::from_millis(500), stopped)
+            .await;
+        Ok(())
+    });
     let poller = Poller {
         store,
-        pool,
+        pool: pool.clone(),
         providers,
         blobs,
         tools,
@@ -202,25 +233,28 @@ pub async fn worker(
         catalog,
         pacing: PollPacing::new(settings.poll_interval),
     };
-    poller.run(Duration::from_millis(250), shutdown).await;
-    sweeps.await.context("dispatcher sweep task")?;
-    for task in subscriptions {
-        task.await.context("worker subscription task")??;
-    }
+    let stopped = tasks.stopped();
+    tasks.spawn("poller", async move {
+        poller.run(Duration::from_millis(250), stopped).await;
+        Ok(())
+    });
     Ok(())
 }
 
-/// Runs `handler` on its subscription until `shutdown` flips.
-fn run_subscription(
+/// Adds `handler` on its subscription to `tasks`.
+fn subscription(
+    tasks: &mut Tasks,
+    name: &'static str,
     subscription: Subscription,
     handler: Arc<dyn EventHandler>,
-    mut shutdown: watch::Receiver<bool>,
-) -> JoinHandle<Result<(), framegate_projections::SubscriptionError>> {
-    tokio::spawn(async move {
+) {
+    let mut stopped = tasks.stopped();
+    tasks.spawn(name, async move {
         subscription
             .run(handler.as_ref(), async move {
-                let _ = shutdown.wait_for(|stop| *stop).await;
+                let _ = stopped.wait_for(|stop| *stop).await;
             })
-            .await
-    })
+            .await?;
+        Ok(())
+    });
 }

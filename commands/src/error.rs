@@ -5,7 +5,7 @@
 //! and infrastructure trouble, so each gets its own variant and a stable `code()`.
 
 use cqrs_es::AggregateError;
-use framegate_domain::{CreditError, UserError, VideoError};
+use framegate_domain::{CreditError, ImageError, UserError, VideoError};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -46,10 +46,34 @@ pub enum CommandError<E: std::error::Error> {
     EmailTaken,
     /// Postgres could not be reached.
     #[error("the event store is unavailable: {0}")]
-    Unavailable(BoxError),
+    Unavailable(#[source] BoxError),
     /// Anything else: a bug or corrupt data. Logged, never shown in detail.
     #[error("internal error: {0}")]
-    Internal(BoxError),
+    Internal(#[source] BoxError),
+}
+
+impl<E: std::error::Error> CommandError<E> {
+    /// Whether the same command may succeed later unchanged: the store was unreachable, or
+    /// another writer kept winning the race.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CommandError::Conflict | CommandError::Unavailable(_))
+    }
+}
+
+/// [`CommandError::is_transient`] for a command error of any aggregate behind a `dyn Error`;
+/// `None` when `error` is no command error.
+pub fn command_error_is_transient(error: &(dyn std::error::Error + 'static)) -> Option<bool> {
+    fn check<E: std::error::Error + 'static>(
+        error: &(dyn std::error::Error + 'static),
+    ) -> Option<bool> {
+        error
+            .downcast_ref::<CommandError<E>>()
+            .map(CommandError::is_transient)
+    }
+    check::<UserError>(error)
+        .or_else(|| check::<CreditError>(error))
+        .or_else(|| check::<VideoError>(error))
+        .or_else(|| check::<ImageError>(error))
 }
 
 impl<E: std::error::Error + ErrorCode> CommandError<E> {

@@ -7,13 +7,17 @@
 //! current in its own transactions.
 
 pub mod audit;
+pub mod failure;
 pub mod inline;
 pub mod log;
 pub mod notify;
+pub mod parking;
 pub mod read_models;
 pub mod replay;
 pub mod status;
 pub mod subscription;
 
 pub use log::{LogPosition, StoredEvent};
-pub use subscription::{EventHandler, HandlerError, Subscription, SubscriptionError, Transient};
+pub use subscription::{
+    EventHandler, HandlerError, OnPoison, Subscription, SubscriptionError, Transient,
+};

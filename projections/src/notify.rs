@@ -20,6 +20,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::parking::CONTROL_CHANNEL;
 use crate::read_models::CREDENTIALS_CHANNEL;
 use crate::subscription::NOTIFY_CHANNEL;
 
@@ -30,7 +31,12 @@ pub const PING_CHANNEL: &str = "framegate_ping";
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// Every channel the shared listener subscribes to.
-pub const CHANNELS: [&str; 3] = [NOTIFY_CHANNEL, CREDENTIALS_CHANNEL, PING_CHANNEL];
+pub const CHANNELS: [&str; 4] = [
+    NOTIFY_CHANNEL,
+    CREDENTIALS_CHANNEL,
+    CONTROL_CHANNEL,
+    PING_CHANNEL,
+];
 
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
 

@@ -1,5 +1,5 @@
 //! Where every subscription stands: its checkpoint, how far the log has moved past it and
-//! when it last moved (`framegate projections status`).
+//! when it last moved, and what it parked (`framegate projections status`).
 
 use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgPool};
@@ -16,6 +16,10 @@ pub struct SubscriptionStatus {
     pub updated_at: DateTime<Utc>,
     /// Events in the log after the checkpoint (committed; some may still be below no horizon).
     pub lag: i64,
+    /// Events it parked (see `parking`).
+    pub parked: i64,
+    /// It stopped at a parked event and waits for it to be retried.
+    pub stopped: bool,
 }
 
 impl SubscriptionStatus {
@@ -46,7 +50,10 @@ pub async fn status(pool: &PgPool) -> Result<Status, sqlx::Error> {
         "SELECT c.name, c.last_tx_id::text::bigint AS tx_id, c.last_position AS global_position,
                 c.events_handled, c.updated_at,
                 (SELECT count(*) FROM events e
-                  WHERE (e.tx_id, e.global_position) > (c.last_tx_id, c.last_position)) AS lag
+                  WHERE (e.tx_id, e.global_position) > (c.last_tx_id, c.last_position)) AS lag,
+                (SELECT count(*) FROM parked_events p WHERE p.subscription = c.name) AS parked,
+                EXISTS (SELECT 1 FROM parked_events p
+                         WHERE p.subscription = c.name AND p.blocking) AS stopped
            FROM subscription_checkpoints c
           ORDER BY c.name",
     )

@@ -66,6 +66,11 @@ impl Dev {
         self.child = spawn(&self.url, self.state_dir.path(), self.port, &self.env);
     }
 
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("wait").is_none()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

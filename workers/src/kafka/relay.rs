@@ -30,7 +30,7 @@ use tracing::{info, warn};
 use framegate_projections::notify::Notifications;
 use framegate_projections::subscription::BoxError;
 use framegate_projections::{
-    EventHandler, HandlerError, StoredEvent, Subscription, SubscriptionError, Transient,
+    EventHandler, HandlerError, OnPoison, StoredEvent, Subscription, SubscriptionError, Transient,
 };
 
 use super::config::KafkaConfig;
@@ -376,8 +376,9 @@ pub enum RelayError {
 }
 
 /// Runs the relay until `shutdown` flips, woken by the process's shared listener if given
-/// (else by one of its own). Only a failure that is not an outage (a bad client
-/// configuration, a corrupt event) returns an error; outages are waited out.
+/// (else by one of its own). Only a bad client configuration returns an error; outages are
+/// waited out, and an event that can never be published is parked and the relay stops
+/// before it (order per aggregate is the feed's contract) until it is retried.
 pub async fn run(
     pool: PgPool,
     config: KafkaConfig,
@@ -387,7 +388,8 @@ pub async fn run(
 ) -> Result<(), RelayError> {
     let mut subscription = Subscription::new(SUBSCRIPTION, pool)
         .with_batch_size(config.batch_size)
-        .with_max_backoff(config.max_backoff);
+        .with_max_backoff(config.max_backoff)
+        .on_poison(OnPoison::Stop);
     if let Some(notifications) = notifications {
         subscription = subscription.with_notifications(notifications);
     }

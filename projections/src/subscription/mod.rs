@@ -5,31 +5,32 @@
 //! hands it to the handler together with the transaction, then moves the checkpoint in that
 //! same transaction. A handler that writes its effects through the transaction therefore has
 //! them exactly once, whatever crashes; a handler with outside effects (Kafka) sees each event
-//! at least once. A handler error stops the subscription naming the event: nothing is skipped.
-//! A handler whose failure is a passing outage (a Kafka broker away) wraps it in [`Transient`]:
-//! the runner then rolls the batch back and tries it again with backoff, still skipping nothing.
+//! at least once.
+//!
+//! A failed batch is rolled back. A passing failure (see `failure`: the database away, a
+//! broker down, whatever a handler wraps in [`Transient`]) is retried with capped backoff for
+//! as long as it lasts, skipping nothing. An event that keeps failing otherwise is parked in
+//! the dead-letter table (`parking`) and, per the subscription's [`OnPoison`] policy, either
+//! passed over so the rest keeps flowing or kept as the place the subscription stops until an
+//! operator retries it (`framegate projections retry`). The runner lives in `runner`.
 
-use std::future::Future;
+mod runner;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::OnceCell;
-use tracing::{debug, info, instrument, warn};
+use tracing::{debug, error, instrument};
 use uuid::Uuid;
 
 use crate::log::{read_batch, LogPosition, StoredEvent};
-use crate::notify::{Event, Heard, Notifications};
+use crate::notify::Notifications;
+use crate::{failure, parking};
 
 /// The channel the events table's insert trigger notifies.
 pub const NOTIFY_CHANNEL: &str = "framegate_events";
-
-/// How soon to look again while transactions are in progress (doubling up to the poll interval).
-const BUSY_RECHECK: Duration = Duration::from_millis(10);
-/// The longest such wait: a busy cluster always has transactions in progress.
-const MAX_BUSY_RECHECK: Duration = Duration::from_millis(250);
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -48,9 +49,9 @@ pub struct HandlerError {
 }
 
 impl HandlerError {
-    /// Whether the handler marked the failure as passing (see [`Transient`]).
+    /// Whether the failure is worth waiting out (see `failure::is_transient`).
     pub fn is_transient(&self) -> bool {
-        self.source.is::<Transient>()
+        failure::is_transient(self.source.as_ref())
     }
 
     pub fn at(event: &StoredEvent, source: impl Into<BoxError>) -> Self {
@@ -105,8 +106,8 @@ pub enum SubscriptionError {
 }
 
 impl SubscriptionError {
-    /// A database outage or a handler's [`Transient`] failure: worth trying again.
-    fn is_transient(&self) -> bool {
+    /// A database outage or a handler's passing failure: worth trying again.
+    pub fn is_transient(&self) -> bool {
         match self {
             SubscriptionError::Database(_) => true,
             SubscriptionError::Handler { source, .. } => source.is_transient(),
@@ -126,16 +127,17 @@ pub struct Subscription {
     registered: Arc<OnceCell<()>>,
     /// The process's shared listener; without it the runner listens on a connection of its own.
     notifications: Option<Notifications>,
+    on_poison: OnPoison,
 }
 
-/// The runner's explicit states (see `run`).
-enum State {
-    /// Events may be waiting: read batches until one comes back short.
-    CatchingUp,
-    /// Up to date: wait for a notification, `timeout` or shutdown.
-    Waiting { timeout: Duration },
-    /// The database failed: wait, then try again.
-    BackingOff(Duration),
+/// What a subscription does with an event it can never handle, once it is parked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnPoison {
+    /// Pass over it: the rest of the log keeps flowing (read models, workers).
+    #[default]
+    Skip,
+    /// Stop before it until it is retried (a feed whose order is its contract: the relay).
+    Stop,
 }
 
 impl Subscription {
@@ -148,7 +150,14 @@ impl Subscription {
             max_backoff: Duration::from_secs(30),
             registered: Arc::new(OnceCell::new()),
             notifications: None,
+            on_poison: OnPoison::Skip,
         }
+    }
+
+    /// What to do with an event that can never be handled (default: skip it once parked).
+    pub fn on_poison(mut self, policy: OnPoison) -> Self {
+        self.on_poison = policy;
+        self
     }
 
     /// Wakes on the process's shared listener instead of holding a connection of its own.
@@ -236,31 +245,62 @@ impl Subscription {
         Ok(events.len())
     }
 
-    /// After a short batch: how long to wait before looking again. Look again soon (backing
-    /// off towards the poll interval) while any transaction is in progress — it may be a
-    /// writer that did not notify (the trigger lets one writer at a time notify) — or while
-    /// committed events wait past the checkpoint: they were held back below the xmin horizon
-    /// by a transaction that may have ended since, and its end sends no notification. Only
-    /// with neither can nothing but a new commit bring events, and that commit notifies.
-    async fn next_wait(&self, previous: Option<Duration>) -> Duration {
-        match self.more_may_come_soon().await {
-            Ok(false) => self.poll_interval,
-            Ok(true) | Err(_) => previous
-                .map_or(BUSY_RECHECK, |wait| wait * 2)
-                .min(MAX_BUSY_RECHECK)
-                .min(self.poll_interval),
+    /// Parks the event `failure` names and moves past it: in one transaction, handles the
+    /// events of the batch before it, records it in `parked_events` and moves the checkpoint
+    /// onto it. Does nothing if the subscription is no longer before that event.
+    pub(crate) async fn park_and_skip(
+        &self,
+        handler: &dyn EventHandler,
+        failure: &HandlerError,
+    ) -> Result<(), SubscriptionError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(lock_key(&self.name))
+            .execute(&mut *tx)
+            .await?;
+        let after = load_checkpoint(&mut tx, &self.name)
+            .await?
+            .unwrap_or(LogPosition::START);
+        let events = read_batch(&mut tx, after, self.batch_size).await?;
+        let Some(index) = events
+            .iter()
+            .position(|event| event.global_position == failure.global_position)
+        else {
+            tx.rollback().await?;
+            return Ok(());
+        };
+        let before = &events[..index];
+        if !before.is_empty() {
+            handler
+                .handle_batch(&mut tx, before)
+                .await
+                .map_err(|source| SubscriptionError::Handler {
+                    subscription: self.name.clone(),
+                    source,
+                })?;
         }
-    }
-
-    async fn more_may_come_soon(&self) -> Result<bool, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_snapshot_xip(pg_current_snapshot()))
-                 OR EXISTS (SELECT 1 FROM events e JOIN subscription_checkpoints c ON c.name = $1
-                             WHERE (e.tx_id, e.global_position) > (c.last_tx_id, c.last_position))",
+        parking::park(&mut tx, &self.name, failure, false).await?;
+        let parked = events[index].position();
+        sqlx::query(
+            "UPDATE subscription_checkpoints
+                SET last_tx_id = $2::bigint::text::xid8, last_position = $3,
+                    events_handled = events_handled + $4, updated_at = now()
+              WHERE name = $1",
         )
         .bind(&self.name)
-        .fetch_one(&self.pool)
-        .await
+        .bind(parked.tx_id)
+        .bind(parked.global_position)
+        .bind(before.len() as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        error!(
+            subscription = %self.name,
+            error = %failure,
+            "event parked; the subscription goes on (framegate projections retry {})",
+            self.name
+        );
+        Ok(())
     }
 
     /// Handles batches until nothing more is readable; returns how many events it handled.
@@ -305,83 +345,6 @@ impl Subscription {
         Ok(total)
     }
 
-    /// Runs until `shutdown` resolves (Ok) or the handler fails (Err). Database outages are
-    /// waited out with exponential backoff; they never skip events.
-    #[instrument(skip_all, fields(subscription = %self.name))]
-    pub async fn run(
-        &self,
-        handler: &dyn EventHandler,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), SubscriptionError> {
-        tokio::pin!(shutdown);
-        let mut wakeup = match &self.notifications {
-            Some(shared) => Wakeup::Shared(shared.subscribe()),
-            None => Wakeup::Own(None),
-        };
-        let mut state = State::CatchingUp;
-        // The last wait after an empty read, so consecutive empty reads back off.
-        let mut recheck: Option<Duration> = None;
-        info!("subscription started");
-        loop {
-            state = match state {
-                State::CatchingUp => {
-                    // Listen before reading so a commit between the read and the wait still
-                    // wakes us.
-                    wakeup.prepare(self).await;
-                    match self.step(handler).await {
-                        Ok(n) if n as i64 == self.batch_size => State::CatchingUp,
-                        Ok(n) => {
-                            if n > 0 {
-                                recheck = None;
-                            }
-                            let timeout = self.next_wait(recheck).await;
-                            recheck = Some(timeout);
-                            State::Waiting { timeout }
-                        }
-                        Err(error) if error.is_transient() => {
-                            warn!(%error, "batch failed; backing off");
-                            State::BackingOff(Duration::from_millis(100).min(self.max_backoff))
-                        }
-                        Err(handler_error) => return Err(handler_error),
-                    }
-                }
-                State::Waiting { timeout } => {
-                    tokio::select! {
-                        () = &mut shutdown => break,
-                        () = wakeup.wait() => {
-                            // New events: start rechecking from the shortest wait again.
-                            recheck = None;
-                            State::CatchingUp
-                        }
-                        () = tokio::time::sleep(timeout) => State::CatchingUp,
-                    }
-                }
-                State::BackingOff(delay) => {
-                    tokio::select! {
-                        () = &mut shutdown => break,
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                    match self.step(handler).await {
-                        Ok(_) => State::CatchingUp,
-                        Err(error) if error.is_transient() => {
-                            warn!(%error, "batch failed again; backing off");
-                            State::BackingOff((delay * 2).min(self.max_backoff))
-                        }
-                        Err(handler_error) => return Err(handler_error),
-                    }
-                }
-            };
-        }
-        info!("subscription stopped");
-        Ok(())
-    }
-
-    async fn listen(&self) -> Result<PgListener, sqlx::Error> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(NOTIFY_CHANNEL).await?;
-        Ok(listener)
-    }
-
     async fn ensure_checkpoint_row(&self) -> Result<(), sqlx::Error> {
         self.registered
             .get_or_try_init(|| async {
@@ -396,44 +359,6 @@ impl Subscription {
             })
             .await?;
         Ok(())
-    }
-}
-
-/// What wakes a waiting runner: the process's shared listener, or a connection of its own.
-enum Wakeup {
-    Shared(Heard),
-    Own(Option<PgListener>),
-}
-
-impl Wakeup {
-    /// Called before each read: connects an own listener that is missing, and forgets what
-    /// the shared one said about commits this read will see.
-    async fn prepare(&mut self, subscription: &Subscription) {
-        match self {
-            Self::Shared(heard) => heard.clear(),
-            Self::Own(listener @ None) => *listener = subscription.listen().await.ok(),
-            Self::Own(Some(_)) => {}
-        }
-    }
-
-    /// Resolves when new events may have been committed; pends while no listener works
-    /// (the runner's timeout then looks again).
-    async fn wait(&mut self) {
-        match self {
-            Self::Shared(heard) => loop {
-                match heard.recv().await {
-                    Event::Notification { channel, .. } if channel == NOTIFY_CHANNEL => return,
-                    Event::Missed => return,
-                    Event::Notification { .. } | Event::Down => {}
-                }
-            },
-            Self::Own(Some(listener)) => {
-                if listener.recv().await.is_err() {
-                    *self = Self::Own(None);
-                }
-            }
-            Self::Own(None) => std::future::pending().await,
-        }
     }
 }
 
