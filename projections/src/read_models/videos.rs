@@ -289,16 +289,38 @@ pub async fn list(
     .await
 }
 
-/// Videos not yet in a terminal state, oldest change first: the workers' queue.
-pub async fn in_flight(pool: &PgPool, limit: i64) -> Result<Vec<VideoRow>, sqlx::Error> {
+/// Videos a provider holds a job for and that are not yet terminal (submitted, running, or
+/// cancel-requested after acceptance), oldest change first: what the poller follows. Queued
+/// videos, however many, never take their place.
+pub async fn at_provider(pool: &PgPool, limit: i64) -> Result<Vec<VideoRow>, sqlx::Error> {
     // Literal names (not a bound array), so the planner uses the partial index whose
     // predicate lists them (migrations/0003_videos.sql).
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM videos
-          WHERE status NOT IN ({terminal})
+          WHERE status NOT IN ({terminal}) AND provider_job_id IS NOT NULL
           ORDER BY updated_at LIMIT $1",
         terminal = sql_list(VideoStatus::ALL.into_iter().filter(|s| s.is_terminal()))
     ))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Videos no provider holds a job for yet that were requested more than `max_age` ago,
+/// oldest first: waiting jobs past their deadline.
+pub async fn overdue_waiting(
+    pool: &PgPool,
+    max_age: std::time::Duration,
+    limit: i64,
+) -> Result<Vec<VideoRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM videos
+          WHERE status NOT IN ({terminal}) AND provider_job_id IS NULL
+            AND created_at < now() - make_interval(secs => $1)
+          ORDER BY created_at LIMIT $2",
+        terminal = sql_list(VideoStatus::ALL.into_iter().filter(|s| s.is_terminal()))
+    ))
+    .bind(max_age.as_secs_f64())
     .bind(limit)
     .fetch_all(pool)
     .await

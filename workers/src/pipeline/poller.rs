@@ -108,10 +108,13 @@ pub struct Poller {
 }
 
 impl Poller {
-    /// Polls every job in flight once; returns how many it looked at.
+    /// Polls every job a provider holds once, and fails waiting jobs past their deadline;
+    /// returns how many it looked at. Queued jobs are the dispatcher's: however many wait,
+    /// they never crowd out the ones in flight.
     pub async fn sweep(&self) -> Result<usize, BoxError> {
         self.pacing.prune();
-        let rows = videos::in_flight(&self.pool, 200).await?;
+        let mut rows = videos::at_provider(&self.pool, 1000).await?;
+        rows.extend(videos::overdue_waiting(&self.pool, self.max_job_time, 100).await?);
         for row in &rows {
             // With several workers every poller sees every job; one follows it at a time.
             let key = format!("framegate.follow:{}", row.id);
