@@ -64,14 +64,6 @@ fn tools() -> MediaTools {
     MediaTools::from_env().expect("ffmpeg and ffprobe")
 }
 
-/// Whether a write's response says the read models did not show it yet.
-fn is_stale(response: &reqwest::Response) -> bool {
-    response
-        .headers()
-        .get("framegate-consistency")
-        .is_some_and(|value| value == "stale")
-}
-
 /// A running `framegate dev` with one signed-in user.
 struct Session {
     // Declared before the database so the process stops before its database is dropped.
@@ -103,9 +95,9 @@ impl Session {
             .await
             .expect("register");
         assert_eq!(registered.status(), StatusCode::CREATED);
-        // Registration waits (bounded) for the read models; when they lag behind, as on a
-        // busy machine, it says so, and the account is usable once they catch up.
-        let stale = is_stale(&registered);
+        // The account's read models are written in the registration's own transaction:
+        // it signs in and shows its balance at once.
+        assert!(registered.headers().get("framegate-consistency").is_none());
         let login: Value = client
             .post(dev.url("/v1/auth/login"))
             .json(&json!({"email": email, "password": password}))
@@ -123,36 +115,10 @@ impl Session {
             token,
             starting_balance: 0,
         };
-        if stale {
-            session.wait_visible("/v1/credits").await;
-        }
         session.starting_balance = session.get("/v1/credits").await["balance"]
             .as_i64()
             .expect("balance");
         session
-    }
-
-    /// After a write answered `Framegate-Consistency: stale`: waits until the read models show
-    /// it, i.e. `path` answers. Until then a new account's token is refused (401) and a new
-    /// video is not found (404).
-    async fn wait_visible(&self, path: &str) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let response = self
-                .client
-                .get(self.dev.url(path))
-                .bearer_auth(&self.token)
-                .send()
-                .await
-                .expect("GET");
-            match response.status() {
-                StatusCode::OK => return,
-                StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                status => panic!("GET {path} never answered: {status}"),
-            }
-        }
     }
 
     async fn get(&self, path: &str) -> Value {
@@ -212,14 +178,10 @@ impl Session {
             .await
             .expect("request video");
         assert_eq!(requested.status(), StatusCode::CREATED);
-        let stale = is_stale(&requested);
         let video: Value = requested.json().await.expect("json");
         let id = video["id"].as_str().expect("video id").to_owned();
         let estimate = video["estimated_cost"].as_i64().expect("estimate");
         assert_eq!(estimate, price * i64::from(ask.duration_seconds));
-        if stale {
-            self.wait_visible(&format!("/v1/videos/{id}")).await;
-        }
 
         let events = self.follow(&id, on_event).await;
         let statuses: Vec<&str> = events

@@ -46,8 +46,6 @@ pub struct ApiConfig {
     pub trust_proxy: bool,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
-    /// How long a write waits for the read models to show it (read-your-writes).
-    pub consistency_timeout: Duration,
     /// How long an Idempotency-Key claim outlives its request's last sign of life: a retry
     /// after the request's process died waits at most this long.
     pub idempotency_lease: Duration,
@@ -97,7 +95,6 @@ impl ApiConfig {
             rate: RateConfig::default(),
             trust_proxy: false,
             body_limit: 1024 * 1024,
-            consistency_timeout: Duration::from_secs(2),
             idempotency_lease: Duration::from_secs(10),
             max_concurrent_hashes: 4,
             catalog: Catalog::defaults(),

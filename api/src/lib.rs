@@ -6,7 +6,6 @@
 
 pub mod auth;
 pub mod config;
-pub mod consistency;
 pub mod error;
 pub mod extract;
 pub mod handlers;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::{assert_problem, TestApp};
 use framegate_commands::{Actor, CommandMetadata};
 use framegate_domain::{ApiKeyId, Role, UserCommand};
-use framegate_projections::read_models::{wait_for, CREDENTIALS_CHANNEL, READ_MODELS};
+use framegate_projections::read_models::CREDENTIALS_CHANNEL;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -44,37 +44,175 @@ async fn user_with_key(app: &TestApp, email: &str) -> (Uuid, String, Uuid, Strin
     )
 }
 
-/// Asks with `credential` until the answer is the problem `code` (401), or fails.
-async fn until_refused(app: &TestApp, path: &str, credential: &str, code: &str) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let response = app.get(path, Some(credential)).await;
-        if response.status() == StatusCode::UNAUTHORIZED {
-            assert_problem(response, StatusCode::UNAUTHORIZED, code).await;
-            return;
-        }
-        assert_eq!(response.status(), StatusCode::OK);
-        assert!(Instant::now() < deadline, "{path} still answers 200");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Runs `command` on the user the way another API process (or the CLI) would: through the
-/// event store, without touching this process's cache, then waits for the read models.
+/// event store, without touching this process's cache. The read models are written inline,
+/// so nothing waits for a projector; this process learns of the change from the
+/// announcement alone.
 async fn elsewhere(app: &TestApp, user: Uuid, command: UserCommand) {
     let meta = CommandMetadata::new_request(Actor::System);
-    let position = app
-        .state
+    app.state
         .store
         .users()
         .execute(&user.to_string(), command, &meta)
         .await
         .expect("command")
         .expect("an event");
-    let caught_up = wait_for(&app.db.pool, &READ_MODELS, position, PATIENCE)
+}
+
+/// Asks with `credential` until the answer is the problem `code` (401) and returns how long
+/// that took; fails after `within`.
+async fn refused_within(
+    app: &TestApp,
+    path: &str,
+    credential: &str,
+    code: &str,
+    within: Duration,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let response = app.get(path, Some(credential)).await;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            assert_problem(response, StatusCode::UNAUTHORIZED, code).await;
+            return started.elapsed();
+        }
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            started.elapsed() < within,
+            "{path} still answers 200 after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn with_the_projectors_stopped_changes_made_here_apply_at_once() {
+    let app = live_app().await;
+    let (_, admin) = app.admin("root@example.com").await;
+    let (user, access, _, secret) = user_with_key(&app, "stopped@example.com").await;
+    let (_, revoker_access, other_key, other_secret) =
+        user_with_key(&app, "revoker@example.com").await;
+    for credential in [&access, &secret, &other_secret] {
+        assert_eq!(
+            app.get("/v1/credits", Some(credential)).await.status(),
+            StatusCode::OK,
+            "cached before the projectors stop"
+        );
+    }
+    app.stop_projectors().await;
+
+    // A revoked key is refused by the very next request.
+    let revoked = app
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/v1/api-keys/{other_key}"),
+            Some(&revoker_access),
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
+    let refused = app.get("/v1/credits", Some(&other_secret)).await;
+    assert_problem(refused, StatusCode::UNAUTHORIZED, "api_key_revoked").await;
+    let keys: Value = app
+        .get("/v1/api-keys", Some(&revoker_access))
         .await
-        .expect("wait");
-    assert!(caught_up);
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        keys[0]["revoked_at"].is_string(),
+        "the list shows it: {keys}"
+    );
+
+    // A promotion lets the same token in at once.
+    let promoted = app
+        .post(
+            &format!("/v1/admin/users/{user}/role"),
+            Some(&admin),
+            json!({"role": "admin"}),
+        )
+        .await;
+    assert_eq!(promoted.status(), StatusCode::OK);
+    let body: Value = promoted.json().await.expect("json");
+    assert_eq!(body["role"], "admin", "the response shows it");
+    assert_eq!(
+        app.get("/v1/admin/users", Some(&access)).await.status(),
+        StatusCode::OK
+    );
+
+    // Disabling shuts out the token and the key with the next request.
+    let disabled = app
+        .post(
+            &format!("/v1/admin/users/{user}/disable"),
+            Some(&admin),
+            json!({"reason": "test"}),
+        )
+        .await;
+    assert_eq!(disabled.status(), StatusCode::OK);
+    let body: Value = disabled.json().await.expect("json");
+    assert_eq!(body["disabled"], true, "the response shows it");
+    let refused = app.get("/v1/me", Some(&access)).await;
+    assert_problem(refused, StatusCode::UNAUTHORIZED, "account_disabled").await;
+    let refused = app.get("/v1/credits", Some(&secret)).await;
+    assert_problem(refused, StatusCode::UNAUTHORIZED, "api_key_revoked").await;
+}
+
+#[tokio::test]
+async fn with_the_projectors_stopped_changes_made_elsewhere_apply_within_a_second() {
+    let app = live_app().await;
+    let (user, access, _, secret) = user_with_key(&app, "far@example.com").await;
+    let (other, _, other_key, other_secret) = user_with_key(&app, "far-keys@example.com").await;
+    for credential in [&access, &secret, &other_secret] {
+        assert_eq!(
+            app.get("/v1/credits", Some(credential)).await.status(),
+            StatusCode::OK
+        );
+    }
+    let forbidden = app.get("/v1/admin/users", Some(&access)).await;
+    assert_problem(forbidden, StatusCode::FORBIDDEN, "forbidden").await;
+    app.stop_projectors().await;
+    let second = Duration::from_secs(1);
+
+    let revoke = UserCommand::RevokeApiKey {
+        key_id: ApiKeyId::from_uuid(other_key),
+    };
+    elsewhere(&app, other, revoke).await;
+    refused_within(
+        &app,
+        "/v1/credits",
+        &other_secret,
+        "api_key_revoked",
+        second,
+    )
+    .await;
+
+    elsewhere(&app, user, UserCommand::ChangeRole { role: Role::Admin }).await;
+    let started = Instant::now();
+    while app.get("/v1/admin/users", Some(&access)).await.status() != StatusCode::OK {
+        assert!(
+            started.elapsed() < second,
+            "the promotion took over a second"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let disable = UserCommand::Disable {
+        reason: "test".to_owned(),
+    };
+    elsewhere(&app, user, disable).await;
+    refused_within(&app, "/v1/me", &access, "account_disabled", second).await;
+    refused_within(&app, "/v1/credits", &secret, "api_key_revoked", second).await;
+    // The projectors really were stopped: their checkpoints never moved past these events.
+    let behind: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events e
+          WHERE e.aggregate_type = 'User' AND e.event_type = 'UserDisabled'
+            AND NOT EXISTS (SELECT 1 FROM subscription_checkpoints c
+                             WHERE c.name = 'read_model.users'
+                               AND (c.last_tx_id, c.last_position) >= (e.tx_id, e.global_position))",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("behind");
+    assert_eq!(behind, 1, "the users projector has not seen the disabling");
 }
 
 #[tokio::test]
@@ -100,54 +238,7 @@ async fn a_cached_key_answers_until_an_announcement_says_otherwise() {
         .execute(&app.db.pool)
         .await
         .expect("notify");
-    until_refused(&app, "/v1/credits", &secret, "invalid_api_key").await;
-}
-
-#[tokio::test]
-async fn a_key_revoked_by_another_process_stops_working() {
-    let app = live_app().await;
-    let (user, _, key_id, secret) = user_with_key(&app, "elsewhere@example.com").await;
-    let (_, _, _, other_secret) = user_with_key(&app, "bystander@example.com").await;
-    assert_eq!(
-        app.get("/v1/credits", Some(&secret)).await.status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        app.get("/v1/credits", Some(&other_secret)).await.status(),
-        StatusCode::OK
-    );
-
-    let revoke = UserCommand::RevokeApiKey {
-        key_id: ApiKeyId::from_uuid(key_id),
-    };
-    elsewhere(&app, user, revoke).await;
-    until_refused(&app, "/v1/credits", &secret, "api_key_revoked").await;
-    // Only that user was forgotten.
-    let owner_hash = framegate_domain::hash_token(&other_secret);
-    assert!(app.state.credentials.key(owner_hash.as_str()).is_some());
-}
-
-#[tokio::test]
-async fn a_user_disabled_or_promoted_elsewhere_is_seen_with_the_same_token() {
-    let app = live_app().await;
-    let (user, access, _, secret) = user_with_key(&app, "promoted@example.com").await;
-    let forbidden = app.get("/v1/admin/users", Some(&access)).await;
-    assert_problem(forbidden, StatusCode::FORBIDDEN, "forbidden").await;
-
-    let promote = UserCommand::ChangeRole { role: Role::Admin };
-    elsewhere(&app, user, promote).await;
-    let deadline = Instant::now() + PATIENCE;
-    while app.get("/v1/admin/users", Some(&access)).await.status() != StatusCode::OK {
-        assert!(Instant::now() < deadline, "the promotion was never seen");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-
-    let disable = UserCommand::Disable {
-        reason: "test".to_owned(),
-    };
-    elsewhere(&app, user, disable).await;
-    until_refused(&app, "/v1/me", &access, "account_disabled").await;
-    until_refused(&app, "/v1/credits", &secret, "api_key_revoked").await;
+    refused_within(&app, "/v1/credits", &secret, "invalid_api_key", PATIENCE).await;
 }
 
 #[tokio::test]
@@ -177,7 +268,7 @@ async fn after_the_listener_connection_breaks_nothing_cached_before_is_served() 
         .execute(&app.db.pool)
         .await
         .expect("delete");
-    until_refused(&app, "/v1/credits", &secret, "invalid_api_key").await;
+    refused_within(&app, "/v1/credits", &secret, "invalid_api_key", PATIENCE).await;
 
     let deadline = Instant::now() + PATIENCE;
     while !app.state.credentials.is_live() {

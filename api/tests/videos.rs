@@ -207,6 +207,11 @@ async fn cancelling_a_queued_video_releases_its_credits_exactly_once() {
         .await
         .expect("json");
     assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(
+        cancelled["cancellation"],
+        json!({"charged": false}),
+        "no provider had it: free"
+    );
     let again = app
         .request(
             Method::POST,

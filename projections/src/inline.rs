@@ -1,12 +1,15 @@
-//! The inline read models: `videos`, `credit_accounts` and `credit_ledger`, updated in the
-//! transaction that appends their events, so a write's response and the next read show it without waiting for
-//! a projector (Marten's inline projections).
+//! The inline read models: every read model the API answers from (`videos`,
+//! `credit_accounts`, `credit_ledger`, `users`, `api_keys`, `images`), updated in the
+//! transaction that appends their events, so a write's response and the next read show it
+//! without waiting for a projector (Marten's inline projections), and a revoked key or a
+//! disabled user is refused at once even while the projectors are stopped.
 //!
 //! They are the same projectors as the asynchronous ones, run on the events just appended;
 //! the asynchronous projectors go on running beside them, skip what the inline path applied
-//! (each account and video row records the last event sequence it reflects; ledger rows are
-//! keyed by the event's position), and rebuild them in a replay like
-//! any other read model (docs/adr/0015-one-transaction-video-request.md).
+//! (each user, account, video and image row records the last event sequence it reflects;
+//! ledger rows are keyed by the event's position; API key changes are idempotent), and
+//! rebuild them in a replay like any other read model
+//! (docs/adr/0015-one-transaction-video-request.md).
 
 use std::sync::Arc;
 
@@ -15,12 +18,15 @@ use cqrs_es::Aggregate as _;
 use framegate_commands::error::BoxError;
 use framegate_commands::inline::InlineProjection;
 use framegate_commands::EventStore;
-use framegate_domain::{CreditAccount, Video};
+use framegate_domain::{CreditAccount, Image, User, Video};
 use sqlx::{PgConnection, PgPool};
 
 use crate::log::StoredEvent;
 use crate::read_models::versioned::{self, Writer};
-use crate::read_models::{credit_ledger, CreditAccountsProjector, VideosProjector};
+use crate::read_models::{
+    api_keys, credit_ledger, CreditAccountsProjector, ImagesProjector, UsersProjector,
+    VideosProjector,
+};
 
 /// The read models projected inline.
 #[derive(Debug, Clone, Copy, Default)]
@@ -29,16 +35,28 @@ pub struct InlineModels;
 #[async_trait]
 impl InlineProjection for InlineModels {
     fn follows(&self, aggregate_type: &str) -> bool {
-        aggregate_type == Video::TYPE || aggregate_type == CreditAccount::TYPE
+        [Video::TYPE, CreditAccount::TYPE, User::TYPE, Image::TYPE].contains(&aggregate_type)
     }
 
     async fn apply(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), BoxError> {
         for event in events {
-            if event.aggregate_type == Video::TYPE {
-                versioned::apply::<VideosProjector>(conn, event, Writer::Inline).await?;
-            } else if event.aggregate_type == CreditAccount::TYPE {
-                versioned::apply::<CreditAccountsProjector>(conn, event, Writer::Inline).await?;
-                credit_ledger::project(conn, event).await?;
+            match event.aggregate_type.as_str() {
+                Video::TYPE => {
+                    versioned::apply::<VideosProjector>(conn, event, Writer::Inline).await?;
+                }
+                CreditAccount::TYPE => {
+                    versioned::apply::<CreditAccountsProjector>(conn, event, Writer::Inline)
+                        .await?;
+                    credit_ledger::project(conn, event).await?;
+                }
+                User::TYPE => {
+                    versioned::apply::<UsersProjector>(conn, event, Writer::Inline).await?;
+                    api_keys::project_inline(conn, event).await?;
+                }
+                Image::TYPE => {
+                    versioned::apply::<ImagesProjector>(conn, event, Writer::Inline).await?;
+                }
+                _ => {}
             }
         }
         Ok(())

@@ -2,7 +2,10 @@
 //!
 //! It behaves like a real provider: a submitted job is queued, runs with progress over
 //! FRAMEGATE_SIMULATOR_LATENCY_MS, and then succeeds, fails (FRAMEGATE_SIMULATOR_FAILURE_RATE)
-//! or is refused by moderation (FRAMEGATE_SIMULATOR_MODERATION_RATE). Its jobs live in
+//! or is refused by moderation (FRAMEGATE_SIMULATOR_MODERATION_RATE). At most
+//! FRAMEGATE_SIMULATOR_MAX_CONCURRENCY jobs run at once, like a provider's quota: each job's
+//! run is scheduled when it is submitted, to start when a slot frees, in submission order (a
+//! cancelled job's slot is not handed on early). Its jobs live in
 //! Postgres (`simulator_jobs`) so they survive worker restarts, one per video. The video is
 //! rendered with ffmpeg when it is fetched.
 
@@ -25,6 +28,9 @@ pub struct SimulatorConfig {
     pub failure_rate: f64,
     /// 0.0..=1.0
     pub moderation_rate: f64,
+    /// How many jobs run at once (`FRAMEGATE_SIMULATOR_MAX_CONCURRENCY`); the rest wait
+    /// their turn in submission order, reported `Queued`. `None`: no limit.
+    pub max_concurrency: Option<u32>,
 }
 
 impl Default for SimulatorConfig {
@@ -33,6 +39,7 @@ impl Default for SimulatorConfig {
             latency: Duration::from_secs(5),
             failure_rate: 0.0,
             moderation_rate: 0.0,
+            max_concurrency: None,
         }
     }
 }
@@ -45,6 +52,13 @@ impl SimulatorConfig {
                 .parse()
                 .map_err(|e| format!("FRAMEGATE_SIMULATOR_LATENCY_MS: {e}"))?;
             config.latency = Duration::from_millis(ms);
+        }
+        if let Some(v) = get("FRAMEGATE_SIMULATOR_MAX_CONCURRENCY") {
+            let max: u32 =
+                v.parse().ok().filter(|max| *max > 0).ok_or(
+                    "FRAMEGATE_SIMULATOR_MAX_CONCURRENCY: must be a positive whole number",
+                )?;
+            config.max_concurrency = Some(max);
         }
         for (name, slot) in [
             ("FRAMEGATE_SIMULATOR_FAILURE_RATE", &mut config.failure_rate),
@@ -126,10 +140,37 @@ impl VideoProvider for Simulator {
         } else {
             "succeed"
         };
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // Submissions take their slots one at a time.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('framegate.simulator', 0))")
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        // With c slots, FIFO, and every run's length known, the next slot frees when the
+        // c-th latest run still going ends (now, if fewer than c are going). No limit: the
+        // run starts on submission (NULL).
+        let starts: Option<DateTime<Utc>> = match self.config.max_concurrency {
+            None => None,
+            Some(slots) => Some(
+                sqlx::query_scalar(
+                    "SELECT GREATEST(now(), COALESCE((
+                         SELECT ends FROM (
+                             SELECT COALESCE(started_at, submitted_at)
+                                    + make_interval(secs => latency_ms / 1000.0) AS ends
+                               FROM simulator_jobs WHERE cancelled_at IS NULL) runs
+                          WHERE ends > now()
+                          ORDER BY ends DESC OFFSET $1 - 1 LIMIT 1), now()))",
+                )
+                .bind(i64::from(slots))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(unavailable)?,
+            ),
+        };
         // One job per video: a repeated submission is refused and counted, never a second job.
         let inserted: Option<String> = sqlx::query_scalar(
-            "INSERT INTO simulator_jobs (id, video_id, prompt, duration_seconds, width, height, seed, latency_ms, outcome, start_image, start_image_type)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+            "INSERT INTO simulator_jobs (id, video_id, prompt, duration_seconds, width, height, seed, latency_ms, outcome, start_image, start_image_type, started_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              ON CONFLICT (video_id) DO UPDATE SET submit_attempts = simulator_jobs.submit_attempts + 1
              RETURNING CASE WHEN simulator_jobs.submit_attempts = 1 THEN simulator_jobs.id END",
         )
@@ -144,9 +185,11 @@ impl VideoProvider for Simulator {
         .bind(outcome)
         .bind(job.image.as_ref().map(|image| image.bytes.as_ref()))
         .bind(job.image.as_ref().map(|image| image.content_type.as_str()))
-        .fetch_one(&self.pool)
+        .bind(starts)
+        .fetch_one(&mut *tx)
         .await
         .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
         inserted.ok_or_else(|| {
             ProviderFailure::new(
                 "duplicate_submission",
@@ -169,14 +212,15 @@ impl VideoProvider for Simulator {
 
     async fn poll(&self, job_id: &str) -> Result<JobState, ProviderFailure> {
         let row: Option<JobRow> = sqlx::query_as(
-            "SELECT prompt, duration_seconds, width, height, seed, latency_ms, outcome, submitted_at, cancelled_at
+            "SELECT prompt, duration_seconds, width, height, seed, latency_ms, outcome,
+                    COALESCE(started_at, submitted_at), cancelled_at
                FROM simulator_jobs WHERE id = $1",
         )
         .bind(job_id)
         .fetch_optional(&self.pool)
         .await
         .map_err(unavailable)?;
-        let Some((_, _, _, _, _, latency_ms, outcome, submitted_at, cancelled_at)) = row else {
+        let Some((_, _, _, _, _, latency_ms, outcome, started_at, cancelled_at)) = row else {
             return Err(ProviderFailure::new(
                 "not_found",
                 format!("no job {job_id}"),
@@ -192,7 +236,8 @@ impl VideoProvider for Simulator {
                 false,
             )));
         }
-        let elapsed = (Utc::now() - submitted_at).num_milliseconds().max(0);
+        // Waiting for a slot until its run starts.
+        let elapsed = (Utc::now() - started_at).num_milliseconds().max(0);
         if elapsed < latency_ms {
             let progress = (elapsed * 100 / latency_ms.max(1)).clamp(0, 99) as u8;
             return Ok(if progress == 0 {

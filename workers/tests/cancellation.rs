@@ -268,6 +268,7 @@ async fn create_cancel_loops_at_a_provider_that_cannot_stop_jobs_cost_what_it_bi
         rig.cancel(video).await;
         let row = rig.settle(video).await;
         assert_eq!(row.status, "cancelled");
+        assert_eq!(row.cancel_charged, Some(true), "recorded on the video");
     }
     assert_eq!(provider.submissions.load(Ordering::SeqCst), LOOPS);
     assert_eq!(provider.billed(), LOOPS, "the provider renders every one");
@@ -288,7 +289,8 @@ async fn create_cancel_loops_at_a_provider_that_stops_jobs_are_free() {
         let video = rig.request().await;
         rig.dispatch().await;
         rig.cancel(video).await;
-        rig.settle(video).await;
+        let row = rig.settle(video).await;
+        assert_eq!(row.cancel_charged, Some(false), "recorded on the video");
     }
     assert_eq!(provider.cancellations.load(Ordering::SeqCst), LOOPS);
     assert_eq!(provider.billed(), 0);

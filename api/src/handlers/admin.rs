@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use framegate_domain::{CreditCommand, Credits, Role, UserCommand, UserId};
@@ -15,7 +15,6 @@ use super::auth::{user_or_404, UserResponse};
 use super::credits::{CreditsResponse, PageQuery};
 use super::{metadata, page_limit, time_cursor, Page};
 use crate::auth::{refresh, Admin};
-use crate::consistency::{mark, settle, ACCOUNT_MODELS};
 use crate::error::ApiError;
 use crate::extract::{user_agent, ApiJson, ApiPath, ApiQuery, ClientIp};
 use crate::state::AppState;
@@ -91,14 +90,13 @@ pub async fn grant_credits(
         granted_by: format!("user:{}", admin.user_id),
     };
     let meta = metadata(Some(&admin), ip, user_agent(&headers));
-    let position = state
+    state
         .store
         .credits()
         .execute(&user_id.to_string(), command, &meta)
         .await?;
-    let visible = settle(&state, position, ACCOUNT_MODELS).await;
     let account: CreditsResponse = credits::account(&state.pool, user_id).await?.into();
-    Ok(mark(Json(account), visible))
+    Ok(Json(account).into_response())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -126,17 +124,13 @@ pub async fn change_role(
     user_or_404(&state, user_id).await?;
     let meta = metadata(Some(&admin), ip, user_agent(&headers));
     let command = UserCommand::ChangeRole { role: body.role };
-    let position = state
+    state
         .store
         .users()
         .execute(&user_id.to_string(), command, &meta)
         .await?;
-    let visible = settle(&state, position, ACCOUNT_MODELS).await;
     state.credentials.forget_user(user_id.as_uuid());
-    Ok(mark(
-        Json(UserResponse::from(user_or_404(&state, user_id).await?)),
-        visible,
-    ))
+    Ok(Json(UserResponse::from(user_or_404(&state, user_id).await?)).into_response())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -165,16 +159,12 @@ pub async fn disable(
     let command = UserCommand::Disable {
         reason: body.reason,
     };
-    let position = state
+    state
         .store
         .users()
         .execute(&user_id.to_string(), command, &meta)
         .await?;
     refresh::revoke_user(&state.pool, user_id).await?;
-    let visible = settle(&state, position, ACCOUNT_MODELS).await;
     state.credentials.forget_user(user_id.as_uuid());
-    Ok(mark(
-        Json(UserResponse::from(user_or_404(&state, user_id).await?)),
-        visible,
-    ))
+    Ok(Json(UserResponse::from(user_or_404(&state, user_id).await?)).into_response())
 }

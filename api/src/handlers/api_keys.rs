@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use framegate_commands::CommandError;
@@ -15,7 +15,6 @@ use uuid::Uuid;
 use super::metadata;
 use crate::auth::api_keys::generate;
 use crate::auth::Principal;
-use crate::consistency::{mark, settle, ACCOUNT_MODELS};
 use crate::error::ApiError;
 use crate::extract::{user_agent, ApiJson, ApiPath, ClientIp};
 use crate::state::AppState;
@@ -112,7 +111,7 @@ pub async fn create(
         scopes: scopes.clone(),
     };
     let meta = metadata(Some(&principal), ip, user_agent(&headers));
-    let position = state
+    state
         .store
         .users()
         .execute(&principal.user_id.to_string(), command, &meta)
@@ -123,7 +122,6 @@ pub async fn create(
             }
             other => other.into(),
         })?;
-    let visible = settle(&state, position, ACCOUNT_MODELS).await;
     // The stored row (server timestamps) when the projector has it; otherwise what was issued.
     let stored = api_keys::find_by_hash(&state.pool, &key_hash).await?;
     let key_response = stored.map_or_else(
@@ -142,7 +140,7 @@ pub async fn create(
         key: key_response,
         secret: key.secret,
     };
-    Ok(mark((StatusCode::CREATED, Json(created)), visible))
+    Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
 /// The caller's keys, newest first, revoked ones included. Never the secrets.
@@ -174,7 +172,7 @@ pub async fn revoke(
     let meta = metadata(Some(&principal), ip, user_agent(&headers));
     // The key is looked up in the caller's own aggregate: another user's key id is unknown
     // here, so ownership needs no separate check.
-    let position = state
+    state
         .store
         .users()
         .execute(&principal.user_id.to_string(), command, &meta)
@@ -187,8 +185,7 @@ pub async fn revoke(
             },
             other => other.into(),
         })?;
-    let visible = settle(&state, position, ACCOUNT_MODELS).await;
     // The projector's announcement reaches every API process; this one forgets at once.
     state.credentials.forget_user(principal.user_id.as_uuid());
-    Ok(mark(StatusCode::NO_CONTENT, visible))
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

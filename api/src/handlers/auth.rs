@@ -24,7 +24,6 @@ use uuid::Uuid;
 use super::metadata;
 use crate::auth::refresh::{self, generate_secret, Rotation};
 use crate::auth::Principal;
-use crate::consistency::{mark, settle, ACCOUNT_MODELS};
 use crate::error::{ApiError, FieldError};
 use crate::extract::{user_agent, ApiJson, ClientIp};
 use crate::state::AppState;
@@ -142,22 +141,20 @@ pub async fn register(
             + chrono::Duration::from_std(state.config.verification_ttl).unwrap_or_default(),
         role: Role::User,
     };
-    let mut position = register_user(&state.store, registration, &meta).await?;
+    register_user(&state.store, registration, &meta).await?;
     if state.config.signup_credits > 0 {
         let grant = CreditCommand::Grant {
             amount: Credits::new(state.config.signup_credits),
             reason: "sign-up grant".to_owned(),
             granted_by: "system".to_owned(),
         };
-        position = state
+        state
             .store
             .credits()
             .execute(&user_id.to_string(), grant, &meta)
-            .await?
-            .or(position);
+            .await?;
     }
     send_verification(&state, &email, &token).await;
-    let visible = settle(&state, position, ACCOUNT_MODELS).await;
     let user = users::get(&state.pool, user_id).await?;
     let body = match user {
         Some(row) => UserResponse::from(row),
@@ -170,7 +167,7 @@ pub async fn register(
             created_at: Utc::now(),
         },
     };
-    Ok(mark((StatusCode::CREATED, Json(body)), visible))
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 async fn send_verification(state: &AppState, email: &str, token: &str) {
@@ -207,15 +204,14 @@ pub async fn verify_email(
     let user_id = token_user(&body.token)?;
     let meta = metadata(None, ip, user_agent(&headers));
     let command = UserCommand::VerifyEmail { token: body.token };
-    let position = state
+    state
         .store
         .users()
         .execute(&user_id.to_string(), command, &meta)
         .await
         .map_err(token_command_error)?;
-    let visible = settle(&state, position, ACCOUNT_MODELS).await;
     let user = user_or_404(&state, user_id).await?;
-    Ok(mark(Json(UserResponse::from(user)), visible))
+    Ok(Json(UserResponse::from(user)).into_response())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -28,7 +28,6 @@ use uuid::Uuid;
 use super::videos::DownloadLink;
 use super::{metadata, page_limit, time_cursor, Page};
 use crate::auth::Principal;
-use crate::consistency::{mark, settle, IMAGE_MODELS};
 use crate::error::ApiError;
 use crate::extract::{user_agent, ApiPath, ApiQuery, ClientIp};
 use crate::images::{
@@ -186,7 +185,7 @@ async fn own_image(
     responses(
         (status = 201, description = "stored", body = ImageResponse),
         (status = 200, description = "the same file was already uploaded", body = ImageResponse),
-        (status = 202, description = "recorded; not yet visible in reads (`Framegate-Consistency: stale`)"),
+        (status = 202, description = "recorded; not yet visible in reads (only while the images projector owes events written before inline projection)"),
         (status = 400, description = "malformed_multipart", body = crate::error::Problem),
         (status = 413, description = "file_too_large (the file) or payload_too_large (the whole body)", body = crate::error::Problem),
         (status = 415, description = "unsupported_image_type (not JPEG, PNG or WEBP by content) or unsupported_media_type (not multipart)", body = crate::error::Problem),
@@ -233,37 +232,30 @@ pub async fn upload(
     }
     let command = upload_command(owner, &image, &keys, decision.clone());
     let meta = metadata(Some(&principal), ip, user_agent(&headers));
-    let position = match state
+    if let Err(error) = state
         .store
         .images()
         .execute(&aggregate, command, &meta)
         .await
     {
-        Ok(position) => position,
-        Err(error) => {
-            if decision.allowed {
-                remove_blobs(&state, &keys).await;
-            }
-            return match error {
-                // A concurrent upload of the same file won: it is the answer.
-                CommandError::Domain(ImageRefusal::AlreadyUploaded) => {
-                    existing(&state, &principal, image_id).await
-                }
-                other => Err(command_error(other)),
-            };
+        if decision.allowed {
+            remove_blobs(&state, &keys).await;
         }
-    };
-    let visible = settle(&state, position, IMAGE_MODELS).await;
+        return match error {
+            // A concurrent upload of the same file won: it is the answer.
+            CommandError::Domain(ImageRefusal::AlreadyUploaded) => {
+                existing(&state, &principal, image_id).await
+            }
+            other => Err(command_error(other)),
+        };
+    }
     if !decision.allowed {
-        return Ok(mark(
-            rejection(image_id, &decision).into_response(),
-            visible,
-        ));
+        return Ok(rejection(image_id, &decision).into_response());
     }
     match images::get(&state.pool, image_id.as_uuid()).await? {
         Some(row) if row.is_available() => {
             let body = respond(&state, row).await?;
-            Ok(mark((StatusCode::CREATED, Json(body)), visible))
+            Ok((StatusCode::CREATED, Json(body)).into_response())
         }
         _ => Ok(not_yet_visible(image_id)),
     }
@@ -277,21 +269,21 @@ async fn existing(
 ) -> Result<Response, ApiError> {
     match own_image(state, principal, image_id.as_uuid()).await {
         Ok(row) if row.is_available() => Ok(Json(respond(state, row).await?).into_response()),
-        // Uploaded an instant ago by a concurrent request whose projection is still due.
+        // Recorded by a concurrent request, with the projector still owing its image events.
         Ok(_) | Err(ApiError::NotFound) => Ok(not_yet_visible(image_id)),
         Err(other) => Err(other),
     }
 }
 
-/// 202 for an upload that is recorded but not yet in the read model.
+/// 202 for an upload that is recorded but not yet in the read model: the inline projection
+/// leaves an image to its projector only while that one still owes it events written before
+/// images were projected inline.
 fn not_yet_visible(image_id: ImageId) -> Response {
-    mark(
-        (
-            StatusCode::ACCEPTED,
-            Json(serde_json::json!({"id": image_id.as_uuid(), "status": images::AVAILABLE})),
-        ),
-        false,
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"id": image_id.as_uuid(), "status": images::AVAILABLE})),
     )
+        .into_response()
 }
 
 fn rejection(image_id: ImageId, decision: &ModerationDecision) -> ApiError {
@@ -497,12 +489,11 @@ pub async fn delete(
     let command = ImageCommand::Delete {
         by: principal.user_id,
     };
-    let position = state
+    state
         .store
         .images()
         .execute(&ImageId::from_uuid(id).to_string(), command, &meta)
         .await
         .map_err(command_error)?;
-    let visible = settle(&state, position, IMAGE_MODELS).await;
-    Ok(mark(StatusCode::NO_CONTENT, visible))
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

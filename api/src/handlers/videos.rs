@@ -77,6 +77,13 @@ pub struct VideoFailure {
     pub charged: bool,
 }
 
+/// How a cancellation ended: `charged` when the provider had accepted the job and could not
+/// stop it, so it bills the job and so does the platform (the output is discarded).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VideoCancellation {
+    pub charged: bool,
+}
+
 /// A download link that works without authentication until `expires_at`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct DownloadLink {
@@ -112,6 +119,8 @@ pub struct VideoResponse {
     pub estimated_cost: i64,
     pub final_cost: Option<i64>,
     pub error: Option<VideoFailure>,
+    /// Set once the video is cancelled.
+    pub cancellation: Option<VideoCancellation>,
     /// Every submission attempt: provider, model, start time and, if it was not accepted,
     /// why. A video runs at one provider at a time; the last attempt is the current one.
     #[schema(value_type = Vec<Object>)]
@@ -162,6 +171,9 @@ impl From<VideoRow> for VideoResponse {
             estimated_cost: row.estimated_cost,
             final_cost: row.final_cost,
             error,
+            cancellation: row
+                .cancel_charged
+                .map(|charged| VideoCancellation { charged }),
             attempts: row.attempts.0.clone(),
             next_attempt_at: row.next_attempt_at,
             created_at: row.created_at,

@@ -1,7 +1,8 @@
 //! The `api_keys` read model: every key ever issued, by hash for authenticating a presented
 //! key and by owner for the key list.
 //!
-//! Written only by [`ApiKeysProjector`] from `User` events. A key stops working when it is
+//! Written by [`ApiKeysProjector`] from `User` events, inline and by its subscription (see
+//! [`project_inline`] for why both may apply an event). A key stops working when it is
 //! revoked or when its owner is disabled: disabling stamps `revoked_at` on every live key of
 //! the user, so authentication needs only this table. `last_used_at` comes from
 //! `api_key_usage`, which the API writes on use and this projector never touches. A
@@ -20,6 +21,7 @@ use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::batch::{self, decode_all, SetBased};
+use super::versioned::Writer;
 use super::{aggregate_uuid, announce_credentials_changed, decode, expect_row, ProjectionError};
 use crate::log::StoredEvent;
 use crate::subscription::{BoxError, EventHandler, HandlerError};
@@ -156,6 +158,27 @@ impl Issued {
 }
 
 async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+    project_as(conn, event, Writer::Projector).await
+}
+
+/// Applies one `User` event inline, in the transaction that appends it. Every change this
+/// model makes is idempotent and never undone (a key is inserted once, revoked once, and a
+/// disabled user's keys stay revoked), so the projector applying the same event again
+/// changes nothing and no version is needed. A revocation of a key the projector has not
+/// inserted yet (issued before this path existed) is left to the projector, which applies
+/// both in order.
+pub(crate) async fn project_inline(
+    conn: &mut PgConnection,
+    event: &StoredEvent,
+) -> Result<(), ProjectionError> {
+    project_as(conn, event, Writer::Inline).await
+}
+
+async fn project_as(
+    conn: &mut PgConnection,
+    event: &StoredEvent,
+    writer: Writer,
+) -> Result<(), ProjectionError> {
     let user_id = aggregate_uuid(event)?;
     let at = event.recorded_at;
     match decode::<UserEvent>(event)? {
@@ -192,9 +215,11 @@ async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), Pro
             .bind(at)
             .execute(&mut *conn)
             .await?;
-            expect_row(&result, || {
-                format!("ApiKeyRevoked for key {key_id} of user {user_id}, not in api_keys")
-            })?;
+            if writer == Writer::Projector {
+                expect_row(&result, || {
+                    format!("ApiKeyRevoked for key {key_id} of user {user_id}, not in api_keys")
+                })?;
+            }
             announce_credentials_changed(conn, &[user_id]).await?;
         }
         UserEvent::UserDisabled { .. } => {

@@ -18,7 +18,7 @@ use sqlx::types::Json;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::batch;
+use super::versioned::{self, Versioned, VersionedModel, Writer};
 use super::{aggregate_uuid, decode, expect_row};
 use crate::log::StoredEvent;
 use crate::subscription::{BoxError, EventHandler, HandlerError};
@@ -69,6 +69,27 @@ impl EventHandler for ImagesProjector {
         if event.aggregate_type != Image::TYPE {
             return Ok(());
         }
+        versioned::apply::<Self>(conn, event, Writer::Projector).await
+    }
+
+    async fn handle_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), HandlerError> {
+        versioned::handle_batch(self, conn, events).await
+    }
+}
+
+/// Rows carry the sequence of the last event they reflect: the table is also written inline.
+impl VersionedModel for ImagesProjector {
+    const VERSIONS: Versioned = Versioned {
+        aggregate_type: Image::TYPE,
+        table: "images",
+        key: "id",
+    };
+
+    async fn project_one(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
         let id = aggregate_uuid(event)?;
         let at = event.recorded_at;
         match Attempt::of(decode::<ImageEvent>(event)?) {
@@ -86,14 +107,6 @@ impl EventHandler for ImagesProjector {
             }
         }
         Ok(())
-    }
-
-    async fn handle_batch(
-        &self,
-        conn: &mut PgConnection,
-        events: &[StoredEvent],
-    ) -> Result<(), HandlerError> {
-        batch::handle_batch(self, conn, events).await
     }
 }
 

@@ -1,7 +1,8 @@
 //! The `users` read model: one row per registered account with its email, role and state,
 //! for sign-in lookups, the admin user list and authorisation checks.
 //!
-//! Written only by [`UsersProjector`] from `User` events. Secrets (password hashes, pending
+//! Written by [`UsersProjector`] from `User` events, inline (in the transaction that appends
+//! them, `crate::inline`) and by its subscription; `version` makes each event count once. Secrets (password hashes, pending
 //! tokens) stay in the event store: the commands that check them load the aggregate. A batch
 //! is folded per user and written with one insert of the new rows (their later events
 //! applied already) and one update of the rows that were there (see `batch`). A role change
@@ -17,7 +18,8 @@ use serde::Serialize;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::batch::{self, decode_all, expect_rows, SetBased};
+use super::batch::{decode_all, expect_rows, SetBased};
+use super::versioned::{self, Versioned, VersionedModel, Writer};
 use super::{aggregate_uuid, announce_credentials_changed, decode, expect_row, ProjectionError};
 use crate::log::StoredEvent;
 use crate::subscription::{BoxError, EventHandler, HandlerError};
@@ -47,8 +49,7 @@ impl EventHandler for UsersProjector {
         if event.aggregate_type != User::TYPE {
             return Ok(());
         }
-        project(conn, event).await?;
-        Ok(())
+        versioned::apply::<Self>(conn, event, Writer::Projector).await
     }
 
     async fn handle_batch(
@@ -56,7 +57,21 @@ impl EventHandler for UsersProjector {
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> Result<(), HandlerError> {
-        batch::handle_batch(self, conn, events).await
+        versioned::handle_batch(self, conn, events).await
+    }
+}
+
+/// Rows carry the sequence of the last event they reflect: the table is also written inline.
+impl VersionedModel for UsersProjector {
+    const VERSIONS: Versioned = Versioned {
+        aggregate_type: User::TYPE,
+        table: "users",
+        key: "id",
+    };
+
+    async fn project_one(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
+        project(conn, event).await?;
+        Ok(())
     }
 }
 

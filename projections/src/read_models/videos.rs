@@ -62,6 +62,8 @@ pub struct VideoRow {
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// Every submission attempt: `{attempt, provider, model, started_at, error?}`.
     pub attempts: sqlx::types::Json<Vec<serde_json::Value>>,
+    /// Once cancelled: whether the cancellation is billed (the provider could not stop it).
+    pub cancel_charged: Option<bool>,
 }
 
 pub struct VideosProjector;
@@ -216,10 +218,15 @@ async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), Box
                 .execute(&mut *conn)
                 .await?
         }
-        VideoEvent::VideoCancelled { .. } => {
-            update("UPDATE videos SET status = 'cancelled', updated_at = $2, completed_at = $2 WHERE id = $1")
-                .execute(&mut *conn)
-                .await?
+        VideoEvent::VideoCancelled { charged } => {
+            update(
+                "UPDATE videos SET status = 'cancelled', cancel_charged = $3, updated_at = $2,
+                        completed_at = $2
+                  WHERE id = $1",
+            )
+            .bind(charged)
+            .execute(&mut *conn)
+            .await?
         }
     };
     expect_row(&result, || format!("video {id} has no row"))?;
@@ -227,7 +234,7 @@ async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), Box
 }
 
 /// `statuses` as a SQL list of string literals: `'completed', 'failed'`.
-fn sql_list(statuses: impl IntoIterator<Item = VideoStatus>) -> String {
+pub fn sql_list(statuses: impl IntoIterator<Item = VideoStatus>) -> String {
     statuses
         .into_iter()
         .map(|status| format!("'{}'", status.as_str()))
@@ -235,12 +242,13 @@ fn sql_list(statuses: impl IntoIterator<Item = VideoStatus>) -> String {
         .join(", ")
 }
 
-const COLUMNS: &str =
+/// The columns of a [`VideoRow`], for queries that join `videos` with a table of their own.
+pub const COLUMNS: &str =
     "id, owner_id, status, progress, provider_preference, provider, model, attempt,
     provider_job_id, prompt, negative_prompt, duration_seconds, aspect_ratio, resolution, image_id,
     seed, external_id, estimated_cost, final_cost, error_code, error_message, error_retryable,
     error_charged, blob_key, bytes, sha256, duration_ms, width, height, created_at, updated_at,
-    completed_at, next_attempt_at, attempts";
+    completed_at, next_attempt_at, attempts, cancel_charged";
 
 /// One video, through a pool or inside a transaction (the one that just requested it).
 pub async fn get<'e>(
@@ -284,23 +292,6 @@ pub async fn list(
     .bind(&filter.provider)
     .bind(before_at)
     .bind(before_id)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
-}
-
-/// Videos a provider holds a job for and that are not yet terminal (submitted, running, or
-/// cancel-requested after acceptance), oldest change first: what the poller follows. Queued
-/// videos, however many, never take their place.
-pub async fn at_provider(pool: &PgPool, limit: i64) -> Result<Vec<VideoRow>, sqlx::Error> {
-    // Literal names (not a bound array), so the planner uses the partial index whose
-    // predicate lists them (migrations/0003_videos.sql).
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM videos
-          WHERE status NOT IN ({terminal}) AND provider_job_id IS NOT NULL
-          ORDER BY updated_at LIMIT $1",
-        terminal = sql_list(VideoStatus::ALL.into_iter().filter(|s| s.is_terminal()))
-    ))
     .bind(limit)
     .fetch_all(pool)
     .await

@@ -20,7 +20,7 @@ mod tools;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-pub use frames::{extract_poster, make_thumbnail, thumbnail_size};
+pub use frames::{extract_poster, extract_stills, make_thumbnail, thumbnail_size, Stills};
 pub use probe::{probe, validate_video, Expectation, ProbeReport};
 pub use render::{dimensions, render_simulated, RenderRequest, DEFAULT_FPS, MAX_RENDER_SECONDS};
 pub use still::{prepare_start_image, StartImage};

@@ -7,20 +7,21 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use cqrs_es::Aggregate as _;
+use cqrs_es::Aggregate;
 use framegate_commands::blobs::{BlobError, BlobKey, Blobs};
-use framegate_commands::{Actor, CommandMetadata, EventStore};
+use framegate_commands::{Actor, CommandError, CommandMetadata, EventStore};
 use framegate_domain::catalog::{Quote, QuoteRequest};
 use framegate_domain::{retry, routing};
 use framegate_domain::{
-    FailedAttempt, ImageId, ProviderKind, UserId, Video, VideoCommand, VideoId, VideoSpec,
-    VideoStatus,
+    FailedAttempt, ImageId, ProviderKind, UserId, Video, VideoCommand, VideoEvent, VideoId,
+    VideoSpec, VideoStatus,
 };
 use framegate_projections::read_models::videos;
 use framegate_projections::subscription::BoxError;
 use framegate_projections::{EventHandler, StoredEvent};
+use serde::Deserialize as _;
 use sqlx::{PgConnection, PgPool};
-use tracing::warn;
+use tracing::{debug, warn};
 use uuid::Uuid;
 
 use super::limits::{submission_limiters, SubmissionLimiter};
@@ -46,6 +47,14 @@ pub struct Dispatcher {
     /// How long a fresh video waits for its `VideoRequested` to reach this dispatcher before
     /// the sweep takes it anyway (a lost notification, a Kafka outage).
     fresh_grace: Duration,
+}
+
+/// How a dispatch step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dispatched {
+    Done,
+    /// Built from a stale state, its first command was refused: dispatch from the stream.
+    MovedOn,
 }
 
 /// Why a queued video is not submitted now.
@@ -151,11 +160,23 @@ impl Dispatcher {
         requested_at: DateTime<Utc>,
         meta: &CommandMetadata,
     ) -> Result<(), BoxError> {
+        self.dispatch_from(video_id, requested_at, meta, None).await
+    }
+
+    /// `dispatch`, with the video's state taken from `requested` (its `VideoRequested`)
+    /// when given instead of loaded from its stream.
+    async fn dispatch_from(
+        &self,
+        video_id: VideoId,
+        requested_at: DateTime<Utc>,
+        meta: &CommandMetadata,
+        requested: Option<VideoEvent>,
+    ) -> Result<(), BoxError> {
         let key = format!("framegate.dispatch:{video_id}");
         exclusively(
             &self.pool,
             &key,
-            self.dispatch_locked(video_id, requested_at, meta),
+            self.dispatch_locked(video_id, requested_at, meta, requested),
         )
         .await
         .map(|_| ())
@@ -166,16 +187,46 @@ impl Dispatcher {
         video_id: VideoId,
         requested_at: DateTime<Utc>,
         meta: &CommandMetadata,
+        requested: Option<VideoEvent>,
     ) -> Result<(), BoxError> {
+        // A video just requested is what its request says: queued, never attempted. Built
+        // from the event, it costs no read of the stream. If the video has moved on since (a
+        // sweep took it, it was cancelled, a crash left its submission open), the aggregate
+        // refuses the first command, and the video is dispatched from its stream instead.
+        if let Some(event) = requested {
+            let mut video = Video::default();
+            video.apply(event);
+            let fresh = self
+                .dispatch_video(video_id, &video, true, requested_at, meta)
+                .await?;
+            if fresh == Dispatched::Done {
+                return Ok(());
+            }
+        }
+        let video = self.store.videos().load(&video_id.to_string()).await?;
+        self.dispatch_video(video_id, &video, false, requested_at, meta)
+            .await
+            .map(|_| ())
+    }
+
+    /// One dispatch step for `video`, in the state given. `fresh`: built from its request
+    /// alone, so a refused first command means only that the state was stale.
+    async fn dispatch_video(
+        &self,
+        video_id: VideoId,
+        video: &Video,
+        fresh: bool,
+        requested_at: DateTime<Utc>,
+        meta: &CommandMetadata,
+    ) -> Result<Dispatched, BoxError> {
         let aggregate = video_id.to_string();
-        let video = self.store.videos().load(&aggregate).await?;
         let Some(spec) = video.spec().cloned() else {
-            return Ok(());
+            return Ok(Dispatched::Done);
         };
         let resuming = match video.status() {
             Some(VideoStatus::Queued) => {
                 if video.retry_at().is_some_and(|at| at > Utc::now()) {
-                    return Ok(());
+                    return Ok(Dispatched::Done);
                 }
                 false
             }
@@ -184,18 +235,16 @@ impl Dispatcher {
             // Cancelled while a submission was open that nobody is finishing (its worker
             // died): find out whether the provider took the job; never submit it now.
             Some(VideoStatus::CancelRequested) if video.submission_open() => true,
-            _ => return Ok(()),
+            _ => return Ok(Dispatched::Done),
         };
         let image = match spec.image_id {
             None => None,
             Some(image_id) => match self.start_image(spec.owner, image_id).await? {
                 Ok(image) => Some(image),
                 Err(failure) => {
-                    self.store
-                        .videos()
-                        .execute(&aggregate, fail_command(&failure), meta)
-                        .await?;
-                    return Ok(());
+                    return self
+                        .before_submission(&aggregate, fail_command(&failure), meta, fresh)
+                        .await;
                 }
             },
         };
@@ -214,19 +263,17 @@ impl Dispatcher {
                     .videos()
                     .execute(&aggregate, fail_command(&failure), meta)
                     .await?;
-                return Ok(());
+                return Ok(Dispatched::Done);
             };
             let model = video.model().unwrap_or_default().to_owned();
             (provider, model, video.attempt())
         } else {
-            match self.choose(&video, &spec).await? {
-                Choice::Wait => return Ok(()),
+            match self.choose(video, &spec).await? {
+                Choice::Wait => return Ok(Dispatched::Done),
                 Choice::Nobody(failure) => {
-                    self.store
-                        .videos()
-                        .execute(&aggregate, fail_command(&failure), meta)
-                        .await?;
-                    return Ok(());
+                    return self
+                        .before_submission(&aggregate, fail_command(&failure), meta, fresh)
+                        .await;
                 }
                 Choice::Provider(provider, model) => {
                     let attempt = video.attempt() + 1;
@@ -235,10 +282,13 @@ impl Dispatcher {
                         provider: provider.kind(),
                         model: model.clone(),
                     };
-                    self.store
-                        .videos()
-                        .execute(&aggregate, intent, meta)
-                        .await?;
+                    if self
+                        .before_submission(&aggregate, intent, meta, fresh)
+                        .await?
+                        == Dispatched::MovedOn
+                    {
+                        return Ok(Dispatched::MovedOn);
+                    }
                     (provider, model, attempt)
                 }
             }
@@ -275,7 +325,7 @@ impl Dispatcher {
                     .videos()
                     .execute(&aggregate, command, meta)
                     .await?;
-                return Ok(());
+                return Ok(Dispatched::Done);
             }
             Ok(Lookup::NotSubmitted) => self.submit(provider.as_ref(), &job, requested_at).await,
             Ok(Lookup::Unknown) => Err(submission_unknown()),
@@ -290,14 +340,34 @@ impl Dispatcher {
                 self.health
                     .record_failure(provider.kind(), &failure)
                     .await?;
-                self.after_failure(&video, &spec, provider.kind(), attempt, failure)
+                self.after_failure(video, &spec, provider.kind(), attempt, failure)
             }
         };
         self.store
             .videos()
             .execute(&aggregate, command, meta)
             .await?;
-        Ok(())
+        Ok(Dispatched::Done)
+    }
+
+    /// Records a command issued before anything was submitted: `MovedOn` when a `fresh`
+    /// dispatch (built from the request alone) finds the video moved on and the aggregate
+    /// refuses it. Nothing is at the provider yet, so nothing is lost.
+    async fn before_submission(
+        &self,
+        aggregate: &str,
+        command: VideoCommand,
+        meta: &CommandMetadata,
+        fresh: bool,
+    ) -> Result<Dispatched, BoxError> {
+        match self.store.videos().execute(aggregate, command, meta).await {
+            Ok(_) => Ok(Dispatched::Done),
+            Err(CommandError::Domain(refusal)) if fresh => {
+                debug!(video = aggregate, %refusal, "the video moved on since its request");
+                Ok(Dispatched::MovedOn)
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Submits; a timeout leaves the outcome unknown, so the provider is asked before
@@ -481,7 +551,9 @@ impl EventHandler for Dispatcher {
             return Ok(());
         }
         let video_id: VideoId = event.aggregate_id.parse()?;
+        let requested = VideoEvent::deserialize(&event.payload)?;
         let meta = self.caused_by(event.meta("correlation_id"), event.event_id);
-        self.dispatch(video_id, event.recorded_at, &meta).await
+        self.dispatch_from(video_id, event.recorded_at, &meta, Some(requested))
+            .await
     }
 }

@@ -9,8 +9,13 @@ use framegate_projections::subscription::BoxError;
 use tracing::info;
 
 use super::{fail_command, Poller};
-use crate::media::{extract_poster, make_thumbnail, validate_video, Expectation};
+use crate::media::{extract_stills, validate_video, Expectation, Stills};
 use crate::provider::{ProviderFailure, VideoProvider};
+
+/// Where the poster is taken: early, past any fade-in.
+pub const POSTER_AT_SECONDS: f64 = 0.5;
+/// The thumbnail's longest side, in pixels.
+pub const THUMBNAIL_MAX_SIDE: u32 = 320;
 
 impl Poller {
     /// Downloads, validates and stores the result, then records generation, storage and
@@ -23,11 +28,12 @@ impl Poller {
         meta: &CommandMetadata,
     ) -> Result<(), BoxError> {
         let id = row.id.to_string();
-        // The read model may lag: the aggregate says whether this was already done.
-        let status = self.store.videos().load(&id).await?.status();
-        match status {
-            Some(status) if status.is_terminal() => return Ok(()),
-            Some(VideoStatus::Stored) => return self.complete(row, meta).await,
+        // The row is written inline with every event of the video, so it is as current as
+        // the stream (a command that raced it is refused by the aggregate).
+        match row.status.parse::<VideoStatus>() {
+            Ok(status) if status.is_terminal() => return Ok(()),
+            // Stored without completion: written before `Deliver` made them one append.
+            Ok(VideoStatus::Stored) => return self.complete(row, meta).await,
             _ => {}
         }
         let dir = tempfile::tempdir()?;
@@ -55,19 +61,31 @@ impl Poller {
             }
         };
         let keys = video_keys(VideoId::from_uuid(row.id))?;
-        self.blobs
-            .put_file(&keys.video, &video_path, "video/mp4")
-            .await?;
-        let poster = dir.path().join("poster.jpg");
-        extract_poster(&self.tools, &video_path, 0.5, &poster).await?;
-        self.blobs
-            .put_file(&keys.poster, &poster, "image/jpeg")
-            .await?;
-        let thumbnail = dir.path().join("thumbnail.jpg");
-        make_thumbnail(&self.tools, &video_path, 320, &thumbnail).await?;
-        self.blobs
-            .put_file(&keys.thumbnail, &thumbnail, "image/jpeg")
-            .await?;
+        let (poster, thumbnail) = (dir.path().join("poster.jpg"), dir.path().join("thumb.jpg"));
+        let stills = Stills {
+            poster_at_seconds: POSTER_AT_SECONDS,
+            poster_jpeg: &poster,
+            thumbnail_max_side: THUMBNAIL_MAX_SIDE,
+            thumbnail_jpeg: &thumbnail,
+        };
+        // The upload of the video overlaps the stills; the two stills go up together.
+        tokio::try_join!(
+            async {
+                self.blobs
+                    .put_file(&keys.video, &video_path, "video/mp4")
+                    .await
+                    .map_err(BoxError::from)
+            },
+            async {
+                extract_stills(&self.tools, &video_path, &report, &stills).await?;
+                tokio::try_join!(
+                    self.blobs.put_file(&keys.poster, &poster, "image/jpeg"),
+                    self.blobs
+                        .put_file(&keys.thumbnail, &thumbnail, "image/jpeg"),
+                )?;
+                Ok::<_, BoxError>(())
+            },
+        )?;
         // Generated, stored and completed: one append, one transaction.
         let deliver = VideoCommand::Deliver {
             blob_key: keys.video.to_string(),

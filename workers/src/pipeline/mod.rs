@@ -15,6 +15,7 @@ mod dispatcher;
 mod finishing;
 mod limits;
 mod poller;
+mod schedule;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,7 +1,6 @@
 //! The poller: follows jobs in flight at their providers (progress, cancellation,
 //! deadlines) and hands finished ones to finishing.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -16,16 +15,16 @@ use sqlx::PgPool;
 use tracing::warn;
 use uuid::Uuid;
 
-use super::{exclusively, fail_command, system, Providers};
+use super::{exclusively, fail_command, schedule, system, Providers};
 use crate::media::MediaTools;
 use crate::provider::{Cancellation, JobState, ProviderFailure};
 
 /// How often one job may be polled at each provider. Real providers take minutes and count
 /// every call against rate limits; a provider's own hint (`poll_after`, e.g. OpenAI's
 /// `openai-poll-after-ms`) stretches the interval further. The simulator is polled freely.
-#[derive(Debug)]
+/// When each job is due again is kept in `poll_schedule` (`schedule`), shared by every worker.
+#[derive(Debug, Clone, Copy)]
 pub struct PollPacing {
-    next: std::sync::Mutex<HashMap<Uuid, std::time::Instant>>,
     /// Least time between two polls of one job at a real provider.
     pub provider_interval: Duration,
 }
@@ -38,10 +37,7 @@ impl Default for PollPacing {
 
 impl PollPacing {
     pub fn new(provider_interval: Duration) -> Self {
-        Self {
-            next: std::sync::Mutex::default(),
-            provider_interval,
-        }
+        Self { provider_interval }
     }
 
     /// The least time between two polls of one job at `provider`.
@@ -50,42 +46,6 @@ impl PollPacing {
             ProviderKind::Simulator => Duration::ZERO,
             ProviderKind::Veo | ProviderKind::Sora | ProviderKind::Kling => self.provider_interval,
         }
-    }
-
-    fn due(&self, video: Uuid) -> bool {
-        let next = self
-            .next
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        next.get(&video)
-            .is_none_or(|at| *at <= std::time::Instant::now())
-    }
-
-    fn polled(&self, video: Uuid, wait: Duration) {
-        let mut next = self
-            .next
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if wait.is_zero() {
-            next.remove(&video);
-        } else {
-            next.insert(video, std::time::Instant::now() + wait);
-        }
-    }
-
-    fn forget(&self, video: Uuid) {
-        self.polled(video, Duration::ZERO);
-    }
-
-    /// Drops the waits that have run out: jobs that finished, were cancelled or expired never
-    /// come back to `due`, and their entries would otherwise stay for the process's life.
-    fn prune(&self) {
-        let now = std::time::Instant::now();
-        let mut next = self
-            .next
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        next.retain(|_, at| *at > now);
     }
 }
 
@@ -108,12 +68,12 @@ pub struct Poller {
 }
 
 impl Poller {
-    /// Polls every job a provider holds once, and fails waiting jobs past their deadline;
-    /// returns how many it looked at. Queued jobs are the dispatcher's: however many wait,
-    /// they never crowd out the ones in flight.
+    /// Polls every job a provider holds that is due, soonest due first, and fails waiting
+    /// jobs past their deadline; returns how many it looked at. Queued jobs are the
+    /// dispatcher's: however many wait, they never crowd out the ones in flight.
     pub async fn sweep(&self) -> Result<usize, BoxError> {
-        self.pacing.prune();
-        let mut rows = videos::at_provider(&self.pool, 1000).await?;
+        schedule::prune(&self.pool).await?;
+        let mut rows = schedule::due(&self.pool, 1000).await?;
         rows.extend(videos::overdue_waiting(&self.pool, self.max_job_time, 100).await?);
         for row in &rows {
             // With several workers every poller sees every job; one follows it at a time.
@@ -222,9 +182,6 @@ impl Poller {
         let (Some(provider), Some(job_id)) = (provider, job_id) else {
             return Ok(()); // Not submitted yet: the dispatcher's turn.
         };
-        if !self.pacing.due(row.id) {
-            return Ok(());
-        }
         let polled = provider.poll(&job_id).await;
         let hint = match &polled {
             Err(failure) => failure.retry_after,
@@ -234,16 +191,13 @@ impl Poller {
             .pacing
             .interval(provider.kind())
             .max(hint.unwrap_or_default());
-        match &polled {
-            Ok(JobState::Queued | JobState::Running { .. })
-            | Err(ProviderFailure {
-                retryable: true, ..
-            }) => self.pacing.polled(row.id, wait),
-            // Finishing records the result; until the read model shows it, this row still
-            // looks in flight, and must not be fetched again.
-            Ok(JobState::Succeeded) => self.pacing.polled(row.id, FINISHED_PAUSE.max(wait)),
-            _ => self.pacing.forget(row.id),
-        }
+        // A finished job is done with the poller once finishing records it; if finishing
+        // fails (storage down), the result is fetched again after a pause.
+        let wait = match &polled {
+            Ok(JobState::Succeeded) => FINISHED_PAUSE.max(wait),
+            _ => wait,
+        };
+        schedule::polled(&self.pool, row.id, wait).await?;
         match polled {
             Ok(JobState::Queued) => {}
             Ok(JobState::Running { progress })
@@ -281,26 +235,5 @@ impl Poller {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pacing_forgets_waits_that_have_run_out() {
-        let pacing = PollPacing::new(Duration::from_secs(5));
-        let (waiting, finished) = (Uuid::now_v7(), Uuid::now_v7());
-        pacing.polled(waiting, Duration::from_secs(60));
-        pacing.polled(finished, Duration::from_millis(1));
-        std::thread::sleep(Duration::from_millis(5));
-        pacing.prune();
-        let next = pacing.next.lock().expect("lock");
-        assert!(next.contains_key(&waiting));
-        assert!(!next.contains_key(&finished), "a run-out wait is dropped");
-        drop(next);
-        assert!(!pacing.due(waiting));
-        assert!(pacing.due(finished));
     }
 }

@@ -139,6 +139,8 @@ pub(super) struct Patch {
     pub completed_at: Option<DateTime<Utc>>,
     pub final_cost: Option<i64>,
     pub failure: Option<Failure>,
+    /// `VideoCancelled.charged`, once cancelled.
+    pub cancel_charged: Option<bool>,
 }
 
 pub(super) struct Stored {
@@ -173,6 +175,7 @@ impl Patch {
             completed_at: None,
             final_cost: None,
             failure: None,
+            cancel_charged: None,
         }
     }
 
@@ -257,8 +260,9 @@ impl Patch {
                 VideoStatus::Failed.as_str()
             }
             VideoEvent::CancelRequested { .. } => VideoStatus::CancelRequested.as_str(),
-            VideoEvent::VideoCancelled { .. } => {
+            VideoEvent::VideoCancelled { charged } => {
                 self.completed_at = Some(at);
+                self.cancel_charged = Some(charged);
                 VideoStatus::Cancelled.as_str()
             }
             VideoEvent::VideoRequested { .. } | VideoEvent::SubmissionFailed { .. } => self.status,

@@ -43,6 +43,7 @@ pub(super) struct NewRows {
     error_messages: Vec<Option<String>>,
     error_retryable: Vec<Option<bool>>,
     error_charged: Vec<Option<bool>>,
+    cancel_charged: Vec<Option<bool>>,
     blob_keys: Vec<Option<String>>,
     bytes: Vec<Option<i64>>,
     sha256s: Vec<Option<String>>,
@@ -107,6 +108,8 @@ impl NewRows {
         self.error_messages.push(failure.map(|f| f.message.clone()));
         self.error_retryable.push(failure.map(|f| f.retryable));
         self.error_charged.push(failure.map(|f| f.charged));
+        self.cancel_charged
+            .push(patch.and_then(|p| p.cancel_charged));
     }
 
     /// Inserts the rows whose video has none yet; returns their ids. A request whose row is
@@ -124,13 +127,14 @@ impl NewRows {
                  aspect_ratio, resolution, image_id, seed, external_id, estimated_cost,
                  final_cost, error_code, error_message, error_retryable, error_charged,
                  blob_key, bytes, sha256, duration_ms, width, height, created_at, updated_at,
-                 completed_at, attempts)
+                 completed_at, attempts, cancel_charged)
              SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int2[], $5::text[],
                  $6::text[], $7::text[], $8::int4[], $9::text[], $10::text[], $11::text[],
                  $12::int4[], $13::text[], $14::text[], $15::uuid[], $16::int8[], $17::text[],
                  $18::int8[], $19::int8[], $20::text[], $21::text[], $22::bool[], $23::bool[],
                  $24::text[], $25::int8[], $26::text[], $27::int8[], $28::int4[], $29::int4[],
-                 $30::timestamptz[], $31::timestamptz[], $32::timestamptz[], $33::jsonb[])
+                 $30::timestamptz[], $31::timestamptz[], $32::timestamptz[], $33::jsonb[],
+                 $34::bool[])
              ON CONFLICT (id) DO NOTHING
              RETURNING id",
         )
@@ -167,6 +171,7 @@ impl NewRows {
         .bind(&self.updated_at)
         .bind(&self.completed_at)
         .bind(&self.attempt_lists)
+        .bind(&self.cancel_charged)
         .fetch_all(conn)
         .await?;
         Ok(inserted.into_iter().collect())
@@ -201,6 +206,7 @@ pub(super) struct Updates {
     error_messages: Vec<Option<String>>,
     error_retryable: Vec<Option<bool>>,
     error_charged: Vec<Option<bool>>,
+    cancel_charged: Vec<Option<bool>>,
 }
 
 impl Updates {
@@ -254,6 +260,7 @@ impl Updates {
         self.error_messages.push(message);
         self.error_retryable.push(retryable);
         self.error_charged.push(charged);
+        self.cancel_charged.push(patch.cancel_charged);
     }
 
     pub(super) async fn write(self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
@@ -284,16 +291,19 @@ impl Updates {
                     error_code = COALESCE(p.error_code, v.error_code),
                     error_message = COALESCE(p.error_message, v.error_message),
                     error_retryable = COALESCE(p.error_retryable, v.error_retryable),
-                    error_charged = COALESCE(p.error_charged, v.error_charged)
+                    error_charged = COALESCE(p.error_charged, v.error_charged),
+                    cancel_charged = COALESCE(p.cancel_charged, v.cancel_charged)
                FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::int4[], $5::text[],
                            $6::text[], $7::bool[], $8::text[], $9::bool[], $10::int2[],
                            $11::bool[], $12::jsonb[], $13::text[], $14::int8[], $15::text[],
                            $16::int8[], $17::int4[], $18::int4[], $19::timestamptz[],
-                           $20::int8[], $21::text[], $22::text[], $23::bool[], $24::bool[])
+                           $20::int8[], $21::text[], $22::text[], $23::bool[], $24::bool[],
+                           $25::bool[])
                     AS p(id, status, updated_at, attempt, provider, model, set_job, job,
                          set_progress, progress, clear_next_attempt, appended, blob_key, bytes,
                          sha256, duration_ms, width, height, completed_at, final_cost,
-                         error_code, error_message, error_retryable, error_charged)
+                         error_code, error_message, error_retryable, error_charged,
+                         cancel_charged)
               WHERE v.id = p.id",
         )
         .bind(&self.ids)
@@ -320,6 +330,7 @@ impl Updates {
         .bind(&self.error_messages)
         .bind(&self.error_retryable)
         .bind(&self.error_charged)
+        .bind(&self.cancel_charged)
         .execute(conn)
         .await?;
         expect_rows(&result, self.ids.len(), "videos updated by a batch")
