@@ -234,8 +234,11 @@ pub async fn worker(
         pacing: PollPacing::new(settings.poll_interval),
     };
     let stopped = tasks.stopped();
+    let wake = notifications.clone();
     tasks.spawn("poller", async move {
-        poller.run(Duration::from_millis(250), stopped).await;
+        poller
+            .run_woken(Duration::from_millis(250), stopped, Some(wake))
+            .await;
         Ok(())
     });
     Ok(())

@@ -223,7 +223,9 @@ async fn a_cached_key_answers_until_an_announcement_says_otherwise() {
     assert_eq!(ok.status(), StatusCode::OK);
 
     // The row goes without an announcement: the cache still vouches for the key, which
-    // shows that requests are no longer reading it.
+    // shows that requests are no longer reading it. (The api_keys projector, which may
+    // still be catching up on the key's events, is stopped first: it would put it back.)
+    app.stop_projectors().await;
     sqlx::query("DELETE FROM api_keys WHERE id = $1")
         .bind(key_id)
         .execute(&app.db.pool)
@@ -262,7 +264,8 @@ async fn after_the_listener_connection_breaks_nothing_cached_before_is_served() 
     assert_eq!(terminated, vec![true], "one listener connection");
 
     // Whatever changes while the listener is away is not announced to it: the key must be
-    // read afresh, not answered from before the outage.
+    // read afresh, not answered from before the outage. (Projectors stopped, as above.)
+    app.stop_projectors().await;
     sqlx::query("DELETE FROM api_keys WHERE id = $1")
         .bind(key_id)
         .execute(&app.db.pool)

@@ -16,6 +16,7 @@ pub mod passwords;
 pub mod position;
 pub mod repository;
 pub mod retry;
+pub mod snapshots;
 pub mod store;
 pub mod stored;
 #[cfg(feature = "testing")]

@@ -1,8 +1,9 @@
 //! The event store: one cqrs-es framework per aggregate over postgres-es.
 //!
-//! Event-store mode only (`new_event_store`): every load replays the aggregate's events. The
-//! snapshot and aggregate-store modes of postgres-es 0.5 re-apply committed events before
-//! saving the snapshot, so reloaded aggregates would be wrong (docs/architecture.md).
+//! Event-store mode only (`new_event_store`): never the snapshot and aggregate-store modes of
+//! postgres-es 0.5, which re-apply committed events before saving the snapshot, so reloaded
+//! aggregates would be wrong (docs/architecture.md). Credit accounts load from verified
+//! snapshots of our own (`snapshots`); every other aggregate replays its events.
 
 use std::sync::Arc;
 
@@ -11,7 +12,6 @@ use std::collections::HashMap;
 use std::sync::Weak;
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, CqrsFramework, EventStore as _};
 use framegate_domain::{CreditAccount, Image, Services, SystemClock, User, Video};
 use sqlx::PgPool;
@@ -23,12 +23,16 @@ use crate::metadata::CommandMetadata;
 use crate::position::LogPosition;
 use crate::repository::{EventRepository, WRITTEN};
 use crate::retry::{conflict_backoff, count_retried_conflict, RetryPolicy, MAX_CONFLICT_RETRIES};
+use crate::snapshots::{SnapshotPolicy, SnapshotStore};
 use crate::unit::{AppendError, UnitOfWork};
+
+/// A credit account load that applies this many events past its snapshot takes a new one.
+pub const SNAPSHOT_EVERY: usize = 64;
 
 /// Executes commands of one aggregate type, retrying conflicts where that is safe.
 pub struct Aggregates<A: Aggregate> {
-    framework: CqrsFramework<A, PersistedEventStore<EventRepository, A>>,
-    loader: PersistedEventStore<EventRepository, A>,
+    framework: CqrsFramework<A, SnapshotStore<A>>,
+    loader: SnapshotStore<A>,
     /// Commands on one aggregate queue here within this process instead of racing to a
     /// conflict; across processes the optimistic check and the retries still decide.
     locks: KeyedLocks,
@@ -73,17 +77,22 @@ where
     A: Aggregate<Services = Services>,
     A::Command: Clone + RetryPolicy,
 {
-    fn new(pool: &PgPool, services: Services, inline: Option<Arc<dyn InlineProjection>>) -> Self {
+    fn new(
+        pool: &PgPool,
+        services: Services,
+        inline: Option<Arc<dyn InlineProjection>>,
+        snapshots: Option<SnapshotPolicy>,
+    ) -> Self {
         let repository = || EventRepository::new(pool.clone(), inline.clone());
         Self {
             // No cqrs-es queries: their callbacks run after commit and swallow errors, so
             // read models are built from the ordered log (or inline) instead.
             framework: CqrsFramework::new(
-                PersistedEventStore::new_event_store(repository()),
+                SnapshotStore::new(pool.clone(), repository, snapshots),
                 Vec::new(),
                 services.clone(),
             ),
-            loader: PersistedEventStore::new_event_store(repository()),
+            loader: SnapshotStore::new(pool.clone(), repository, snapshots),
             locks: KeyedLocks::default(),
             services,
         }
@@ -169,6 +178,13 @@ where
     pub async fn load(&self, id: &str) -> Result<A, CommandError<A::Error>> {
         Ok(self.loader.load_aggregate(id).await?.aggregate)
     }
+
+    /// Rebuilds aggregate `id` from all its events, ignoring snapshots, with its sequence:
+    /// what a snapshot-based load must equal.
+    pub async fn replay(&self, id: &str) -> Result<(A, usize), CommandError<A::Error>> {
+        let context = self.loader.replay(id).await?;
+        Ok((context.aggregate, context.current_sequence))
+    }
 }
 
 /// A request whose Idempotency-Key was taken over must not retry its command: it reports a
@@ -223,10 +239,20 @@ impl EventStore {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                users: Aggregates::new(&pool, services.clone(), inline.clone()),
-                credits: Aggregates::new(&pool, services.clone(), inline.clone()),
-                videos: Aggregates::new(&pool, services.clone(), inline.clone()),
-                images: Aggregates::new(&pool, services, inline.clone()),
+                // Only accounts: their streams grow with every video for as long as the user
+                // stays, and the others hold secrets or personal data a snapshot would copy.
+                users: Aggregates::new(&pool, services.clone(), inline.clone(), None),
+                credits: Aggregates::new(
+                    &pool,
+                    services.clone(),
+                    inline.clone(),
+                    Some(SnapshotPolicy {
+                        every: SNAPSHOT_EVERY,
+                        version: CreditAccount::STATE_VERSION,
+                    }),
+                ),
+                videos: Aggregates::new(&pool, services.clone(), inline.clone(), None),
+                images: Aggregates::new(&pool, services, inline.clone(), None),
                 inline,
                 pool,
             }),

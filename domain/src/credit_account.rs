@@ -159,6 +159,10 @@ pub struct CreditAccount {
 }
 
 impl CreditAccount {
+    /// The version of this struct's shape as snapshots store it (serde): bump it whenever a
+    /// field is added, removed or changes meaning, and older snapshots are ignored.
+    pub const STATE_VERSION: i32 = 1;
+
     /// Everything granted or bought minus everything captured; includes reserved credits.
     pub fn balance(&self) -> Credits {
         self.balance

@@ -49,9 +49,17 @@ pub fn all(pool: &PgPool) -> Vec<(Subscription, Arc<dyn EventHandler>)> {
     READ_MODELS
         .into_iter()
         .zip(handlers)
-        .map(|(name, handler)| (Subscription::new(name, pool.clone()), handler))
+        .map(|(name, handler)| {
+            let subscription = Subscription::new(name, pool.clone()).gathering(GATHER);
+            (subscription, handler)
+        })
         .collect()
 }
+
+/// How long the projectors let events gather after a wake-up. Every read model is also
+/// written inline, so nothing waits on them; without it each would run a transaction of its
+/// own for every commit a busy API makes.
+pub const GATHER: Duration = Duration::from_millis(200);
 
 /// Drains every projector up to everything committed before the call; returns how many
 /// events they handled in total.

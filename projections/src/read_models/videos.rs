@@ -104,14 +104,17 @@ impl VersionedModel for VideosProjector {
 async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
     let id = aggregate_uuid(event)?;
     let at = event.recorded_at;
-    let update = |sql: &'static str| sqlx::query(sql).bind(id).bind(at);
+    // Every statement sets `status` ($3) from `VideoStatus`, the one list of statuses.
+    let update = |status: VideoStatus, sql: &'static str| {
+        sqlx::query(sql).bind(id).bind(at).bind(status.as_str())
+    };
     let result = match decode::<VideoEvent>(event)? {
         VideoEvent::VideoRequested { spec, .. } => {
             sqlx::query(
                 "INSERT INTO videos (id, owner_id, status, provider_preference, model, prompt,
                      negative_prompt, duration_seconds, aspect_ratio, resolution, image_id, seed,
                      external_id, estimated_cost, created_at, updated_at)
-                 VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)
+                 VALUES ($1, $2, $15, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(id)
@@ -128,6 +131,7 @@ async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), Box
             .bind(&spec.external_id)
             .bind(spec.estimated_cost.value())
             .bind(at)
+            .bind(VideoStatus::Queued.as_str())
             .execute(&mut *conn)
             .await?;
             return Ok(());
@@ -139,9 +143,9 @@ async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), Box
                 "model": model,
                 "started_at": at,
             });
-            update("UPDATE videos SET status = 'submitting', updated_at = $2, attempt = $3,
-                           provider = $4, model = $5, provider_job_id = NULL, progress = 0,
-                           next_attempt_at = NULL, attempts = attempts || jsonb_build_array($6::jsonb)
+            update(VideoStatus::Submitting, "UPDATE videos SET status = $3, updated_at = $2, attempt = $4,
+                           provider = $5, model = $6, provider_job_id = NULL, progress = 0,
+                           next_attempt_at = NULL, attempts = attempts || jsonb_build_array($7::jsonb)
                      WHERE id = $1")
                 .bind(attempt as i32)
                 .bind(provider.to_string())
@@ -152,10 +156,10 @@ async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), Box
         }
         VideoEvent::SubmissionFailed { attempt, code, message, retry_at, .. } => {
             // The failure belongs to the attempt of the same number (the last one).
-            update("UPDATE videos SET status = 'queued', updated_at = $2, provider_job_id = NULL,
-                           next_attempt_at = $3,
-                           attempts = (SELECT COALESCE(jsonb_agg(CASE WHEN (a ->> 'attempt')::int = $4
-                                               THEN a || jsonb_build_object('error', jsonb_build_object('code', $5::text, 'message', $6::text))
+            update(VideoStatus::Queued, "UPDATE videos SET status = $3, updated_at = $2, provider_job_id = NULL,
+                           next_attempt_at = $4,
+                           attempts = (SELECT COALESCE(jsonb_agg(CASE WHEN (a ->> 'attempt')::int = $5
+                                               THEN a || jsonb_build_object('error', jsonb_build_object('code', $6::text, 'message', $7::text))
                                                ELSE a END ORDER BY n), '[]'::jsonb)
                                          FROM jsonb_array_elements(attempts) WITH ORDINALITY AS e(a, n))
                      WHERE id = $1")
@@ -167,25 +171,25 @@ async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), Box
                 .await?
         }
         VideoEvent::VideoSubmitted { provider_job_id } => {
-            update("UPDATE videos SET status = 'submitted', updated_at = $2, provider_job_id = $3 WHERE id = $1")
+            update(VideoStatus::Submitted, "UPDATE videos SET status = $3, updated_at = $2, provider_job_id = $4 WHERE id = $1")
                 .bind(provider_job_id)
                 .execute(&mut *conn)
                 .await?
         }
         VideoEvent::VideoProgressed { percent } => {
-            update("UPDATE videos SET status = 'running', updated_at = $2, progress = GREATEST(progress, $3) WHERE id = $1")
+            update(VideoStatus::Running, "UPDATE videos SET status = $3, updated_at = $2, progress = GREATEST(progress, $4) WHERE id = $1")
                 .bind(i16::from(percent))
                 .execute(&mut *conn)
                 .await?
         }
         VideoEvent::VideoGenerated {} => {
-            update("UPDATE videos SET status = 'generated', updated_at = $2, progress = 100 WHERE id = $1")
+            update(VideoStatus::Generated, "UPDATE videos SET status = $3, updated_at = $2, progress = 100 WHERE id = $1")
                 .execute(&mut *conn)
                 .await?
         }
         VideoEvent::VideoStored { blob_key, bytes, sha256, duration_ms, width, height } => {
-            update("UPDATE videos SET status = 'stored', updated_at = $2, blob_key = $3, bytes = $4,
-                           sha256 = $5, duration_ms = $6, width = $7, height = $8 WHERE id = $1")
+            update(VideoStatus::Stored, "UPDATE videos SET status = $3, updated_at = $2, blob_key = $4, bytes = $5,
+                           sha256 = $6, duration_ms = $7, width = $8, height = $9 WHERE id = $1")
                 .bind(blob_key)
                 .bind(bytes as i64)
                 .bind(sha256)
@@ -196,16 +200,16 @@ async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), Box
                 .await?
         }
         VideoEvent::VideoCompleted { final_cost } => {
-            update("UPDATE videos SET status = 'completed', updated_at = $2, completed_at = $2,
-                           final_cost = $3, progress = 100 WHERE id = $1")
+            update(VideoStatus::Completed, "UPDATE videos SET status = $3, updated_at = $2, completed_at = $2,
+                           final_cost = $4, progress = 100 WHERE id = $1")
                 .bind(final_cost.value())
                 .execute(&mut *conn)
                 .await?
         }
         VideoEvent::VideoFailed { code, message, retryable, charged } => {
-            update("UPDATE videos SET status = 'failed', updated_at = $2, completed_at = $2,
-                           error_code = $3, error_message = $4, error_retryable = $5,
-                           error_charged = $6 WHERE id = $1")
+            update(VideoStatus::Failed, "UPDATE videos SET status = $3, updated_at = $2, completed_at = $2,
+                           error_code = $4, error_message = $5, error_retryable = $6,
+                           error_charged = $7 WHERE id = $1")
                 .bind(code)
                 .bind(message)
                 .bind(retryable)
@@ -214,13 +218,13 @@ async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), Box
                 .await?
         }
         VideoEvent::CancelRequested { .. } => {
-            update("UPDATE videos SET status = 'cancel_requested', updated_at = $2 WHERE id = $1")
+            update(VideoStatus::CancelRequested, "UPDATE videos SET status = $3, updated_at = $2 WHERE id = $1")
                 .execute(&mut *conn)
                 .await?
         }
         VideoEvent::VideoCancelled { charged } => {
             update(
-                "UPDATE videos SET status = 'cancelled', cancel_charged = $3, updated_at = $2,
+                VideoStatus::Cancelled, "UPDATE videos SET status = $3, cancel_charged = $4, updated_at = $2,
                         completed_at = $2
                   WHERE id = $1",
             )

@@ -128,6 +128,8 @@ pub struct Subscription {
     /// The process's shared listener; without it the runner listens on a connection of its own.
     notifications: Option<Notifications>,
     on_poison: OnPoison,
+    /// How long to let events gather after a wake-up before reading them.
+    gather: Duration,
 }
 
 /// What a subscription does with an event it can never handle, once it is parked.
@@ -151,7 +153,17 @@ impl Subscription {
             registered: Arc::new(OnceCell::new()),
             notifications: None,
             on_poison: OnPoison::Skip,
+            gather: Duration::ZERO,
         }
+    }
+
+    /// After a wake-up, lets events gather for `gather` before reading them, so a busy log
+    /// is handled in fewer, larger transactions (default: none, read at once). For
+    /// subscriptions nobody waits on, such as projectors whose tables are also written
+    /// inline: every event each wakes them for costs a transaction of their own.
+    pub fn gathering(mut self, gather: Duration) -> Self {
+        self.gather = gather;
+        self
     }
 
     /// What to do with an event that can never be handled (default: skip it once parked).

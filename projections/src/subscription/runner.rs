@@ -26,6 +26,8 @@ enum State {
     CatchingUp,
     /// Up to date: wait for a notification, `timeout` or shutdown.
     Waiting { timeout: Duration },
+    /// Woken: letting more events gather (`Subscription::gathering`) before reading.
+    Gathering,
     /// A batch failed: wait, then try again.
     BackingOff(Duration),
     /// Stopped before a parked event (policy [`OnPoison::Stop`]) until it is retried.
@@ -97,10 +99,19 @@ impl Subscription {
                             if !matches!(wake, Wake::Events) {
                                 runner.control_due = true;
                             }
-                            State::CatchingUp
+                            State::Gathering
                         }
                         () = tokio::time::sleep(timeout) => State::CatchingUp,
                     }
+                }
+                State::Gathering => {
+                    if !self.gather.is_zero() {
+                        tokio::select! {
+                            () = &mut shutdown => break,
+                            () = tokio::time::sleep(self.gather) => {}
+                        }
+                    }
+                    State::CatchingUp
                 }
                 State::BackingOff(delay) => {
                     tokio::select! {

@@ -9,8 +9,9 @@ use framegate_commands::blobs::Blobs;
 use framegate_commands::{Actor, CommandMetadata, EventStore};
 use framegate_domain::catalog::{CancelPolicy, Catalog};
 use framegate_domain::{ProviderKind, Video, VideoCommand, VideoStatus};
+use framegate_projections::notify::{Event, Notifications};
 use framegate_projections::read_models::videos::{self, VideoRow};
-use framegate_projections::subscription::BoxError;
+use framegate_projections::subscription::{BoxError, NOTIFY_CHANNEL};
 use sqlx::PgPool;
 use tracing::warn;
 use uuid::Uuid;
@@ -49,6 +50,9 @@ impl PollPacing {
     }
 }
 
+/// How often the schedule rows of finished jobs are dropped.
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
+
 /// How long a job that was just finished is left alone by the poller.
 const FINISHED_PAUSE: Duration = Duration::from_secs(10);
 
@@ -72,7 +76,6 @@ impl Poller {
     /// jobs past their deadline; returns how many it looked at. Queued jobs are the
     /// dispatcher's: however many wait, they never crowd out the ones in flight.
     pub async fn sweep(&self) -> Result<usize, BoxError> {
-        schedule::prune(&self.pool).await?;
         let mut rows = schedule::due(&self.pool, 1000).await?;
         rows.extend(videos::overdue_waiting(&self.pool, self.max_job_time, 100).await?);
         for row in &rows {
@@ -86,13 +89,50 @@ impl Poller {
     }
 
     /// Sweeps every `interval` until `shutdown` flips.
-    pub async fn run(&self, interval: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run(&self, interval: Duration, shutdown: tokio::sync::watch::Receiver<bool>) {
+        self.run_woken(interval, shutdown, None).await;
+    }
+
+    /// Sweeps every `interval`, and as soon as the log announces new events (a submission
+    /// recorded, a cancellation asked for) when `wake` is given, until `shutdown` flips.
+    /// Announcements during a sweep make one more sweep, however many there were; without
+    /// a connected listener the interval alone paces it.
+    pub async fn run_woken(
+        &self,
+        interval: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+        wake: Option<Notifications>,
+    ) {
+        let mut heard = wake.map(|notifications| notifications.subscribe());
+        let mut pruned = std::time::Instant::now();
         loop {
+            if let Some(heard) = &mut heard {
+                heard.clear();
+            }
+            if pruned.elapsed() >= PRUNE_EVERY {
+                pruned = std::time::Instant::now();
+                if let Err(error) = schedule::prune(&self.pool).await {
+                    warn!(%error, "could not prune the poll schedule");
+                }
+            }
             if let Err(error) = self.sweep().await {
                 warn!(%error, "poller sweep failed");
             }
+            let woken = async {
+                match &mut heard {
+                    Some(heard) => loop {
+                        if let Event::Notification { channel, .. } = heard.recv().await {
+                            if channel == NOTIFY_CHANNEL {
+                                return;
+                            }
+                        }
+                    },
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
+                () = woken => {}
                 _ = shutdown.wait_for(|stop| *stop) => return,
             }
         }
