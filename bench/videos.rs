@@ -10,7 +10,7 @@
 //!     finishes at once and delivers a pre-rendered MP4, so no render is measured. For jobs one
 //!     after another: VideoRequested to VideoCompleted as recorded in the log, and the events
 //!     and transactions each cost from request to credit capture. The worker's
-//!     post-processing (ffprobe validation, one ffmpeg run for poster and thumbnail) is timed
+//!     post-processing (validation, one ffmpeg run for poster and thumbnail) is timed
 //!     again on the same MP4 right after each job, next to the one plain ffmpeg command that
 //!     writes the same two stills, so the overhead without media work and the media work's
 //!     ratio to its baseline can both be stated.
@@ -650,7 +650,7 @@ async fn overhead(jobs: usize, poll_interval: Duration) {
     line(
         "post-processing (after each job)",
         &media,
-        "ffprobe validation + one ffmpeg run for poster and thumbnail",
+        "validation (MP4 read in-process) + one ffmpeg run for the stills",
     );
     line(
         "plain ffmpeg, same two stills",

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 
 use cqrs_es::persist::{
     EventStoreAggregateContext, PersistedEventRepository, PersistedEventStore, PersistenceError,
+    SerializedEvent,
 };
 use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
 use sqlx::PgPool;
@@ -31,6 +32,23 @@ pub struct SnapshotPolicy {
     /// The aggregate's state version (bumped when its fields or their meaning change):
     /// snapshots of any other version are ignored.
     pub version: i32,
+}
+
+/// A stored snapshot, not decoded yet.
+struct Snapshot {
+    sequence: usize,
+    state: serde_json::Value,
+}
+
+/// A row of [`SnapshotStore::read`]: the snapshot (first, if any) or an event after it.
+#[derive(sqlx::FromRow)]
+struct Row {
+    snapshot: bool,
+    sequence: i64,
+    event_type: String,
+    event_version: String,
+    payload: serde_json::Value,
+    metadata: serde_json::Value,
 }
 
 /// The event store of one aggregate type.
@@ -64,48 +82,53 @@ impl<A: Aggregate> SnapshotStore<A> {
         self.events.load_aggregate(aggregate_id).await
     }
 
-    /// The usable snapshot of `aggregate_id`: `Err(true)` when there is one of this version
-    /// that does not decode (to be replaced), `Err(false)` when there is none.
-    async fn snapshot(
+    /// The snapshot of `aggregate_id` in `policy`'s version, if any, and the events after it,
+    /// in one round trip (a load costs what a snapshot-less one does).
+    async fn read(
         &self,
         aggregate_id: &str,
         policy: SnapshotPolicy,
-    ) -> Result<EventStoreAggregateContext<A>, bool> {
-        let row: Result<Option<(i64, serde_json::Value)>, sqlx::Error> = sqlx::query_as(
-            "SELECT sequence, state FROM aggregate_snapshots
-              WHERE aggregate_type = $1 AND aggregate_id = $2 AND version = $3",
+    ) -> Result<(Option<Snapshot>, Vec<SerializedEvent>), sqlx::Error> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "WITH s AS (SELECT sequence, state FROM aggregate_snapshots
+                         WHERE aggregate_type = $1 AND aggregate_id = $2 AND version = $3)
+             SELECT true AS snapshot, sequence, '' AS event_type, '' AS event_version,
+                    state AS payload, '{}'::jsonb AS metadata
+               FROM s
+             UNION ALL
+             SELECT false, e.sequence, e.event_type, e.event_version, e.payload, e.metadata
+               FROM events e
+              WHERE e.aggregate_type = $1 AND e.aggregate_id = $2
+                AND e.sequence > COALESCE((SELECT sequence FROM s), 0)
+             ORDER BY snapshot DESC, sequence",
         )
         .bind(A::TYPE)
         .bind(aggregate_id)
         .bind(policy.version)
-        .fetch_optional(&self.pool)
-        .await;
-        let (sequence, state) = match row {
-            Ok(Some(row)) => row,
-            Ok(None) => return Err(false),
-            Err(error) => {
-                warn!(aggregate = A::TYPE, aggregate_id, %error, "snapshot unreadable; replaying");
-                return Err(false);
-            }
-        };
-        let decoded = serde_json::from_value::<A>(state)
-            .map_err(|error| error.to_string())
-            .and_then(|aggregate| {
-                let sequence = usize::try_from(sequence).map_err(|e| e.to_string())?;
-                Ok((aggregate, sequence))
-            });
-        match decoded {
-            Ok((aggregate, current_sequence)) => Ok(EventStoreAggregateContext {
-                aggregate_id: aggregate_id.to_owned(),
-                aggregate,
-                current_sequence,
-                current_snapshot: None,
-            }),
-            Err(error) => {
-                warn!(aggregate = A::TYPE, aggregate_id, %error, "snapshot does not decode; replaying");
-                Err(true)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut snapshot = None;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in rows {
+            let sequence = usize::try_from(row.sequence).unwrap_or_default();
+            if row.snapshot {
+                snapshot = Some(Snapshot {
+                    sequence,
+                    state: row.payload,
+                });
+            } else {
+                events.push(SerializedEvent {
+                    aggregate_id: aggregate_id.to_owned(),
+                    sequence,
+                    aggregate_type: A::TYPE.to_owned(),
+                    event_type: row.event_type,
+                    event_version: row.event_version,
+                    payload: row.payload,
+                    metadata: row.metadata,
+                });
             }
         }
+        Ok((snapshot, events))
     }
 
     /// Stores `context` (rebuilt from committed events) unless a newer snapshot is there;
@@ -165,23 +188,31 @@ impl<A: Aggregate> EventStore<A> for SnapshotStore<A> {
         let Some(policy) = self.policy else {
             return self.events.load_aggregate(aggregate_id).await;
         };
-        let (mut context, replace) = match self.snapshot(aggregate_id, policy).await {
-            Ok(context) => (context, false),
-            Err(undecodable) => (
-                EventStoreAggregateContext {
-                    aggregate_id: aggregate_id.to_owned(),
-                    aggregate: A::default(),
-                    current_sequence: 0,
-                    current_snapshot: None,
-                },
-                undecodable,
-            ),
+        let (snapshot, tail) = self
+            .read(aggregate_id, policy)
+            .await
+            .map_err(|error| AggregateError::DatabaseConnectionError(Box::new(error)))?;
+        let mut context = EventStoreAggregateContext {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate: A::default(),
+            current_sequence: 0,
+            current_snapshot: None,
         };
-        // No upcasters are registered anywhere; one added later must be applied here too.
-        let tail = self
-            .repository
-            .get_last_events::<A>(aggregate_id, context.current_sequence)
-            .await?;
+        let mut replace = false;
+        let tail = match snapshot.map(|s| (s.sequence, serde_json::from_value::<A>(s.state))) {
+            None => tail,
+            Some((sequence, Ok(aggregate))) => {
+                context.aggregate = aggregate;
+                context.current_sequence = sequence;
+                tail
+            }
+            Some((_, Err(error))) => {
+                // The tail read starts after it: read everything instead, and replace it.
+                warn!(aggregate = A::TYPE, aggregate_id, %error, "snapshot does not decode; replaying");
+                replace = true;
+                self.repository.get_events::<A>(aggregate_id).await?
+            }
+        };
         let applied = tail.len();
         for event in tail {
             let envelope: EventEnvelope<A> = event

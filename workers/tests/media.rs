@@ -486,3 +486,186 @@ fn dimensions_cover_every_aspect_ratio_and_resolution() {
         assert_eq!(error.code(), "invalid_media_request");
     }
 }
+
+/// Runs ffmpeg with `args` (a test fixture maker, not the code under test).
+fn ffmpeg(tools: &MediaTools, args: &[&str]) {
+    let status = std::process::Command::new(&tools.ffmpeg)
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success(), "ffmpeg {args:?}");
+}
+
+#[tokio::test]
+async fn an_mp4_read_in_process_reports_what_ffprobe_reports() {
+    let tools = tools().await;
+    let dir = TempDir::new().expect("temp dir");
+    let mut files = vec![rendered(&tools, &dir, &small("native")).await];
+    let path = |name: &str| dir.path().join(name).to_str().expect("utf-8").to_owned();
+    // With audio, moov at the front, HEVC, odd sizes and lengths, a 90 kHz timescale.
+    let variants: [(&str, &[&str]); 4] = [
+        (
+            "audio.mp4",
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=426x240:rate=25",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440",
+                "-t",
+                "1.5",
+                "-c:v",
+                "libx264",
+                "-c:a",
+                "aac",
+                "-pix_fmt",
+                "yuv420p",
+                "-shortest",
+            ],
+        ),
+        (
+            "faststart.mp4",
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=200x356:rate=30",
+                "-t",
+                "3",
+                "-c:v",
+                "libx264",
+                "-pix_fmt",
+                "yuv420p",
+                "-movflags",
+                "+faststart",
+            ],
+        ),
+        (
+            "hevc.mp4",
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=320x180:rate=24",
+                "-t",
+                "1",
+                "-c:v",
+                "libx265",
+                "-x265-params",
+                "log-level=error",
+                "-tag:v",
+                "hvc1",
+            ],
+        ),
+        (
+            "timescale.mp4",
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=320x240:rate=24",
+                "-t",
+                "2.2",
+                "-c:v",
+                "libx264",
+                "-pix_fmt",
+                "yuv420p",
+                "-video_track_timescale",
+                "90000",
+            ],
+        ),
+    ];
+    for (name, args) in variants {
+        let mut all: Vec<&str> = args.to_vec();
+        let out = path(name);
+        all.push(&out);
+        ffmpeg(&tools, &all);
+        files.push(dir.path().join(name));
+    }
+    for file in &files {
+        let native = probe(&tools, file).await.expect("probe");
+        let reference = framegate_workers::media::probe_with_ffprobe(&tools, file)
+            .await
+            .expect("ffprobe");
+        assert_eq!(native, reference, "{}", file.display());
+    }
+}
+
+#[tokio::test]
+async fn an_mp4_cut_short_or_with_a_broken_box_is_left_to_ffprobe_and_refused() {
+    let tools = tools().await;
+    let dir = TempDir::new().expect("temp dir");
+    let video = rendered(&tools, &dir, &small("cut")).await;
+    let bytes = std::fs::read(&video).expect("read");
+    // Cut inside the first box after `ftyp`: no movie header survives.
+    let ftyp = u32::from_be_bytes(bytes[0..4].try_into().expect("size")) as usize;
+    let cut = dir.path().join("cut.mp4");
+    std::fs::write(&cut, &bytes[..ftyp + 12]).expect("write");
+    let error = probe(&tools, &cut).await.expect_err("no moov");
+    assert_eq!(error.code(), "invalid_video");
+    // A box claiming more bytes than the file has.
+    let mut broken = bytes.clone();
+    broken[0..4].copy_from_slice(&u32::MAX.to_be_bytes());
+    let broken_path = dir.path().join("broken.mp4");
+    std::fs::write(&broken_path, &broken).expect("write");
+    assert!(probe(&tools, &broken_path).await.is_err());
+}
+
+#[tokio::test]
+async fn poster_and_thumbnail_come_from_one_run_on_the_probe_report() {
+    use framegate_workers::media::{extract_stills, Stills};
+    let tools = tools().await;
+    let dir = TempDir::new().expect("temp dir");
+    let video = rendered(&tools, &dir, &RenderRequest::new("both", 2, 320, 180)).await;
+    let report = probe(&tools, &video).await.expect("probe");
+    let (poster, thumbnail) = (dir.path().join("p.jpg"), dir.path().join("t.jpg"));
+    let stills = Stills {
+        poster_at_seconds: 0.5,
+        poster_jpeg: &poster,
+        thumbnail_max_side: 160,
+        thumbnail_jpeg: &thumbnail,
+    };
+    extract_stills(&tools, &video, &report, &stills)
+        .await
+        .expect("stills");
+    let poster_report = probe(&tools, &poster).await.expect("poster");
+    assert_eq!(
+        (
+            poster_report.codec.as_str(),
+            poster_report.width,
+            poster_report.height
+        ),
+        ("mjpeg", 320, 180)
+    );
+    let thumb_report = probe(&tools, &thumbnail).await.expect("thumbnail");
+    assert_eq!((thumb_report.width, thumb_report.height), (160, 90));
+    // The same frames the one-at-a-time functions take.
+    let (single_poster, single_thumb) = (dir.path().join("sp.jpg"), dir.path().join("st.jpg"));
+    extract_poster(&tools, &video, 0.5, &single_poster)
+        .await
+        .expect("poster");
+    make_thumbnail(&tools, &video, 160, &single_thumb)
+        .await
+        .expect("thumbnail");
+    assert_eq!(
+        std::fs::read(&poster).expect("read"),
+        std::fs::read(&single_poster).expect("read")
+    );
+    assert_eq!(
+        std::fs::read(&thumbnail).expect("read"),
+        std::fs::read(&single_thumb).expect("read")
+    );
+    // A video whose report says it is 2 s long but the stills are asked past a bad time.
+    let bad = Stills {
+        poster_at_seconds: f64::INFINITY,
+        ..stills
+    };
+    let error = extract_stills(&tools, &video, &report, &bad)
+        .await
+        .expect_err("infinite");
+    assert_eq!(error.code(), "invalid_media_request");
+}

@@ -12,6 +12,7 @@
 //! crafted "video" cannot pull in playlists, concat lists or other local files).
 
 mod frames;
+mod mp4;
 mod probe;
 mod render;
 mod still;
@@ -21,7 +22,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 pub use frames::{extract_poster, extract_stills, make_thumbnail, thumbnail_size, Stills};
-pub use probe::{probe, validate_video, Expectation, ProbeReport};
+pub use probe::{probe, probe_with_ffprobe, validate_video, Expectation, ProbeReport};
 pub use render::{dimensions, render_simulated, RenderRequest, DEFAULT_FPS, MAX_RENDER_SECONDS};
 pub use still::{prepare_start_image, StartImage};
 pub use tools::{MediaTools, DEFAULT_FONT, DEFAULT_TIMEOUT};

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
+use super::mp4;
 use super::tools::{args, file_url, MediaTools, Tool};
 use super::MediaError;
 
@@ -41,7 +42,8 @@ impl ProbeReport {
     }
 }
 
-/// Reads a file's streams and format with ffprobe, and hashes it.
+/// Reads a file's streams and format (in-process for a plain MP4, else with ffprobe), and
+/// hashes it.
 #[tracing::instrument(skip_all, fields(file = %file.display()))]
 pub async fn probe(tools: &MediaTools, file: &Path) -> Result<ProbeReport, MediaError> {
     let metadata = tokio::fs::metadata(file).await?;
@@ -57,6 +59,45 @@ pub async fn probe(tools: &MediaTools, file: &Path) -> Result<ProbeReport, Media
             file.display()
         )));
     }
+    // A plain MP4, the container every provider delivers, is read in-process; anything
+    // else (or anything unusual about it) goes to ffprobe.
+    let native = {
+        let file = file.to_owned();
+        tokio::task::spawn_blocking(move || mp4::read(&file))
+    };
+    let (native, hashed) = tokio::join!(native, hash_file(file));
+    if let Ok(Some(facts)) = native {
+        let (bytes, sha256) = hashed?;
+        return Ok(ProbeReport {
+            codec: facts.codec.to_owned(),
+            width: facts.width,
+            height: facts.height,
+            duration_ms: facts.duration_ms,
+            has_audio: facts.has_audio,
+            bytes,
+            sha256,
+            format_name: mp4::FORMAT_NAME.to_owned(),
+        });
+    }
+    ffprobe(tools, file, hashed?).await
+}
+
+/// What ffprobe alone reports on `file` (never the in-process MP4 reader): the reference
+/// the in-process reader is tested against.
+pub async fn probe_with_ffprobe(
+    tools: &MediaTools,
+    file: &Path,
+) -> Result<ProbeReport, MediaError> {
+    let hashed = hash_file(file).await?;
+    ffprobe(tools, file, hashed).await
+}
+
+/// The report of ffprobe on `file`, whose size and hash are known.
+async fn ffprobe(
+    tools: &MediaTools,
+    file: &Path,
+    (bytes, sha256): (u64, String),
+) -> Result<ProbeReport, MediaError> {
     let mut command = args([
         "-v",
         "error",
@@ -70,22 +111,17 @@ pub async fn probe(tools: &MediaTools, file: &Path) -> Result<ProbeReport, Media
         "-show_format",
     ]);
     command.push(file_url(file)?);
-    let (stdout, (bytes, sha256)) = tokio::try_join!(
-        async {
-            tools
-                .run(Tool::Ffprobe, command, None)
-                .await
-                .map_err(|error| match error {
-                    // ffprobe refusing the file is a verdict on the file, not on ffprobe.
-                    MediaError::Failed { stderr_tail, .. } => MediaError::InvalidVideo(format!(
-                        "ffprobe cannot read {} as a video: {stderr_tail}",
-                        file.display()
-                    )),
-                    other => other,
-                })
-        },
-        hash_file(file),
-    )?;
+    let stdout = tools
+        .run(Tool::Ffprobe, command, None)
+        .await
+        .map_err(|error| match error {
+            // ffprobe refusing the file is a verdict on the file, not on ffprobe.
+            MediaError::Failed { stderr_tail, .. } => MediaError::InvalidVideo(format!(
+                "ffprobe cannot read {} as a video: {stderr_tail}",
+                file.display()
+            )),
+            other => other,
+        })?;
     let output: FfprobeOutput = serde_json::from_slice(&stdout).map_err(|error| {
         MediaError::InvalidVideo(format!(
             "ffprobe printed unreadable JSON for {}: {error}",
