@@ -3,8 +3,10 @@
 -- read-model rebuilds leave it alone. A job without a row is due (never polled yet); rows of
 -- finished jobs are pruned by the poller.
 CREATE TABLE poll_schedule (
-    video_id uuid        PRIMARY KEY,
-    due_at   timestamptz NOT NULL
+    video_id     uuid        PRIMARY KEY,
+    due_at       timestamptz NOT NULL,
+    -- When `due_at` was set: a video changed since (a cancellation asked for) is due at once.
+    scheduled_at timestamptz NOT NULL DEFAULT now()
 );
 
 -- The simulator runs at most FRAMEGATE_SIMULATOR_MAX_CONCURRENCY jobs at once, like a real

@@ -458,3 +458,57 @@ async fn inline_read_models_written_with_no_projector_running_are_rebuilt_identi
         }
     }
 }
+
+#[tokio::test]
+async fn a_swap_keeps_what_was_written_inline_past_the_live_checkpoint() {
+    let db = TestDatabase::new().await;
+    let store = framegate_projections::inline::event_store(db.pool.clone());
+    mixed_workload(&store, 2).await;
+    catch_up(&db.pool).await;
+    // Written after the projectors last ran: only the inline path has applied it.
+    let (user, _) = register(&store, "late@example.com").await;
+    let key = issue_key(&store, user, "late", "fg_late_0123456789abcdef").await;
+    user_command(&store, user, UserCommand::RevokeApiKey { key_id: key }).await;
+    user_command(
+        &store,
+        user,
+        UserCommand::Disable {
+            reason: "late".into(),
+        },
+    )
+    .await;
+    let before = public_digest(&db.pool).await;
+    let models =
+        replay::select_models(&db.pool, Some(&["users".to_owned(), "api_keys".to_owned()]))
+            .expect("select");
+    let report = replay::replay(&db.pool, &models, &ReplayOptions::default(), &Silent)
+        .await
+        .expect("replay");
+    assert!(report.swapped);
+    let (revoked, disabled): (bool, bool) = sqlx::query_as(
+        "SELECT k.revoked_at IS NOT NULL, u.disabled FROM api_keys k JOIN users u ON u.id = k.user_id
+          WHERE k.id = $1",
+    )
+    .bind(key.as_uuid())
+    .fetch_one(&db.pool)
+    .await
+    .expect("the late key is there");
+    assert!(
+        revoked && disabled,
+        "the revocation and the disabling survive the swap"
+    );
+    let after = public_digest(&db.pool).await;
+    for table in ["users", "api_keys"] {
+        let digest = |digests: &[(String, String)]| {
+            digests
+                .iter()
+                .find(|(t, _)| t == table)
+                .map(|(_, d)| d.clone())
+        };
+        assert_eq!(
+            digest(&after),
+            digest(&before),
+            "{table} as before the replay"
+        );
+    }
+}

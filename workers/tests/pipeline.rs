@@ -348,6 +348,59 @@ async fn a_video_whose_image_was_deleted_fails_without_charge() {
     assert_eq!(submitted, 0, "nothing was sent to the provider");
 }
 
+/// A `VideoRequested` handled again after its video was submitted (a lagging or restarted
+/// dispatcher, a sweep that got there first) must not fail the job the provider holds, even
+/// when the state it was requested in no longer holds (its image deleted since).
+#[tokio::test]
+async fn a_request_handled_again_after_submission_leaves_the_job_alone() {
+    let rig = rig(SimulatorConfig {
+        latency: Duration::from_secs(600),
+        ..SimulatorConfig::default()
+    })
+    .await;
+    let image = rig.upload_image(green_png()).await;
+    let video = rig.request_with_image(2, Some(image)).await;
+    let (subscription, dispatcher) = rig.dispatcher();
+    subscription.drain(&dispatcher).await.expect("dispatch");
+    let submitted = videos::get(&rig.db.pool, video)
+        .await
+        .expect("row")
+        .expect("video");
+    assert_eq!(submitted.status, "submitted");
+    rig.store
+        .images()
+        .execute(
+            &image.to_string(),
+            ImageCommand::Delete { by: rig.owner },
+            &CommandMetadata::new_request(Actor::User(rig.owner)),
+        )
+        .await
+        .expect("delete");
+    // The dispatcher meets the request again from the start of the log.
+    sqlx::query(
+        "UPDATE subscription_checkpoints SET last_tx_id = '0', last_position = 0 WHERE name = $1",
+    )
+    .bind(DISPATCHER)
+    .execute(&rig.db.pool)
+    .await
+    .expect("rewind");
+    subscription
+        .drain(&dispatcher)
+        .await
+        .expect("dispatch again");
+    let row = videos::get(&rig.db.pool, video)
+        .await
+        .expect("row")
+        .expect("video");
+    assert_eq!(
+        (row.status.as_str(), row.provider_job_id.as_deref()),
+        ("submitted", submitted.provider_job_id.as_deref()),
+        "still the provider's job"
+    );
+    let (balance, reserved) = rig.account().await;
+    assert_eq!((balance, reserved), (100, 2), "still reserved");
+}
+
 #[tokio::test]
 async fn a_moderated_video_fails_finally_and_is_not_charged() {
     let rig = rig(SimulatorConfig {

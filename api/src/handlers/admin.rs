@@ -4,7 +4,6 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Utc};
 use framegate_domain::{CreditCommand, Credits, Role, UserCommand, UserId};
 use framegate_projections::read_models::{credits, users};
 use serde::Deserialize;
@@ -13,7 +12,7 @@ use uuid::Uuid;
 
 use super::auth::{user_or_404, UserResponse};
 use super::credits::{CreditsResponse, PageQuery};
-use super::{metadata, page_limit, time_cursor, Page};
+use super::{decode_cursor, metadata, page_limit, time_cursor, Page};
 use crate::auth::{refresh, Admin};
 use crate::error::ApiError;
 use crate::extract::{user_agent, ApiJson, ApiPath, ApiQuery, ClientIp};
@@ -37,14 +36,6 @@ pub async fn list_users(
         |r| time_cursor(r.created_at, r.id),
         UserResponse::from,
     )))
-}
-
-pub(crate) fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
-    let invalid = || ApiError::field("cursor", "invalid_cursor", "this cursor is not valid");
-    let (micros, id) = cursor.split_once('_').ok_or_else(invalid)?;
-    let micros: i64 = micros.parse().map_err(|_| invalid())?;
-    let at = DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?;
-    Ok((at, id.parse().map_err(|_| invalid())?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

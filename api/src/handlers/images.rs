@@ -458,7 +458,7 @@ pub async fn list(
     let before = query
         .cursor
         .as_deref()
-        .map(super::admin::decode_cursor)
+        .map(super::decode_cursor)
         .transpose()?;
     let rows = images::list(&state.pool, principal.user_id, before, limit + 1).await?;
     let page = Page::from_rows(rows, limit, |r| time_cursor(r.created_at, r.id), |r| r);

@@ -61,6 +61,18 @@ pub fn time_cursor(created_at: chrono::DateTime<chrono::Utc>, id: uuid::Uuid) ->
     format!("{}_{}", created_at.timestamp_micros(), id)
 }
 
+/// The position a [`time_cursor`] names; `invalid_cursor` for anything else.
+pub fn decode_cursor(
+    cursor: &str,
+) -> Result<(chrono::DateTime<chrono::Utc>, uuid::Uuid), crate::error::ApiError> {
+    let invalid =
+        || crate::error::ApiError::field("cursor", "invalid_cursor", "this cursor is not valid");
+    let (micros, id) = cursor.split_once('_').ok_or_else(invalid)?;
+    let micros: i64 = micros.parse().map_err(|_| invalid())?;
+    let at = chrono::DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?;
+    Ok((at, id.parse().map_err(|_| invalid())?))
+}
+
 /// Page size: 1..=100, default 20.
 pub fn page_limit(limit: Option<i64>) -> Result<i64, crate::error::ApiError> {
     match limit {

@@ -680,7 +680,7 @@ pub async fn list(
     let before = query
         .cursor
         .as_deref()
-        .map(super::admin::decode_cursor)
+        .map(super::decode_cursor)
         .transpose()?;
     // Public statuses map to one or more internal ones: fetch per internal status and merge.
     let statuses: Vec<Option<String>> = match &query.status {

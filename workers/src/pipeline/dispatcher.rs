@@ -241,6 +241,9 @@ impl Dispatcher {
             None => None,
             Some(image_id) => match self.start_image(spec.owner, image_id).await? {
                 Ok(image) => Some(image),
+                // Failing is decided on the stream only: `Fail` is accepted in any live
+                // status, so from a stale state it could end a job a provider holds.
+                Err(_) if fresh => return Ok(Dispatched::MovedOn),
                 Err(failure) => {
                     return self
                         .before_submission(&aggregate, fail_command(&failure), meta, fresh)
@@ -270,6 +273,7 @@ impl Dispatcher {
         } else {
             match self.choose(video, &spec).await? {
                 Choice::Wait => return Ok(Dispatched::Done),
+                Choice::Nobody(_) if fresh => return Ok(Dispatched::MovedOn),
                 Choice::Nobody(failure) => {
                     return self
                         .before_submission(&aggregate, fail_command(&failure), meta, fresh)
@@ -352,7 +356,8 @@ impl Dispatcher {
 
     /// Records a command issued before anything was submitted: `MovedOn` when a `fresh`
     /// dispatch (built from the request alone) finds the video moved on and the aggregate
-    /// refuses it. Nothing is at the provider yet, so nothing is lost.
+    /// refuses it. Nothing is at the provider yet, so nothing is lost. Only `StartSubmission`
+    /// comes here fresh: it is refused unless the video is queued at its first attempt.
     async fn before_submission(
         &self,
         aggregate: &str,

@@ -8,7 +8,7 @@ use cqrs_es::Aggregate as _;
 use framegate_commands::blobs::Blobs;
 use framegate_commands::{Actor, CommandMetadata, EventStore};
 use framegate_domain::catalog::{CancelPolicy, Catalog};
-use framegate_domain::{ProviderKind, Video, VideoCommand, VideoStatus};
+use framegate_domain::{ProviderKind, Video, VideoCommand, VideoId, VideoStatus};
 use framegate_projections::notify::{Event, Notifications};
 use framegate_projections::read_models::videos::{self, VideoRow};
 use framegate_projections::subscription::{BoxError, NOTIFY_CHANNEL};
@@ -50,6 +50,12 @@ impl PollPacing {
     }
 }
 
+/// The least time between two tries to cancel a job at a provider that failed to.
+const CANCEL_RETRY: Duration = Duration::from_secs(1);
+
+/// How long a job whose provider is not configured here is left alone.
+const UNCONFIGURED_PAUSE: Duration = Duration::from_secs(30);
+
 /// How often the schedule rows of finished jobs are dropped.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
@@ -76,7 +82,7 @@ impl Poller {
     /// jobs past their deadline; returns how many it looked at. Queued jobs are the
     /// dispatcher's: however many wait, they never crowd out the ones in flight.
     pub async fn sweep(&self) -> Result<usize, BoxError> {
-        let mut rows = schedule::due(&self.pool, 1000).await?;
+        let mut rows = schedule::due(&self.pool, 1000, self.max_job_time).await?;
         rows.extend(videos::overdue_waiting(&self.pool, self.max_job_time, 100).await?);
         for row in &rows {
             // With several workers every poller sees every job; one follows it at a time.
@@ -157,7 +163,26 @@ impl Poller {
         })
     }
 
-    async fn follow(&self, row: &VideoRow) -> Result<(), BoxError> {
+    async fn follow(&self, listed: &VideoRow) -> Result<(), BoxError> {
+        // Read again under the lock: another worker may have followed it since the sweep
+        // listed it (polled it, finished it).
+        let current = match listed.provider_job_id {
+            Some(_) => schedule::still_due(&self.pool, listed.id, self.max_job_time).await?,
+            None => videos::get(&self.pool, VideoId::from_uuid(listed.id))
+                .await?
+                .filter(|row| row.provider_job_id.is_none()),
+        };
+        let Some(row) = current else {
+            return Ok(());
+        };
+        let row = &row;
+        if row
+            .status
+            .parse::<VideoStatus>()
+            .is_ok_and(VideoStatus::is_terminal)
+        {
+            return Ok(());
+        }
         let id = row.id.to_string();
         let provider = row
             .provider
@@ -188,6 +213,12 @@ impl Poller {
                     Ok(Cancellation::Unsupported) => cannot_stop(),
                     Err(failure) if failure.retryable => {
                         warn!(video = %row.id, %failure, "cancelling at the provider failed; will retry");
+                        let wait = self
+                            .pacing
+                            .interval(provider.kind())
+                            .max(failure.retry_after.unwrap_or_default())
+                            .max(CANCEL_RETRY);
+                        schedule::polled(&self.pool, row.id, wait).await?;
                         return Ok(());
                     }
                     Err(failure) => {
@@ -219,8 +250,14 @@ impl Poller {
             self.store.videos().execute(&id, fail, &meta).await?;
             return Ok(());
         }
-        let (Some(provider), Some(job_id)) = (provider, job_id) else {
+        let Some(job_id) = job_id else {
             return Ok(()); // Not submitted yet: the dispatcher's turn.
+        };
+        let Some(provider) = provider else {
+            // Its provider is no longer configured here: look again now and then (another
+            // worker may have it, or the configuration comes back), without spinning.
+            schedule::polled(&self.pool, row.id, UNCONFIGURED_PAUSE).await?;
+            return Ok(());
         };
         let polled = provider.poll(&job_id).await;
         let hint = match &polled {
