@@ -4,7 +4,8 @@
 //!     at 16 and 32 concurrent clients, each client its own user with plenty of credits, once
 //!     without and once with a fresh Idempotency-Key per request, next to the raw single-row
 //!     INSERT rate of the same Postgres at the same concurrency in the same run, and (to tell
-//!     where the time goes) the same command sent straight to the event store. No worker runs.
+//!     where the time goes) the same command sent straight to the event store, and the rows
+//!     it writes written by hand in one transaction (`floor`). No worker runs.
 //! (b) Platform overhead per job: the pipeline in-process, wired as `framegate worker` wires it
 //!     (dispatcher, poller, settlement, plus the read-model projectors), with a provider that
 //!     finishes at once and delivers a pre-rendered MP4, so no render is measured. For jobs one
@@ -59,6 +60,9 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use uuid::Uuid;
+
+#[path = "videos/floor.rs"]
+mod floor;
 
 const PROMPT: &str = "a paper boat drifting down a rainy street at dusk";
 const SIGNING_KEY: &str = "framegate-bench-signing-key-0123456789";
@@ -187,7 +191,8 @@ where
     }
 }
 
-/// The real router on a random port with the projectors running; returns its base URL.
+/// The real router on a random port, wired as `framegate api` wires it: the projectors and
+/// the credential cache's follower on one shared listener. Returns its base URL.
 async fn spawn_api(db: &TestDatabase, scratch: &Path, stopped: watch::Receiver<bool>) -> String {
     let mut config = ApiConfig::development();
     config.rate.user_per_minute = u32::MAX / 2;
@@ -198,7 +203,9 @@ async fn spawn_api(db: &TestDatabase, scratch: &Path, stopped: watch::Receiver<b
     let hasher = PasswordHasher::with_params(Params::new(1024, 1, 1, None).expect("params"), 4)
         .expect("hasher");
     let state = AppState::with_passwords(config, db.pool.clone(), hasher).expect("state");
-    read_models::spawn_all(db.pool.clone(), stopped);
+    let (notifications, _listening) = Notifications::spawn(db.pool.clone(), stopped.clone());
+    read_models::spawn_all_with(db.pool.clone(), &notifications, stopped.clone());
+    framegate_api::spawn_credentials_listener(&state, &notifications, stopped);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -351,9 +358,20 @@ async fn accepting(seconds: u64) {
         .await;
         println!("-- {concurrency} concurrent clients, one user each --");
         raw.print("raw single-row INSERT");
-        commands_only(&store, concurrency, seconds)
-            .await
-            .print("request_video, no HTTP");
+        let by_hand = floor::by_hand(&db.pool, concurrency, seconds).await;
+        by_hand.print("the same rows by hand (floor)");
+        println!(
+            "{:<32}: {:>7.2}",
+            "  ratio to raw INSERT",
+            by_hand.rate() / raw.rate()
+        );
+        let command = commands_only(&store, concurrency, seconds).await;
+        command.print("request_video, no HTTP");
+        println!(
+            "{:<32}: {:>7.2}",
+            "  ratio to the floor",
+            command.rate() / by_hand.rate()
+        );
         for keys in [false, true] {
             let api = post_videos(&client, &base, &store, concurrency, seconds, keys).await;
             let label = if keys {

@@ -67,7 +67,7 @@ async fn the_first_request_executes_and_a_repeat_replays_its_stored_response() {
     );
 
     let response = stored(StatusCode::CREATED, r#"{"id":7}"#);
-    complete(&db.pool, &first, &response)
+    complete(&db.pool, &first, &response, false)
         .await
         .expect("complete");
     assert_eq!(
@@ -88,7 +88,7 @@ async fn a_different_request_under_a_used_key_is_a_mismatch_even_while_in_progre
             .expect("begin"),
         Begin::Mismatch
     );
-    complete(&db.pool, &first, &stored(StatusCode::OK, "{}"))
+    complete(&db.pool, &first, &stored(StatusCode::OK, "{}"), false)
         .await
         .expect("complete");
     assert_eq!(
@@ -118,7 +118,7 @@ async fn an_abandoned_key_can_be_used_again() {
 async fn a_record_older_than_24_hours_is_forgotten() {
     let db = TestDatabase::new().await;
     let first = claim(&db.pool, SCOPE, "k1", "hash-a").await;
-    complete(&db.pool, &first, &stored(StatusCode::CREATED, "{}"))
+    complete(&db.pool, &first, &stored(StatusCode::CREATED, "{}"), false)
         .await
         .expect("complete");
     age_records(&db.pool, "23 hours").await;
@@ -141,9 +141,14 @@ async fn a_late_completion_of_an_expired_claim_does_not_touch_its_replacement() 
     let fresh = claim(&db.pool, SCOPE, "k1", "hash-a").await;
     assert_ne!(stale.owner, fresh.owner);
 
-    complete(&db.pool, &stale, &stored(StatusCode::CREATED, "stale"))
-        .await
-        .expect("complete");
+    complete(
+        &db.pool,
+        &stale,
+        &stored(StatusCode::CREATED, "stale"),
+        false,
+    )
+    .await
+    .expect("complete");
     abandon(&db.pool, &stale).await.expect("abandon");
     assert_eq!(
         begin(&db.pool, SCOPE, "k1", "hash-a", LEASE)
@@ -151,9 +156,14 @@ async fn a_late_completion_of_an_expired_claim_does_not_touch_its_replacement() 
             .expect("begin"),
         Begin::InProgress
     );
-    complete(&db.pool, &fresh, &stored(StatusCode::CREATED, "fresh"))
-        .await
-        .expect("complete");
+    complete(
+        &db.pool,
+        &fresh,
+        &stored(StatusCode::CREATED, "fresh"),
+        false,
+    )
+    .await
+    .expect("complete");
     assert_eq!(
         begin(&db.pool, SCOPE, "k1", "hash-a", LEASE)
             .await
@@ -200,15 +210,18 @@ async fn a_claim_whose_owner_died_is_taken_over_once_its_lease_ran_out() {
         "a taken-over claim cannot mark anything committed"
     );
     assert!(
-        !complete(&db.pool, &dead, &stored(StatusCode::CREATED, "dead"))
+        !complete(&db.pool, &dead, &stored(StatusCode::CREATED, "dead"), false)
             .await
             .expect("complete")
     );
-    assert!(
-        complete(&db.pool, &retry, &stored(StatusCode::CREATED, "retry"))
-            .await
-            .expect("complete")
-    );
+    assert!(complete(
+        &db.pool,
+        &retry,
+        &stored(StatusCode::CREATED, "retry"),
+        false
+    )
+    .await
+    .expect("complete"));
     assert_eq!(
         begin(&db.pool, SCOPE, "k1", "hash-a", LEASE)
             .await
@@ -283,7 +296,7 @@ async fn of_concurrent_duplicates_exactly_one_executes() {
 async fn purging_removes_only_expired_records() {
     let db = TestDatabase::new().await;
     let old = claim(&db.pool, SCOPE, "old", "hash-a").await;
-    complete(&db.pool, &old, &stored(StatusCode::OK, "{}"))
+    complete(&db.pool, &old, &stored(StatusCode::OK, "{}"), false)
         .await
         .expect("complete");
     age_records(&db.pool, "25 hours").await;

@@ -44,9 +44,10 @@ async fn a_request_and_its_reservation_show_at_once_with_the_projectors_stopped(
     let (user, token, _) = app.signed_in_user("inline@example.com").await;
     app.stop_projectors().await;
 
-    let created = app
-        .post("/v1/videos", Some(&token), ten_second_video("inline-1"))
-        .await;
+    let mut body = ten_second_video("inline-1");
+    body["negative_prompt"] = json!("fog");
+    body["seed"] = json!(42);
+    let created = app.post("/v1/videos", Some(&token), body).await;
     assert_eq!(created.status(), StatusCode::CREATED);
     assert!(
         created.headers().get("framegate-consistency").is_none(),
@@ -57,9 +58,12 @@ async fn a_request_and_its_reservation_show_at_once_with_the_projectors_stopped(
     assert_eq!(video["external_id"], "inline-1");
     let id = video["id"].as_str().expect("id").to_owned();
 
+    // The response is built from the events the request appended: it must be, field for
+    // field, the row the inline projection wrote from them.
     let read = json_of(app.get(&format!("/v1/videos/{id}"), Some(&token)).await).await;
-    assert_eq!(read["id"], video["id"]);
-    assert_eq!(read["created_at"], video["created_at"], "the same row");
+    assert_eq!(read, video, "the response shows the row GET shows");
+    assert_eq!(video["negative_prompt"], "fog");
+    assert_eq!(video["seed"], 42);
     let credits = json_of(app.get("/v1/credits", Some(&token)).await).await;
     assert_eq!(
         credits,

@@ -7,6 +7,7 @@
 //! emails, and the services the domain receives from outside (clock, password hashing).
 
 pub mod blobs;
+pub mod cache;
 pub mod db;
 pub mod error;
 pub mod idempotency;

@@ -11,8 +11,13 @@
 //! transaction (never the state a command is about to commit, which is what makes the 0.5
 //! snapshot modes of cqrs-es count events twice). A snapshot is a cache: deleting any or all
 //! rows is always safe, and one that does not decode, or is of another version, is ignored.
+//!
+//! Given a [`StateCache`], a load first takes the state this process's last command on the
+//! aggregate committed, and a commit returns the state its events led to: no read at all
+//! while one process keeps working on an account (`cache`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use cqrs_es::persist::{
     EventStoreAggregateContext, PersistedEventRepository, PersistedEventStore, PersistenceError,
@@ -22,6 +27,7 @@ use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
 use sqlx::PgPool;
 use tracing::warn;
 
+use crate::cache::StateCache;
 use crate::repository::EventRepository;
 
 /// When an aggregate type is snapshotted, and which shape of its state a snapshot holds.
@@ -57,6 +63,8 @@ pub struct SnapshotStore<A: Aggregate> {
     repository: EventRepository,
     pool: PgPool,
     policy: Option<SnapshotPolicy>,
+    /// States committed by this process, handed from one command to the next (`cache`).
+    cache: Option<Arc<StateCache<A>>>,
 }
 
 impl<A: Aggregate> SnapshotStore<A> {
@@ -65,13 +73,34 @@ impl<A: Aggregate> SnapshotStore<A> {
         pool: PgPool,
         repository: impl Fn() -> EventRepository,
         policy: Option<SnapshotPolicy>,
+        cache: Option<Arc<StateCache<A>>>,
     ) -> Self {
         Self {
             events: PersistedEventStore::new_event_store(repository()),
             repository: repository(),
             pool,
             policy,
+            cache,
         }
+    }
+
+    /// Keeps `state`, committed at `sequence`, for the next command on `aggregate_id`.
+    pub fn remember(&self, aggregate_id: &str, state: A, sequence: usize) {
+        if let Some(cache) = &self.cache {
+            cache.put(aggregate_id, state, sequence);
+        }
+    }
+
+    /// The current state from the store, leaving the cache alone (for readers that do not
+    /// hold the aggregate's lock).
+    pub async fn load_stored(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<EventStoreAggregateContext<A>, AggregateError<A::Error>> {
+        let Some(policy) = self.policy else {
+            return self.events.load_aggregate(aggregate_id).await;
+        };
+        self.load_from_snapshot(aggregate_id, policy).await
     }
 
     /// The aggregate rebuilt from every event, ignoring snapshots: what a snapshot must equal.
@@ -181,13 +210,53 @@ impl<A: Aggregate> EventStore<A> for SnapshotStore<A> {
         self.events.load_events(aggregate_id).await
     }
 
+    /// Takes the state this process committed last from the cache if it is there (the caller
+    /// holds the aggregate's lock and returns it after its commit), else reads the store.
     async fn load_aggregate(
         &self,
         aggregate_id: &str,
     ) -> Result<Self::AC, AggregateError<A::Error>> {
-        let Some(policy) = self.policy else {
-            return self.events.load_aggregate(aggregate_id).await;
+        if let Some((aggregate, current_sequence)) = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.take(aggregate_id))
+        {
+            return Ok(EventStoreAggregateContext {
+                aggregate_id: aggregate_id.to_owned(),
+                aggregate,
+                current_sequence,
+                current_snapshot: None,
+            });
+        }
+        self.load_stored(aggregate_id).await
+    }
+
+    async fn commit(
+        &self,
+        events: Vec<A::Event>,
+        mut context: Self::AC,
+        metadata: HashMap<String, String>,
+    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
+        // cqrs-es hands over the state with the command's events applied (its sink applies
+        // them as they are written): once they commit, it is the state at the new sequence.
+        let Some(cache) = &self.cache else {
+            return self.events.commit(events, context, metadata).await;
         };
+        let sequence = context.current_sequence + events.len();
+        let id = context.aggregate_id.clone();
+        let state = std::mem::take(&mut context.aggregate);
+        let committed = self.events.commit(events, context, metadata).await?;
+        cache.put(&id, state, sequence);
+        Ok(committed)
+    }
+}
+
+impl<A: Aggregate> SnapshotStore<A> {
+    async fn load_from_snapshot(
+        &self,
+        aggregate_id: &str,
+        policy: SnapshotPolicy,
+    ) -> Result<EventStoreAggregateContext<A>, AggregateError<A::Error>> {
         let (snapshot, tail) = self
             .read(aggregate_id, policy)
             .await
@@ -225,14 +294,5 @@ impl<A: Aggregate> EventStore<A> for SnapshotStore<A> {
             self.store(&context, policy, replace).await;
         }
         Ok(context)
-    }
-
-    async fn commit(
-        &self,
-        events: Vec<A::Event>,
-        context: Self::AC,
-        metadata: HashMap<String, String>,
-    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
-        self.events.commit(events, context, metadata).await
     }
 }

@@ -17,6 +17,7 @@ use framegate_domain::{CreditAccount, Image, Services, SystemClock, User, Video}
 use sqlx::PgPool;
 use tracing::{debug, warn};
 
+use crate::cache::StateCache;
 use crate::error::CommandError;
 use crate::inline::InlineProjection;
 use crate::metadata::CommandMetadata;
@@ -82,17 +83,18 @@ where
         services: Services,
         inline: Option<Arc<dyn InlineProjection>>,
         snapshots: Option<SnapshotPolicy>,
+        cache: Option<Arc<StateCache<A>>>,
     ) -> Self {
         let repository = || EventRepository::new(pool.clone(), inline.clone());
         Self {
             // No cqrs-es queries: their callbacks run after commit and swallow errors, so
             // read models are built from the ordered log (or inline) instead.
             framework: CqrsFramework::new(
-                SnapshotStore::new(pool.clone(), repository, snapshots),
+                SnapshotStore::new(pool.clone(), repository, snapshots, cache.clone()),
                 Vec::new(),
                 services.clone(),
             ),
-            loader: SnapshotStore::new(pool.clone(), repository, snapshots),
+            loader: SnapshotStore::new(pool.clone(), repository, snapshots, cache),
             locks: KeyedLocks::default(),
             services,
         }
@@ -100,15 +102,41 @@ where
 
     /// Decides `command` against the current state of aggregate `id` without storing
     /// anything: the events it would append, the sequence they follow, and the state after
-    /// them. For a [`UnitOfWork`] that appends to several streams at once.
+    /// them. For a [`UnitOfWork`] that appends to several streams at once. The caller holds
+    /// [`Aggregates::lock`] on `id`, and hands the state back with
+    /// [`Aggregates::remember`] once the events committed.
     pub async fn decide(
         &self,
         id: &str,
         command: A::Command,
     ) -> Result<Decision<A>, CommandError<A::Error>> {
         let context = self.loader.load_aggregate(id).await?;
-        let current_sequence = context.current_sequence;
-        let mut aggregate = context.aggregate;
+        self.decide_from(context.aggregate, context.current_sequence, command)
+            .await
+    }
+
+    /// [`Aggregates::decide`] for an aggregate whose id was just made (a UUIDv7 of this
+    /// process), without reading its empty stream: should the id exist after all, the
+    /// append's optimistic check refuses it.
+    pub async fn decide_new(
+        &self,
+        command: A::Command,
+    ) -> Result<Decision<A>, CommandError<A::Error>> {
+        self.decide_from(A::default(), 0, command).await
+    }
+
+    /// Keeps the state a [`Decision`] led to, now committed at `sequence`, for the next
+    /// command on `id` in this process (aggregate types without a cache ignore it).
+    pub fn remember(&self, id: &str, state: A, sequence: usize) {
+        self.loader.remember(id, state, sequence);
+    }
+
+    async fn decide_from(
+        &self,
+        mut aggregate: A,
+        current_sequence: usize,
+        command: A::Command,
+    ) -> Result<Decision<A>, CommandError<A::Error>> {
         let sink = EventSink::default();
         aggregate
             .handle(command, &self.services, &sink)
@@ -176,7 +204,7 @@ where
 
     /// Loads the current state of aggregate `id` (the default state if it has no events).
     pub async fn load(&self, id: &str) -> Result<A, CommandError<A::Error>> {
-        Ok(self.loader.load_aggregate(id).await?.aggregate)
+        Ok(self.loader.load_stored(id).await?.aggregate)
     }
 
     /// Rebuilds aggregate `id` from all its events, ignoring snapshots, with its sequence:
@@ -241,7 +269,9 @@ impl EventStore {
             inner: Arc::new(Inner {
                 // Only accounts: their streams grow with every video for as long as the user
                 // stays, and the others hold secrets or personal data a snapshot would copy.
-                users: Aggregates::new(&pool, services.clone(), inline.clone(), None),
+                users: Aggregates::new(&pool, services.clone(), inline.clone(), None, None),
+                // Accounts are loaded by every video request: their states are also kept in
+                // memory from one command to the next (`cache`).
                 credits: Aggregates::new(
                     &pool,
                     services.clone(),
@@ -250,9 +280,10 @@ impl EventStore {
                         every: SNAPSHOT_EVERY,
                         version: CreditAccount::STATE_VERSION,
                     }),
+                    Some(Arc::default()),
                 ),
-                videos: Aggregates::new(&pool, services.clone(), inline.clone(), None),
-                images: Aggregates::new(&pool, services, inline.clone(), None),
+                videos: Aggregates::new(&pool, services.clone(), inline.clone(), None, None),
+                images: Aggregates::new(&pool, services, inline.clone(), None, None),
                 inline,
                 pool,
             }),

@@ -10,11 +10,6 @@ use uuid::Uuid;
 
 use crate::position::LogPosition;
 
-/// The columns of `events`, in the order the statements below select them.
-pub const STORED_COLUMNS: &str =
-    "global_position, tx_id::text::bigint AS tx_id, event_id, recorded_at, aggregate_type,
-     aggregate_id, sequence, event_type, event_version, payload, metadata";
-
 /// One event as stored.
 #[derive(Debug, Clone, PartialEq, FromRow)]
 pub struct StoredEvent {

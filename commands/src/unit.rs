@@ -18,7 +18,7 @@ use crate::error::BoxError;
 use crate::idempotency::{self, MarkError};
 use crate::inline::InlineProjection;
 use crate::metadata::CommandMetadata;
-use crate::stored::{StoredEvent, STORED_COLUMNS};
+use crate::stored::StoredEvent;
 
 /// Why a unit could not append or commit; nothing of it was committed.
 #[derive(Debug, thiserror::Error)]
@@ -91,44 +91,87 @@ RETURNING ";
 
 const APPEND: &str = "
 INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload, e.metadata
-  FROM unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
-       WITH ORDINALITY AS e(sequence, event_type, event_version, payload, metadata, n)
+SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, e.metadata
+  FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+       WITH ORDINALITY AS e(aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, n)
  ORDER BY e.n
 RETURNING ";
 
-/// Appends `events` (one stream, consecutive sequences) through `conn` and returns them as
-/// stored, in order.
+/// What an append reads back: only the columns the store fills in (the rest is what was
+/// sent), and the key that says which event each row is.
+const GENERATED: &str =
+    "global_position, tx_id::text::bigint AS tx_id, event_id, recorded_at, aggregate_type,
+     aggregate_id, sequence";
+
+#[derive(sqlx::FromRow)]
+struct Generated {
+    global_position: i64,
+    tx_id: i64,
+    event_id: uuid::Uuid,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+    aggregate_type: String,
+    aggregate_id: String,
+    sequence: i64,
+}
+
+/// Appends `events` through `conn`, in one statement, and returns them as stored, in order.
+/// They may belong to several streams (each with consecutive sequences): a concurrent
+/// append to any of them fails the whole statement.
 pub(crate) async fn insert(
     conn: &mut PgConnection,
     events: &[SerializedEvent],
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let Some(first) = events.first() else {
-        return Ok(Vec::new());
+    let generated: Vec<Generated> = match events {
+        [] => return Ok(Vec::new()),
+        [event] => {
+            sqlx::query_as(&format!("{APPEND_ONE}{GENERATED}"))
+                .bind(&event.aggregate_type)
+                .bind(&event.aggregate_id)
+                .bind(event.sequence as i64)
+                .bind(&event.event_type)
+                .bind(&event.event_version)
+                .bind(&event.payload)
+                .bind(&event.metadata)
+                .fetch_all(conn)
+                .await?
+        }
+        _ => {
+            sqlx::query_as(&format!("{APPEND}{GENERATED}"))
+                .bind(events.iter().map(|e| &e.aggregate_type).collect::<Vec<_>>())
+                .bind(events.iter().map(|e| &e.aggregate_id).collect::<Vec<_>>())
+                .bind(events.iter().map(|e| e.sequence as i64).collect::<Vec<_>>())
+                .bind(events.iter().map(|e| &e.event_type).collect::<Vec<_>>())
+                .bind(events.iter().map(|e| &e.event_version).collect::<Vec<_>>())
+                .bind(events.iter().map(|e| &e.payload).collect::<Vec<_>>())
+                .bind(events.iter().map(|e| &e.metadata).collect::<Vec<_>>())
+                .fetch_all(conn)
+                .await?
+        }
     };
-    let mut stored: Vec<StoredEvent> = if let [event] = events {
-        sqlx::query_as(&format!("{APPEND_ONE}{STORED_COLUMNS}"))
-            .bind(&event.aggregate_type)
-            .bind(&event.aggregate_id)
-            .bind(event.sequence as i64)
-            .bind(&event.event_type)
-            .bind(&event.event_version)
-            .bind(&event.payload)
-            .bind(&event.metadata)
-            .fetch_all(conn)
-            .await?
-    } else {
-        sqlx::query_as(&format!("{APPEND}{STORED_COLUMNS}"))
-            .bind(&first.aggregate_type)
-            .bind(&first.aggregate_id)
-            .bind(events.iter().map(|e| e.sequence as i64).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| &e.event_type).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| &e.event_version).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| &e.payload).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| &e.metadata).collect::<Vec<_>>())
-            .fetch_all(conn)
-            .await?
-    };
+    let mut stored = Vec::with_capacity(events.len());
+    for row in generated {
+        let sent = events
+            .iter()
+            .find(|e| {
+                e.sequence as i64 == row.sequence
+                    && e.aggregate_id == row.aggregate_id
+                    && e.aggregate_type == row.aggregate_type
+            })
+            .ok_or_else(|| sqlx::Error::Protocol("an append returned an event not sent".into()))?;
+        stored.push(StoredEvent {
+            global_position: row.global_position,
+            tx_id: row.tx_id,
+            event_id: row.event_id,
+            recorded_at: row.recorded_at,
+            aggregate_type: row.aggregate_type,
+            aggregate_id: row.aggregate_id,
+            sequence: row.sequence,
+            event_type: sent.event_type.clone(),
+            event_version: sent.event_version.clone(),
+            payload: sent.payload.clone(),
+            metadata: sent.metadata.clone(),
+        });
+    }
     stored.sort_by_key(|e| e.global_position);
     Ok(stored)
 }
@@ -138,6 +181,9 @@ pub struct UnitOfWork {
     tx: Transaction<'static, Postgres>,
     inline: Option<Arc<dyn InlineProjection>>,
     written: Vec<StoredEvent>,
+    /// The running request's Idempotency-Key record was marked committed in this
+    /// transaction already (by the statement that stored its response).
+    claim_marked: bool,
 }
 
 impl UnitOfWork {
@@ -149,6 +195,7 @@ impl UnitOfWork {
             tx: pool.begin().await?,
             inline,
             written: Vec::new(),
+            claim_marked: false,
         })
     }
 
@@ -165,8 +212,9 @@ impl UnitOfWork {
         self.append_serialized(&serialized).await
     }
 
-    /// [`UnitOfWork::append`] for events cqrs-es already serialized.
-    pub(crate) async fn append_serialized(
+    /// [`UnitOfWork::append`] for events already serialized ([`serialize`]), of one stream or
+    /// several: one statement appends them all.
+    pub async fn append_serialized(
         &mut self,
         events: &[SerializedEvent],
     ) -> Result<&[StoredEvent], AppendError> {
@@ -195,6 +243,12 @@ impl UnitOfWork {
         &mut self.tx
     }
 
+    /// Says that the running request's Idempotency-Key record was marked committed through
+    /// [`UnitOfWork::conn`] (see `idempotency::mark_committed`), so the commit need not.
+    pub fn claim_marked(&mut self) {
+        self.claim_marked = true;
+    }
+
     /// Everything appended so far, in order.
     pub fn written(&self) -> &[StoredEvent] {
         &self.written
@@ -204,7 +258,7 @@ impl UnitOfWork {
     /// anything was written), so that the record and the events commit together.
     pub async fn commit(mut self) -> Result<Vec<StoredEvent>, AppendError> {
         let claim = idempotency::current().filter(|_| !self.written.is_empty());
-        if let Some(claim) = &claim {
+        if let Some(claim) = claim.as_ref().filter(|_| !self.claim_marked) {
             idempotency::mark_committed(&mut self.tx, claim).await?;
         }
         self.tx.commit().await?;

@@ -20,7 +20,7 @@ use crate::metadata::CommandMetadata;
 use crate::retry::{conflict_backoff, count_retried_conflict, MAX_CONFLICT_RETRIES};
 use crate::store::EventStore;
 use crate::stored::StoredEvent;
-use crate::unit::AppendError;
+use crate::unit::{serialize, AppendError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
@@ -34,7 +34,10 @@ pub enum RequestError {
 /// events were appended and projected inline.
 #[async_trait]
 pub trait WithinRequest: Send + Sync {
-    async fn run(&self, conn: &mut PgConnection, written: &[StoredEvent]) -> Result<(), BoxError>;
+    /// Returns whether it marked the running request's Idempotency-Key record committed
+    /// (storing the response does), which the commit then need not do again.
+    async fn run(&self, conn: &mut PgConnection, written: &[StoredEvent])
+        -> Result<bool, BoxError>;
 }
 
 fn store_error(error: AppendError) -> RequestError {
@@ -48,7 +51,9 @@ fn store_error(error: AppendError) -> RequestError {
 }
 
 /// Reserves `spec.estimated_cost` on the owner's account and records the request, atomically.
-/// Returns the events as committed (the reservation first).
+/// Returns the events as committed (the reservation first). `video_id` is one just made (a
+/// UUIDv7): its stream is not read, and should it exist after all, the request fails with a
+/// conflict.
 pub async fn request_video(
     store: &EventStore,
     video_id: VideoId,
@@ -72,26 +77,37 @@ pub async fn request_video(
             .decide(&account, reserve.clone())
             .await
             .map_err(RequestError::Credits)?;
+        // The id was just made: there is no stream to read.
         let requested = store
             .videos()
-            .decide(&video, request.clone())
+            .decide_new(request.clone())
             .await
             .map_err(RequestError::Video)?;
+        let mut events = serialize::<CreditAccount>(
+            &account,
+            reserved.current_sequence,
+            &reserved.events,
+            metadata,
+        )
+        .map_err(|e| store_error(e.into()))?;
+        events.extend(
+            serialize::<Video>(
+                &video,
+                requested.current_sequence,
+                &requested.events,
+                metadata,
+            )
+            .map_err(|e| store_error(e.into()))?,
+        );
         let mut unit = store
             .begin()
             .await
             .map_err(|e| RequestError::Video(e.into()))?;
-        let appended = unit
-            .append::<CreditAccount>(
-                &account,
-                reserved.current_sequence,
-                &reserved.events,
-                metadata,
-            )
-            .await;
-        match appended {
+        // Both streams in one statement, each with its optimistic check. The video's id is
+        // new, so a conflict is the account's (another process moved it, or this process's
+        // kept state is behind): decide again against its state in the store.
+        match unit.append_serialized(&events).await {
             Ok(_) => {}
-            // Another process moved the account: decide again against its new state.
             Err(AppendError::Conflict) if attempt < MAX_CONFLICT_RETRIES => {
                 drop(unit);
                 attempt += 1;
@@ -101,25 +117,23 @@ pub async fn request_video(
             }
             Err(error) => return Err(store_error(error)),
         }
-        // A conflict here means the video id is taken: never retried.
-        unit.append::<Video>(
-            &video,
-            requested.current_sequence,
-            &requested.events,
-            metadata,
-        )
-        .await
-        .map_err(store_error)?;
         if let Some(within) = within {
             let written = unit.written().to_vec();
-            within.run(unit.conn(), &written).await.map_err(|e| {
+            let marked = within.run(unit.conn(), &written).await.map_err(|e| {
                 RequestError::Video(if e.is::<LeaseLost>() {
                     CommandError::Conflict
                 } else {
                     CommandError::Internal(e)
                 })
             })?;
+            if marked {
+                unit.claim_marked();
+            }
         }
-        return unit.commit().await.map_err(store_error);
+        let committed = unit.commit().await.map_err(store_error)?;
+        // This process holds the account's lock: its next command starts from this state.
+        let sequence = reserved.current_sequence + reserved.events.len();
+        store.credits().remember(&account, reserved.state, sequence);
+        return Ok(committed);
     }
 }

@@ -441,9 +441,10 @@ pub async fn create(
     Ok(response)
 }
 
-/// Builds the response of a video request inside its transaction, from the video row the
-/// inline projection just wrote (what `GET /v1/videos/{id}` shows), and stores it for the
-/// request's Idempotency-Key there too: a failure after the commit can only replay it.
+/// Builds the response of a video request inside its transaction, from the `VideoRequested`
+/// just appended, as the row the inline projection wrote from it (what `GET /v1/videos/{id}`
+/// shows), and stores it for the request's Idempotency-Key there too: a failure after the
+/// commit can only replay it.
 struct RespondWithin {
     video_id: VideoId,
     seal: ResponseSeal,
@@ -456,18 +457,20 @@ impl WithinRequest for RespondWithin {
     async fn run(
         &self,
         conn: &mut sqlx::PgConnection,
-        _written: &[StoredEvent],
-    ) -> Result<(), BoxError> {
-        let row = videos::get(&mut *conn, self.video_id)
-            .await?
-            .ok_or("the inline videos read model has no row for the video just requested")?;
+        written: &[StoredEvent],
+    ) -> Result<bool, BoxError> {
+        let video = self.video_id.as_uuid().to_string();
+        let mut rows = written.iter().filter(|e| e.aggregate_id == video);
+        let row = rows
+            .find_map(|event| videos::requested_row(event).transpose())
+            .ok_or("the request committed no VideoRequested")??;
         let body = serde_json::to_vec(&VideoResponse::from(row))?;
         let stored = store_with_commit(conn, &self.seal, StatusCode::CREATED, &body).await?;
         *self
             .body
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((body, stored));
-        Ok(())
+        Ok(stored)
     }
 }
 

@@ -155,8 +155,9 @@ pub struct Protocol<'a> {
 pub struct StoredWithCommit;
 
 /// Stores `body` as the final response of the running request's claim through `conn`, the
-/// transaction about to commit its events; fails with [`LeaseLost`] when the claim was taken
-/// over (the transaction must then roll back). Returns whether there was a claim to store.
+/// transaction about to commit its events, and marks the claim committed there; fails with
+/// [`LeaseLost`] when the claim was taken over (the transaction must then roll back).
+/// Returns whether there was a claim to store (and so whether it is marked).
 pub async fn store_with_commit(
     conn: &mut PgConnection,
     seal: &ResponseSeal,
@@ -171,7 +172,7 @@ pub async fn store_with_commit(
         body: seal.seal(body, &claim.scope, &claim.key),
         content_type: Some("application/json".to_owned()),
     };
-    if !complete(&mut *conn, &claim, &stored).await? {
+    if !complete(&mut *conn, &claim, &stored, true).await? {
         return Err(Box::new(LeaseLost));
     }
     Ok(true)
@@ -380,7 +381,7 @@ async fn settle(pool: &PgPool, seal: &ResponseSeal, claim: &Claim, response: Res
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
     };
-    match complete(pool, claim, &stored).await {
+    match complete(pool, claim, &stored, false).await {
         Ok(true) => {}
         Ok(false) => tracing::warn!("idempotency record vanished before the response was stored"),
         // The work is done; the client still gets its response. If it committed anything, a

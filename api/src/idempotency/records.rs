@@ -207,14 +207,17 @@ pub async fn renew(pool: &PgPool, claim: &Claim, lease: Duration) -> Result<bool
 }
 
 /// Stores the final response of a claimed request; false when the record is no longer the
-/// claim's (taken over, or completed already).
+/// claim's (taken over, or completed already). `committed`: the statement runs in the
+/// transaction of the request's events, and marks the record committed with them too.
 pub async fn complete<'e>(
     executor: impl PgExecutor<'e>,
     claim: &Claim,
     response: &StoredResponse,
+    committed: bool,
 ) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query(
-        "UPDATE idempotency_keys SET status_code = $4, response_body = $5, content_type = $6
+        "UPDATE idempotency_keys SET status_code = $4, response_body = $5, content_type = $6,
+                committed_at = CASE WHEN $7 THEN COALESCE(committed_at, now()) ELSE committed_at END
          WHERE scope = $1 AND key = $2 AND owner = $3 AND status_code IS NULL",
     )
     .bind(&claim.scope)
@@ -223,6 +226,7 @@ pub async fn complete<'e>(
     .bind(i32::from(response.status.as_u16()))
     .bind(&response.body)
     .bind(&response.content_type)
+    .bind(committed)
     .execute(executor)
     .await?;
     Ok(updated.rows_affected() == 1)

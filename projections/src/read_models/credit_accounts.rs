@@ -85,6 +85,31 @@ impl VersionedModel for CreditAccountsProjector {
         project(conn, event).await?;
         Ok(())
     }
+
+    /// Every event moves an account that exists by its deltas, in one guarded update; the
+    /// first one of an account (no row yet) goes the general way.
+    async fn apply_guarded(
+        conn: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> Result<Option<bool>, BoxError> {
+        let user_id = aggregate_uuid(event)?;
+        let (balance_change, reserved_change) = deltas(&decode::<CreditEvent>(event)?);
+        let result = sqlx::query(
+            "UPDATE credit_accounts
+                SET balance = balance + $2, reserved = reserved + $3,
+                    updated_at = GREATEST(updated_at, $4), version = $5
+              WHERE user_id = $1 AND version = $5 - 1",
+        )
+        .bind(user_id)
+        .bind(balance_change)
+        .bind(reserved_change)
+        .bind(event.recorded_at)
+        .bind(event.sequence)
+        .execute(&mut *conn)
+        .await
+        .map_err(ProjectionError::from)?;
+        Ok(Some(result.rows_affected() == 1))
+    }
 }
 
 #[async_trait]

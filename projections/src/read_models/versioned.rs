@@ -31,6 +31,18 @@ pub(crate) trait VersionedModel: SetBased {
         conn: &mut PgConnection,
         event: &StoredEvent,
     ) -> impl Future<Output = Result<(), BoxError>> + Send;
+
+    /// Applies `event` in one statement that checks and stamps the row's version itself: a
+    /// row at exactly the sequence before it (or, for a stream's first event, no row) takes
+    /// it. `Some(true)`: applied; `Some(false)`: the row is elsewhere, and [`apply`] decides
+    /// as usual; `None`: this event has no such statement. It is what keeps a command's
+    /// inline projection at one statement per row.
+    fn apply_guarded(
+        _conn: &mut PgConnection,
+        _event: &StoredEvent,
+    ) -> impl Future<Output = Result<Option<bool>, BoxError>> + Send {
+        std::future::ready(Ok(None))
+    }
 }
 
 /// Applies one event of `M`'s aggregate type unless its row reflects it already.
@@ -39,6 +51,11 @@ pub(crate) async fn apply<M: VersionedModel>(
     event: &StoredEvent,
     writer: Writer,
 ) -> Result<(), BoxError> {
+    // Whatever the writer, a row at the sequence just before the event is one both writers
+    // apply it to (`decide`); any other case is decided below.
+    if M::apply_guarded(conn, event).await? == Some(true) {
+        return Ok(());
+    }
     if !M::VERSIONS.should_apply(conn, event, writer).await? {
         return Ok(());
     }

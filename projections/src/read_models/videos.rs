@@ -12,13 +12,13 @@ mod write;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate as _;
-use framegate_domain::{UserId, Video, VideoEvent, VideoId, VideoStatus};
+use framegate_domain::{UserId, Video, VideoEvent, VideoId, VideoSpec, VideoStatus};
 use serde::Serialize;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::versioned::{self, Versioned, VersionedModel, Writer};
-use super::{aggregate_uuid, decode, expect_row};
+use super::{aggregate_uuid, decode, expect_row, ProjectionError};
 use crate::log::StoredEvent;
 use crate::subscription::{BoxError, EventHandler, HandlerError};
 
@@ -98,6 +98,110 @@ impl VersionedModel for VideosProjector {
         project(conn, event).await?;
         Ok(())
     }
+
+    /// A request inserts its row at its own sequence, unless the row is there.
+    async fn apply_guarded(
+        conn: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> Result<Option<bool>, BoxError> {
+        if event.event_type != REQUESTED {
+            return Ok(None);
+        }
+        let VideoEvent::VideoRequested { spec, .. } = decode::<VideoEvent>(event)? else {
+            return Ok(None);
+        };
+        let id = aggregate_uuid(event)?;
+        let inserted = insert_requested(conn, id, &spec, event.recorded_at, event.sequence).await?;
+        Ok(Some(inserted))
+    }
+}
+
+/// The event type of a video request.
+const REQUESTED: &str = "VideoRequested";
+
+/// Inserts the row of a requested video at `version`; false when it is there already.
+async fn insert_requested(
+    conn: &mut PgConnection,
+    id: Uuid,
+    spec: &VideoSpec,
+    at: DateTime<Utc>,
+    version: i64,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query(
+        "INSERT INTO videos (id, owner_id, status, provider_preference, model, prompt,
+             negative_prompt, duration_seconds, aspect_ratio, resolution, image_id, seed,
+             external_id, estimated_cost, created_at, updated_at, version)
+         VALUES ($1, $2, $15, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $16)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(spec.owner.as_uuid())
+    .bind(spec.provider.to_string())
+    .bind(&spec.model)
+    .bind(&spec.prompt)
+    .bind(&spec.negative_prompt)
+    .bind(spec.duration_seconds as i32)
+    .bind(&spec.aspect_ratio)
+    .bind(&spec.resolution)
+    .bind(spec.image_id.map(|i| i.as_uuid()))
+    .bind(spec.seed.map(|s| s as i64))
+    .bind(&spec.external_id)
+    .bind(spec.estimated_cost.value())
+    .bind(at)
+    .bind(VideoStatus::Queued.as_str())
+    .bind(version)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// The row `insert_requested` writes for a `VideoRequested` event, built in memory: what
+/// `GET /v1/videos/{id}` shows of a video just requested, for the response of the request
+/// itself. `None` for any other event.
+pub fn requested_row(event: &StoredEvent) -> Result<Option<VideoRow>, ProjectionError> {
+    if event.event_type != REQUESTED {
+        return Ok(None);
+    }
+    let VideoEvent::VideoRequested { spec, .. } = decode::<VideoEvent>(event)? else {
+        return Ok(None);
+    };
+    Ok(Some(VideoRow {
+        id: aggregate_uuid(event)?,
+        owner_id: spec.owner.as_uuid(),
+        status: VideoStatus::Queued.as_str().to_owned(),
+        progress: 0,
+        provider_preference: spec.provider.to_string(),
+        provider: None,
+        model: spec.model,
+        attempt: 0,
+        provider_job_id: None,
+        prompt: spec.prompt,
+        negative_prompt: spec.negative_prompt,
+        duration_seconds: spec.duration_seconds as i32,
+        aspect_ratio: spec.aspect_ratio,
+        resolution: spec.resolution,
+        image_id: spec.image_id.map(|i| i.as_uuid()),
+        seed: spec.seed.map(|s| s as i64),
+        external_id: spec.external_id,
+        estimated_cost: spec.estimated_cost.value(),
+        final_cost: None,
+        error_code: None,
+        error_message: None,
+        error_retryable: None,
+        error_charged: None,
+        blob_key: None,
+        bytes: None,
+        sha256: None,
+        duration_ms: None,
+        width: None,
+        height: None,
+        created_at: event.recorded_at,
+        updated_at: event.recorded_at,
+        completed_at: None,
+        next_attempt_at: None,
+        attempts: sqlx::types::Json(Vec::new()),
+        cancel_charged: None,
+    }))
 }
 
 /// Projects one `Video` event.
@@ -110,30 +214,7 @@ async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), Box
     };
     let result = match decode::<VideoEvent>(event)? {
         VideoEvent::VideoRequested { spec, .. } => {
-            sqlx::query(
-                "INSERT INTO videos (id, owner_id, status, provider_preference, model, prompt,
-                     negative_prompt, duration_seconds, aspect_ratio, resolution, image_id, seed,
-                     external_id, estimated_cost, created_at, updated_at)
-                 VALUES ($1, $2, $15, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(id)
-            .bind(spec.owner.as_uuid())
-            .bind(spec.provider.to_string())
-            .bind(&spec.model)
-            .bind(&spec.prompt)
-            .bind(&spec.negative_prompt)
-            .bind(spec.duration_seconds as i32)
-            .bind(&spec.aspect_ratio)
-            .bind(&spec.resolution)
-            .bind(spec.image_id.map(|i| i.as_uuid()))
-            .bind(spec.seed.map(|s| s as i64))
-            .bind(&spec.external_id)
-            .bind(spec.estimated_cost.value())
-            .bind(at)
-            .bind(VideoStatus::Queued.as_str())
-            .execute(&mut *conn)
-            .await?;
+            insert_requested(conn, id, &spec, at, 0).await?;
             return Ok(());
         }
         VideoEvent::SubmissionStarted { attempt, provider, model } => {
