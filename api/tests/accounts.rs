@@ -173,6 +173,15 @@ async fn logout_revokes_the_refresh_token() {
         .post("/v1/auth/refresh", None, json!({"refresh_token": refresh}))
         .await;
     assert_problem(after, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
+    // Logging out twice is fine; a token that was never issued logs nothing out, and says so.
+    let again = app
+        .post("/v1/auth/logout", None, json!({"refresh_token": refresh}))
+        .await;
+    assert_eq!(again.status(), StatusCode::NO_CONTENT);
+    let garbage = app
+        .post("/v1/auth/logout", None, json!({"refresh_token": "garbage"}))
+        .await;
+    assert_problem(garbage, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
 }
 
 #[tokio::test]
@@ -445,4 +454,24 @@ async fn account_writes_answer_from_their_own_transaction_with_the_projectors_st
     .await
     .expect("checkpoint");
     assert_eq!(checkpoints, 0, "the users projector never saw this user");
+}
+
+#[tokio::test]
+async fn a_taken_email_is_refused_before_any_password_is_hashed() {
+    let app = TestApp::spawn().await;
+    app.register("taken@example.com").await;
+    let hashed = app.state.passwords.runs();
+    let again = app
+        .post(
+            "/v1/auth/register",
+            None,
+            json!({"email": "Taken@Example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_problem(again, StatusCode::CONFLICT, "email_taken").await;
+    assert_eq!(
+        app.state.passwords.runs(),
+        hashed,
+        "no argon2 work for an address that cannot register"
+    );
 }

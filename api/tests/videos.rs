@@ -140,21 +140,30 @@ async fn requests_are_checked_against_the_providers_capabilities() {
             "model",
             "unsupported_model",
         ),
+        // `auto` with a model no provider has was priced with the simulator's default.
+        (
+            json!({"provider": "auto", "model": "no-such-model"}),
+            "model",
+            "unsupported_model",
+        ),
+        // 2^64 − 1 was stored through `as i64` and read back as −1.
+        (json!({"seed": u64::MAX}), "seed", "out_of_range"),
         (json!({"prompt": "x".repeat(4001)}), "prompt", "too_long"),
         (json!({"prompt": "   "}), "prompt", "required"),
     ];
-    for (patch, field, code) in cases {
-        let response = app
-            .post("/v1/videos", Some(&token), with(patch.clone()))
+    // A price estimate refuses what a request refuses.
+    for path in ["/v1/videos", "/v1/videos/estimate"] {
+        for (patch, field, code) in &cases {
+            let response = app.post(path, Some(&token), with(patch.clone())).await;
+            let problem = assert_problem(
+                response,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+            )
             .await;
-        let problem = assert_problem(
-            response,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
-        )
-        .await;
-        assert_eq!(problem["errors"][0]["field"], field, "{patch}");
-        assert_eq!(problem["errors"][0]["code"], code, "{patch}");
+            assert_eq!(problem["errors"][0]["field"], *field, "{path} {patch}");
+            assert_eq!(problem["errors"][0]["code"], *code, "{path} {patch}");
+        }
     }
     let duration = app
         .post(
@@ -420,18 +429,80 @@ async fn an_image_id_must_name_an_available_image_of_the_caller() {
     let (_, token, _) = app.signed_in_user("img.v@example.com").await;
     let mut body = ten_second_simulator_video();
     body["image_id"] = json!(uuid::Uuid::now_v7());
-    let response = app.post("/v1/videos", Some(&token), body).await;
-    let problem = assert_problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    )
-    .await;
-    assert_eq!(problem["errors"][0]["field"], "image_id", "{problem}");
-    assert_eq!(problem["errors"][0]["code"], "image_not_found", "{problem}");
+    // The estimate answered 200 for a missing (or someone else's) image.
+    for path in ["/v1/videos", "/v1/videos/estimate"] {
+        let response = app.post(path, Some(&token), body.clone()).await;
+        let problem = assert_problem(
+            response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(
+            problem["errors"][0]["field"], "image_id",
+            "{path} {problem}"
+        );
+        assert_eq!(
+            problem["errors"][0]["code"], "image_not_found",
+            "{path} {problem}"
+        );
+    }
     assert_eq!(
         credits(&app, &token).await["reserved"],
         0,
         "nothing reserved"
     );
+}
+
+#[tokio::test]
+async fn a_reason_is_bounded_wherever_it_reaches_an_event() {
+    let app = TestApp::spawn().await;
+    let (user, token, _) = app.signed_in_user("wordy@example.com").await;
+    let (_, admin) = app.admin("boss@example.com").await;
+    let video: Value = app
+        .post("/v1/videos", Some(&token), ten_second_simulator_video())
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id = video["id"].as_str().expect("id");
+    let long = "x".repeat(501);
+    let attempts = [
+        (
+            format!("/v1/videos/{id}/cancel"),
+            token.clone(),
+            json!({ "reason": long }),
+        ),
+        (
+            format!("/v1/admin/users/{user}/credits"),
+            admin.clone(),
+            json!({ "amount": 5, "reason": long }),
+        ),
+        (
+            format!("/v1/admin/users/{user}/disable"),
+            admin.clone(),
+            json!({ "reason": long }),
+        ),
+    ];
+    for (path, bearer, body) in attempts {
+        let response = app.post(&path, Some(&bearer), body).await;
+        let problem = assert_problem(
+            response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(problem["errors"][0]["field"], "reason", "{path}");
+        assert_eq!(problem["errors"][0]["code"], "too_long", "{path}");
+    }
+    // Nothing happened, and 500 characters are fine.
+    assert_eq!(credits(&app, &token).await["balance"], 100);
+    let cancelled = app
+        .post(
+            &format!("/v1/videos/{id}/cancel"),
+            Some(&token),
+            json!({ "reason": "y".repeat(500) }),
+        )
+        .await;
+    assert_eq!(cancelled.status(), StatusCode::OK);
 }

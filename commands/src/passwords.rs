@@ -4,6 +4,7 @@
 //! it runs on the blocking pool behind a semaphore: a login storm queues here instead of
 //! stalling every other request or exhausting memory.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use argon2::password_hash::rand_core::OsRng;
@@ -28,6 +29,36 @@ pub struct PasswordHasher {
     /// Verified against when the account does not exist, so an unknown email costs the same
     /// time as a wrong password.
     decoy: Arc<String>,
+    running: Arc<Running>,
+}
+
+/// How many hashes run now, the most that ever ran at once, and how many ran in all.
+#[derive(Default)]
+struct Running {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+    total: AtomicUsize,
+}
+
+impl Running {
+    fn enter(self: Arc<Self>) -> RunningGuard {
+        self.total.fetch_add(1, Ordering::SeqCst);
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        RunningGuard(self)
+    }
+
+    fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+}
+
+struct RunningGuard(Arc<Running>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl PasswordHasher {
@@ -44,6 +75,7 @@ impl PasswordHasher {
             params,
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
             decoy: Arc::new(decoy),
+            running: Arc::default(),
         })
     }
 
@@ -84,14 +116,32 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, PasswordError> {
-        let _permit = self
+        let permit = self
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| PasswordError::Cancelled)?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|_| PasswordError::Cancelled)
+        let running = self.running.clone();
+        // The permit goes with the work: a caller that gives up (a client that hung up drops
+        // its request) stops waiting, but the hash it started holds its place until done.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let _running = running.enter();
+            work()
+        })
+        .await
+        .map_err(|_| PasswordError::Cancelled)
+    }
+
+    /// The most hashes or verifications that ever ran at once in this hasher.
+    pub fn peak_concurrency(&self) -> usize {
+        self.running.peak()
+    }
+
+    /// How many hashes and verifications this hasher has started.
+    pub fn runs(&self) -> usize {
+        self.running.total.load(Ordering::SeqCst)
     }
 }
 
@@ -152,5 +202,36 @@ mod tests {
             "{}",
             hash.as_str()
         );
+    }
+
+    #[tokio::test]
+    async fn callers_that_give_up_never_let_more_hashes_run_than_the_limit() {
+        // Slow enough that abandoned hashes are still running when new callers arrive.
+        let params = Params::new(8 * 1024, 2, 1, None).unwrap_or_default();
+        let hasher = PasswordHasher::with_params(params, 2).unwrap_or_else(|e| panic!("{e}"));
+        let callers: Vec<_> = (0..40)
+            .map(|_| {
+                let hasher = hasher.clone();
+                tokio::spawn(async move { hasher.hash("a password").await })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        // Every caller gives up, as a request future does when its client hangs up.
+        for caller in &callers {
+            caller.abort();
+        }
+        // New callers keep coming while the abandoned work drains.
+        for _ in 0..10 {
+            hasher
+                .hash("another")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert!(
+            hasher.peak_concurrency() <= 2,
+            "{} hashes ran at once",
+            hasher.peak_concurrency()
+        );
+        assert!(hasher.peak_concurrency() >= 1);
     }
 }

@@ -87,9 +87,11 @@ pub struct Quote {
 /// Why a request does not fit a model; each names the request field and what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuoteError {
-    #[error("{provider} has no model {model:?}; allowed: {}", allowed.join(", "))]
+    #[error("{} has no model {model:?}; allowed: {}",
+        provider.map_or("no enabled provider".to_owned(), |p| p.to_string()), allowed.join(", "))]
     UnknownModel {
-        provider: ProviderKind,
+        /// `None`: no enabled provider has it (provider `auto`).
+        provider: Option<ProviderKind>,
         model: String,
         allowed: Vec<String>,
     },
@@ -248,7 +250,7 @@ impl Catalog {
                 .or_else(|| models.peek().copied()),
         };
         found.ok_or_else(|| QuoteError::UnknownModel {
-            provider,
+            provider: Some(provider),
             model: name.unwrap_or("(default)").to_owned(),
             allowed: self.models_of(provider).map(|m| m.model.clone()).collect(),
         })

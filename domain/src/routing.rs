@@ -68,18 +68,31 @@ pub fn rank(
     enabled: &[ProviderKind],
     request: &QuoteRequest<'_>,
 ) -> Result<Vec<Quote>, QuoteError> {
+    let offers =
+        |provider: ProviderKind, name: &str| catalog.models_of(provider).any(|m| m.model == name);
+    // A named model narrows the choice to the providers that have it; a model none of them
+    // has is a mistake to report, not a reason to pick a default model of another provider.
+    if let Some(name) = request.model {
+        if !enabled.iter().any(|&provider| offers(provider, name)) {
+            return Err(QuoteError::UnknownModel {
+                provider: None,
+                model: name.to_owned(),
+                allowed: ProviderKind::ALL
+                    .into_iter()
+                    .filter(|p| enabled.contains(p))
+                    .flat_map(|p| catalog.models_of(p).map(|m| m.model.clone()))
+                    .collect(),
+            });
+        }
+    }
     let mut quotes = Vec::new();
     let mut first_error = None;
     for provider in ProviderKind::ALL {
-        if !enabled.contains(&provider) {
+        if !enabled.contains(&provider) || request.model.is_some_and(|m| !offers(provider, m)) {
             continue;
         }
-        let model = request
-            .model
-            .filter(|name| catalog.models_of(provider).any(|m| m.model == *name));
         let attempt = QuoteRequest {
             provider,
-            model,
             ..request.clone()
         };
         match catalog.quote(&attempt) {
@@ -176,6 +189,36 @@ mod tests {
             matches!(error, QuoteError::UnsupportedDuration { .. }),
             "{error:?}"
         );
+    }
+
+    #[test]
+    fn a_named_model_is_routed_to_its_provider_and_an_unknown_one_is_refused() {
+        let catalog = Catalog::defaults();
+        let all = ProviderKind::ALL;
+        let sora = QuoteRequest {
+            model: Some("sora-2"),
+            ..request(4, "720p")
+        };
+        let quotes = rank(&catalog, &RoutingPolicy::Price, &all, &sora).expect("quotes");
+        assert_eq!(providers(&quotes), [ProviderKind::Sora]);
+
+        let unknown = QuoteRequest {
+            model: Some("no-such-model"),
+            ..request(4, "720p")
+        };
+        let error =
+            rank(&catalog, &RoutingPolicy::Price, &all, &unknown).expect_err("no provider has it");
+        assert_eq!(error.code(), "unsupported_model");
+        assert_eq!(error.field(), "model");
+        // Enabled providers only: Sora's model with only the simulator enabled is unknown.
+        let error = rank(
+            &catalog,
+            &RoutingPolicy::Price,
+            &[ProviderKind::Simulator],
+            &sora,
+        )
+        .expect_err("sora is not enabled");
+        assert!(error.to_string().contains("simulator-v1"), "{error}");
     }
 
     #[test]

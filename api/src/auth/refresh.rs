@@ -116,17 +116,21 @@ pub async fn rotate(pool: &PgPool, token: &str, ttl: Duration) -> Result<Rotatio
     })
 }
 
-/// Logout: revokes the family `token` belongs to. Unknown tokens are ignored.
-pub async fn revoke_family(pool: &PgPool, token: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE refresh_tokens SET revoked_at = now()
-          WHERE revoked_at IS NULL
-            AND family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)",
+/// Logout: revokes the family `token` belongs to.
+/// False when no such token was ever issued; a token of a family revoked already is known
+/// (logging out twice is fine).
+pub async fn revoke_family(pool: &PgPool, token: &str) -> Result<bool, sqlx::Error> {
+    let known: Option<bool> = sqlx::query_scalar(
+        "WITH family AS (SELECT family_id FROM refresh_tokens WHERE token_hash = $1),
+              revoked AS (UPDATE refresh_tokens SET revoked_at = now()
+                           WHERE revoked_at IS NULL
+                             AND family_id = (SELECT family_id FROM family))
+         SELECT true FROM family",
     )
     .bind(hash_token(token).as_str())
-    .execute(pool)
+    .fetch_optional(pool)
     .await?;
-    Ok(())
+    Ok(known.is_some())
 }
 
 /// Revokes every session of a user (password reset, disabling).

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::auth::{user_or_404, UserResponse};
 use super::credits::{CreditsResponse, PageQuery};
-use super::{decode_cursor, metadata, page_limit, time_cursor, Page};
+use super::{check_reason, decode_cursor, metadata, page_limit, time_cursor, Page};
 use crate::auth::{refresh, Admin};
 use crate::error::ApiError;
 use crate::extract::{user_agent, ApiJson, ApiPath, ApiQuery, ClientIp};
@@ -75,6 +75,7 @@ pub async fn grant_credits(
             "say why the credits are granted",
         ));
     }
+    check_reason("reason", &body.reason)?;
     let command = CreditCommand::Grant {
         amount: Credits::new(body.amount),
         reason: body.reason,
@@ -144,6 +145,7 @@ pub async fn disable(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<DisableRequest>,
 ) -> Result<Response, ApiError> {
+    check_reason("reason", &body.reason)?;
     let user_id = UserId::from_uuid(id);
     user_or_404(&state, user_id).await?;
     let meta = metadata(Some(&admin), ip, user_agent(&headers));

@@ -124,6 +124,16 @@ pub async fn register(
         )
     })?;
     check_password(&body.password)?;
+    // A taken address is refused before the (deliberately slow) hash is paid for; the
+    // event store's unique index still decides between concurrent registrations.
+    if registered_user_by_email(&state.pool, &email)
+        .await?
+        .is_some()
+    {
+        return Err(
+            framegate_commands::CommandError::<framegate_domain::UserError>::EmailTaken.into(),
+        );
+    }
     let user_id = UserId::from_uuid(Uuid::now_v7());
     let meta = metadata(None, ip, user_agent(&headers));
     let token = one_time_token(user_id);
@@ -323,14 +333,21 @@ pub async fn refresh_tokens(
     }
 }
 
-/// Ends the session the refresh token belongs to.
+/// Ends the session the refresh token belongs to (again: still 204); a token never issued
+/// is 401, so a client learns that its logout did not log anything out.
 #[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
-    responses((status = 204, description = "logged out")))]
+    responses((status = 204, description = "logged out"),
+              (status = 401, description = "invalid_refresh_token")))]
 pub async fn logout(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<StatusCode, ApiError> {
-    refresh::revoke_family(&state.pool, &body.refresh_token).await?;
+    if !refresh::revoke_family(&state.pool, &body.refresh_token).await? {
+        return Err(ApiError::unauthenticated(
+            "invalid_refresh_token",
+            "the refresh token is not valid",
+        ));
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

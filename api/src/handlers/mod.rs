@@ -85,3 +85,19 @@ pub fn page_limit(limit: Option<i64>) -> Result<i64, crate::error::ApiError> {
         )),
     }
 }
+
+/// The most characters a free-text reason (a cancellation's, an admin's grant or disable)
+/// may have: it is stored in an event forever and published to Kafka.
+pub const MAX_REASON_CHARS: usize = 500;
+
+/// Refuses a reason longer than [`MAX_REASON_CHARS`] with a 422 naming `field`.
+pub fn check_reason(field: &'static str, reason: &str) -> Result<(), crate::error::ApiError> {
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(crate::error::ApiError::field(
+            field,
+            "too_long",
+            format!("at most {MAX_REASON_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}

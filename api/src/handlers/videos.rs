@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{metadata, page_limit, time_cursor, Page};
+use super::{check_reason, metadata, page_limit, time_cursor, Page};
 use crate::auth::Principal;
 use crate::error::{ApiError, FieldError};
 use crate::extract::{user_agent, ApiJson, ApiPath, ApiQuery, ClientIp};
@@ -33,6 +33,8 @@ use crate::idempotency::{store_with_commit, ResponseSeal, StoredWithCommit};
 use crate::state::AppState;
 
 const MAX_PROMPT: usize = 4000;
+/// The largest seed: the range every provider that takes one accepts (Veo's is 32 bits).
+const MAX_SEED: u64 = u32::MAX as u64;
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +51,7 @@ pub struct VideoRequestBody {
     /// `480p`, `720p`, `1080p` or `4k` (per model).
     pub resolution: String,
     pub image_id: Option<Uuid>,
+    /// 0 to 4294967295; Sora and Kling take none.
     pub seed: Option<u64>,
     /// Your own reference for this request.
     pub external_id: Option<String>,
@@ -271,6 +274,13 @@ async fn price(
             "negative_prompt",
             "too_long",
             format!("at most {MAX_PROMPT} characters"),
+        ));
+    }
+    if body.seed.is_some_and(|seed| seed > MAX_SEED) {
+        errors.push(FieldError::new(
+            "seed",
+            "out_of_range",
+            format!("seeds are 0 to {MAX_SEED}"),
         ));
     }
     if body
@@ -503,6 +513,10 @@ pub async fn estimate(
     ApiJson(body): ApiJson<VideoRequestBody>,
 ) -> Result<Json<EstimateResponse>, ApiError> {
     let (_, quote) = price(&state, &body).await?;
+    // The same answer as a request would get for the image.
+    if let Some(id) = body.image_id {
+        usable_image(&state, &principal, id).await?;
+    }
     let account = credits::account(&state.pool, principal.user_id).await?;
     Ok(Json(EstimateResponse {
         provider: quote.provider.to_string(),
@@ -745,6 +759,9 @@ pub async fn cancel(
             message: format!("the body is not a valid cancel request: {e}"),
         })?
     };
+    if let Some(reason) = &body.reason {
+        check_reason("reason", reason)?;
+    }
     // Ownership from the read model (the row appears with the request, inline); whether the
     // cancellation completes at once is the aggregate's decision, not the read model's.
     own_video(&state, &principal, id).await?;
