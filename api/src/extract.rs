@@ -8,8 +8,8 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
 
+use crate::client_ip::client_ip;
 use crate::error::ApiError;
-use crate::rate_limit::client_ip;
 use crate::state::AppState;
 
 /// `Json<T>` with clear 4xx errors: malformed JSON (400), wrong content type (415), a body
@@ -132,7 +132,7 @@ fn data_error(detail: &str) -> crate::error::FieldError {
     crate::error::FieldError::new(&field, "invalid_field", message)
 }
 
-/// The caller's IP address (see `rate_limit::client_ip` for proxies).
+/// The caller's IP address (see `client_ip` for proxies).
 pub struct ClientIp(pub IpAddr);
 
 impl FromRequestParts<AppState> for ClientIp {
@@ -146,7 +146,7 @@ impl FromRequestParts<AppState> for ClientIp {
         Ok(ClientIp(client_ip(
             &parts.headers,
             connect,
-            state.config.trust_proxy,
+            &state.config.proxies,
         )))
     }
 }

@@ -5,6 +5,7 @@
 //! file per group; authentication in `auth/`; every error is an `ApiError` (problem+json).
 
 pub mod auth;
+pub mod client_ip;
 pub mod config;
 pub mod error;
 pub mod extract;
