@@ -537,6 +537,7 @@ pub async fn get(
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ContentQuery {
     /// `video` (default), `poster` or `thumbnail`.
     #[serde(default)]
@@ -639,6 +640,7 @@ pub async fn events(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// queued | submitted | running | completed | failed | cancelled
     pub status: Option<String>,
