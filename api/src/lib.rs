@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod client_ip;
 pub mod config;
+pub mod control_chars;
 pub mod error;
 pub mod extract;
 pub mod handlers;

@@ -28,7 +28,7 @@ use uuid::Uuid;
 use super::{metadata, page_limit, time_cursor, Page};
 use crate::auth::Principal;
 use crate::error::{ApiError, FieldError};
-use crate::extract::{user_agent, ApiJson, ApiPath, ApiQuery, ClientIp};
+use crate::extract::{from_json_slice, user_agent, ApiJson, ApiPath, ApiQuery, ClientIp};
 use crate::idempotency::{store_with_commit, ResponseSeal, StoredWithCommit};
 use crate::state::AppState;
 
@@ -738,11 +738,7 @@ pub async fn cancel(
     let body: CancelBody = if body.iter().all(u8::is_ascii_whitespace) {
         CancelBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
-            status: StatusCode::BAD_REQUEST,
-            code: "malformed_json",
-            message: format!("the body is not a valid cancel request: {e}"),
-        })?
+        from_json_slice(&body)?
     };
     // Ownership from the read model (the row appears with the request, inline); whether the
     // cancellation completes at once is the aggregate's decision, not the read model's.
