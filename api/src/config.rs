@@ -14,6 +14,7 @@ use framegate_domain::routing::{configured_providers, RoutingPolicy};
 use framegate_domain::ProviderKind;
 use rand::RngCore as _;
 
+use crate::client_ip::ProxyTrust;
 use crate::images::{ImageLimits, RuleSet, RULES_ENV};
 use crate::mail::MailConfig;
 use crate::rate_limit::RateConfig;
@@ -42,8 +43,9 @@ pub struct ApiConfig {
     pub public_url: String,
     pub mail: MailConfig,
     pub rate: RateConfig,
-    /// Take the client IP from the first X-Forwarded-For hop (behind a trusted proxy only).
-    pub trust_proxy: bool,
+    /// Whose X-Forwarded-For entries are believed (`FRAMEGATE_TRUST_PROXY`,
+    /// `FRAMEGATE_TRUSTED_PROXIES`; see `client_ip`).
+    pub proxies: ProxyTrust,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
     /// How long an Idempotency-Key claim outlives its request's last sign of life: a retry
@@ -93,7 +95,7 @@ impl ApiConfig {
             public_url: "http://127.0.0.1:8080".to_owned(),
             mail: MailConfig::default(),
             rate: RateConfig::default(),
-            trust_proxy: false,
+            proxies: ProxyTrust::None,
             body_limit: 1024 * 1024,
             idempotency_lease: Duration::from_secs(10),
             max_concurrent_hashes: 4,
@@ -185,9 +187,7 @@ impl ApiConfig {
         if let Some(v) = get("FRAMEGATE_RATE_LOGIN_PER_MINUTE") {
             config.rate.login_per_minute = positive("FRAMEGATE_RATE_LOGIN_PER_MINUTE", &v)?;
         }
-        if let Some(v) = get("FRAMEGATE_TRUST_PROXY") {
-            config.trust_proxy = parse("FRAMEGATE_TRUST_PROXY", &v)?;
-        }
+        config.proxies = proxies(&get)?;
         if let Some(v) = get("FRAMEGATE_IDEMPOTENCY_LEASE_SECONDS") {
             let seconds = positive("FRAMEGATE_IDEMPOTENCY_LEASE_SECONDS", &v)?;
             config.idempotency_lease = Duration::from_secs(u64::from(seconds));
@@ -251,6 +251,30 @@ impl ApiConfig {
 fn development_blobs() -> BlobConfig {
     BlobConfig::from_lookup(|_| None)
         .unwrap_or_else(|error| unreachable!("the default blob configuration is valid: {error}"))
+}
+
+/// `FRAMEGATE_TRUSTED_PROXIES` names the proxies and implies `FRAMEGATE_TRUST_PROXY=true`;
+/// `FRAMEGATE_TRUST_PROXY=true` alone trusts whatever connects (one proxy in front).
+fn proxies(get: impl Fn(&str) -> Option<String>) -> Result<ProxyTrust, ConfigError> {
+    const TRUST: &str = "FRAMEGATE_TRUST_PROXY";
+    const NETWORKS: &str = "FRAMEGATE_TRUSTED_PROXIES";
+    let trust: Option<bool> = get(TRUST).map(|v| parse(TRUST, &v)).transpose()?;
+    let networks = match get(NETWORKS) {
+        Some(list) => list.parse::<ProxyTrust>().map_err(|e| ConfigError {
+            variable: NETWORKS,
+            message: e.to_string(),
+        })?,
+        None => ProxyTrust::None,
+    };
+    match (trust, networks) {
+        (Some(false), ProxyTrust::Networks(_)) => Err(ConfigError {
+            variable: NETWORKS,
+            message: format!("is set, but {TRUST}=false says there is no proxy; unset one"),
+        }),
+        (_, networks @ ProxyTrust::Networks(_)) => Ok(networks),
+        (Some(true), _) => Ok(ProxyTrust::ImmediatePeer),
+        _ => Ok(ProxyTrust::None),
+    }
 }
 
 fn parse<T: std::str::FromStr>(variable: &'static str, value: &str) -> Result<T, ConfigError>
@@ -333,9 +357,54 @@ mod tests {
             ("FRAMEGATE_ENV", "staging"),
             ("FRAMEGATE_IMAGE_CONCURRENCY", "0"),
             (RULES_ENV, "deny_everything=yes"),
+            ("FRAMEGATE_TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.5/24"),
+            ("FRAMEGATE_TRUSTED_PROXIES", "proxy.internal"),
+            ("FRAMEGATE_TRUST_PROXY", "yes"),
         ] {
             let error = ApiConfig::from_lookup(lookup(&[(variable, value)])).expect_err(variable);
             assert_eq!(error.variable, variable);
         }
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks_and_trust_proxy_alone_trusts_the_peer() {
+        let config = |pairs: &[(&str, &str)]| {
+            ApiConfig::from_lookup(lookup(pairs))
+                .map(|c| c.proxies)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(config(&[]), Ok(ProxyTrust::None));
+        assert_eq!(
+            config(&[("FRAMEGATE_TRUST_PROXY", "true")]),
+            Ok(ProxyTrust::ImmediatePeer)
+        );
+        let networks = "10.0.0.0/8,192.168.1.5/32,::1/128";
+        let expected = networks.parse::<ProxyTrust>().map_err(|e| e.to_string());
+        assert!(matches!(&expected, Ok(ProxyTrust::Networks(n)) if n.len() == 3));
+        assert_eq!(config(&[("FRAMEGATE_TRUSTED_PROXIES", networks)]), expected);
+        assert_eq!(
+            config(&[
+                ("FRAMEGATE_TRUST_PROXY", "true"),
+                ("FRAMEGATE_TRUSTED_PROXIES", networks)
+            ]),
+            expected
+        );
+        assert_eq!(
+            config(&[("FRAMEGATE_TRUSTED_PROXIES", "")]),
+            Ok(ProxyTrust::None),
+            "empty: unset"
+        );
+        let contradiction = config(&[
+            ("FRAMEGATE_TRUST_PROXY", "false"),
+            ("FRAMEGATE_TRUSTED_PROXIES", networks),
+        ])
+        .expect_err("contradiction");
+        assert!(
+            contradiction.contains("FRAMEGATE_TRUSTED_PROXIES"),
+            "{contradiction}"
+        );
+        let bad = config(&[("FRAMEGATE_TRUSTED_PROXIES", "10.0.0.0/8, 10.0.0.1/33")])
+            .expect_err("bad prefix");
+        assert!(bad.contains("10.0.0.1/33"), "{bad}");
     }
 }

@@ -193,6 +193,9 @@ impl IntoResponse for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
+        if refused_text(&error) {
+            return refused_text_error(&error);
+        }
         match error {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
                 ApiError::Unavailable("the database".to_owned())
@@ -200,6 +203,50 @@ impl From<sqlx::Error> for ApiError {
             other => ApiError::internal(other),
         }
     }
+}
+
+/// SQLSTATEs of text Postgres cannot store: `character_not_in_repertoire` (a NUL or invalid
+/// UTF-8 in `text`) and `untranslatable_character` (`\u0000` in `jsonb`).
+const REFUSED_TEXT_STATES: &[&str] = &["22021", "22P05"];
+
+/// The same, by message, for errors that reach us only as text (wrapped by the event store).
+const REFUSED_TEXT_MESSAGES: &[&str] = &[
+    "invalid byte sequence for encoding",
+    "null character not permitted",
+    "unsupported Unicode escape sequence",
+];
+
+/// Whether Postgres refused text a request carried: the backstop behind the extractors'
+/// control-character check (`control_chars`), so a value they miss is the client's 422, not
+/// a 500. Looks through the whole chain of causes.
+fn refused_text(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(sqlx::Error::Database(database)) = error.downcast_ref::<sqlx::Error>() {
+            if database
+                .code()
+                .is_some_and(|code| REFUSED_TEXT_STATES.contains(&code.as_ref()))
+            {
+                return true;
+            }
+        }
+        let message = error.to_string();
+        if REFUSED_TEXT_MESSAGES.iter().any(|m| message.contains(m)) {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
+fn refused_text_error(error: &dyn std::fmt::Display) -> ApiError {
+    // A request got this far with such text: an input check is missing somewhere.
+    tracing::warn!(%error, "the database refused text from a request");
+    ApiError::field(
+        "request",
+        "invalid_text",
+        "holds text the database cannot store (a NUL or another control character)",
+    )
 }
 
 impl<E: std::error::Error + ErrorCode> From<CommandError<E>> for ApiError {
@@ -217,6 +264,11 @@ impl<E: std::error::Error + ErrorCode> From<CommandError<E>> for ApiError {
                 code: "email_taken",
                 message: "this email address is already registered".to_owned(),
             },
+            CommandError::Unavailable(cause) | CommandError::Internal(cause)
+                if refused_text(cause.as_ref()) =>
+            {
+                refused_text_error(&cause)
+            }
             CommandError::Unavailable(_) => ApiError::Unavailable("the event store".to_owned()),
             CommandError::Internal(cause) => ApiError::internal(cause),
         }

@@ -1,31 +1,54 @@
 //! Request extractors whose rejections are problem+json with stable codes.
+//!
+//! They are also where request text is checked once for control characters
+//! (`control_chars`): JSON bodies, query strings and path parameters are refused with a 422
+//! naming the field before any handler sees them.
 
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
-use crate::error::ApiError;
-use crate::rate_limit::client_ip;
+use crate::client_ip::client_ip;
+use crate::control_chars;
+use crate::error::{ApiError, FieldError};
 use crate::state::AppState;
 
 /// `Json<T>` with clear 4xx errors: malformed JSON (400), wrong content type (415), a body
-/// over the limit (413), and fields of the wrong shape or unknown where the type forbids them
-/// (422, naming the field).
+/// over the limit (413), a string or key holding a control character (422, naming it), and
+/// fields of the wrong shape or unknown where the type forbids them (422, naming the field).
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        }
+        let axum::Json(value) = axum::Json::<Value>::from_request(request, state)
+            .await
+            .map_err(json_rejection)?;
+        from_json_value(value).map(ApiJson)
     }
+}
+
+/// A body read by hand (one that may be empty, say) the way `ApiJson` reads one.
+pub fn from_json_slice<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest {
+        status: StatusCode::BAD_REQUEST,
+        code: "malformed_json",
+        message: format!("the body is not valid JSON: {e}"),
+    })?;
+    from_json_value(value)
+}
+
+/// A parsed body as `T`, after the control-character check; a field of the wrong shape is
+/// named by its path (`scopes[1]`).
+fn from_json_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    control_chars::check_json(&value).map_err(invalid)?;
+    serde_path_to_error::deserialize(value).map_err(|e| invalid(data_error(&e.to_string())))
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
@@ -77,6 +100,10 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        // Parameters that do not decode are the typed extractor's to report.
+        if let Ok(raw) = RawPathParams::from_request_parts(parts, state).await {
+            control_chars::check_pairs(&raw).map_err(invalid)?;
+        }
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
             Err(rejection) => Err(ApiError::BadRequest {
@@ -99,6 +126,12 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if let Ok(axum::extract::Query(pairs)) =
+            axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+        {
+            control_chars::check_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .map_err(invalid)?;
+        }
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
             Err(rejection) => Err(ApiError::BadRequest {
@@ -110,10 +143,14 @@ where
     }
 }
 
+fn invalid(error: FieldError) -> ApiError {
+    ApiError::Validation(vec![error])
+}
+
 /// The field a JSON data error is about, from serde's message: an optional path
 /// (`scopes[1]: invalid type ...`) and the name in "missing field `email`" or "unknown field
 /// `x`"; `body` when neither says.
-fn data_error(detail: &str) -> crate::error::FieldError {
+fn data_error(detail: &str) -> FieldError {
     let (path, message) = match detail.split_once(": ") {
         Some((head, rest)) if !head.is_empty() && !head.contains(' ') => (Some(head), rest),
         _ => (None, detail),
@@ -129,10 +166,10 @@ fn data_error(detail: &str) -> crate::error::FieldError {
         (None, Some(name)) => name.to_owned(),
         (None, None) => "body".to_owned(),
     };
-    crate::error::FieldError::new(&field, "invalid_field", message)
+    FieldError::new(&field, "invalid_field", message)
 }
 
-/// The caller's IP address (see `rate_limit::client_ip` for proxies).
+/// The caller's IP address (see `client_ip` for proxies).
 pub struct ClientIp(pub IpAddr);
 
 impl FromRequestParts<AppState> for ClientIp {
@@ -146,7 +183,7 @@ impl FromRequestParts<AppState> for ClientIp {
         Ok(ClientIp(client_ip(
             &parts.headers,
             connect,
-            state.config.trust_proxy,
+            &state.config.proxies,
         )))
     }
 }

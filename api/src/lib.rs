@@ -5,7 +5,9 @@
 //! file per group; authentication in `auth/`; every error is an `ApiError` (problem+json).
 
 pub mod auth;
+pub mod client_ip;
 pub mod config;
+pub mod control_chars;
 pub mod error;
 pub mod extract;
 pub mod handlers;

@@ -10,10 +10,10 @@
 //! either the user's bucket (good credentials) or the IP's (none, or credentials that do not
 //! authenticate, on any route), so neither guessing tokens nor sending junk credentials to a
 //! public endpoint escapes the limit. The `/v1/auth/*` endpoints always count against the IP. The `Principal` extractor charges only on routers
-//! without the layer.
+//! without the layer. Which IP a request comes from is `client_ip`'s decision (proxies).
 
 use std::hash::Hash;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +27,7 @@ use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::auth::{authenticate, route_family, Principal};
+use crate::client_ip::{client_ip, ProxyTrust};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -220,29 +221,6 @@ fn bucket_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The caller's IP: the first `X-Forwarded-For` hop when the proxy in front is trusted,
-/// otherwise the TCP peer, and 127.0.0.1 when neither is known (in-process tests).
-pub fn client_ip(headers: &HeaderMap, connect: Option<SocketAddr>, trust_proxy: bool) -> IpAddr {
-    if trust_proxy {
-        if let Some(ip) = forwarded_for(headers) {
-            return ip;
-        }
-    }
-    connect.map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |addr| {
-        addr.ip().to_canonical()
-    })
-}
-
-fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
-    let value = headers.get("x-forwarded-for")?.to_str().ok()?;
-    let first = value.split(',').next()?.trim();
-    first
-        .parse::<IpAddr>()
-        .ok()
-        .or_else(|| first.parse::<SocketAddr>().ok().map(|addr| addr.ip()))
-        .map(|ip| ip.to_canonical())
-}
-
 /// Middleware (`axum::middleware::from_fn_with_state`) applying the limits to every request.
 ///
 /// It resolves the caller first (the credential cache makes that cheap) and leaves the
@@ -266,7 +244,7 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
     }
     enforce(
         &state.limits,
-        state.config.trust_proxy,
+        &state.config.proxies,
         principal.as_ref(),
         request,
         next,
@@ -278,7 +256,7 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
 /// not authenticate), without the application state (usable from tests and other routers).
 pub async fn enforce(
     limits: &RateLimits,
-    trust_proxy: bool,
+    proxies: &ProxyTrust,
     principal: Option<&Principal>,
     mut request: Request,
     next: Next,
@@ -289,7 +267,7 @@ pub async fn enforce(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| *addr);
-    let ip = client_ip(request.headers(), connect, trust_proxy);
+    let ip = client_ip(request.headers(), connect, proxies);
 
     let allowed = match principal {
         Some(principal) => check(&limits.principals, &principal.scope(), Some(&slot)),
@@ -315,6 +293,8 @@ pub async fn enforce(
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use axum::http::StatusCode;
     use framegate_domain::{Role, UserId};
     use uuid::Uuid;
@@ -525,42 +505,5 @@ mod tests {
         assert_eq!(get(RATELIMIT_LIMIT).as_deref(), Some("60"));
         assert_eq!(get(RATELIMIT_REMAINING).as_deref(), Some("57"));
         assert_eq!(get(RATELIMIT_RESET).as_deref(), Some("3"));
-    }
-
-    #[test]
-    fn the_client_ip_comes_from_the_socket_unless_the_proxy_is_trusted() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("198.51.100.7, 10.0.0.1"),
-        );
-        let peer: SocketAddr = "192.0.2.10:4321".parse().expect("addr");
-        assert_eq!(client_ip(&headers, Some(peer), false), peer.ip());
-        assert_eq!(
-            client_ip(&headers, Some(peer), true),
-            IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7))
-        );
-        assert_eq!(
-            client_ip(&HeaderMap::new(), Some(peer), true),
-            peer.ip(),
-            "no header: the peer"
-        );
-        assert_eq!(
-            client_ip(&HeaderMap::new(), None, false),
-            IpAddr::V4(Ipv4Addr::LOCALHOST)
-        );
-
-        let mut garbage = HeaderMap::new();
-        garbage.insert("x-forwarded-for", HeaderValue::from_static("not-an-ip"));
-        assert_eq!(client_ip(&garbage, Some(peer), true), peer.ip());
-        let mut mapped = HeaderMap::new();
-        mapped.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("[::ffff:198.51.100.8]:80"),
-        );
-        assert_eq!(
-            client_ip(&mapped, None, true),
-            IpAddr::V4(Ipv4Addr::new(198, 51, 100, 8))
-        );
     }
 }

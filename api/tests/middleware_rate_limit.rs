@@ -12,6 +12,7 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use framegate_api::auth::{Credential, Principal};
+use framegate_api::client_ip::ProxyTrust;
 use framegate_api::error::ApiError;
 use framegate_api::rate_limit::{enforce, RateConfig, RateLimits};
 use framegate_domain::{Role, UserId};
@@ -46,7 +47,13 @@ async fn private(ext: Extensions) -> Result<&'static str, ApiError> {
     }
 }
 
-fn app(config: RateConfig, trust_proxy: bool) -> Router {
+/// `behind_proxy`: whatever connects is the one proxy in front (`FRAMEGATE_TRUST_PROXY=true`).
+fn app(config: RateConfig, behind_proxy: bool) -> Router {
+    let proxies = if behind_proxy {
+        ProxyTrust::ImmediatePeer
+    } else {
+        ProxyTrust::None
+    };
     let state = TestState {
         limits: Arc::new(RateLimits::new(&config)),
         user: Principal {
@@ -62,14 +69,17 @@ fn app(config: RateConfig, trust_proxy: bool) -> Router {
     Router::new()
         .route("/public", get(|| async { "hello" }))
         .route("/private", get(private))
-        .layer(middleware::from_fn(move |mut request: Request, next: Next| {
-            let limits = limits.clone();
-            let principal = resolve(request.headers(), &user);
-            if let Some(principal) = &principal {
-                request.extensions_mut().insert(principal.clone());
-            }
-            async move { enforce(&limits, trust_proxy, principal.as_ref(), request, next).await }
-        }))
+        .layer(middleware::from_fn(
+            move |mut request: Request, next: Next| {
+                let limits = limits.clone();
+                let principal = resolve(request.headers(), &user);
+                if let Some(principal) = &principal {
+                    request.extensions_mut().insert(principal.clone());
+                }
+                let proxies = proxies.clone();
+                async move { enforce(&limits, &proxies, principal.as_ref(), request, next).await }
+            },
+        ))
         .with_state(state)
 }
 

@@ -21,6 +21,7 @@ use crate::state::AppState;
 /// Filters of `GET /v1/admin/audit`; all optional, all narrowing. Taken as strings so that a
 /// malformed value is a 422 naming the field, like every other validation error.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// One aggregate: `user:<id>`, `credits:<id>`, `video:<id>` or `image:<id>`.
     pub aggregate: Option<String>,

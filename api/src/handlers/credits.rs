@@ -46,6 +46,7 @@ pub async fn balance(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// From a previous page's `next_cursor`.
     pub cursor: Option<String>,

@@ -28,7 +28,7 @@ use uuid::Uuid;
 use super::{check_reason, metadata, page_limit, time_cursor, Page};
 use crate::auth::Principal;
 use crate::error::{ApiError, FieldError};
-use crate::extract::{user_agent, ApiJson, ApiPath, ApiQuery, ClientIp};
+use crate::extract::{from_json_slice, user_agent, ApiJson, ApiPath, ApiQuery, ClientIp};
 use crate::idempotency::{store_with_commit, ResponseSeal, StoredWithCommit};
 use crate::state::AppState;
 
@@ -554,6 +554,7 @@ pub async fn get(
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ContentQuery {
     /// `video` (default), `poster` or `thumbnail`.
     #[serde(default)]
@@ -656,6 +657,7 @@ pub async fn events(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// queued | submitted | running | completed | failed | cancelled
     pub status: Option<String>,
@@ -753,11 +755,7 @@ pub async fn cancel(
     let body: CancelBody = if body.iter().all(u8::is_ascii_whitespace) {
         CancelBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
-            status: StatusCode::BAD_REQUEST,
-            code: "malformed_json",
-            message: format!("the body is not a valid cancel request: {e}"),
-        })?
+        from_json_slice(&body)?
     };
     if let Some(reason) = &body.reason {
         check_reason("reason", reason)?;

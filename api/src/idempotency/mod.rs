@@ -42,8 +42,8 @@ pub use records::{abandon, begin, complete, purge_expired, renew, Begin, Claim, 
 pub use seal::ResponseSeal;
 
 use crate::auth::{authenticate, Principal};
+use crate::client_ip::client_ip;
 use crate::error::ApiError;
-use crate::rate_limit::client_ip;
 use crate::state::AppState;
 
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -118,7 +118,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
                 .map(|ConnectInfo(addr)| *addr);
             format!(
                 "ip:{}",
-                client_ip(request.headers(), connect, state.config.trust_proxy)
+                client_ip(request.headers(), connect, &state.config.proxies)
             )
         }
         // The handler's extractor refuses it with the proper 401.
