@@ -26,7 +26,7 @@ use governor::clock::Clock as _;
 use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::auth::{authenticate, route_family, Principal};
+use crate::auth::{api_keys, authenticate, presented_api_key, route_family, Principal};
 use crate::client_ip::{client_ip, ProxyTrust};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -232,6 +232,24 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
     // charged to the IP whatever credentials come along, so one valid token cannot lend its
     // larger user bucket to mass registrations.
     let acts_for_caller = route_family(request.uri().path()) != "auth";
+    // An API key the cache cannot answer for costs a lookup in the store: the caller's IP
+    // pays for it before it is made, so junk keys are limited like any anonymous request
+    // (and each junk key is remembered briefly, so repeating it costs nothing).
+    if acts_for_caller {
+        if let Some(secret) = presented_api_key(request.headers()) {
+            if !api_keys::resolved_without_lookup(&state, secret) {
+                let connect = request
+                    .extensions()
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|ConnectInfo(addr)| *addr);
+                let ip = client_ip(request.headers(), connect, &state.config.proxies);
+                if let Err(refused) = state.limits.check_anonymous(ip, request.extensions()) {
+                    tracing::info!(%ip, "anonymous rate limit reached before a key lookup");
+                    return refused.into_response();
+                }
+            }
+        }
+    }
     let principal = if acts_for_caller && request.headers().contains_key(header::AUTHORIZATION) {
         // A refusal (bad token, database away) is the handler's to report; here the caller
         // simply counts as anonymous.

@@ -705,3 +705,56 @@ async fn a_path_or_query_that_does_not_parse_is_a_problem_naming_it() {
     let video = app.get("/v1/videos/123", Some(&token)).await;
     assert_problem(video, StatusCode::BAD_REQUEST, "invalid_path").await;
 }
+
+#[tokio::test]
+async fn ten_thousand_junk_api_keys_from_one_ip_cost_a_bounded_number_of_lookups() {
+    let app = TestApp::with_config(|c| c.rate.anonymous_per_minute = 20).await;
+    let lookups = || app.state.credentials.key_lookups();
+    let before = lookups();
+    use futures::StreamExt as _;
+    let statuses: Vec<StatusCode> = futures::stream::iter(0..10_000)
+        .map(|n| {
+            let (client, url) = (app.client.clone(), app.url("/v1/credits"));
+            async move {
+                client
+                    .get(url)
+                    .bearer_auth(format!("fg_junk{n:0>40}"))
+                    .send()
+                    .await
+                    .expect("send")
+                    .status()
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    // Each new key's lookup is charged to the IP before it is made: 20 a minute, not 10,000.
+    assert!(
+        lookups() - before <= 20,
+        "{} lookups for 10,000 junk keys",
+        lookups() - before
+    );
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(limited >= 9_980, "{limited} refused with 429");
+    assert!(statuses
+        .iter()
+        .all(|s| [StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS].contains(s)));
+
+    // A junk key repeated is remembered: no further lookup, still 401 (not a 500, not a 200).
+    let app = TestApp::with_config(|c| c.rate.anonymous_per_minute = 1_000).await;
+    let before = app.state.credentials.key_lookups();
+    for _ in 0..50 {
+        let response = app
+            .client
+            .get(app.url("/v1/credits"))
+            .bearer_auth("fg_the_same_junk_key_every_time")
+            .send()
+            .await
+            .expect("send");
+        assert_problem(response, StatusCode::UNAUTHORIZED, "invalid_api_key").await;
+    }
+    assert_eq!(app.state.credentials.key_lookups() - before, 1);
+}

@@ -506,3 +506,70 @@ async fn a_reason_is_bounded_wherever_it_reaches_an_event() {
         .await;
     assert_eq!(cancelled.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn users_see_our_message_for_a_failure_never_the_providers_text() {
+    use framegate_commands::{Actor, CommandMetadata};
+    use framegate_domain::{ProviderKind, VideoCommand};
+
+    let app = TestApp::spawn().await;
+    let (_, token, _) = app.signed_in_user("failed@example.com").await;
+    let (_, admin) = app.admin("ops@example.com").await;
+    let video: Value = app
+        .post("/v1/videos", Some(&token), ten_second_simulator_video())
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id = video["id"].as_str().expect("id").to_owned();
+    // What a worker records when a provider answers with its own error page.
+    let upstream = "upstream 502 from gw-internal-7.corp.example: trace=9f2c token=sk-live-abc";
+    let meta = CommandMetadata::new_request(Actor::System);
+    let videos = app.state.store.videos();
+    for command in [
+        VideoCommand::StartSubmission {
+            attempt: 1,
+            provider: ProviderKind::Simulator,
+            model: "simulator-v1".into(),
+        },
+        VideoCommand::RecordSubmissionFailure {
+            code: "upstream_unavailable".into(),
+            message: upstream.into(),
+            retry_at: chrono::Utc::now(),
+        },
+        VideoCommand::Fail {
+            code: "generation_failed".into(),
+            message: upstream.into(),
+            retryable: false,
+            charged: false,
+        },
+    ] {
+        videos.execute(&id, command, &meta).await.expect("command");
+    }
+
+    let shown: Value = app
+        .get(&format!("/v1/videos/{id}"), Some(&token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(shown["status"], "failed");
+    assert_eq!(shown["error"]["code"], "generation_failed");
+    assert_eq!(
+        shown["error"]["message"],
+        "the provider could not generate this video"
+    );
+    assert_eq!(
+        shown["attempts"][0]["error"]["message"],
+        "the provider is unavailable"
+    );
+    assert!(!shown.to_string().contains("gw-internal"), "{shown}");
+    // The admin view of the events keeps what the provider said.
+    let events = app
+        .get(&format!("/v1/admin/events/video/{id}"), Some(&admin))
+        .await
+        .text()
+        .await
+        .expect("text");
+    assert!(events.contains("gw-internal-7"), "{events}");
+}

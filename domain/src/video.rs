@@ -18,7 +18,9 @@ use crate::ids::{ImageId, UserId, VideoId};
 pub use crate::provider::{ProviderKind, ProviderPreference, UnknownProvider};
 use crate::services::Services;
 
+mod failure;
 mod status;
+pub use failure::public_message;
 pub use status::{PublicStatus, VideoStatus};
 
 pub const MAX_PROMPT_CHARS: usize = 4000;

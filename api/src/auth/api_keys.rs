@@ -80,17 +80,30 @@ pub async fn authenticate(state: &AppState, secret: &str) -> Result<Principal, A
     })
 }
 
+/// Whether the key `secret` is known to the cache, as a key or as no key: authenticating it
+/// costs no lookup in the store.
+pub fn resolved_without_lookup(state: &AppState, secret: &str) -> bool {
+    let hash = hash_token(secret);
+    state.credentials.key(hash.as_str()).is_some()
+        || state.credentials.is_unknown_key(hash.as_str())
+}
+
 /// The key with this hash and its owner's state, from the cache or the read model. Unknown
-/// hashes are not cached: they are what a guesser sends, and each costs the guesser a 401
-/// charged to its IP.
+/// hashes are remembered briefly (a guesser repeating one costs nothing), and the lookup of a
+/// new one is charged to the caller's IP before it is made (`rate_limit::layer`).
 async fn owner(state: &AppState, key_hash: &str) -> Result<Option<KeyOwner>, ApiError> {
     if let Some(cached) = state.credentials.key(key_hash) {
         return Ok(Some(cached));
     }
+    if state.credentials.is_unknown_key(key_hash) {
+        return Ok(None);
+    }
     let seen = state.credentials.generation();
+    state.credentials.count_key_lookup();
     let found = api_keys::find_owner_by_hash(&state.pool, key_hash).await?;
-    if let Some(owner) = &found {
-        state.credentials.keep_key(key_hash, owner, seen);
+    match &found {
+        Some(owner) => state.credentials.keep_key(key_hash, owner, seen),
+        None => state.credentials.keep_unknown_key(key_hash),
     }
     Ok(found)
 }

@@ -61,7 +61,16 @@ pub struct CredentialCache {
     /// By the SHA-256 of the presented key.
     keys: Mutex<HashMap<String, Entry<KeyOwner>>>,
     users: Mutex<HashMap<Uuid, Entry<UserState>>>,
+    /// Hashes of presented keys no key has, for [`UNKNOWN_TTL`]: a guesser repeating a key
+    /// costs no lookup. Independent of the listener: a key is never issued with a hash that
+    /// somebody presented before (the secret has 256 random bits).
+    unknown: Mutex<HashMap<String, Instant>>,
+    /// Lookups of keys in the store, since start (for tests and operators).
+    key_lookups: AtomicU64,
 }
+
+/// How long a presented key that no key has is remembered as unknown.
+pub const UNKNOWN_TTL: Duration = Duration::from_secs(30);
 
 impl CredentialCache {
     pub fn is_live(&self) -> bool {
@@ -78,6 +87,40 @@ impl CredentialCache {
             return None;
         }
         fresh(&self.keys, key_hash)
+    }
+
+    /// Whether `key_hash` was looked up lately and no key has it.
+    pub fn is_unknown_key(&self, key_hash: &str) -> bool {
+        let Ok(unknown) = self.unknown.lock() else {
+            return false;
+        };
+        unknown
+            .get(key_hash)
+            .is_some_and(|at| at.elapsed() < UNKNOWN_TTL)
+    }
+
+    /// Remembers that no key has `key_hash`.
+    pub fn keep_unknown_key(&self, key_hash: &str) {
+        let Ok(mut unknown) = self.unknown.lock() else {
+            return;
+        };
+        if unknown.len() >= CAPACITY {
+            unknown.retain(|_, at| at.elapsed() < UNKNOWN_TTL);
+            if unknown.len() >= CAPACITY {
+                unknown.clear();
+            }
+        }
+        unknown.insert(key_hash.to_owned(), Instant::now());
+    }
+
+    /// Counts one lookup of a key in the store.
+    pub fn count_key_lookup(&self) {
+        self.key_lookups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many keys were looked up in the store since start.
+    pub fn key_lookups(&self) -> u64 {
+        self.key_lookups.load(Ordering::Relaxed)
     }
 
     pub fn user(&self, user_id: Uuid) -> Option<UserState> {

@@ -133,6 +133,16 @@ impl Principal {
     }
 }
 
+/// The API key in the Authorization header, if that is what it carries.
+pub fn presented_api_key(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?
+        .trim();
+    token.starts_with(api_keys::KEY_PREFIX).then_some(token)
+}
+
 /// Resolves the caller from the request headers: `Ok(None)` without an Authorization header,
 /// an error for a header that does not authenticate.
 pub async fn authenticate(

@@ -17,8 +17,8 @@ use framegate_commands::{CommandError, StoredEvent};
 use framegate_domain::catalog::{Quote, QuoteError, QuoteRequest};
 use framegate_domain::routing;
 use framegate_domain::{
-    CreditError, ImageId, ProviderKind, ProviderPreference, PublicStatus, VideoCommand, VideoError,
-    VideoId, VideoSpec, VideoStatus,
+    public_message, CreditError, ImageId, ProviderKind, ProviderPreference, PublicStatus,
+    VideoCommand, VideoError, VideoId, VideoSpec, VideoStatus,
 };
 use framegate_projections::read_models::{credits, images, videos, VideoRow};
 use serde::{Deserialize, Serialize};
@@ -151,9 +151,10 @@ fn public_status(status: &str) -> &'static str {
 
 impl From<VideoRow> for VideoResponse {
     fn from(row: VideoRow) -> Self {
+        // Ours, never the provider's text (the admin view and the audit log keep that).
         let error = row.error_code.clone().map(|code| VideoFailure {
+            message: public_message(&code).to_owned(),
             code,
-            message: row.error_message.clone().unwrap_or_default(),
             retryable: row.error_retryable.unwrap_or(false),
             charged: row.error_charged.unwrap_or(false),
         });
@@ -177,7 +178,7 @@ impl From<VideoRow> for VideoResponse {
             cancellation: row
                 .cancel_charged
                 .map(|charged| VideoCancellation { charged }),
-            attempts: row.attempts.0.clone(),
+            attempts: row.attempts.0.iter().map(public_attempt).collect(),
             next_attempt_at: row.next_attempt_at,
             created_at: row.created_at,
             updated_at: row.updated_at,
@@ -187,6 +188,20 @@ impl From<VideoRow> for VideoResponse {
             thumbnail: None,
         }
     }
+}
+
+/// An attempt as users see it: a failed one's message is ours, by its code.
+fn public_attempt(attempt: &serde_json::Value) -> serde_json::Value {
+    let mut attempt = attempt.clone();
+    if let Some(error) = attempt.get_mut("error").and_then(|e| e.as_object_mut()) {
+        let code = error
+            .get("code")
+            .and_then(|c| c.as_str())
+            .unwrap_or_default();
+        let message = public_message(code);
+        error.insert("message".to_owned(), serde_json::Value::from(message));
+    }
+    attempt
 }
 
 /// Which of a finished video's files `GET /v1/videos/{id}/content` returns.

@@ -421,6 +421,9 @@ impl Dispatcher {
             retry_after: failure.retry_after,
         };
         let pinned = spec.provider.pinned().is_some();
+        // The provider's own words go to the log and the events (audit, admin view); users
+        // see a message of ours for the code (`framegate_domain::public_message`).
+        warn!(%provider, attempt, code = %failure.code, message = %failure.message, "submission failed");
         match retry::after_failure(&seen, pinned, &failed, &candidates, rand::random::<f64>()) {
             retry::Next::Fail => fail_command(&failure),
             retry::Next::Retry { wait } => VideoCommand::RecordSubmissionFailure {
