@@ -48,6 +48,7 @@ async fn an_api_killed_mid_request_never_creates_two_videos_for_one_key() {
         .await
         .expect("register");
     assert_eq!(registered.status(), StatusCode::CREATED);
+    dev.verify_email(&client, "crash@example.com").await;
     let login: Value = client
         .post(dev.url("/v1/auth/login"))
         .json(&credentials)

@@ -105,6 +105,8 @@ async fn the_walk_through_ends_with_a_downloaded_playable_mp4() {
         .await
         .expect("register");
     assert_eq!(registered.status(), StatusCode::CREATED);
+    // The sign-up credits wait for the address to be verified (the token is in the dev mailbox).
+    dev.verify_email(&client, email).await;
     let login: Value = client
         .post(dev.url("/v1/auth/login"))
         .json(&json!({"email": email, "password": password}))

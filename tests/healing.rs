@@ -78,6 +78,7 @@ async fn terminated_backends_twice_and_a_poison_event_leave_every_job_finished()
         .await
         .expect("register");
     assert_eq!(registered.status(), StatusCode::CREATED);
+    dev.verify_email(&client, "healer@example.com").await;
     let login: Value = client
         .post(dev.url("/v1/auth/login"))
         .json(&json!({"email": "healer@example.com", "password": password}))

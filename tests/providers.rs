@@ -98,6 +98,8 @@ impl Session {
         // The account's read models are written in the registration's own transaction:
         // it signs in and shows its balance at once.
         assert!(registered.headers().get("framegate-consistency").is_none());
+        // The sign-up credits come with the verified address.
+        dev.verify_email(&client, email).await;
         let login: Value = client
             .post(dev.url("/v1/auth/login"))
             .json(&json!({"email": email, "password": password}))

@@ -39,6 +39,8 @@ pub struct ApiConfig {
     pub reset_ttl: Duration,
     /// Credits every new user receives.
     pub signup_credits: i64,
+    /// When they receive them (`FRAMEGATE_SIGNUP_CREDITS_ON`).
+    pub signup_credits_on: SignupCreditsOn,
     /// Where links in emails point.
     pub public_url: String,
     pub mail: MailConfig,
@@ -92,6 +94,7 @@ impl ApiConfig {
             verification_ttl: Duration::from_secs(48 * 3600),
             reset_ttl: Duration::from_secs(3600),
             signup_credits: 100,
+            signup_credits_on: SignupCreditsOn::Verify,
             public_url: "http://127.0.0.1:8080".to_owned(),
             mail: MailConfig::default(),
             rate: RateConfig::default(),
@@ -165,6 +168,18 @@ impl ApiConfig {
                     message: "must not be negative".to_owned(),
                 });
             }
+        }
+        if let Some(v) = get("FRAMEGATE_SIGNUP_CREDITS_ON") {
+            config.signup_credits_on = match v.trim() {
+                "verify" => SignupCreditsOn::Verify,
+                "register" => SignupCreditsOn::Register,
+                other => {
+                    return Err(ConfigError {
+                        variable: "FRAMEGATE_SIGNUP_CREDITS_ON",
+                        message: format!("{other:?}: expected verify or register"),
+                    })
+                }
+            };
         }
         if let Some(v) = get("FRAMEGATE_PUBLIC_URL") {
             config.public_url = v.trim_end_matches('/').to_owned();
@@ -274,6 +289,25 @@ fn proxies(get: impl Fn(&str) -> Option<String>) -> Result<ProxyTrust, ConfigErr
         (_, networks @ ProxyTrust::Networks(_)) => Ok(networks),
         (Some(true), _) => Ok(ProxyTrust::ImmediatePeer),
         _ => Ok(ProxyTrust::None),
+    }
+}
+
+/// When a new user receives the sign-up credits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignupCreditsOn {
+    /// When they verify their email address: an address nobody reads earns nothing, so
+    /// scripted registrations of random addresses farm no credits.
+    Verify,
+    /// At registration (trusted or invite-only deployments).
+    Register,
+}
+
+impl SignupCreditsOn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignupCreditsOn::Verify => "verification",
+            SignupCreditsOn::Register => "registration",
+        }
     }
 }
 
@@ -406,5 +440,17 @@ mod tests {
         let bad = config(&[("FRAMEGATE_TRUSTED_PROXIES", "10.0.0.0/8, 10.0.0.1/33")])
             .expect_err("bad prefix");
         assert!(bad.contains("10.0.0.1/33"), "{bad}");
+    }
+
+    #[test]
+    fn sign_up_credits_wait_for_verification_unless_told_otherwise() {
+        let config = ApiConfig::from_lookup(lookup(&[])).expect("config");
+        assert_eq!(config.signup_credits_on, SignupCreditsOn::Verify);
+        let config = ApiConfig::from_lookup(lookup(&[("FRAMEGATE_SIGNUP_CREDITS_ON", "register")]))
+            .expect("config");
+        assert_eq!(config.signup_credits_on, SignupCreditsOn::Register);
+        let error = ApiConfig::from_lookup(lookup(&[("FRAMEGATE_SIGNUP_CREDITS_ON", "login")]))
+            .expect_err("not a choice");
+        assert_eq!(error.variable, "FRAMEGATE_SIGNUP_CREDITS_ON");
     }
 }

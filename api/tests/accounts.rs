@@ -60,7 +60,7 @@ async fn register_verify_login_refresh_api_key_and_credits_work_end_to_end() {
         .expect("access")
         .to_owned();
 
-    // The sign-up grant is visible right after registration (read-your-writes).
+    // The sign-up grant came with the verification, in its transaction (read-your-writes).
     let credits: Value = app
         .get("/v1/credits", Some(&access))
         .await
@@ -474,4 +474,126 @@ async fn a_taken_email_is_refused_before_any_password_is_hashed() {
         hashed,
         "no argon2 work for an address that cannot register"
     );
+}
+
+async fn balance(app: &TestApp, token: &str) -> i64 {
+    let credits: Value = app
+        .get("/v1/credits", Some(token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    credits["balance"].as_i64().expect("balance")
+}
+
+async fn access_token(app: &TestApp, email: &str) -> String {
+    let login: Value = app.login(email, PASSWORD).await.json().await.expect("json");
+    login["access_token"].as_str().expect("access").to_owned()
+}
+
+#[tokio::test]
+async fn scripted_sign_ups_farm_no_credits_until_an_address_is_verified() {
+    let app = TestApp::spawn().await;
+    let video = json!({"prompt": "free ride", "provider": "simulator", "duration_seconds": 4,
+                       "aspect_ratio": "16:9", "resolution": "480p"});
+    // A script registers addresses nobody reads and uses them at once.
+    for n in 0..5 {
+        let email = format!("farm{n}@example.com");
+        let registered: Value = app
+            .post(
+                "/v1/auth/register",
+                None,
+                json!({"email": email, "password": PASSWORD}),
+            )
+            .await
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(
+            registered["signup_credits"],
+            json!({"amount": 100, "granted_on": "verification", "granted": false}),
+            "the answer says when the credits come"
+        );
+        let token = access_token(&app, &email).await;
+        assert_eq!(balance(&app, &token).await, 0);
+        let refused = app.post("/v1/videos", Some(&token), video.clone()).await;
+        assert_problem(
+            refused,
+            StatusCode::PAYMENT_REQUIRED,
+            "insufficient_credits",
+        )
+        .await;
+    }
+
+    // Verifying grants them, once.
+    let token = app.mailed_token("farm0@example.com");
+    let verify = || app.post("/v1/auth/verify-email", None, json!({"token": token}));
+    assert_eq!(verify().await.status(), StatusCode::OK);
+    assert_problem(
+        verify().await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "already_verified",
+    )
+    .await;
+    let access = access_token(&app, "farm0@example.com").await;
+    assert_eq!(balance(&app, &access).await, 100);
+    let grants: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_type = 'CreditAccount'
+            AND event_type = 'CreditsGranted'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("count");
+    assert_eq!(grants, 1, "four unverified accounts got nothing");
+}
+
+#[tokio::test]
+async fn an_account_granted_at_registration_gets_nothing_more_on_verifying() {
+    use framegate_commands::{Actor, CommandMetadata};
+    use framegate_domain::{CreditCommand, Credits};
+
+    // Registration-time grants, as every deployment did before, and as `register` still does.
+    let now = TestApp::with_config(|c| {
+        c.signup_credits_on = framegate_api::config::SignupCreditsOn::Register;
+    })
+    .await;
+    let registered: Value = now
+        .post(
+            "/v1/auth/register",
+            None,
+            json!({"email": "early@example.com", "password": PASSWORD}),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(registered["signup_credits"]["granted"], true);
+    let token = access_token(&now, "early@example.com").await;
+    assert_eq!(balance(&now, &token).await, 100);
+
+    // An account granted the old way (before this policy existed) verifies under `verify`.
+    let app = TestApp::spawn().await;
+    let user = app.register("legacy@example.com").await;
+    let legacy = CreditCommand::Grant {
+        amount: Credits::new(100),
+        reason: framegate_domain::SIGNUP_REASON.into(),
+        granted_by: framegate_domain::SIGNUP_GRANTED_BY.into(),
+    };
+    app.state
+        .store
+        .credits()
+        .execute(
+            &user.to_string(),
+            legacy,
+            &CommandMetadata::new_request(Actor::System),
+        )
+        .await
+        .expect("legacy grant");
+    let token = app.mailed_token("legacy@example.com");
+    let verified = app
+        .post("/v1/auth/verify-email", None, json!({"token": token}))
+        .await;
+    assert_eq!(verified.status(), StatusCode::OK);
+    let access = access_token(&app, "legacy@example.com").await;
+    assert_eq!(balance(&app, &access).await, 100, "not 200");
 }

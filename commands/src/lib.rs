@@ -24,6 +24,7 @@ pub mod stored;
 pub mod testing;
 pub mod unit;
 pub mod users;
+pub mod verification;
 pub mod videos;
 
 pub use error::CommandError;

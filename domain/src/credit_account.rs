@@ -28,6 +28,11 @@ pub enum CreditCommand {
         reason: String,
         granted_by: String,
     },
+    /// The sign-up credits, once per account whenever it is asked (at registration or at
+    /// email verification): an account that has them already is left alone.
+    GrantSignup {
+        amount: Credits,
+    },
     Purchase {
         amount: Credits,
         payment_reference: String,
@@ -156,12 +161,19 @@ pub struct CreditAccount {
     /// Settled reservations stay forever: they are what makes a late retry a no-op.
     reservations: BTreeMap<VideoId, Reservation>,
     purchases: BTreeMap<String, Credits>,
+    /// Whether the sign-up credits were granted (a `CreditsGranted` for [`SIGNUP_REASON`] by
+    /// `system`, as registration has always recorded them).
+    signup_granted: bool,
 }
+
+/// The reason and grantor a sign-up grant is recorded with.
+pub const SIGNUP_REASON: &str = "sign-up grant";
+pub const SIGNUP_GRANTED_BY: &str = "system";
 
 impl CreditAccount {
     /// The version of this struct's shape as snapshots store it (serde): bump it whenever a
     /// field is added, removed or changes meaning, and older snapshots are ignored.
-    pub const STATE_VERSION: i32 = 1;
+    pub const STATE_VERSION: i32 = 2;
 
     /// Everything granted or bought minus everything captured; includes reserved credits.
     pub fn balance(&self) -> Credits {
@@ -227,6 +239,17 @@ impl CreditAccount {
                     amount,
                     reason,
                     granted_by,
+                }
+            }
+            CreditCommand::GrantSignup { amount } => {
+                if self.signup_granted || !amount.is_positive() {
+                    return Ok(None);
+                }
+                self.ensure_room_for(amount)?;
+                CreditEvent::CreditsGranted {
+                    amount,
+                    reason: SIGNUP_REASON.to_owned(),
+                    granted_by: SIGNUP_GRANTED_BY.to_owned(),
                 }
             }
             CreditCommand::Purchase {
@@ -324,8 +347,13 @@ impl Aggregate for CreditAccount {
     /// `decide` has already proven each event keeps the figures in range.
     fn apply(&mut self, event: Self::Event) {
         match event {
-            CreditEvent::CreditsGranted { amount, .. } => {
+            CreditEvent::CreditsGranted {
+                amount,
+                reason,
+                granted_by,
+            } => {
                 self.balance = saturating_add(self.balance, amount);
+                self.signup_granted |= reason == SIGNUP_REASON && granted_by == SIGNUP_GRANTED_BY;
             }
             CreditEvent::CreditsPurchased {
                 amount,

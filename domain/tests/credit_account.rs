@@ -427,3 +427,29 @@ fn the_account_figures_follow_its_events() {
         .is_some_and(Reservation::is_open));
     assert_eq!(account.reservation(video(4)), None);
 }
+
+fn signup_granted(amount: i64) -> CreditEvent {
+    CreditEvent::CreditsGranted {
+        amount: c(amount),
+        reason: framegate_domain::SIGNUP_REASON.to_string(),
+        granted_by: framegate_domain::SIGNUP_GRANTED_BY.to_string(),
+    }
+}
+
+#[test]
+fn sign_up_credits_are_granted_once_in_an_accounts_life() {
+    framework()
+        .given_no_previous_events()
+        .when(CreditCommand::GrantSignup { amount: c(100) })
+        .then_expect_events(vec![signup_granted(100)]);
+    // Asked again (at verification after registration, or twice): nothing more.
+    framework()
+        .given(vec![signup_granted(100)])
+        .when(CreditCommand::GrantSignup { amount: c(100) })
+        .then_expect_events(vec![]);
+    // Other grants do not count as the sign-up grant.
+    framework()
+        .given(vec![granted(50)])
+        .when(CreditCommand::GrantSignup { amount: c(100) })
+        .then_expect_events(vec![signup_granted(100)]);
+}

@@ -106,6 +106,38 @@ impl Dev {
     }
 }
 
+impl Dev {
+    /// Verifies `email` with the token `framegate dev` mailed to it (the newest), as a user
+    /// would: the sign-up credits arrive with it.
+    pub async fn verify_email(&self, client: &reqwest::Client, email: &str) {
+        let mailbox = self.state_dir.path().join("mailbox");
+        let mail = framegate_api::mail::read_mailbox(&mailbox)
+            .expect("dev mailbox")
+            .into_iter()
+            .rev()
+            .find(|mail| mail.to.contains(email))
+            .unwrap_or_else(|| panic!("no mail to {email}"));
+        let token = mail
+            .body
+            .lines()
+            .map(str::trim)
+            .find(|line| {
+                line.split_once('.').is_some_and(|(id, rest)| {
+                    id.parse::<uuid::Uuid>().is_ok() && !rest.is_empty() && !rest.contains(' ')
+                })
+            })
+            .unwrap_or_else(|| panic!("no token in mail: {}", mail.body))
+            .to_owned();
+        let verified = client
+            .post(self.url("/v1/auth/verify-email"))
+            .json(&serde_json::json!({ "token": token }))
+            .send()
+            .await
+            .expect("verify");
+        assert_eq!(verified.status(), reqwest::StatusCode::OK, "verify {email}");
+    }
+}
+
 fn spawn(url: &str, state_dir: &std::path::Path, port: u16, env: &[(String, String)]) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_framegate"));
     command.arg("dev");

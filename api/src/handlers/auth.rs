@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use framegate_commands::users::{
     register as register_user, registered_user_by_email, Registration,
 };
+use framegate_commands::verification::{verify_email as verify_email_with_credits, VerifyError};
 use framegate_domain::{
     hash_token, normalize_email, CreditCommand, Credits, Role, UserCommand, UserId,
 };
@@ -24,6 +25,7 @@ use uuid::Uuid;
 use super::metadata;
 use crate::auth::refresh::{self, generate_secret, Rotation};
 use crate::auth::Principal;
+use crate::config::SignupCreditsOn;
 use crate::error::{ApiError, FieldError};
 use crate::extract::{user_agent, ApiJson, ClientIp};
 use crate::state::AppState;
@@ -106,9 +108,11 @@ pub(crate) async fn user_or_404(
         .ok_or(ApiError::NotFound)
 }
 
-/// Registers a user, grants the sign-up credits and emails a verification link.
+/// Registers a user and emails a verification link. The sign-up credits are granted when the
+/// address is verified (`FRAMEGATE_SIGNUP_CREDITS_ON=verify`, the default) or at once
+/// (`register`); the answer's `signup_credits` says which.
 #[utoipa::path(post, path = "/v1/auth/register", tag = "auth", request_body = RegisterRequest,
-    responses((status = 201, body = UserResponse), (status = 409, description = "email_taken"),
+    responses((status = 201, body = RegisterResponse), (status = 409, description = "email_taken"),
               (status = 422, description = "validation_failed / invalid_email")))]
 pub async fn register(
     State(state): State<AppState>,
@@ -152,11 +156,10 @@ pub async fn register(
         role: Role::User,
     };
     register_user(&state.store, registration, &meta).await?;
-    if state.config.signup_credits > 0 {
-        let grant = CreditCommand::Grant {
-            amount: Credits::new(state.config.signup_credits),
-            reason: "sign-up grant".to_owned(),
-            granted_by: "system".to_owned(),
+    let signup = SignupCredits::of(&state.config);
+    if signup.granted {
+        let grant = CreditCommand::GrantSignup {
+            amount: Credits::new(signup.amount),
         };
         state
             .store
@@ -166,7 +169,7 @@ pub async fn register(
     }
     send_verification(&state, &email, &token).await;
     let user = users::get(&state.pool, user_id).await?;
-    let body = match user {
+    let user = match user {
         Some(row) => UserResponse::from(row),
         None => UserResponse {
             id: user_id.as_uuid(),
@@ -177,7 +180,41 @@ pub async fn register(
             created_at: Utc::now(),
         },
     };
+    let body = RegisterResponse {
+        user,
+        signup_credits: signup,
+    };
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// A registration's answer: the user, and what becomes of the sign-up credits.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegisterResponse {
+    #[serde(flatten)]
+    pub user: UserResponse,
+    pub signup_credits: SignupCredits,
+}
+
+/// The sign-up credits of a new account.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignupCredits {
+    pub amount: i64,
+    /// `verification` (the default: granted when the email address is verified, with
+    /// `POST /v1/auth/verify-email`) or `registration`.
+    pub granted_on: &'static str,
+    /// Whether they are on the account already.
+    pub granted: bool,
+}
+
+impl SignupCredits {
+    fn of(config: &crate::config::ApiConfig) -> Self {
+        Self {
+            amount: config.signup_credits,
+            granted_on: config.signup_credits_on.as_str(),
+            granted: config.signup_credits > 0
+                && config.signup_credits_on == SignupCreditsOn::Register,
+        }
+    }
 }
 
 async fn send_verification(state: &AppState, email: &str, token: &str) {
@@ -202,7 +239,8 @@ pub struct TokenRequest {
     pub token: String,
 }
 
-/// Confirms an email address with the emailed token.
+/// Confirms an email address with the emailed token, and grants the sign-up credits that
+/// waited for it in the same transaction (once per account).
 #[utoipa::path(post, path = "/v1/auth/verify-email", tag = "auth", request_body = TokenRequest,
     responses((status = 200, body = UserResponse), (status = 422, description = "invalid_token / token_expired / already_verified")))]
 pub async fn verify_email(
@@ -213,13 +251,15 @@ pub async fn verify_email(
 ) -> Result<Response, ApiError> {
     let user_id = token_user(&body.token)?;
     let meta = metadata(None, ip, user_agent(&headers));
-    let command = UserCommand::VerifyEmail { token: body.token };
-    state
-        .store
-        .users()
-        .execute(&user_id.to_string(), command, &meta)
+    let signup = (state.config.signup_credits_on == SignupCreditsOn::Verify
+        && state.config.signup_credits > 0)
+        .then(|| Credits::new(state.config.signup_credits));
+    verify_email_with_credits(&state.store, user_id, body.token, signup, &meta)
         .await
-        .map_err(token_command_error)?;
+        .map_err(|error| match error {
+            VerifyError::User(error) => token_command_error(error),
+            VerifyError::Credits(error) => error.into(),
+        })?;
     let user = user_or_404(&state, user_id).await?;
     Ok(Json(UserResponse::from(user)).into_response())
 }
