@@ -18,6 +18,7 @@ use crate::client_ip::ProxyTrust;
 use crate::images::{ImageLimits, RuleSet, RULES_ENV};
 use crate::mail::MailConfig;
 use crate::rate_limit::RateConfig;
+use crate::server::HttpLimits;
 
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {variable}: {message}")]
@@ -48,6 +49,8 @@ pub struct ApiConfig {
     /// Whose X-Forwarded-For entries are believed (`FRAMEGATE_TRUST_PROXY`,
     /// `FRAMEGATE_TRUSTED_PROXIES`; see `client_ip`).
     pub proxies: ProxyTrust,
+    /// Connection cap and slow-client timeouts (`FRAMEGATE_HTTP_*`; see `server`).
+    pub http: HttpLimits,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
     /// How long an Idempotency-Key claim outlives its request's last sign of life: a retry
@@ -99,6 +102,7 @@ impl ApiConfig {
             mail: MailConfig::default(),
             rate: RateConfig::default(),
             proxies: ProxyTrust::None,
+            http: HttpLimits::default(),
             body_limit: 1024 * 1024,
             idempotency_lease: Duration::from_secs(10),
             max_concurrent_hashes: 4,
@@ -203,6 +207,7 @@ impl ApiConfig {
             config.rate.login_per_minute = positive("FRAMEGATE_RATE_LOGIN_PER_MINUTE", &v)?;
         }
         config.proxies = proxies(&get)?;
+        config.http = http_limits(&get)?;
         if let Some(v) = get("FRAMEGATE_IDEMPOTENCY_LEASE_SECONDS") {
             let seconds = positive("FRAMEGATE_IDEMPOTENCY_LEASE_SECONDS", &v)?;
             config.idempotency_lease = Duration::from_secs(u64::from(seconds));
@@ -311,6 +316,26 @@ impl SignupCreditsOn {
     }
 }
 
+/// `FRAMEGATE_HTTP_*`: whole seconds and a connection count, each at least 1 (a zero
+/// timeout would cut every client; a zero cap would serve none).
+fn http_limits(get: impl Fn(&str) -> Option<String>) -> Result<HttpLimits, ConfigError> {
+    let mut limits = HttpLimits::default();
+    let seconds = |variable: &'static str, default: Duration| match get(variable) {
+        Some(v) => positive(variable, &v).map(|n| Duration::from_secs(u64::from(n))),
+        None => Ok(default),
+    };
+    limits.header_timeout = seconds(
+        "FRAMEGATE_HTTP_HEADER_TIMEOUT_SECONDS",
+        limits.header_timeout,
+    )?;
+    limits.body_timeout = seconds("FRAMEGATE_HTTP_BODY_TIMEOUT_SECONDS", limits.body_timeout)?;
+    limits.idle_timeout = seconds("FRAMEGATE_HTTP_IDLE_TIMEOUT_SECONDS", limits.idle_timeout)?;
+    if let Some(v) = get("FRAMEGATE_HTTP_MAX_CONNECTIONS") {
+        limits.max_connections = positive("FRAMEGATE_HTTP_MAX_CONNECTIONS", &v)?;
+    }
+    Ok(limits)
+}
+
 fn parse<T: std::str::FromStr>(variable: &'static str, value: &str) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,
@@ -394,10 +419,45 @@ mod tests {
             ("FRAMEGATE_TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.5/24"),
             ("FRAMEGATE_TRUSTED_PROXIES", "proxy.internal"),
             ("FRAMEGATE_TRUST_PROXY", "yes"),
+            ("FRAMEGATE_HTTP_HEADER_TIMEOUT_SECONDS", "0"),
+            ("FRAMEGATE_HTTP_BODY_TIMEOUT_SECONDS", "1.5"),
+            ("FRAMEGATE_HTTP_IDLE_TIMEOUT_SECONDS", "-1"),
+            ("FRAMEGATE_HTTP_MAX_CONNECTIONS", "0"),
+            ("FRAMEGATE_HTTP_MAX_CONNECTIONS", "many"),
         ] {
             let error = ApiConfig::from_lookup(lookup(&[(variable, value)])).expect_err(variable);
             assert_eq!(error.variable, variable);
         }
+    }
+
+    #[test]
+    fn http_limits_default_to_slow_client_safe_values_and_read_overrides() {
+        let defaults = ApiConfig::from_lookup(lookup(&[])).expect("config").http;
+        assert_eq!(
+            defaults,
+            HttpLimits {
+                header_timeout: Duration::from_secs(10),
+                body_timeout: Duration::from_secs(60),
+                idle_timeout: Duration::from_secs(75),
+                max_connections: 1024,
+            }
+        );
+        let config = ApiConfig::from_lookup(lookup(&[
+            ("FRAMEGATE_HTTP_HEADER_TIMEOUT_SECONDS", "5"),
+            ("FRAMEGATE_HTTP_BODY_TIMEOUT_SECONDS", " 30 "),
+            ("FRAMEGATE_HTTP_IDLE_TIMEOUT_SECONDS", "120"),
+            ("FRAMEGATE_HTTP_MAX_CONNECTIONS", "4096"),
+        ]))
+        .expect("config");
+        assert_eq!(
+            config.http,
+            HttpLimits {
+                header_timeout: Duration::from_secs(5),
+                body_timeout: Duration::from_secs(30),
+                idle_timeout: Duration::from_secs(120),
+                max_connections: 4096,
+            }
+        );
     }
 
     #[test]

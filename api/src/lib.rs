@@ -1,10 +1,12 @@
 //! The HTTP API (axum): command and query endpoints under `/v1`.
 //!
-//! `router` assembles the endpoints with the cross-cutting layers: request ids, panic
-//! catching, rate limits, idempotency keys and body limits. Handlers live in `handlers/`, one
+//! `router` assembles the endpoints with the cross-cutting layers: request ids, the body
+//! deadline, panic catching, rate limits, idempotency keys and body limits; `serve` runs it
+//! on our own accept loop (`server`), which bounds connections and slow clients. Handlers live in `handlers/`, one
 //! file per group; authentication in `auth/`; every error is an `ApiError` (problem+json).
 
 pub mod auth;
+pub mod body_deadline;
 pub mod client_ip;
 pub mod config;
 pub mod control_chars;
@@ -16,10 +18,10 @@ pub mod images;
 pub mod mail;
 pub mod openapi;
 pub mod rate_limit;
+pub mod server;
 pub mod state;
 
 use std::future::Future;
-use std::net::SocketAddr;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -116,6 +118,11 @@ pub fn router(state: AppState) -> Router {
                 ApiError::internal("handler panicked").into_response()
             },
         ))
+        // Outside every layer that reads a body, inside the request id its 408 carries.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            body_deadline::layer,
+        ))
         .layer(middleware::from_fn(request_context))
         .with_state(state)
 }
@@ -151,20 +158,17 @@ async fn request_context(request: Request, next: Next) -> Response {
     response
 }
 
-/// Serves the API on `addr` until `shutdown` resolves.
+/// Serves the API on `listener` until `shutdown` resolves, within the configured connection
+/// cap and slow-client timeouts (`server`); handlers see the peer as `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "API listening");
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let limits = state.config.http;
+    tracing::info!(%addr, max_connections = limits.max_connections, "API listening");
+    server::run(listener, router(state), limits, shutdown).await
 }
 
 /// Keeps `state.credentials` in step with the account projectors until `shutdown` flips,
