@@ -203,6 +203,10 @@ impl ApiConfig {
         if let Some(v) = get("FRAMEGATE_RATE_USER_PER_MINUTE") {
             config.rate.user_per_minute = positive("FRAMEGATE_RATE_USER_PER_MINUTE", &v)?;
         }
+        if let Some(v) = get("FRAMEGATE_RATE_KEY_LOOKUPS_PER_MINUTE") {
+            config.rate.key_lookups_per_minute =
+                positive("FRAMEGATE_RATE_KEY_LOOKUPS_PER_MINUTE", &v)?;
+        }
         if let Some(v) = get("FRAMEGATE_RATE_LOGIN_PER_MINUTE") {
             config.rate.login_per_minute = positive("FRAMEGATE_RATE_LOGIN_PER_MINUTE", &v)?;
         }

@@ -12,6 +12,7 @@
 //! Multi-line fields: `prompt` and `negative_prompt` (top level of a body): prompts are
 //! prose and may be pasted with line breaks and indentation. Reasons, names and the rest are
 //! one line: they are shown in one-line listings (ledger, audit timeline, CLI output).
+//! Passwords are not checked at all: they are only ever hashed.
 
 use serde_json::Value;
 
@@ -19,6 +20,10 @@ use crate::error::FieldError;
 
 /// Top-level JSON fields that may hold `\n`, `\r` and `\t`.
 pub const MULTI_LINE_FIELDS: &[&str] = &["prompt", "negative_prompt"];
+
+/// Top-level JSON fields that are secrets: hashed, never stored, shown or logged as text, so
+/// any character is theirs to use (a password that was accepted once must keep working).
+pub const SECRET_FIELDS: &[&str] = &["password", "new_password"];
 
 const CODE: &str = "control_character";
 
@@ -82,6 +87,9 @@ pub fn check_pairs<'a>(
 }
 
 fn check_text(field: &str, text: &str) -> Result<(), FieldError> {
+    if SECRET_FIELDS.contains(&field) {
+        return Ok(());
+    }
     if MULTI_LINE_FIELDS.contains(&field) {
         match first_control(text, true) {
             None => Ok(()),

@@ -44,6 +44,9 @@ pub struct RateConfig {
     pub user_per_minute: u32,
     /// Login and password reset: per client IP, and separately per account.
     pub login_per_minute: u32,
+    /// Per client IP: API keys looked up in the store because this process could not
+    /// answer for them from memory (a key's first use, or one nobody has).
+    pub key_lookups_per_minute: u32,
 }
 
 impl Default for RateConfig {
@@ -52,6 +55,7 @@ impl Default for RateConfig {
             anonymous_per_minute: 60,
             user_per_minute: 600,
             login_per_minute: 10,
+            key_lookups_per_minute: 600,
         }
     }
 }
@@ -112,6 +116,7 @@ pub struct RateLimits {
     principals: Limiter<String>,
     login_ips: Limiter<IpAddr>,
     login_accounts: Limiter<String>,
+    key_lookups: Limiter<IpAddr>,
 }
 
 impl std::fmt::Debug for RateLimits {
@@ -135,12 +140,22 @@ impl RateLimits {
             principals: per_minute(config.user_per_minute),
             login_ips: per_minute(config.login_per_minute),
             login_accounts: per_minute(config.login_per_minute),
+            key_lookups: per_minute(config.key_lookups_per_minute),
         }
     }
 
     /// One request from an anonymous caller at `ip`.
     pub fn check_anonymous(&self, ip: IpAddr, ext: &Extensions) -> Result<(), ApiError> {
         check(&self.anonymous, &bucket_ip(ip), ext.get::<RateLimitSlot>())
+    }
+
+    /// One lookup of an API key in the store for a caller at `ip`.
+    pub fn check_key_lookup(&self, ip: IpAddr, ext: &Extensions) -> Result<(), ApiError> {
+        check(
+            &self.key_lookups,
+            &bucket_ip(ip),
+            ext.get::<RateLimitSlot>(),
+        )
     }
 
     /// One request from an authenticated caller; called by the `Principal` extractor once per
@@ -169,6 +184,8 @@ impl RateLimits {
         self.principals.retain_recent();
         self.login_ips.retain_recent();
         self.login_accounts.retain_recent();
+        self.key_lookups.retain_recent();
+        self.key_lookups.shrink_to_fit();
         self.anonymous.shrink_to_fit();
         self.principals.shrink_to_fit();
         self.login_ips.shrink_to_fit();
@@ -233,8 +250,10 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
     // larger user bucket to mass registrations.
     let acts_for_caller = route_family(request.uri().path()) != "auth";
     // An API key the cache cannot answer for costs a lookup in the store: the caller's IP
-    // pays for it before it is made, so junk keys are limited like any anonymous request
-    // (and each junk key is remembered briefly, so repeating it costs nothing).
+    // pays for it from a budget of lookups before it is made, so junk keys cost a bounded
+    // number of queries (and each is remembered briefly, so repeating it costs nothing). A
+    // valid key is looked up once and then answered from memory; its requests go to its
+    // user's bucket as always.
     if acts_for_caller {
         if let Some(secret) = presented_api_key(request.headers()) {
             if !api_keys::resolved_without_lookup(&state, secret) {
@@ -243,8 +262,8 @@ pub async fn layer(State(state): State<AppState>, mut request: Request, next: Ne
                     .get::<ConnectInfo<SocketAddr>>()
                     .map(|ConnectInfo(addr)| *addr);
                 let ip = client_ip(request.headers(), connect, &state.config.proxies);
-                if let Err(refused) = state.limits.check_anonymous(ip, request.extensions()) {
-                    tracing::info!(%ip, "anonymous rate limit reached before a key lookup");
+                if let Err(refused) = state.limits.check_key_lookup(ip, request.extensions()) {
+                    tracing::info!(%ip, "API key lookup limit reached");
                     return refused.into_response();
                 }
             }

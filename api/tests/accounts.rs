@@ -597,3 +597,35 @@ async fn an_account_granted_at_registration_gets_nothing_more_on_verifying() {
     let access = access_token(&app, "legacy@example.com").await;
     assert_eq!(balance(&app, &access).await, 100, "not 200");
 }
+
+#[tokio::test]
+async fn a_password_may_hold_any_character_since_it_is_only_hashed() {
+    let app = TestApp::spawn().await;
+    // Accepted before control characters were refused elsewhere: it must keep working.
+    let password = "tab\there and a bell \u{7}, still a password";
+    let registered = app
+        .post(
+            "/v1/auth/register",
+            None,
+            json!({"email": "odd@example.com", "password": password}),
+        )
+        .await;
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let login = app.login("odd@example.com", password).await;
+    assert_eq!(login.status(), StatusCode::OK);
+    // Elsewhere a control character is still refused, naming the field.
+    let refused = app
+        .post(
+            "/v1/auth/register",
+            None,
+            json!({"email": "odd\u{7}@example.com", "password": PASSWORD}),
+        )
+        .await;
+    let problem = assert_problem(
+        refused,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(problem["errors"][0]["field"], "email");
+}

@@ -7,6 +7,7 @@
 mod common;
 
 use common::{assert_problem, TestApp};
+use framegate_api::control_chars::SECRET_FIELDS;
 use framegate_api::error::ApiError;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
@@ -186,6 +187,13 @@ async fn no_documented_string_with_a_nul_is_a_500_and_json_fields_are_named() {
                     let problem: Value = response.json().await.unwrap_or(Value::Null);
                     checked.push(format!("{method} {path} {field}"));
                     let problem = brief(&problem);
+                    // Passwords are only hashed: any character is theirs (never a 500 either).
+                    if SECRET_FIELDS.contains(&field.as_str()) {
+                        if status.is_server_error() {
+                            failures.push(format!("{method} {path} body {field}: {status}"));
+                        }
+                        continue;
+                    }
                     if status != StatusCode::UNPROCESSABLE_ENTITY
                         || problem.code != "validation_failed"
                         || problem.field != field

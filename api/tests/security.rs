@@ -708,7 +708,7 @@ async fn a_path_or_query_that_does_not_parse_is_a_problem_naming_it() {
 
 #[tokio::test]
 async fn ten_thousand_junk_api_keys_from_one_ip_cost_a_bounded_number_of_lookups() {
-    let app = TestApp::with_config(|c| c.rate.anonymous_per_minute = 20).await;
+    let app = TestApp::with_config(|c| c.rate.key_lookups_per_minute = 20).await;
     let lookups = || app.state.credentials.key_lookups();
     let before = lookups();
     use futures::StreamExt as _;
@@ -728,7 +728,8 @@ async fn ten_thousand_junk_api_keys_from_one_ip_cost_a_bounded_number_of_lookups
         .buffer_unordered(16)
         .collect()
         .await;
-    // Each new key's lookup is charged to the IP before it is made: 20 a minute, not 10,000.
+    // Each new key's lookup is charged to the IP's lookup budget before it is made: 20 a
+    // minute, not 10,000.
     assert!(
         lookups() - before <= 20,
         "{} lookups for 10,000 junk keys",
@@ -744,7 +745,7 @@ async fn ten_thousand_junk_api_keys_from_one_ip_cost_a_bounded_number_of_lookups
         .all(|s| [StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS].contains(s)));
 
     // A junk key repeated is remembered: no further lookup, still 401 (not a 500, not a 200).
-    let app = TestApp::with_config(|c| c.rate.anonymous_per_minute = 1_000).await;
+    let app = TestApp::with_config(|c| c.rate.key_lookups_per_minute = 1_000).await;
     let before = app.state.credentials.key_lookups();
     for _ in 0..50 {
         let response = app

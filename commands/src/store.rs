@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Weak;
 
 use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::SerializedEvent;
 use cqrs_es::{Aggregate, CqrsFramework, EventStore as _};
 use framegate_domain::{CreditAccount, Image, Services, SystemClock, User, Video};
 use sqlx::PgPool;
@@ -294,6 +295,29 @@ impl EventStore {
     /// inline read models.
     pub async fn begin(&self) -> Result<UnitOfWork, sqlx::Error> {
         UnitOfWork::begin(&self.inner.pool, self.inner.inline.clone()).await
+    }
+
+    /// Begins a unit and appends `events` (decided against the streams' states, several
+    /// streams at once). A stream that moved since is a conflict: while `attempt` is below
+    /// the limit it counts it, waits the backoff and answers `None`, and the caller decides
+    /// again; past the limit the conflict is the answer.
+    pub async fn append_or_retry(
+        &self,
+        events: &[SerializedEvent],
+        attempt: &mut u32,
+    ) -> Result<Option<UnitOfWork>, AppendError> {
+        let mut unit = self.begin().await.map_err(AppendError::from)?;
+        match unit.append_serialized(events).await {
+            Ok(_) => Ok(Some(unit)),
+            Err(AppendError::Conflict) if *attempt < MAX_CONFLICT_RETRIES => {
+                drop(unit);
+                *attempt += 1;
+                count_retried_conflict();
+                tokio::time::sleep(conflict_backoff(*attempt)).await;
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {

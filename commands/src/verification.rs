@@ -13,7 +13,6 @@ use framegate_domain::{
 
 use crate::error::CommandError;
 use crate::metadata::CommandMetadata;
-use crate::retry::{conflict_backoff, count_retried_conflict, MAX_CONFLICT_RETRIES};
 use crate::store::EventStore;
 use crate::unit::{serialize, AppendError};
 
@@ -76,23 +75,15 @@ pub async fn verify_email(
             serialize::<CreditAccount>(&id, granted.current_sequence, &granted.events, metadata)
                 .map_err(|e| store_error(e.into()))?,
         );
-        let mut unit = store
-            .begin()
+        // Either stream may have moved (a resend of the token, a grant by an admin): then
+        // both are decided again against what is stored now.
+        let Some(unit) = store
+            .append_or_retry(&events, &mut attempt)
             .await
-            .map_err(|e| VerifyError::User(e.into()))?;
-        match unit.append_serialized(&events).await {
-            Ok(_) => {}
-            // Either stream moved (a resend of the token, a grant by an admin): decide both
-            // again against what is stored now.
-            Err(AppendError::Conflict) if attempt < MAX_CONFLICT_RETRIES => {
-                drop(unit);
-                attempt += 1;
-                count_retried_conflict();
-                tokio::time::sleep(conflict_backoff(attempt)).await;
-                continue;
-            }
-            Err(error) => return Err(store_error(error)),
-        }
+            .map_err(store_error)?
+        else {
+            continue;
+        };
         unit.commit().await.map_err(store_error)?;
         let sequence = granted.current_sequence + granted.events.len();
         store.credits().remember(&id, granted.state, sequence);

@@ -17,7 +17,6 @@ use sqlx::PgConnection;
 use crate::error::{BoxError, CommandError};
 use crate::idempotency::LeaseLost;
 use crate::metadata::CommandMetadata;
-use crate::retry::{conflict_backoff, count_retried_conflict, MAX_CONFLICT_RETRIES};
 use crate::store::EventStore;
 use crate::stored::StoredEvent;
 use crate::unit::{serialize, AppendError};
@@ -99,24 +98,16 @@ pub async fn request_video(
             )
             .map_err(|e| store_error(e.into()))?,
         );
-        let mut unit = store
-            .begin()
-            .await
-            .map_err(|e| RequestError::Video(e.into()))?;
         // Both streams in one statement, each with its optimistic check. The video's id is
         // new, so a conflict is the account's (another process moved it, or this process's
         // kept state is behind): decide again against its state in the store.
-        match unit.append_serialized(&events).await {
-            Ok(_) => {}
-            Err(AppendError::Conflict) if attempt < MAX_CONFLICT_RETRIES => {
-                drop(unit);
-                attempt += 1;
-                count_retried_conflict();
-                tokio::time::sleep(conflict_backoff(attempt)).await;
-                continue;
-            }
-            Err(error) => return Err(store_error(error)),
-        }
+        let Some(mut unit) = store
+            .append_or_retry(&events, &mut attempt)
+            .await
+            .map_err(store_error)?
+        else {
+            continue;
+        };
         if let Some(within) = within {
             let written = unit.written().to_vec();
             let marked = within.run(unit.conn(), &written).await.map_err(|e| {

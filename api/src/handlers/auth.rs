@@ -251,9 +251,11 @@ pub async fn verify_email(
 ) -> Result<Response, ApiError> {
     let user_id = token_user(&body.token)?;
     let meta = metadata(None, ip, user_agent(&headers));
-    let signup = (state.config.signup_credits_on == SignupCreditsOn::Verify
-        && state.config.signup_credits > 0)
-        .then(|| Credits::new(state.config.signup_credits));
+    // Whatever the policy now: an account granted at registration is left alone (the grant
+    // is once per account), and one registered while credits waited for verification still
+    // gets them after the operator switched to `register`.
+    let signup =
+        (state.config.signup_credits > 0).then(|| Credits::new(state.config.signup_credits));
     verify_email_with_credits(&state.store, user_id, body.token, signup, &meta)
         .await
         .map_err(|error| match error {
