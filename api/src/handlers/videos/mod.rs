@@ -3,63 +3,40 @@
 //! A request is validated against the chosen provider's capabilities in the catalog (422
 //! naming the allowed values), priced, and accepted only if the estimate can be reserved
 //! (402 otherwise). Reads come from the `videos` read model and only show the caller's own.
+//! What a request may ask for and what it costs is `pricing`; how a video is shown is
+//! `response`.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse as _, Response};
 use axum::Json;
-use chrono::{DateTime, Utc};
-use framegate_commands::blobs::{video_keys, SignedUrl};
 use framegate_commands::error::BoxError;
 use framegate_commands::videos::{request_video, RequestError, WithinRequest};
 use framegate_commands::{CommandError, StoredEvent};
-use framegate_domain::catalog::{Quote, QuoteError, QuoteRequest};
-use framegate_domain::routing;
 use framegate_domain::{
-    public_message, CreditError, ImageId, ProviderKind, ProviderPreference, PublicStatus,
-    VideoCommand, VideoError, VideoId, VideoSpec, VideoStatus,
+    CreditError, ProviderKind, PublicStatus, VideoCommand, VideoError, VideoId, VideoSpec,
+    VideoStatus,
 };
-use framegate_projections::read_models::{credits, images, videos, VideoRow};
+use framegate_projections::read_models::{credits, videos, VideoRow};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{check_reason, metadata, page_limit, time_cursor, Page};
 use crate::auth::Principal;
-use crate::error::{ApiError, FieldError};
+use crate::error::ApiError;
 use crate::extract::{from_json_slice, user_agent, ApiJson, ApiPath, ApiQuery, ClientIp};
 use crate::idempotency::{store_with_commit, ResponseSeal, StoredWithCommit};
 use crate::state::AppState;
 
-const MAX_PROMPT: usize = 4000;
-/// The largest seed: the range every provider that takes one accepts (Veo's is 32 bits).
-const MAX_SEED: u64 = u32::MAX as u64;
+mod pricing;
+mod response;
 
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct VideoRequestBody {
-    pub prompt: String,
-    pub negative_prompt: Option<String>,
-    /// `auto`, `veo`, `sora`, `kling` or `simulator`.
-    #[serde(default = "auto")]
-    pub provider: String,
-    pub model: Option<String>,
-    pub duration_seconds: u32,
-    /// `16:9`, `9:16` or `1:1` (per model).
-    pub aspect_ratio: String,
-    /// `480p`, `720p`, `1080p` or `4k` (per model).
-    pub resolution: String,
-    pub image_id: Option<Uuid>,
-    /// 0 to 4294967295; Sora and Kling take none.
-    pub seed: Option<u64>,
-    /// Your own reference for this request.
-    pub external_id: Option<String>,
-}
-
-fn auto() -> String {
-    "auto".to_owned()
-}
+pub use pricing::VideoRequestBody;
+use pricing::{price, unhealthy_providers, usable_image};
+use response::{is_terminal, link, public_status, respond};
+pub use response::{DownloadLink, Variant, VideoCancellation, VideoFailure, VideoResponse};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EstimateResponse {
@@ -70,331 +47,6 @@ pub struct EstimateResponse {
     pub cost: i64,
     /// Credits available to the caller now.
     pub available: i64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct VideoFailure {
-    pub code: String,
-    pub message: String,
-    pub retryable: bool,
-    pub charged: bool,
-}
-
-/// How a cancellation ended: `charged` when the provider had accepted the job and could not
-/// stop it, so it bills the job and so does the platform (the output is discarded).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct VideoCancellation {
-    pub charged: bool,
-}
-
-/// A download link that works without authentication until `expires_at`.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct DownloadLink {
-    pub url: String,
-    pub expires_at: DateTime<Utc>,
-}
-
-impl From<SignedUrl> for DownloadLink {
-    fn from(signed: SignedUrl) -> Self {
-        DownloadLink {
-            url: signed.url,
-            expires_at: signed.expires_at,
-        }
-    }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct VideoResponse {
-    pub id: Uuid,
-    /// queued | submitted | running | completed | failed | cancelled
-    pub status: String,
-    pub progress: i16,
-    pub provider: Option<String>,
-    pub model: Option<String>,
-    pub prompt: String,
-    pub negative_prompt: Option<String>,
-    pub duration_seconds: i32,
-    pub aspect_ratio: String,
-    pub resolution: String,
-    pub image_id: Option<Uuid>,
-    pub seed: Option<i64>,
-    pub external_id: Option<String>,
-    pub estimated_cost: i64,
-    pub final_cost: Option<i64>,
-    pub error: Option<VideoFailure>,
-    /// Set once the video is cancelled.
-    pub cancellation: Option<VideoCancellation>,
-    /// Every submission attempt: provider, model, start time and, if it was not accepted,
-    /// why. A video runs at one provider at a time; the last attempt is the current one.
-    #[schema(value_type = Vec<Object>)]
-    pub attempts: Vec<serde_json::Value>,
-    /// When a video waiting after a failed attempt will be tried again.
-    pub next_attempt_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub completed_at: Option<DateTime<Utc>>,
-    /// The MP4, once completed.
-    pub content: Option<DownloadLink>,
-    /// A full-size JPEG frame, once completed.
-    pub poster: Option<DownloadLink>,
-    /// A small JPEG for listings, once completed.
-    pub thumbnail: Option<DownloadLink>,
-}
-
-/// The public status: internal steps collapse into the documented six.
-fn public_status(status: &str) -> &'static str {
-    status
-        .parse::<VideoStatus>()
-        .map_or(PublicStatus::Running, VideoStatus::public)
-        .as_str()
-}
-
-impl From<VideoRow> for VideoResponse {
-    fn from(row: VideoRow) -> Self {
-        // Ours, never the provider's text (the admin view and the audit log keep that).
-        let error = row.error_code.clone().map(|code| VideoFailure {
-            message: public_message(&code).to_owned(),
-            code,
-            retryable: row.error_retryable.unwrap_or(false),
-            charged: row.error_charged.unwrap_or(false),
-        });
-        Self {
-            id: row.id,
-            status: public_status(&row.status).to_owned(),
-            progress: row.progress,
-            provider: row.provider,
-            model: row.model,
-            prompt: row.prompt,
-            negative_prompt: row.negative_prompt,
-            duration_seconds: row.duration_seconds,
-            aspect_ratio: row.aspect_ratio,
-            resolution: row.resolution,
-            image_id: row.image_id,
-            seed: row.seed,
-            external_id: row.external_id,
-            estimated_cost: row.estimated_cost,
-            final_cost: row.final_cost,
-            error,
-            cancellation: row
-                .cancel_charged
-                .map(|charged| VideoCancellation { charged }),
-            attempts: row.attempts.0.iter().map(public_attempt).collect(),
-            next_attempt_at: row.next_attempt_at,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-            completed_at: row.completed_at,
-            content: None,
-            poster: None,
-            thumbnail: None,
-        }
-    }
-}
-
-/// An attempt as users see it: a failed one's message is ours, by its code.
-fn public_attempt(attempt: &serde_json::Value) -> serde_json::Value {
-    let mut attempt = attempt.clone();
-    if let Some(error) = attempt.get_mut("error").and_then(|e| e.as_object_mut()) {
-        let code = error
-            .get("code")
-            .and_then(|c| c.as_str())
-            .unwrap_or_default();
-        let message = public_message(code);
-        error.insert("message".to_owned(), serde_json::Value::from(message));
-    }
-    attempt
-}
-
-/// Which of a finished video's files `GET /v1/videos/{id}/content` returns.
-#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Variant {
-    #[default]
-    Video,
-    Poster,
-    Thumbnail,
-}
-
-/// The signed link to one file of a completed video; `None` before completion.
-async fn link(
-    state: &AppState,
-    row: &VideoRow,
-    variant: Variant,
-) -> Result<Option<DownloadLink>, ApiError> {
-    if row.status != VideoStatus::Completed.as_str() {
-        return Ok(None);
-    }
-    let keys = video_keys(VideoId::from_uuid(row.id)).map_err(ApiError::internal)?;
-    let key = match variant {
-        Variant::Video => &keys.video,
-        Variant::Poster => &keys.poster,
-        Variant::Thumbnail => &keys.thumbnail,
-    };
-    let signed = state
-        .blobs
-        .signed_url(key, state.config.download_ttl)
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(Some(signed.into()))
-}
-
-/// The response for `row`, with download links when it is completed.
-async fn respond(state: &AppState, row: VideoRow) -> Result<VideoResponse, ApiError> {
-    let content = link(state, &row, Variant::Video).await?;
-    let poster = link(state, &row, Variant::Poster).await?;
-    let thumbnail = link(state, &row, Variant::Thumbnail).await?;
-    Ok(VideoResponse {
-        content,
-        poster,
-        thumbnail,
-        ..VideoResponse::from(row)
-    })
-}
-
-fn is_terminal(status: &str) -> bool {
-    status
-        .parse::<VideoStatus>()
-        .is_ok_and(VideoStatus::is_terminal)
-}
-
-fn quote_error(error: &QuoteError) -> ApiError {
-    ApiError::Validation(vec![FieldError::new(
-        error.field(),
-        error.code(),
-        error.to_string(),
-    )])
-}
-
-/// Validates a request and prices it with the provider that will take it.
-async fn price(
-    state: &AppState,
-    body: &VideoRequestBody,
-) -> Result<(ProviderPreference, Quote), ApiError> {
-    let mut errors = Vec::new();
-    let prompt_length = body.prompt.chars().count();
-    if body.prompt.trim().is_empty() {
-        errors.push(FieldError::new("prompt", "required", "describe the video"));
-    } else if prompt_length > MAX_PROMPT {
-        errors.push(FieldError::new(
-            "prompt",
-            "too_long",
-            format!("at most {MAX_PROMPT} characters"),
-        ));
-    }
-    if body
-        .negative_prompt
-        .as_ref()
-        .is_some_and(|n| n.chars().count() > MAX_PROMPT)
-    {
-        errors.push(FieldError::new(
-            "negative_prompt",
-            "too_long",
-            format!("at most {MAX_PROMPT} characters"),
-        ));
-    }
-    if body.seed.is_some_and(|seed| seed > MAX_SEED) {
-        errors.push(FieldError::new(
-            "seed",
-            "out_of_range",
-            format!("seeds are 0 to {MAX_SEED}"),
-        ));
-    }
-    if body
-        .external_id
-        .as_ref()
-        .is_some_and(|e| e.is_empty() || e.len() > 255)
-    {
-        errors.push(FieldError::new(
-            "external_id",
-            "invalid_length",
-            "1 to 255 characters",
-        ));
-    }
-    let preference: ProviderPreference = match body.provider.parse() {
-        Ok(p) => p,
-        Err(_) => {
-            errors.push(FieldError::new(
-                "provider",
-                "unknown_provider",
-                format!(
-                    "unknown provider {:?}; allowed: auto, veo, sora, kling, simulator",
-                    body.provider
-                ),
-            ));
-            return Err(ApiError::Validation(errors));
-        }
-    };
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
-    let request = QuoteRequest {
-        provider: ProviderKind::Simulator,
-        model: body.model.as_deref(),
-        duration_seconds: body.duration_seconds,
-        aspect_ratio: &body.aspect_ratio,
-        resolution: &body.resolution,
-        with_image: body.image_id.is_some(),
-    };
-    let catalog = &state.config.catalog;
-    let enabled = &state.config.enabled_providers;
-    let quote = match preference.pinned() {
-        Some(provider) => {
-            if !enabled.contains(&provider) {
-                return Err(ApiError::field(
-                    "provider",
-                    "provider_not_configured",
-                    format!(
-                        "{provider} is not configured on this server; enabled: {}",
-                        names(enabled)
-                    ),
-                ));
-            }
-            catalog
-                .quote(&QuoteRequest {
-                    provider,
-                    ..request
-                })
-                .map_err(|e| quote_error(&e))?
-        }
-        None => {
-            // Auto: the best healthy provider by the routing policy; if none is healthy,
-            // the best of all (the dispatcher waits for it to recover).
-            let ranked = routing::rank(catalog, &state.config.routing, enabled, &request)
-                .map_err(|e| quote_error(&e))?;
-            let unhealthy = unhealthy_providers(state).await;
-            let healthy = ranked
-                .iter()
-                .find(|q| !unhealthy.contains(&q.provider))
-                .cloned();
-            match healthy.or_else(|| ranked.into_iter().next()) {
-                Some(quote) => quote,
-                None => return Err(ApiError::Unavailable("every video provider".to_owned())),
-            }
-        }
-    };
-    Ok((preference, quote))
-}
-
-/// Providers whose circuit breaker is open (see `framegate_workers::health`).
-async fn unhealthy_providers(state: &AppState) -> Vec<ProviderKind> {
-    let open: Result<Vec<String>, sqlx::Error> =
-        sqlx::query_scalar("SELECT provider FROM provider_health WHERE open_until > now()")
-            .fetch_all(&state.pool)
-            .await;
-    match open {
-        Ok(names) => names.iter().filter_map(|n| n.parse().ok()).collect(),
-        Err(error) => {
-            tracing::warn!(%error, "could not read provider health");
-            Vec::new()
-        }
-    }
-}
-
-fn names(providers: &[ProviderKind]) -> String {
-    providers
-        .iter()
-        .map(|p| p.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Requests a video. Reserves the estimated cost; 402 when not enough credits are available.
@@ -496,25 +148,6 @@ impl WithinRequest for RespondWithin {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((body, stored));
         Ok(stored)
-    }
-}
-
-/// The caller's available image `id`; someone else's, a deleted or a rejected image is a 422
-/// on `image_id` (indistinguishable from a missing one).
-async fn usable_image(
-    state: &AppState,
-    principal: &Principal,
-    id: Uuid,
-) -> Result<ImageId, ApiError> {
-    match images::get(&state.pool, id).await? {
-        Some(row) if row.owner_id == principal.user_id.as_uuid() && row.status == "available" => {
-            Ok(ImageId::from_uuid(id))
-        }
-        _ => Err(ApiError::field(
-            "image_id",
-            "image_not_found",
-            "no such image: upload it with POST /v1/images first",
-        )),
     }
 }
 
