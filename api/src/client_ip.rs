@@ -102,14 +102,19 @@ fn walk<'a>(
 }
 
 /// Every `X-Forwarded-For` entry, right-most first, across repeated header lines (which
-/// count as one comma-joined list, in order). A line that is not text yields one entry that
-/// parses as nothing, ending the chain there.
+/// count as one comma-joined list, in order). An entry that is not text (HTTP lets a client
+/// send bytes above 0x7F) parses as nothing and ends the chain there; the entries the
+/// proxies appended to its right still count.
 fn hops_from_the_right(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(X_FORWARDED_FOR)
         .iter()
         .rev()
-        .flat_map(|line| line.to_str().unwrap_or_default().rsplit(','))
+        .flat_map(|line| {
+            line.as_bytes()
+                .rsplit(|byte| *byte == b',')
+                .map(|entry| std::str::from_utf8(entry).unwrap_or_default())
+        })
 }
 
 /// One entry: an address, optionally with a port (`192.0.2.1:80`, `[2001:db8::1]:80`) or in
@@ -301,6 +306,22 @@ mod tests {
         assert_eq!(
             client_ip(&headers, peer("10.0.0.1"), &trust),
             ip("198.51.100.7")
+        );
+    }
+
+    #[test]
+    fn a_byte_that_is_not_text_on_the_left_does_not_hide_the_entries_to_its_right() {
+        let trust = networks("10.0.0.0/8");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            X_FORWARDED_FOR,
+            HeaderValue::from_bytes(b"6.6.6.6, \xff\xfe, 198.51.100.7, 10.2.3.4")
+                .expect("obs-text is a valid header value"),
+        );
+        assert_eq!(
+            client_ip(&headers, peer("10.0.0.1"), &trust),
+            ip("198.51.100.7"),
+            "not the proxy's own address"
         );
     }
 
