@@ -263,6 +263,10 @@ pub struct User {
     email_verified: bool,
     pending_verification: Option<PendingToken>,
     pending_reset: Option<PendingToken>,
+    /// The token the address was verified with: presenting it again is "already verified",
+    /// any other token is invalid, whatever the account's state.
+    #[serde(default)]
+    verified_with: Option<TokenHash>,
     /// In issue order; revoked keys stay so that a key id can never be reused.
     api_keys: Vec<ApiKey>,
     /// Set once disabled; an empty reason still means disabled.
@@ -339,11 +343,39 @@ impl User {
         Ok(())
     }
 
+    /// A one-time token is checked before anything else: a token this account never issued
+    /// (or one already spent on a reset) is invalid, so a guess learns nothing about the
+    /// account, whether it is verified, disabled or has a token pending.
+    fn check_one_time_token(&self, command: &UserCommand) -> Result<(), UserError> {
+        let issued = |pending: &Option<PendingToken>, token: &str| {
+            pending
+                .as_ref()
+                .is_some_and(|p| p.token_hash.matches(token))
+        };
+        let known = match command {
+            UserCommand::VerifyEmail { token } => {
+                issued(&self.pending_verification, token)
+                    || self
+                        .verified_with
+                        .as_ref()
+                        .is_some_and(|h| h.matches(token))
+            }
+            UserCommand::CompletePasswordReset { token, .. } => issued(&self.pending_reset, token),
+            _ => true,
+        };
+        if known {
+            Ok(())
+        } else {
+            Err(UserError::InvalidToken)
+        }
+    }
+
     fn decide(
         &self,
         command: UserCommand,
         services: &Services,
     ) -> Result<Vec<UserEvent>, UserError> {
+        self.check_one_time_token(&command)?;
         if let UserCommand::Register { .. } = command {
             if self.is_registered() {
                 return Err(UserError::AlreadyRegistered);
@@ -512,7 +544,7 @@ impl Aggregate for User {
             }
             UserEvent::EmailVerified {} => {
                 self.email_verified = true;
-                self.pending_verification = None;
+                self.verified_with = self.pending_verification.take().map(|p| p.token_hash);
             }
             UserEvent::PasswordChanged { password_hash } => {
                 self.password_hash = Some(password_hash);

@@ -194,11 +194,24 @@ fn commands_for_an_unregistered_user_are_rejected() {
         reason: "abuse".to_string(),
     });
     for command in commands {
+        // A one-time token is checked first: to a guesser an unknown account is a bad token.
+        let expected = if carries_a_token(&command) {
+            UserError::InvalidToken
+        } else {
+            UserError::NotRegistered
+        };
         framework()
             .given_no_previous_events()
             .when(command)
-            .then_expect_error(UserError::NotRegistered);
+            .then_expect_error(expected);
     }
+}
+
+fn carries_a_token(command: &UserCommand) -> bool {
+    matches!(
+        command,
+        UserCommand::VerifyEmail { .. } | UserCommand::CompletePasswordReset { .. }
+    )
 }
 
 #[test]
@@ -211,9 +224,39 @@ fn commands_for_a_disabled_user_are_rejected() {
                 reset_requested(),
                 disabled(),
             ])
-            .when(command)
-            .then_expect_error(UserError::UserDisabled);
+            .when(command.clone())
+            .then_expect_error(if carries_a_token(&command) {
+                // Disabling voided every pending token: the answer says nothing more.
+                UserError::InvalidToken
+            } else {
+                UserError::UserDisabled
+            });
     }
+}
+
+#[test]
+fn a_token_is_checked_before_the_accounts_state_is_told() {
+    // A guess at a verified account: invalid, not "already verified".
+    framework()
+        .given(vec![registered(), UserEvent::EmailVerified {}])
+        .when(UserCommand::VerifyEmail {
+            token: "a guess".to_string(),
+        })
+        .then_expect_error(UserError::InvalidToken);
+    // The real token again: already verified (a second click on the link).
+    framework()
+        .given(vec![registered(), UserEvent::EmailVerified {}])
+        .when(UserCommand::VerifyEmail {
+            token: VERIFY_TOKEN.to_string(),
+        })
+        .then_expect_error(UserError::AlreadyVerified);
+    // A guess at a disabled account: invalid, not "disabled".
+    framework()
+        .given(vec![registered(), disabled()])
+        .when(UserCommand::VerifyEmail {
+            token: "a guess".to_string(),
+        })
+        .then_expect_error(UserError::InvalidToken);
 }
 
 #[test]
@@ -347,7 +390,7 @@ fn changing_the_password_voids_a_pending_reset() {
             token: RESET_TOKEN.to_string(),
             password_hash: password(3),
         })
-        .then_expect_error(UserError::NoPendingToken);
+        .then_expect_error(UserError::InvalidToken);
 }
 
 #[test]
@@ -382,7 +425,7 @@ fn completing_a_reset_that_was_never_requested_is_rejected() {
             token: RESET_TOKEN.to_string(),
             password_hash: password(2),
         })
-        .then_expect_error(UserError::NoPendingToken);
+        .then_expect_error(UserError::InvalidToken);
 }
 
 #[test]
@@ -421,7 +464,7 @@ fn a_reset_token_works_only_once() {
             token: RESET_TOKEN.to_string(),
             password_hash: password(3),
         })
-        .then_expect_error(UserError::NoPendingToken);
+        .then_expect_error(UserError::InvalidToken);
 }
 
 #[test]
