@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::{load, Figures, PROMPT};
 
-/// One hand-written request of client `client`, whose account is `account`.
+/// One hand-written request on `account`, its reservation at `sequence`.
 async fn request(pool: &PgPool, account: Uuid, sequence: i64) -> Result<(), sqlx::Error> {
     let video = Uuid::now_v7();
     let metadata = json!({

@@ -65,17 +65,9 @@ impl<A> StateCache<A> {
         entries.insert(id.to_owned(), (state, sequence));
     }
 
-    /// Forgets `id`.
-    pub fn forget(&self, id: &str) {
-        self.entries().remove(id);
-    }
-
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.entries().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -110,3 +110,16 @@ impl<E: std::error::Error> From<sqlx::Error> for CommandError<E> {
         }
     }
 }
+
+/// A unit of work that did not commit: a stream moved (or the request's Idempotency-Key was
+/// taken over) is a conflict, an unreachable database is unavailable, anything else internal.
+impl<E: std::error::Error> From<crate::unit::AppendError> for CommandError<E> {
+    fn from(error: crate::unit::AppendError) -> Self {
+        use crate::unit::AppendError;
+        match error {
+            AppendError::Conflict | AppendError::LeaseLost(_) => CommandError::Conflict,
+            AppendError::Database(error) => error.into(),
+            other => CommandError::Internal(Box::new(other)),
+        }
+    }
+}

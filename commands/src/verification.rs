@@ -25,13 +25,7 @@ pub enum VerifyError {
 }
 
 fn store_error(error: AppendError) -> VerifyError {
-    VerifyError::User(match error {
-        AppendError::Conflict | AppendError::LeaseLost(_) => CommandError::Conflict,
-        AppendError::Database(
-            error @ (sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut),
-        ) => CommandError::Unavailable(Box::new(error)),
-        other => CommandError::Internal(Box::new(other)),
-    })
+    VerifyError::User(error.into())
 }
 
 /// Redeems `token` for `user_id` and, with `signup` credits, grants them in the same

@@ -40,13 +40,7 @@ pub trait WithinRequest: Send + Sync {
 }
 
 fn store_error(error: AppendError) -> RequestError {
-    RequestError::Video(match error {
-        AppendError::Conflict | AppendError::LeaseLost(_) => CommandError::Conflict,
-        AppendError::Database(
-            error @ (sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut),
-        ) => CommandError::Unavailable(Box::new(error)),
-        other => CommandError::Internal(Box::new(other)),
-    })
+    RequestError::Video(error.into())
 }
 
 /// Reserves `spec.estimated_cost` on the owner's account and records the request, atomically.
