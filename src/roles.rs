@@ -45,8 +45,8 @@ pub fn projectors(tasks: &mut Tasks, pool: &PgPool, notifications: &Notification
     }
 }
 
-/// Adds the API's tasks to `tasks`: the HTTP server, its maintenance and its credential
-/// cache's follower.
+/// Adds the API's tasks to `tasks`: the HTTP server, its maintenance, its credential cache's
+/// follower and the mail outbox's sender.
 pub fn api(
     tasks: &mut Tasks,
     state: framegate_api::AppState,
@@ -58,6 +58,8 @@ pub fn api(
     let credentials =
         framegate_api::spawn_credentials_listener(&state, notifications, tasks.stopped());
     tasks.spawn("credentials", async move { Ok(credentials.await?) });
+    let mail = framegate_api::spawn_mail_sender(&state, notifications, tasks.stopped());
+    tasks.spawn("mail_outbox", async move { Ok(mail.await?) });
     let mut stopped = tasks.stopped();
     tasks.spawn("http", async move {
         framegate_api::serve(state, listener, async move {

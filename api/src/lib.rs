@@ -56,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/login", post(auth_handlers::login))
         .route("/auth/refresh", post(auth_handlers::refresh_tokens))
         .route("/auth/logout", post(auth_handlers::logout))
+        .route("/auth/logout-all", post(auth_handlers::logout_all))
         .route(
             "/auth/password-reset",
             post(auth_handlers::request_password_reset),
@@ -180,6 +181,16 @@ pub fn spawn_credentials_listener(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     auth::cache::spawn_follower(state.credentials.clone(), notifications, shutdown)
+}
+
+/// Delivers the mail outbox (`mail::outbox`) until `shutdown` flips, woken through the
+/// process's shared listener.
+pub fn spawn_mail_sender(
+    state: &AppState,
+    notifications: &framegate_projections::notify::Notifications,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    mail::outbox::spawn_sender(state.clone(), notifications, shutdown)
 }
 
 /// Housekeeping every five minutes until `shutdown` flips: expired idempotency records and

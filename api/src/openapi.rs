@@ -12,7 +12,7 @@ use crate::handlers;
     info(title = "Framegate API", description = "Event-sourced AI video generation backend. Errors are RFC 9457 problem+json documents with a stable `code`."),
     paths(
         handlers::auth::register, handlers::auth::verify_email, handlers::auth::login,
-        handlers::auth::refresh_tokens, handlers::auth::logout, handlers::auth::request_password_reset,
+        handlers::auth::refresh_tokens, handlers::auth::logout, handlers::auth::logout_all, handlers::auth::request_password_reset,
         handlers::auth::confirm_password_reset, handlers::auth::me,
         handlers::api_keys::create, handlers::api_keys::list, handlers::api_keys::revoke,
         handlers::credits::balance, handlers::credits::ledger,

@@ -356,6 +356,7 @@ mod tests {
             role: Role::User,
             credential: Credential::AccessToken {
                 jti: Uuid::new_v4(),
+                session_id: Uuid::new_v4(),
             },
         }
     }

@@ -12,7 +12,7 @@ async fn register_verify_login_refresh_api_key_and_credits_work_end_to_end() {
     let user_id = app.register("Ada@Example.com").await;
 
     // Not verified yet; the verification token arrives by mail.
-    let token = app.mailed_token("ada@example.com");
+    let token = app.mailed_token("ada@example.com").await;
     let verified: Value = app
         .post("/v1/auth/verify-email", None, json!({"token": token}))
         .await
@@ -246,7 +246,7 @@ async fn password_reset_is_single_use_and_ends_every_session() {
         .await;
     assert_eq!(unknown.status(), StatusCode::ACCEPTED);
 
-    let token = app.mailed_token("reset@example.com");
+    let token = app.mailed_token_about("reset@example.com", "Reset").await;
     let new_password = "a brand new passphrase";
     let confirm = app
         .post(
@@ -527,7 +527,7 @@ async fn scripted_sign_ups_farm_no_credits_until_an_address_is_verified() {
     }
 
     // Verifying grants them, once.
-    let token = app.mailed_token("farm0@example.com");
+    let token = app.mailed_token("farm0@example.com").await;
     let verify = || app.post("/v1/auth/verify-email", None, json!({"token": token}));
     assert_eq!(verify().await.status(), StatusCode::OK);
     assert_problem(
@@ -590,7 +590,7 @@ async fn an_account_granted_at_registration_gets_nothing_more_on_verifying() {
         )
         .await
         .expect("legacy grant");
-    let token = app.mailed_token("legacy@example.com");
+    let token = app.mailed_token("legacy@example.com").await;
     let verified = app
         .post("/v1/auth/verify-email", None, json!({"token": token}))
         .await;

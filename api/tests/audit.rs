@@ -28,7 +28,7 @@ async fn busy_user(app: &TestApp, email: &str) -> Uuid {
         .post("/v1/auth/password-reset", None, json!({"email": email}))
         .await;
     assert_eq!(asked.status(), StatusCode::ACCEPTED);
-    let token = app.mailed_token(email);
+    let token = app.mailed_token_about(email, "Reset").await;
     let confirm = app
         .post(
             "/v1/auth/password-reset/confirm",

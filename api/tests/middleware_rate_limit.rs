@@ -61,6 +61,7 @@ fn app(config: RateConfig, behind_proxy: bool) -> Router {
             role: Role::User,
             credential: Credential::AccessToken {
                 jti: Uuid::new_v4(),
+                session_id: Uuid::new_v4(),
             },
         },
     };

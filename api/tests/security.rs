@@ -13,7 +13,7 @@ use uuid::Uuid;
 fn claims(sub: Uuid, exp_offset: i64) -> Value {
     let now = chrono::Utc::now().timestamp();
     json!({"iss": "framegate", "aud": "framegate-api", "sub": sub.to_string(), "role": "admin",
-           "iat": now, "exp": now + exp_offset, "jti": Uuid::now_v7()})
+           "iat": now, "exp": now + exp_offset, "jti": Uuid::now_v7(), "sid": Uuid::now_v7()})
 }
 
 #[tokio::test]

@@ -17,6 +17,7 @@ pub mod passwords;
 pub mod position;
 pub mod repository;
 pub mod retry;
+pub mod sessions;
 pub mod snapshots;
 pub mod store;
 pub mod stored;

@@ -30,11 +30,15 @@ pub const PING_CHANNEL: &str = "framegate_ping";
 /// How often the listener checks, by notifying itself, that its connection still delivers.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 
+/// The channel on which a row added to the API's mail outbox is announced.
+pub const MAIL_CHANNEL: &str = "framegate_mail";
+
 /// Every channel the shared listener subscribes to.
-pub const CHANNELS: [&str; 4] = [
+pub const CHANNELS: [&str; 5] = [
     NOTIFY_CHANNEL,
     CREDENTIALS_CHANNEL,
     CONTROL_CHANNEL,
+    MAIL_CHANNEL,
     PING_CHANNEL,
 ];
 

@@ -2,10 +2,11 @@
 //! when it changes.
 //!
 //! Every authenticated request needs its caller's current state: for an API key the key and
-//! its owner (one join), for an access token the user's role and whether they are disabled.
+//! its owner (one join), for an access token the user's role, whether they are disabled and
+//! whether the token's session is still live.
 //! Read from Postgres each time, that lookup costs as much as the request's own work. The
 //! account projectors announce each change that matters (a key revoked, a user disabled, a
-//! role changed) on [`CREDENTIALS_CHANNEL`] inside the transaction that makes it visible, and
+//! role changed), and ending a session announces itself, on [`CREDENTIALS_CHANNEL`] inside the transaction that makes it visible, and
 //! [`spawn_follower`] drops the user's entries when the process's shared listener
 //! (`framegate_projections::notify`) hears the announcement.
 //!
@@ -22,6 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use framegate_commands::sessions::SessionState;
 use framegate_projections::notify::{Event, Heard, Notifications};
 use framegate_projections::read_models::api_keys::KeyOwner;
 use framegate_projections::read_models::{CREDENTIALS_ALL, CREDENTIALS_CHANNEL};
@@ -61,6 +63,9 @@ pub struct CredentialCache {
     /// By the SHA-256 of the presented key.
     keys: Mutex<HashMap<String, Entry<KeyOwner>>>,
     users: Mutex<HashMap<Uuid, Entry<UserState>>>,
+    /// Sessions access tokens named, by session id, with their user (dropped with the user's
+    /// other entries when a session of theirs ends).
+    sessions: Mutex<HashMap<Uuid, Entry<SessionState>>>,
     /// Hashes of presented keys no key has, for [`UNKNOWN_TTL`]: a guesser repeating a key
     /// costs no lookup. Independent of the listener: a key is never issued with a hash that
     /// somebody presented before (the secret has 256 random bits).
@@ -130,6 +135,22 @@ impl CredentialCache {
         fresh(&self.users, &user_id)
     }
 
+    pub fn session(&self, session_id: Uuid) -> Option<SessionState> {
+        if !self.is_live() {
+            return None;
+        }
+        fresh(&self.sessions, &session_id)
+    }
+
+    /// How many sessions are cached (for tests).
+    pub fn session_count(&self) -> usize {
+        self.sessions.lock().map_or(0, |sessions| sessions.len())
+    }
+
+    pub fn keep_session(&self, session_id: Uuid, state: SessionState, seen: Generation) {
+        self.keep(&self.sessions, session_id, state, seen);
+    }
+
     pub fn keep_key(&self, key_hash: &str, owner: &KeyOwner, seen: Generation) {
         self.keep(&self.keys, key_hash.to_owned(), owner.clone(), seen);
     }
@@ -147,6 +168,9 @@ impl CredentialCache {
         if let Ok(mut users) = self.users.lock() {
             users.remove(&user_id);
         }
+        if let Ok(mut sessions) = self.sessions.lock() {
+            sessions.retain(|_, entry| entry.value.user_id != user_id);
+        }
     }
 
     pub fn forget_all(&self) {
@@ -156,6 +180,9 @@ impl CredentialCache {
         }
         if let Ok(mut users) = self.users.lock() {
             users.clear();
+        }
+        if let Ok(mut sessions) = self.sessions.lock() {
+            sessions.clear();
         }
     }
 

@@ -25,6 +25,9 @@ pub struct Claims {
     pub iat: i64,
     pub exp: i64,
     pub jti: Uuid,
+    /// The session (login) the token was issued in: the token works while the session is
+    /// live. Required: a token without one is not ours.
+    pub sid: Uuid,
 }
 
 pub struct TokenKeys {
@@ -60,7 +63,12 @@ impl TokenKeys {
         }
     }
 
-    pub fn issue(&self, user_id: UserId, role: Role) -> Result<AccessToken, ApiError> {
+    pub fn issue(
+        &self,
+        user_id: UserId,
+        role: Role,
+        session_id: Uuid,
+    ) -> Result<AccessToken, ApiError> {
         let now = Utc::now().timestamp();
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -70,6 +78,7 @@ impl TokenKeys {
             iat: now,
             exp: now + self.ttl.as_secs() as i64,
             jti: Uuid::now_v7(),
+            sid: session_id,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(ApiError::internal)?;
@@ -80,7 +89,7 @@ impl TokenKeys {
     }
 
     /// The principal an access token names. The role is the token's; callers that need the
-    /// current role and status re-check the users read model.
+    /// current role and status re-check the users read model, and the session's state.
     pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|error| match error.kind() {
@@ -98,6 +107,7 @@ impl TokenKeys {
             role: data.claims.role,
             credential: Credential::AccessToken {
                 jti: data.claims.jti,
+                session_id: data.claims.sid,
             },
         })
     }

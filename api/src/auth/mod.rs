@@ -14,6 +14,7 @@ pub mod refresh;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
+use framegate_commands::sessions;
 use framegate_domain::{Role, UserId};
 use framegate_projections::read_models::users;
 use uuid::Uuid;
@@ -25,7 +26,7 @@ use crate::state::AppState;
 /// How the caller proved who they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {
-    AccessToken { jti: Uuid },
+    AccessToken { jti: Uuid, session_id: Uuid },
     ApiKey { key_id: Uuid, scopes: Vec<String> },
 }
 
@@ -133,6 +134,12 @@ impl Principal {
     }
 }
 
+/// A one-time token naming its user: `<user id>.<random>` (email verification, password
+/// reset).
+pub fn one_time_token(user_id: UserId) -> String {
+    format!("{user_id}.{}", refresh::generate_secret(""))
+}
+
 /// The API key in the Authorization header, if that is what it carries.
 pub fn presented_api_key(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -197,8 +204,43 @@ pub async fn authenticate(
             "this account is disabled",
         ));
     }
+    if let Credential::AccessToken { session_id, .. } = principal.credential {
+        check_session(state, principal.user_id, session_id).await?;
+    }
     principal.role = role;
     Ok(Some(principal))
+}
+
+/// Refuses an access token whose session has ended (logout, a reused refresh token, a
+/// password reset, disabling, "log out everywhere"): the token dies with its session rather
+/// than at its expiry.
+async fn check_session(
+    state: &AppState,
+    user_id: UserId,
+    session_id: Uuid,
+) -> Result<(), ApiError> {
+    let session = match state.credentials.session(session_id) {
+        Some(cached) => Some(cached),
+        None => {
+            let seen = state.credentials.generation();
+            let found = sessions::state(&state.pool, session_id).await?;
+            if let Some(found) = found {
+                state.credentials.keep_session(session_id, found, seen);
+            }
+            found
+        }
+    };
+    match session {
+        Some(session) if session.user_id == user_id.as_uuid() && session.live => Ok(()),
+        Some(session) if session.user_id == user_id.as_uuid() => Err(ApiError::unauthenticated(
+            "session_ended",
+            "this session has ended (logged out, or every session was ended); log in again",
+        )),
+        _ => Err(ApiError::unauthenticated(
+            "invalid_token",
+            "the access token is not valid",
+        )),
+    }
 }
 
 /// The user's role and state from the cache or the users read model; `None` when the read
@@ -317,6 +359,7 @@ mod tests {
             role: Role::User,
             credential: Credential::AccessToken {
                 jti: Uuid::new_v4(),
+                session_id: Uuid::new_v4(),
             },
         };
         assert!(token.check_access(Access::Full).is_ok());

@@ -1,14 +1,17 @@
-//! Refresh tokens: opaque, stored as SHA-256, rotated on every use, revoked by family.
+//! Refresh tokens: opaque, stored as SHA-256, rotated on every use, ended with their session.
 //!
-//! Each login starts a family. Using a token marks it used and issues its successor in the
-//! same family. A token presented a second time means it was stolen (or the client is
-//! confused): the whole family is revoked, so both the thief and the victim must log in again.
+//! Each login starts a session (`framegate_commands::sessions`) and its first refresh token.
+//! Using a token marks it used and issues its successor in the same session. A token
+//! presented a second time means it was stolen (or the client is confused): the session ends,
+//! so both the thief and the victim must log in again, and the access tokens issued in the
+//! session stop working with it.
 
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
+use framegate_commands::sessions::{self, EndReason};
 use framegate_domain::{hash_token, UserId};
 use rand::RngCore as _;
 use sqlx::PgPool;
@@ -16,23 +19,20 @@ use uuid::Uuid;
 
 pub const REFRESH_PREFIX: &str = "fgr_";
 
-/// family_id, user_id, expires_at, used_at, revoked_at
-type TokenRow = (
-    Uuid,
-    Uuid,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-    Option<DateTime<Utc>>,
-);
+/// session (family) id, user_id, expires_at, used_at, whether the session is live
+type TokenRow = (Uuid, Uuid, DateTime<Utc>, Option<DateTime<Utc>>, bool);
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Rotation {
     Rotated {
         user_id: UserId,
+        session_id: Uuid,
         token: String,
     },
-    /// An already-used token: its family is now revoked.
-    Reused,
+    /// An already-used token: its session (of `user_id`) has ended.
+    Reused {
+        user_id: UserId,
+    },
     Expired,
     Invalid,
 }
@@ -44,14 +44,26 @@ pub fn generate_secret(prefix: &str) -> String {
     format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
-/// Starts a new family (a login) and returns its first token.
-pub async fn start_family(
+/// A login: its session and first refresh token.
+pub struct Login {
+    pub session_id: Uuid,
+    pub refresh_token: String,
+}
+
+/// Starts a session (a login) and returns its first refresh token, in one transaction.
+pub async fn start_session(
     pool: &PgPool,
     user_id: UserId,
     ttl: Duration,
-) -> Result<String, sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    insert(&mut conn, user_id, Uuid::now_v7(), ttl).await
+) -> Result<Login, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let session_id = sessions::start(&mut tx, user_id).await?;
+    let refresh_token = insert(&mut tx, user_id, session_id, ttl).await?;
+    tx.commit().await?;
+    Ok(Login {
+        session_id,
+        refresh_token,
+    })
 }
 
 async fn insert(
@@ -78,27 +90,30 @@ async fn insert(
 /// Exchanges `token` for its successor.
 pub async fn rotate(pool: &PgPool, token: &str, ttl: Duration) -> Result<Rotation, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    // The session row is locked with the token: a rotation and the end of its session are
+    // ordered, so no successor is issued into a session that has ended.
     let row: Option<TokenRow> = sqlx::query_as(
-        "SELECT family_id, user_id, expires_at, used_at, revoked_at
-               FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
+        "SELECT t.family_id, t.user_id, t.expires_at, t.used_at, s.revoked_at IS NULL
+           FROM refresh_tokens t JOIN sessions s ON s.session_id = t.family_id
+          WHERE t.token_hash = $1
+            FOR UPDATE",
     )
     .bind(hash_token(token).as_str())
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((family, user, expires_at, used_at, revoked_at)) = row else {
+    let Some((session_id, user, expires_at, used_at, live)) = row else {
         return Ok(Rotation::Invalid);
     };
-    if revoked_at.is_some() {
+    if !live {
         return Ok(Rotation::Invalid);
     }
     if used_at.is_some() {
-        sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL")
-            .bind(family)
-            .execute(&mut *tx)
-            .await?;
+        sessions::end(&mut tx, session_id, EndReason::RefreshTokenReused).await?;
         tx.commit().await?;
-        tracing::warn!(%family, "refresh token reused: family revoked");
-        return Ok(Rotation::Reused);
+        tracing::warn!(session = %session_id, "refresh token reused: session ended");
+        return Ok(Rotation::Reused {
+            user_id: UserId::from_uuid(user),
+        });
     }
     if expires_at < Utc::now() {
         return Ok(Rotation::Expired);
@@ -108,38 +123,36 @@ pub async fn rotate(pool: &PgPool, token: &str, ttl: Duration) -> Result<Rotatio
         .execute(&mut *tx)
         .await?;
     let user_id = UserId::from_uuid(user);
-    let successor = insert(&mut tx, user_id, family, ttl).await?;
+    let successor = insert(&mut tx, user_id, session_id, ttl).await?;
     tx.commit().await?;
     Ok(Rotation::Rotated {
         user_id,
+        session_id,
         token: successor,
     })
 }
 
-/// Logout: revokes the family `token` belongs to.
-/// False when no such token was ever issued; a token of a family revoked already is known
-/// (logging out twice is fine).
-pub async fn revoke_family(pool: &PgPool, token: &str) -> Result<bool, sqlx::Error> {
-    let known: Option<bool> = sqlx::query_scalar(
-        "WITH family AS (SELECT family_id FROM refresh_tokens WHERE token_hash = $1),
-              revoked AS (UPDATE refresh_tokens SET revoked_at = now()
-                           WHERE revoked_at IS NULL
-                             AND family_id = (SELECT family_id FROM family))
-         SELECT true FROM family",
-    )
-    .bind(hash_token(token).as_str())
-    .fetch_optional(pool)
-    .await?;
-    Ok(known.is_some())
+/// Logout: ends the session `token` belongs to. Its user, or `None` when no such token was
+/// ever issued; a token of a session ended already is known (logging out twice is fine).
+pub async fn end_session(pool: &PgPool, token: &str) -> Result<Option<Uuid>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let session: Option<Uuid> =
+        sqlx::query_scalar("SELECT family_id FROM refresh_tokens WHERE token_hash = $1")
+            .bind(hash_token(token).as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(session) = session else {
+        return Ok(None);
+    };
+    let user = sessions::end(&mut tx, session, EndReason::Logout).await?;
+    tx.commit().await?;
+    Ok(user)
 }
 
-/// Revokes every session of a user (password reset, disabling).
-pub async fn revoke_user(pool: &PgPool, user_id: UserId) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
-    )
-    .bind(user_id.as_uuid())
-    .execute(pool)
-    .await?;
-    Ok(())
+/// "Log out everywhere": ends every session of `user_id`; returns how many were live.
+pub async fn end_all_sessions(pool: &PgPool, user_id: UserId) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let ended = sessions::end_all(&mut tx, user_id, EndReason::LogoutAll).await?;
+    tx.commit().await?;
+    Ok(ended)
 }

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use framegate_commands::sessions::{self, EndReason};
 use framegate_domain::{CreditCommand, Credits, Role, UserCommand, UserId};
 use framegate_projections::read_models::{credits, users};
 use serde::Deserialize;
@@ -13,7 +14,7 @@ use uuid::Uuid;
 use super::auth::{user_or_404, UserResponse};
 use super::credits::{CreditsResponse, PageQuery};
 use super::{check_reason, decode_cursor, metadata, page_limit, time_cursor, Page};
-use crate::auth::{refresh, Admin};
+use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::extract::{user_agent, ApiJson, ApiPath, ApiQuery, ClientIp};
 use crate::state::AppState;
@@ -152,12 +153,15 @@ pub async fn disable(
     let command = UserCommand::Disable {
         reason: body.reason,
     };
-    state
-        .store
-        .users()
-        .execute(&user_id.to_string(), command, &meta)
-        .await?;
-    refresh::revoke_user(&state.pool, user_id).await?;
+    sessions::execute_ending_sessions(
+        &state.store,
+        user_id,
+        command,
+        EndReason::Disabled,
+        &meta,
+        None,
+    )
+    .await?;
     state.credentials.forget_user(user_id.as_uuid());
     Ok(Json(UserResponse::from(user_or_404(&state, user_id).await?)).into_response())
 }

@@ -71,6 +71,7 @@ impl TestApp {
             projectors_stopped,
         );
         framegate_api::spawn_credentials_listener(&state, &notifications, stopped.clone());
+        framegate_api::spawn_mail_sender(&state, &notifications, stopped.clone());
         let server_state = state.clone();
         let mut shutdown = stopped;
         tokio::spawn(async move {
@@ -144,14 +145,36 @@ impl TestApp {
         body["id"].as_str().expect("id").parse().expect("uuid")
     }
 
-    /// The newest one-time token mailed to `email` (`<uuid>.<secret>` on a line of its own).
-    pub fn mailed_token(&self, email: &str) -> String {
-        let mails = read_mailbox(&self.mailbox).expect("mailbox");
-        let mail = mails
-            .iter()
-            .rev()
-            .find(|m| m.to.contains(email))
-            .unwrap_or_else(|| panic!("no mail to {email}"));
+    /// The newest mail to `email` whose subject contains `subject`, waiting up to ten seconds
+    /// for it (mail from the outbox is sent off the request path).
+    pub async fn mail_to(&self, email: &str, subject: &str) -> framegate_api::mail::StoredMail {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let mails = read_mailbox(&self.mailbox).expect("mailbox");
+            if let Some(mail) = mails
+                .into_iter()
+                .rev()
+                .find(|m| m.to.contains(email) && m.subject.contains(subject))
+            {
+                return mail;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no mail to {email} about {subject:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The newest one-time token mailed to `email` (`<uuid>.<secret>` on a line of its own),
+    /// waiting for the mail.
+    pub async fn mailed_token(&self, email: &str) -> String {
+        self.mailed_token_about(email, "").await
+    }
+
+    /// [`TestApp::mailed_token`] from the newest mail whose subject contains `subject`.
+    pub async fn mailed_token_about(&self, email: &str, subject: &str) -> String {
+        let mail = self.mail_to(email, subject).await;
         mail.body
             .lines()
             .map(str::trim)
@@ -175,7 +198,7 @@ impl TestApp {
     /// Registers, verifies and logs in; returns (user id, access token, refresh token).
     pub async fn signed_in_user(&self, email: &str) -> (Uuid, String, String) {
         let id = self.register(email).await;
-        let token = self.mailed_token(email);
+        let token = self.mailed_token(email).await;
         let verified = self
             .post("/v1/auth/verify-email", None, json!({"token": token}))
             .await;

@@ -35,15 +35,9 @@ pub use runner::{all, catch_up_all, spawn_all, spawn_all_with, wait_for, READ_MO
 pub use users::{UserRow, UsersProjector};
 pub use videos::{VideoRow, VideosProjector};
 
-/// The channel on which the account projectors announce that what authenticates a user
-/// changed (a key revoked, the account disabled, its role changed), so that API processes
-/// can drop what they cached. The payload is the user's id, or [`CREDENTIALS_ALL`] when a
-/// whole read model was replaced. A notification is sent inside the projector's transaction,
-/// so it arrives only once the change is visible.
-pub const CREDENTIALS_CHANNEL: &str = "framegate_credentials";
-
-/// The payload that tells listeners to forget every cached credential.
-pub const CREDENTIALS_ALL: &str = "*";
+/// The channel on which the account projectors (and the sessions table) announce that what
+/// authenticates a user changed; see `framegate_commands::sessions`.
+pub use framegate_commands::sessions::{CREDENTIALS_ALL, CREDENTIALS_CHANNEL};
 
 /// Announces on [`CREDENTIALS_CHANNEL`] that the credentials of `user_ids` changed.
 pub(crate) async fn announce_credentials_changed(

@@ -1,5 +1,8 @@
 //! Outgoing email: verification and password-reset messages.
 //!
+//! Mail a request must not wait for (or whose cost must not tell anything) goes through the
+//! outbox (`outbox`): the request records it and answers, and the sender delivers it.
+//!
 //! With an SMTP URL configured, `Mailer` sends through lettre's async SMTP transport. Without
 //! one (development and tests) every message is written as an RFC 5322 `.eml` file into a
 //! mailbox directory instead, so a developer can open it and a test can read the one-time
@@ -15,6 +18,8 @@ use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 use tracing::info;
 use uuid::Uuid;
+
+pub mod outbox;
 
 /// Where mail goes and who it is from.
 #[derive(Clone, Debug)]
