@@ -523,6 +523,23 @@ async fn the_stored_original_keeps_no_location_or_camera_and_still_shows_upright
     assert!(red(350, 50) && !red(50, 50), "upright");
 }
 
+/// Issue 12 (item 15): the header said 4096 x 4096, the scan held 640 x 360, and the rest
+/// was accepted as grey.
+#[tokio::test]
+async fn a_jpeg_with_less_scan_data_than_its_header_claims_is_refused() {
+    let app = TestApp::spawn().await;
+    let (_, token, _) = app.signed_in_user("short-scan@example.com").await;
+    let mut liar = jpeg(640, 360);
+    let sof = liar
+        .windows(2)
+        .position(|pair| pair == [0xFF, 0xC0])
+        .expect("a baseline frame header");
+    liar[sof + 5..sof + 9].copy_from_slice(&[0x10, 0x00, 0x10, 0x00]); // 4096 x 4096
+    let response = upload(&app, &token, liar, "liar.jpg", "image/jpeg").await;
+    assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY, "corrupt_image").await;
+    assert_eq!(stored_originals(&app), 0);
+}
+
 #[tokio::test]
 async fn a_moderation_rule_rejects_an_upload_and_the_rejection_is_recorded() {
     let rules = RuleSet::parse("deny_formats=webp").expect("rules");

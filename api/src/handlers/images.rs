@@ -189,7 +189,8 @@ async fn own_image(
 /// answers 200 with the existing image; a deleted image comes back under its old id.
 ///
 /// What is stored is the image without its metadata (location, camera, XMP, IPTC, comments);
-/// a JPEG keeps its orientation tag so that it still shows upright.
+/// a JPEG keeps its orientation tag so that it still shows upright. A JPEG whose scan data
+/// is shorter than its header says is refused as `corrupt_image`.
 #[utoipa::path(post, path = "/v1/images", tag = "images",
     request_body(content = inline(UploadForm), content_type = "multipart/form-data"),
     responses(

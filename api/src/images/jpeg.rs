@@ -1,7 +1,12 @@
 //! What the JPEG decoder does not do for us: walking the file's segments to prove it is
 //! complete, and rewriting it without its metadata.
 //!
-
+//! zune-jpeg (behind the `image` crate) is lenient: it fills scan data that is missing with
+//! grey instead of failing. Two shapes of broken file get through it: a file cut short
+//! (no end-of-image marker: [`segments`] refuses it) and a file whose frame header claims
+//! more pixels than its scan data holds (a 640 × 360 scan under a 4096 × 4096 header:
+//! [`ensure_scan_covers_frame`] refuses it with a strict decode that runs into one-bits put
+//! after the scan).
 //!
 //! [`strip_metadata`] keeps what the pixels need (tables, frame, scans, the colour profile
 //! and the Adobe colour-transform flag) and drops every other application segment and
@@ -11,6 +16,9 @@
 //! Rotating a JPEG losslessly is only possible when its sides are whole MCUs, so the EXIF
 //! orientation is kept instead, as the one tag of a new, minimal EXIF block: every browser
 //! and photo viewer honours it, and the video worker applies it (`workers::media::still`).
+
+use zune_core::bytestream::ZCursor;
+use zune_core::options::DecoderOptions;
 
 use super::processing::ImageError;
 
@@ -114,6 +122,62 @@ pub(super) fn segments(bytes: &[u8]) -> Result<Vec<Segment>, ImageError> {
             end: at,
         });
     }
+}
+
+/// Refuses a JPEG whose scans hold fewer pixels than its frame header promises.
+///
+/// The lenient decode used for the pixels pads such a file with grey, and zune-jpeg does
+/// so even in strict mode when the scan data stops at a marker (the end-of-image marker,
+/// say): it takes the marker for the end of the data and feeds itself zeros. So the file,
+/// rewritten without metadata and stray bytes ([`strip_metadata`]), is decoded strictly
+/// once more with [`ONES`] one-bits put between its last scan's data and the end-of-image
+/// marker. A complete scan never decodes them (the decoder only reads a few bytes ahead);
+/// a short one runs into them, and a run of sixteen one-bits is no Huffman code (the
+/// standard reserves it), so the strict decode fails. If it fails, a strict decode without
+/// the one-bits tells a short scan (that one succeeds, padded with zeros) from strict
+/// mode's other complaints (extra bytes, odd markers: things real cameras write and the
+/// lenient decode handles), which are not refusals.
+///
+/// Only the last scan is checked this way; earlier scans of a progressive file end at the
+/// next scan's marker and are padded silently, as before. It finds files cut short or
+/// re-labelled, not files built to get past it (a Huffman table can be made to accept
+/// one-bits; such a file is simply an image with grey in it). It costs a second decode of
+/// JPEG uploads, a third when refusing; at ≤ 4096 px a side well under a second each.
+pub(super) fn ensure_scan_covers_frame(bytes: &[u8]) -> Result<(), ImageError> {
+    let clean = strip_metadata(bytes, 1)?;
+    let Some(last_scan_end) = segments(&clean)?
+        .iter()
+        .rev()
+        .find(|segment| segment.marker == SOS)
+        .map(|segment| segment.end)
+    else {
+        return Err(ImageError::Corrupt("the JPEG has no scan data".into()));
+    };
+    let mut padded = Vec::with_capacity(last_scan_end + 2 * ONES + 2);
+    padded.extend_from_slice(&clean[..last_scan_end]);
+    for _ in 0..ONES {
+        padded.extend_from_slice(&[0xFF, 0x00]); // 0xFF in scan data is escaped as FF 00
+    }
+    padded.extend_from_slice(&[0xFF, EOI]);
+    if decodes_strictly(&padded) || !decodes_strictly(&clean) {
+        return Ok(());
+    }
+    Err(ImageError::Corrupt(
+        "the JPEG holds less scan data than its header promises".into(),
+    ))
+}
+
+/// Bytes of one-bits after the last scan: more than the decoder's read-ahead (8 bytes).
+const ONES: usize = 32;
+
+fn decodes_strictly(bytes: &[u8]) -> bool {
+    let options = DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(usize::from(u16::MAX))
+        .set_max_height(usize::from(u16::MAX));
+    zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options)
+        .decode()
+        .is_ok()
 }
 
 /// The JPEG without its metadata: see the module docs for what is kept. `orientation`

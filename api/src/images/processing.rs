@@ -210,8 +210,9 @@ pub fn process(bytes: &[u8], limits: &ImageLimits) -> Result<ProcessedImage, Ima
     let (stored_width, stored_height) = header_dimensions(bytes, format, limits)?;
     check_dimensions(stored_width, stored_height, limits)?;
     if format == ImageFormat::Jpeg {
-        // The JPEG decoder fills a missing tail with grey rather than failing.
+        // The JPEG decoder fills missing scan data with grey rather than failing.
         jpeg::segments(bytes)?;
+        jpeg::ensure_scan_covers_frame(bytes)?;
     }
 
     let metadata = read_metadata(bytes);

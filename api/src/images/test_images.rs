@@ -312,3 +312,48 @@ pub fn is_red(image: &RgbImage, x: u32, y: u32) -> bool {
     let [r, g, b] = image.get_pixel(x, y).0;
     r > 200 && g < 60 && b < 60
 }
+
+/// `jpeg` with its frame header (SOF0) claiming `width` x `height`, its scan data unchanged.
+pub fn jpeg_claiming(jpeg: &[u8], width: u16, height: u16) -> Vec<u8> {
+    let mut bytes = jpeg.to_vec();
+    let sof = bytes
+        .windows(2)
+        .position(|pair| pair == [0xFF, 0xC0])
+        .expect("a baseline frame header");
+    // FF C0, length (2), precision (1), then height and width.
+    bytes[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
+    bytes[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
+    bytes
+}
+
+/// A JPEG written by the `jpeg-encoder` crate, which (unlike the `image` crate's encoder)
+/// can write progressive scans, restart markers and other chroma subsampling.
+pub fn jpeg_with(
+    image: &RgbImage,
+    configure: impl FnOnce(&mut jpeg_encoder::Encoder<&mut Vec<u8>>),
+) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut encoder = jpeg_encoder::Encoder::new(&mut bytes, 90);
+    configure(&mut encoder);
+    encoder
+        .encode(
+            image.as_raw(),
+            u16::try_from(image.width()).expect("small"),
+            u16::try_from(image.height()).expect("small"),
+            jpeg_encoder::ColorType::Rgb,
+        )
+        .expect("test images encode");
+    bytes
+}
+
+/// Like [`jpeg_claiming`], for any frame header (SOF0–SOF2: baseline, extended, progressive).
+pub fn jpeg_claiming_any(jpeg: &[u8], width: u16, height: u16) -> Vec<u8> {
+    let mut bytes = jpeg.to_vec();
+    let sof = bytes
+        .windows(2)
+        .position(|pair| pair[0] == 0xFF && (0xC0..=0xC2).contains(&pair[1]))
+        .expect("a frame header");
+    bytes[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
+    bytes[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
+    bytes
+}
