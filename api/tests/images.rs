@@ -137,7 +137,7 @@ async fn an_upload_is_stored_with_its_facts_a_thumbnail_and_signed_links() {
     assert_eq!(
         stored.bytes().await.expect("bytes").as_ref(),
         original.as_slice(),
-        "the original, byte for byte"
+        "a PNG without metadata is stored as it came"
     );
     let thumbnail = download(&app, &fetched["thumbnail_url"])
         .await
@@ -464,6 +464,82 @@ async fn location_is_neither_shown_nor_recorded_nor_left_in_the_thumbnail() {
     assert_eq!((decoded.width(), decoded.height()), (341, 512), "upright");
 }
 
+/// Issue 12 (item 9): the original was stored byte for byte, GPS tags and all, although
+/// location is "never kept".
+#[tokio::test]
+async fn the_stored_original_keeps_no_location_or_camera_and_still_shows_upright() {
+    let app = TestApp::spawn().await;
+    let (_, token, _) = app.signed_in_user("original@example.com").await;
+    let photo = with_exif(&marked_jpeg(600, 400), "Framegate Optics", 6);
+    let mut with_trailer = photo.clone();
+    with_trailer.extend_from_slice(&jpeg_with_exif(300, 300, "Second Camera", 1));
+    let body = upload_expecting(&app, &token, with_trailer.clone(), StatusCode::CREATED).await;
+    assert_eq!(body["bytes"], with_trailer.len(), "the size of the upload");
+    let stored = download(&app, &body["url"]).await;
+    assert_eq!(stored.status(), StatusCode::OK);
+    let stored = stored.bytes().await.expect("bytes").to_vec();
+
+    let exif = exif::Reader::new()
+        .read_from_container(&mut Cursor::new(&stored))
+        .expect("the orientation is still there");
+    let tags: Vec<exif::Tag> = exif.fields().map(|field| field.tag).collect();
+    assert_eq!(
+        tags,
+        [exif::Tag::Orientation],
+        "nothing else: no GPS, no camera"
+    );
+    assert!(!contains(&stored, b"Framegate Optics"));
+    assert!(
+        !contains(&stored, b"Second Camera"),
+        "nothing after the image"
+    );
+    assert!(stored.ends_with(&[0xFF, 0xD9]));
+
+    let pixels = |bytes: &[u8]| {
+        image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg)
+            .expect("a JPEG")
+            .to_rgb8()
+    };
+    assert_eq!(
+        pixels(&stored),
+        pixels(&photo),
+        "the same pixels, not re-encoded"
+    );
+    // As a viewer shows it: orientation 6 turns it a quarter clockwise, so the red corner
+    // is at the top right of a 400 x 600 picture.
+    let mut decoder =
+        image::ImageReader::with_format(Cursor::new(&stored), image::ImageFormat::Jpeg)
+            .into_decoder()
+            .expect("a JPEG");
+    let orientation = image::ImageDecoder::orientation(&mut decoder).expect("orientation");
+    let mut shown = DynamicImage::from_decoder(decoder).expect("decodes");
+    shown.apply_orientation(orientation);
+    let shown = shown.to_rgb8();
+    assert_eq!(shown.dimensions(), (400, 600));
+    let red = |x, y| {
+        let [r, g, b] = shown.get_pixel(x, y).0;
+        r > 200 && g < 60 && b < 60
+    };
+    assert!(red(350, 50) && !red(50, 50), "upright");
+}
+
+/// Issue 12 (item 15): the header said 4096 x 4096, the scan held 640 x 360, and the rest
+/// was accepted as grey.
+#[tokio::test]
+async fn a_jpeg_with_less_scan_data_than_its_header_claims_is_refused() {
+    let app = TestApp::spawn().await;
+    let (_, token, _) = app.signed_in_user("short-scan@example.com").await;
+    let mut liar = jpeg(640, 360);
+    let sof = liar
+        .windows(2)
+        .position(|pair| pair == [0xFF, 0xC0])
+        .expect("a baseline frame header");
+    liar[sof + 5..sof + 9].copy_from_slice(&[0x10, 0x00, 0x10, 0x00]); // 4096 x 4096
+    let response = upload(&app, &token, liar, "liar.jpg", "image/jpeg").await;
+    assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY, "corrupt_image").await;
+    assert_eq!(stored_originals(&app), 0);
+}
+
 #[tokio::test]
 async fn a_moderation_rule_rejects_an_upload_and_the_rejection_is_recorded() {
     let rules = RuleSet::parse("deny_formats=webp").expect("rules");
@@ -668,6 +744,23 @@ fn crc32(bytes: &[u8]) -> u32 {
 /// A JPEG with an EXIF block: camera make, orientation and a GPS position (52°31'12.34" N,
 /// 13°24'0" E) in its own IFD.
 fn jpeg_with_exif(width: u32, height: u32, make: &str, orientation: u16) -> Vec<u8> {
+    with_exif(&jpeg(width, height), make, orientation)
+}
+
+/// Red in the top-left quarter, blue elsewhere: shows where "up" went.
+fn marked_jpeg(width: u32, height: u32) -> Vec<u8> {
+    let marked = RgbImage::from_fn(width, height, |x, y| {
+        if x < width / 2 && y < height / 2 {
+            image::Rgb([255, 0, 0])
+        } else {
+            image::Rgb([0, 0, 255])
+        }
+    });
+    encode(marked, image::ImageFormat::Jpeg)
+}
+
+/// `plain` (a JPEG) with the EXIF block of [`jpeg_with_exif`] right after its SOI.
+fn with_exif(plain: &[u8], make: &str, orientation: u16) -> Vec<u8> {
     let ascii = |tag, text: &str| (tag, 2_u16, [text.as_bytes(), b"\0"].concat());
     let rationals = |tag, values: [(u32, u32); 3]| {
         let data = values
@@ -694,7 +787,6 @@ fn jpeg_with_exif(width: u32, height: u32, make: &str, orientation: u16) -> Vec<
     write_ifd(&mut tiff, &gps);
     let length = u16::try_from(2 + 6 + tiff.len()).expect("a small segment");
     let app1 = [&[0xFF, 0xE1][..], &length.to_be_bytes(), b"Exif\0\0", &tiff].concat();
-    let plain = jpeg(width, height);
     [&plain[..2], &app1, &plain[2..]].concat()
 }
 

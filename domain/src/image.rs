@@ -126,7 +126,8 @@ impl FromStr for ImageContentType {
 }
 
 /// The EXIF metadata kept about an image. Location (the GPS IFD) is deliberately absent:
-/// it never enters an event, a read model or a derivative.
+/// it never enters an event, a read model, a derivative or the stored original (which has
+/// no EXIF but its orientation: docs/adr/0027-image-metadata.md).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ImageExif {
     pub camera_make: Option<String>,

@@ -57,7 +57,8 @@ pub struct UploadForm {
     pub file: Vec<u8>,
 }
 
-/// The EXIF facts kept about an image. Location is never kept, so it is never shown.
+/// The EXIF facts kept about an image, read from the upload. Location is never kept, so it
+/// is never shown (nor stored: the stored original has no EXIF but its orientation).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ExifResponse {
     pub camera_make: Option<String>,
@@ -92,20 +93,26 @@ pub struct ImageResponse {
     pub status: String,
     /// `image/jpeg`, `image/png` or `image/webp`, from the file's content.
     pub content_type: String,
+    /// Size of the file as uploaded. The stored original (`url`) lacks its metadata, so it
+    /// is usually a little smaller.
     pub bytes: i64,
     /// As displayed: after the EXIF orientation is applied.
     pub width: i32,
     pub height: i32,
-    /// The EXIF orientation (1-8) of the original; absent for a rejected upload.
+    /// The EXIF orientation (1-8) of the file as uploaded; absent for a rejected upload.
     pub orientation: Option<i16>,
-    /// Lowercase hex SHA-256 of the original: the same file always gives the same image.
+    /// Lowercase hex SHA-256 of the file as uploaded: the same file always gives the same
+    /// image. It is not the hash of the stored original when the upload carried metadata.
     pub sha256: String,
     /// Absent for a rejected upload.
     pub exif: Option<ExifResponse>,
     pub moderation: ModerationResponse,
     /// When the latest upload of this content was recorded.
     pub created_at: DateTime<Utc>,
-    /// The original file as uploaded (available images only).
+    /// The original at full quality without its metadata: no GPS, camera or other EXIF
+    /// (a JPEG keeps only its orientation tag), no XMP, IPTC, comments or trailing data; a
+    /// PNG or WEBP that had to be turned is stored upright, re-encoded losslessly
+    /// (available images only).
     pub url: Option<DownloadLink>,
     /// An upright JPEG of at most 512 pixels a side, without any metadata (available
     /// images only).
@@ -180,6 +187,10 @@ async fn own_image(
 
 /// Uploads an image. The same file from the same user is the same image: uploading it again
 /// answers 200 with the existing image; a deleted image comes back under its old id.
+///
+/// What is stored is the image without its metadata (location, camera, XMP, IPTC, comments);
+/// a JPEG keeps its orientation tag so that it still shows upright. A JPEG whose scan data
+/// is shorter than its header says is refused as `corrupt_image`.
 #[utoipa::path(post, path = "/v1/images", tag = "images",
     request_body(content = inline(UploadForm), content_type = "multipart/form-data"),
     responses(
@@ -205,12 +216,8 @@ pub async fn upload(
         code: "unsupported_media_type",
         message: format!("send the image as multipart/form-data in a part named `{FILE_FIELD}`"),
     })?;
-    let original = read_file(multipart, max_bytes).await?;
-    let image = state
-        .images
-        .process(original.clone())
-        .await
-        .map_err(refused)?;
+    let upload = read_file(multipart, max_bytes).await?;
+    let image = state.images.process(upload).await.map_err(refused)?;
 
     let owner = principal.user_id;
     let image_id = image_id(owner, &image);
@@ -228,7 +235,7 @@ pub async fn upload(
     let decision = state.moderation.review(&image);
     let keys = StorageKeys::new(owner, image_id, Uuid::now_v7(), image.format);
     if decision.allowed {
-        store_blobs(&state, original, &image, &keys).await?;
+        store_blobs(&state, &image, &keys).await?;
     }
     let command = upload_command(owner, &image, &keys, decision.clone());
     let meta = metadata(Some(&principal), ip, user_agent(&headers));
@@ -377,16 +384,16 @@ fn command_error(error: CommandError<ImageRefusal>) -> ApiError {
     }
 }
 
-/// Stores the original (as uploaded) and the thumbnail. On failure nothing of this upload
-/// is left behind.
+/// Stores the original (without its metadata) and the thumbnail. On failure nothing of this
+/// upload is left behind.
 async fn store_blobs(
     state: &AppState,
-    original: Bytes,
     image: &ProcessedImage,
     keys: &StorageKeys,
 ) -> Result<(), ApiError> {
     let original_key = BlobKey::new(keys.original.as_str()).map_err(ApiError::internal)?;
     let thumbnail_key = BlobKey::new(keys.thumbnail.as_str()).map_err(ApiError::internal)?;
+    let original = Bytes::copy_from_slice(&image.original);
     let thumbnail = Bytes::copy_from_slice(&image.thumbnail_jpeg);
     let stored = match state
         .blobs

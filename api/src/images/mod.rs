@@ -1,5 +1,6 @@
 //! The core of image uploads (`POST /v1/images`): checking and thumbnailing the bytes
-//! ([`processing`]), the moderation hook ([`moderation`]), and the glue that turns their
+//! ([`processing`], with the JPEG walk in `jpeg`), the copy stored as the original, without
+//! its metadata (`strip`), the moderation hook ([`moderation`]), and the glue that turns their
 //! results into the `Image` aggregate's `Upload` command.
 //!
 //! The order a handler follows, and why (docs/adr/0006-images.md):
@@ -7,13 +8,16 @@
 //!    async runtime, a bounded number at a time (each decode may use up to `max_alloc`);
 //! 2. derive the image id from the owner and the SHA-256 ([`image_id`]); if that image is
 //!    already uploaded, answer with it (same bytes, same image) without storing anything;
-//! 3. [`moderation::Moderation::review`] the image; store the original (private) and the
-//!    thumbnail under fresh [`StorageKeys`] only if it is allowed;
+//! 3. [`moderation::Moderation::review`] the image; store the original (private, without
+//!    its metadata: [`ProcessedImage::original`]) and the thumbnail under fresh
+//!    [`StorageKeys`] only if it is allowed;
 //! 4. send [`upload_command`]. On `AlreadyUploaded` (a concurrent duplicate won the race),
 //!    delete the blobs just written and answer with the winner.
 
+mod jpeg;
 pub mod moderation;
 pub mod processing;
+mod strip;
 #[cfg(test)]
 mod test_images;
 
@@ -97,7 +101,8 @@ pub fn image_id(owner: UserId, image: &ProcessedImage) -> ImageId {
 /// image, and the loser of a duplicate-upload race can delete exactly what it wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageKeys {
-    /// The original bytes, as uploaded: private, served to the owner only by signed URL.
+    /// The original without its metadata ([`ProcessedImage::original`]): private, served to
+    /// the owner only by signed URL.
     pub original: String,
     /// The metadata-free JPEG thumbnail.
     pub thumbnail: String,
@@ -161,6 +166,7 @@ mod tests {
             had_gps: true,
             sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
             bytes: 12_345,
+            original: vec![0x89, b'P', b'N', b'G'],
             thumbnail_jpeg: vec![0xFF, 0xD8, 0xFF, 0xD9],
         }
     }

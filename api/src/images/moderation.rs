@@ -302,6 +302,7 @@ mod tests {
             had_gps: false,
             sha256: sha256.to_string(),
             bytes: 1000,
+            original: Vec::new(),
             thumbnail_jpeg: Vec::new(),
         }
     }

@@ -5,8 +5,9 @@
 //! dimensions in the header are checked before a single pixel is decoded, and decoding runs
 //! under `image::Limits`, so a decompression bomb, a truncated or a corrupt file ends as an
 //! [`ImageError`] (a 4xx), never as a panic or an out-of-memory kill. EXIF is read for the
-//! orientation and a few harmless facts; location is only detected, never returned. The
-//! thumbnail is re-encoded from pixels, so no metadata of the original survives in it.
+//! orientation and a few harmless facts; location is only detected, never returned. What
+//! is stored is a copy without metadata ([`super::strip`]), and the thumbnail is
+//! re-encoded from pixels, so no GPS tag of an upload is ever kept.
 //!
 //! It is synchronous and CPU-bound: call it through `spawn_blocking` (see
 //! [`super::ImageProcessor`]).
@@ -20,6 +21,8 @@ use image::codecs::jpeg::JpegEncoder;
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageReader, Limits, RgbImage};
 use sha2::{Digest, Sha256};
+
+use super::{jpeg, strip};
 
 /// The longest side of a thumbnail.
 pub const THUMBNAIL_MAX_SIDE: u32 = 512;
@@ -94,7 +97,7 @@ impl ImageFormat {
         }
     }
 
-    const fn codec(self) -> image::ImageFormat {
+    pub(super) const fn codec(self) -> image::ImageFormat {
         match self {
             ImageFormat::Jpeg => image::ImageFormat::Jpeg,
             ImageFormat::Png => image::ImageFormat::Png,
@@ -121,17 +124,22 @@ pub struct ProcessedImage {
     pub exif: ExifSummary,
     /// Whether the original carries GPS tags. Their values are never read out.
     pub had_gps: bool,
-    /// Lowercase hex SHA-256 of the original bytes: the dedupe key.
+    /// Lowercase hex SHA-256 of the file as uploaded: the dedupe key.
     pub sha256: String,
-    /// Size of the original.
+    /// Size of the file as uploaded.
     pub bytes: usize,
+    /// What is stored as the original: the upload without its metadata (no EXIF but the
+    /// orientation of a JPEG, no GPS, XMP, IPTC, comments or trailers), pixels untouched
+    /// unless a PNG or WEBP had to be turned upright (then re-encoded losslessly). See
+    /// [`super::strip`].
+    pub original: Vec<u8>,
     /// Longest side at most [`THUMBNAIL_MAX_SIDE`] (never enlarged), upright, encoded afresh
     /// from pixels: no EXIF, no GPS, no other metadata.
     pub thumbnail_jpeg: Vec<u8>,
 }
 
 impl fmt::Debug for ProcessedImage {
-    /// Without the thumbnail's bytes, which would flood a log.
+    /// Without the bytes of the stored original and the thumbnail, which would flood a log.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProcessedImage")
             .field("format", &self.format)
@@ -142,6 +150,7 @@ impl fmt::Debug for ProcessedImage {
             .field("had_gps", &self.had_gps)
             .field("sha256", &self.sha256)
             .field("bytes", &self.bytes)
+            .field("original_bytes", &self.original.len())
             .field("thumbnail_bytes", &self.thumbnail_jpeg.len())
             .finish()
     }
@@ -201,8 +210,9 @@ pub fn process(bytes: &[u8], limits: &ImageLimits) -> Result<ProcessedImage, Ima
     let (stored_width, stored_height) = header_dimensions(bytes, format, limits)?;
     check_dimensions(stored_width, stored_height, limits)?;
     if format == ImageFormat::Jpeg {
-        // The JPEG decoder fills a missing tail with grey rather than failing.
-        ensure_jpeg_is_complete(bytes)?;
+        // The JPEG decoder fills missing scan data with grey rather than failing.
+        jpeg::segments(bytes)?;
+        jpeg::ensure_scan_covers_frame(bytes)?;
     }
 
     let metadata = read_metadata(bytes);
@@ -213,7 +223,7 @@ pub fn process(bytes: &[u8], limits: &ImageLimits) -> Result<ProcessedImage, Ima
         ));
     }
     let thumbnail_jpeg = thumbnail(&decoded, metadata.orientation)?;
-    drop(decoded);
+    let original = strip::stored_original(bytes, format, metadata.orientation, decoded)?;
 
     let (width, height) = if swaps_sides(metadata.orientation) {
         (stored_height, stored_width)
@@ -229,6 +239,7 @@ pub fn process(bytes: &[u8], limits: &ImageLimits) -> Result<ProcessedImage, Ima
         had_gps: metadata.had_gps,
         sha256: hex::encode(Sha256::digest(bytes)),
         bytes: bytes.len(),
+        original,
         thumbnail_jpeg,
     })
 }
@@ -294,66 +305,6 @@ fn decode_error(error: image::ImageError, limits: &ImageLimits) -> ImageError {
         // (arithmetic-coded JPEG, say): to the client that is an unsupported image.
         image::ImageError::Unsupported(_) => ImageError::UnsupportedType,
         other => ImageError::Corrupt(other.to_string()),
-    }
-}
-
-/// Walks the JPEG's segments and entropy-coded data to its end-of-image marker. zune-jpeg
-/// decodes a file cut short by padding the missing scan data, so without this walk a
-/// half-uploaded photo would be accepted with a grey lower half. Bytes after the marker
-/// (some phones append their own trailers) are allowed.
-fn ensure_jpeg_is_complete(bytes: &[u8]) -> Result<(), ImageError> {
-    let truncated = || ImageError::Corrupt("the JPEG ends before its end-of-image marker".into());
-    let mut at = 2; // after SOI
-    let mut in_scan = false;
-    loop {
-        if in_scan {
-            // Entropy-coded data: 0xFF is escaped as FF 00, restart markers FF D0–D7 and
-            // fill bytes FF FF belong to it; any other marker ends the scan.
-            let rest = bytes.get(at..).ok_or_else(truncated)?;
-            let offset = rest
-                .windows(2)
-                .position(|pair| {
-                    pair[0] == 0xFF
-                        && pair[1] != 0x00
-                        && pair[1] != 0xFF
-                        && !(0xD0..=0xD7).contains(&pair[1])
-                })
-                .ok_or_else(truncated)?;
-            at += offset;
-            in_scan = false;
-        }
-        // Markers may be preceded by any number of fill bytes.
-        while bytes.get(at) == Some(&0xFF) && bytes.get(at + 1) == Some(&0xFF) {
-            at += 1;
-        }
-        let (&first, &marker) = (
-            bytes.get(at).ok_or_else(truncated)?,
-            bytes.get(at + 1).ok_or_else(truncated)?,
-        );
-        if first != 0xFF {
-            // Stray bytes between segments: decoders skip to the next marker, and so do we.
-            in_scan = true;
-            continue;
-        }
-        match marker {
-            0xD9 => return Ok(()),
-            // Standalone markers without a length.
-            0x01 | 0xD0..=0xD7 => at += 2,
-            _ => {
-                let length = bytes.get(at + 2..at + 4).ok_or_else(truncated)?;
-                let length = usize::from(u16::from_be_bytes([length[0], length[1]]));
-                if length < 2 {
-                    return Err(ImageError::Corrupt(
-                        "a JPEG segment has a bad length".into(),
-                    ));
-                }
-                at += 2 + length;
-                if at > bytes.len() {
-                    return Err(truncated());
-                }
-                in_scan = marker == 0xDA; // SOS: scan data follows its header
-            }
-        }
     }
 }
 

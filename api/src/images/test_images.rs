@@ -239,3 +239,121 @@ pub mod tags {
 pub fn contains(bytes: &[u8], needle: &[u8]) -> bool {
     bytes.windows(needle.len()).any(|window| window == needle)
 }
+
+/// A TIFF (Exif payload) with a camera make, `orientation` and a GPS position
+/// (48°51'29.4" N, 2°17'40.2" E).
+pub fn tiff_with_location(orientation: u16) -> Vec<u8> {
+    tiff(
+        vec![
+            ascii(tags::MAKE, "Fujifilm"),
+            short(tags::ORIENTATION, orientation),
+        ],
+        vec![ascii(tags::DATE_TIME_ORIGINAL, "2025:06:01 07:45:12")],
+        vec![
+            ascii(tags::GPS_LATITUDE_REF, "N"),
+            rationals(tags::GPS_LATITUDE, &[(48, 1), (51, 1), (2940, 100)]),
+            ascii(tags::GPS_LONGITUDE_REF, "E"),
+            rationals(tags::GPS_LONGITUDE, &[(2, 1), (17, 1), (4020, 100)]),
+        ],
+    )
+}
+
+/// A JPEG marker segment `FF <marker>` with `payload`.
+pub fn jpeg_segment(marker: u8, payload: &[u8]) -> Vec<u8> {
+    let length = u16::try_from(2 + payload.len()).expect("a small segment");
+    [&[0xFF, marker][..], &length.to_be_bytes(), payload].concat()
+}
+
+/// A WEBP (lossless, extended format) of `image` carrying `tiff` in an EXIF chunk.
+pub fn webp_with_exif(image: &RgbImage, tiff: &[u8]) -> Vec<u8> {
+    use image::ImageEncoder as _;
+    let mut bytes = Vec::new();
+    let mut encoder = image::codecs::webp::WebPEncoder::new_lossless(&mut bytes);
+    encoder
+        .set_exif_metadata(tiff.to_vec())
+        .expect("the WEBP encoder takes EXIF");
+    encoder
+        .write_image(
+            image.as_raw(),
+            image.width(),
+            image.height(),
+            image::ExtendedColorType::Rgb8,
+        )
+        .expect("test images encode");
+    bytes
+}
+
+/// The four-character names of a WEBP's RIFF chunks, in order.
+pub fn webp_chunks(bytes: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut at = 12;
+    while at + 8 <= bytes.len() {
+        names.push(String::from_utf8_lossy(&bytes[at..at + 4]).into_owned());
+        let size = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("four bytes"));
+        at += 8 + usize::try_from(size).expect("small") + (size as usize % 2);
+    }
+    names
+}
+
+/// The four-character names of a PNG's chunks, in order.
+pub fn png_chunks(bytes: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut at = 8;
+    while at + 8 <= bytes.len() {
+        names.push(String::from_utf8_lossy(&bytes[at + 4..at + 8]).into_owned());
+        let length = u32::from_be_bytes(bytes[at..at + 4].try_into().expect("four bytes"));
+        at += 12 + usize::try_from(length).expect("small");
+    }
+    names
+}
+
+/// Whether the pixel at (`x`, `y`) is the red of [`marked`] (after a lossy round trip).
+pub fn is_red(image: &RgbImage, x: u32, y: u32) -> bool {
+    let [r, g, b] = image.get_pixel(x, y).0;
+    r > 200 && g < 60 && b < 60
+}
+
+/// `jpeg` with its frame header (SOF0) claiming `width` x `height`, its scan data unchanged.
+pub fn jpeg_claiming(jpeg: &[u8], width: u16, height: u16) -> Vec<u8> {
+    let mut bytes = jpeg.to_vec();
+    let sof = bytes
+        .windows(2)
+        .position(|pair| pair == [0xFF, 0xC0])
+        .expect("a baseline frame header");
+    // FF C0, length (2), precision (1), then height and width.
+    bytes[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
+    bytes[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
+    bytes
+}
+
+/// A JPEG written by the `jpeg-encoder` crate, which (unlike the `image` crate's encoder)
+/// can write progressive scans, restart markers and other chroma subsampling.
+pub fn jpeg_with(
+    image: &RgbImage,
+    configure: impl FnOnce(&mut jpeg_encoder::Encoder<&mut Vec<u8>>),
+) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut encoder = jpeg_encoder::Encoder::new(&mut bytes, 90);
+    configure(&mut encoder);
+    encoder
+        .encode(
+            image.as_raw(),
+            u16::try_from(image.width()).expect("small"),
+            u16::try_from(image.height()).expect("small"),
+            jpeg_encoder::ColorType::Rgb,
+        )
+        .expect("test images encode");
+    bytes
+}
+
+/// Like [`jpeg_claiming`], for any frame header (SOF0–SOF2: baseline, extended, progressive).
+pub fn jpeg_claiming_any(jpeg: &[u8], width: u16, height: u16) -> Vec<u8> {
+    let mut bytes = jpeg.to_vec();
+    let sof = bytes
+        .windows(2)
+        .position(|pair| pair[0] == 0xFF && (0xC0..=0xC2).contains(&pair[1]))
+        .expect("a frame header");
+    bytes[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
+    bytes[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
+    bytes
+}

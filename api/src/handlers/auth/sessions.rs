@@ -49,10 +49,16 @@ async fn token_pair(
     })
 }
 
-/// Exchanges email and password for an access token and a refresh token.
+/// Exchanges email and password for an access token and a refresh token (a new session).
+///
+/// Throttled per client IP (every attempt) and by failures: an IP that keeps failing on an
+/// account gets 429 for it, and while an account takes more failures than its budget only
+/// IPs that have not been failing on it may try. The right password from elsewhere still
+/// works, so guessing cannot lock the owner out.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = TokenResponse), (status = 401, description = "invalid_credentials"),
-              (status = 403, description = "account_disabled"), (status = 429, description = "rate_limited")))]
+              (status = 403, description = "account_disabled"),
+              (status = 429, description = "rate_limited (too many attempts from this IP, or failures from this IP on this account; see Retry-After)")))]
 pub async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -60,7 +66,8 @@ pub async fn login(
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let email = normalize_email(&body.email).unwrap_or_else(|_| body.email.trim().to_lowercase());
-    state.limits.check_login(ip, &email, &extensions)?;
+    // Counted as a failure unless the password is accepted below (rate_limit::login).
+    let attempt = state.limits.check_login_attempt(ip, &email, &extensions)?;
     let invalid =
         || ApiError::unauthenticated("invalid_credentials", "the email or password is wrong");
     let user_id = registered_user_by_email(&state.pool, &email).await?;
@@ -79,6 +86,7 @@ pub async fn login(
     let (Some(user_id), Some(user), true) = (user_id, user, verified) else {
         return Err(invalid());
     };
+    attempt.password_accepted();
     if user.is_disabled() {
         return Err(ApiError::AccountDisabled);
     }

@@ -221,6 +221,56 @@ fn a_jpeg_cut_inside_its_headers_is_corrupt() {
 }
 
 #[test]
+fn a_jpeg_whose_header_claims_more_pixels_than_its_scan_holds_is_corrupt() {
+    let scan = fixture::jpeg(640, 360);
+    for (width, height) in [(4096, 4096), (1280, 720), (640, 720)] {
+        let liar = fixture::jpeg_claiming(&scan, width, height);
+        let result = process(&liar, &limits());
+        assert!(
+            matches!(&result, Err(ImageError::Corrupt(why)) if why.contains("scan data")),
+            "{width} x {height}: {result:?}"
+        );
+    }
+}
+
+#[test]
+fn a_progressive_jpeg_whose_header_claims_more_pixels_than_its_scans_hold_is_corrupt() {
+    let scan = fixture::jpeg_with(&fixture::gradient(640, 360), |encoder| {
+        encoder.set_progressive(true);
+    });
+    let liar = fixture::jpeg_claiming_any(&scan, 4096, 4096);
+    let result = process(&liar, &limits());
+    assert!(matches!(result, Err(ImageError::Corrupt(_))), "{result:?}");
+}
+
+#[test]
+fn progressive_restart_marked_and_subsampled_jpegs_pass_with_their_pixels() {
+    let image = fixture::gradient(640, 360);
+    type Configure = fn(&mut jpeg_encoder::Encoder<&mut Vec<u8>>);
+    let variants: [(&str, Configure); 4] = [
+        ("progressive", |e| e.set_progressive(true)),
+        ("restart markers", |e| e.set_restart_interval(3)),
+        ("progressive with restart markers", |e| {
+            e.set_progressive(true);
+            e.set_restart_interval(2);
+        }),
+        ("4:2:0", |e| {
+            e.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_2_0);
+        }),
+    ];
+    for (what, configure) in variants {
+        let mut bytes = fixture::jpeg_with(&image, configure);
+        bytes.extend_from_slice(b"trailer after EOI");
+        let processed = process(&bytes, &limits()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!((processed.width, processed.height), (640, 360), "{what}");
+        let stored = image::load_from_memory(&processed.original)
+            .unwrap_or_else(|e| panic!("{what}: the stored original decodes: {e}"));
+        let uploaded = image::load_from_memory(&bytes).expect("decodes");
+        assert_eq!(stored.to_rgb8(), uploaded.to_rgb8(), "{what}: same pixels");
+    }
+}
+
+#[test]
 fn bytes_after_the_end_of_a_jpeg_are_tolerated() {
     let mut bytes = fixture::jpeg(300, 400);
     bytes.extend_from_slice(b"SEFH trailer some phones append");

@@ -1,5 +1,7 @@
 //! Request rate limits: per client IP for anonymous calls, per user for authenticated ones,
-//! and a stricter pair of buckets (per IP and per account) for login and password reset.
+//! and stricter ones for the `/v1/auth` endpoints: per IP for every attempt, failed logins
+//! per (IP, account) and per account ([`login`]: a guesser cannot lock the owner out), and
+//! per account for password-reset requests and confirmations.
 //!
 //! The buckets are in-memory GCRA limiters (governor), so each API process limits on its own;
 //! behind N replicas the effective limit is N times the configured one. Every decision is
@@ -12,11 +14,13 @@
 //! public endpoint escapes the limit. The `/v1/auth/*` endpoints always count against the IP. The `Principal` extractor charges only on routers
 //! without the layer. Which IP a request comes from is `client_ip`'s decision (proxies).
 
+pub mod login;
+
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, Extensions, HeaderMap, HeaderName, HeaderValue};
@@ -42,7 +46,9 @@ pub struct RateConfig {
     pub anonymous_per_minute: u32,
     /// Per user (tokens and API keys of one user share the bucket).
     pub user_per_minute: u32,
-    /// Login and password reset: per client IP, and separately per account.
+    /// Login and password reset: attempts per client IP; failed logins per account (and the
+    /// same number per IP and account every 15 minutes, see [`login`]); reset requests and
+    /// confirmations per account.
     pub login_per_minute: u32,
     /// Per client IP: API keys looked up in the store because this process could not
     /// answer for them from memory (a key's first use, or one nobody has).
@@ -115,6 +121,7 @@ pub struct RateLimits {
     anonymous: Limiter<IpAddr>,
     principals: Limiter<String>,
     login_ips: Limiter<IpAddr>,
+    login_failures: login::LoginThrottle,
     login_accounts: Limiter<String>,
     key_lookups: Limiter<IpAddr>,
 }
@@ -139,6 +146,7 @@ impl RateLimits {
             anonymous: per_minute(config.anonymous_per_minute),
             principals: per_minute(config.user_per_minute),
             login_ips: per_minute(config.login_per_minute),
+            login_failures: login::LoginThrottle::new(config.login_per_minute),
             login_accounts: per_minute(config.login_per_minute),
             key_lookups: per_minute(config.key_lookups_per_minute),
         }
@@ -168,9 +176,37 @@ impl RateLimits {
         )
     }
 
-    /// One attempt at login, password reset or reset confirmation for `account` (an email or a
-    /// user id) from `ip`. Both the IP's and the account's buckets must allow it: the first
-    /// stops one client trying many accounts, the second many clients trying one account.
+    /// One login attempt on `account` (a normalised email, known or not) from `ip`: charged
+    /// to the IP's bucket, then to the failure ledgers of [`login`], which refuse an IP that
+    /// has been failing on this account but never one that has not. The attempt counts as a
+    /// failure unless [`login::LoginAttempt::password_accepted`] is called on it.
+    pub fn check_login_attempt(
+        &self,
+        ip: IpAddr,
+        account: &str,
+        ext: &Extensions,
+    ) -> Result<login::LoginAttempt<'_>, ApiError> {
+        let slot = ext.get::<RateLimitSlot>();
+        check(&self.login_ips, &bucket_ip(ip), slot)?;
+        let account = account.trim().to_lowercase();
+        self.login_failures
+            .begin(bucket_ip(ip), &account, Instant::now())
+            .map_err(|login::Throttled { retry_after }| {
+                if let Some(slot) = slot {
+                    slot.record(RateLimitInfo {
+                        limit: self.login_failures.burst(),
+                        remaining: 0,
+                        reset: retry_after,
+                    });
+                }
+                ApiError::RateLimited { retry_after }
+            })
+    }
+
+    /// One password-reset request or confirmation for `account` (an email or a user id) from
+    /// `ip`. Both the IP's and the account's buckets must allow it: the first stops one
+    /// client trying many accounts, the second many clients trying one account. (Logins use
+    /// [`RateLimits::check_login_attempt`] instead, which counts failures only.)
     pub fn check_login(&self, ip: IpAddr, account: &str, ext: &Extensions) -> Result<(), ApiError> {
         let slot = ext.get::<RateLimitSlot>();
         check(&self.login_ips, &bucket_ip(ip), slot)?;
@@ -183,6 +219,7 @@ impl RateLimits {
         self.anonymous.retain_recent();
         self.principals.retain_recent();
         self.login_ips.retain_recent();
+        self.login_failures.retain_recent();
         self.login_accounts.retain_recent();
         self.key_lookups.retain_recent();
         self.key_lookups.shrink_to_fit();
@@ -329,219 +366,4 @@ pub async fn enforce(
 }
 
 #[cfg(test)]
-mod tests {
-    use std::net::Ipv4Addr;
-
-    use axum::http::StatusCode;
-    use framegate_domain::{Role, UserId};
-    use uuid::Uuid;
-
-    use super::*;
-    use crate::auth::Credential;
-
-    fn ip(last: u8) -> IpAddr {
-        IpAddr::V4(Ipv4Addr::new(203, 0, 113, last))
-    }
-
-    fn with_slot() -> (Extensions, RateLimitSlot) {
-        let slot = RateLimitSlot::default();
-        let mut ext = Extensions::new();
-        ext.insert(slot.clone());
-        (ext, slot)
-    }
-
-    fn principal() -> Principal {
-        Principal {
-            user_id: UserId::from(Uuid::new_v4()),
-            role: Role::User,
-            credential: Credential::AccessToken {
-                jti: Uuid::new_v4(),
-                session_id: Uuid::new_v4(),
-            },
-        }
-    }
-
-    fn retry_after(error: ApiError) -> Duration {
-        match error {
-            ApiError::RateLimited { retry_after } => retry_after,
-            other => panic!("expected RateLimited, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn the_sixty_first_anonymous_request_in_a_minute_is_refused_with_retry_after() {
-        let limits = RateLimits::new(&RateConfig::default());
-        let (ext, slot) = with_slot();
-        for n in 0..60 {
-            assert!(limits.check_anonymous(ip(1), &ext).is_ok(), "request {n}");
-        }
-        let info = slot.get().expect("recorded");
-        assert_eq!((info.limit, info.remaining), (60, 0));
-
-        let refused = limits
-            .check_anonymous(ip(1), &ext)
-            .expect_err("61st refused");
-        let wait = retry_after(refused);
-        assert!(
-            wait > Duration::ZERO && wait <= Duration::from_secs(1),
-            "{wait:?}"
-        );
-        let response = ApiError::RateLimited { retry_after: wait }.into_response();
-        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-        let header: u64 = response
-            .headers()
-            .get(header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .expect("Retry-After");
-        assert!(header >= 1);
-    }
-
-    #[test]
-    fn another_ip_is_not_affected_by_a_limited_one() {
-        let limits = RateLimits::new(&RateConfig {
-            anonymous_per_minute: 3,
-            ..RateConfig::default()
-        });
-        let ext = Extensions::new();
-        for _ in 0..3 {
-            assert!(limits.check_anonymous(ip(1), &ext).is_ok());
-        }
-        assert!(limits.check_anonymous(ip(1), &ext).is_err());
-        assert!(limits.check_anonymous(ip(2), &ext).is_ok());
-    }
-
-    #[test]
-    fn an_ipv6_client_shares_one_bucket_per_slash_64() {
-        let limits = RateLimits::new(&RateConfig {
-            anonymous_per_minute: 2,
-            ..RateConfig::default()
-        });
-        let ext = Extensions::new();
-        let a: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
-        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
-        let other: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
-        assert!(limits.check_anonymous(a, &ext).is_ok());
-        assert!(limits.check_anonymous(b, &ext).is_ok());
-        assert!(limits.check_anonymous(a, &ext).is_err());
-        assert!(limits.check_anonymous(other, &ext).is_ok());
-    }
-
-    #[test]
-    fn the_principal_limit_is_independent_of_the_ip_limit() {
-        let limits = RateLimits::new(&RateConfig {
-            anonymous_per_minute: 1,
-            user_per_minute: 3,
-            ..RateConfig::default()
-        });
-        let (ext, slot) = with_slot();
-        assert!(limits.check_anonymous(ip(1), &ext).is_ok());
-        assert!(limits.check_anonymous(ip(1), &ext).is_err());
-
-        let alice = principal();
-        for _ in 0..3 {
-            assert!(limits.check_principal(&alice, &ext).is_ok());
-        }
-        assert!(
-            retry_after(limits.check_principal(&alice, &ext).expect_err("4th")) > Duration::ZERO
-        );
-        assert_eq!(slot.get().map(|i| (i.limit, i.remaining)), Some((3, 0)));
-        assert!(
-            limits.check_principal(&principal(), &ext).is_ok(),
-            "another user has their own bucket"
-        );
-    }
-
-    #[test]
-    fn login_attempts_for_one_account_are_limited_across_ips() {
-        let limits = RateLimits::new(&RateConfig {
-            login_per_minute: 3,
-            ..RateConfig::default()
-        });
-        let ext = Extensions::new();
-        for n in 0..3 {
-            assert!(limits
-                .check_login(ip(n), "victim@example.com", &ext)
-                .is_ok());
-        }
-        assert!(
-            limits
-                .check_login(ip(9), "Victim@Example.com ", &ext)
-                .is_err(),
-            "same account, new IP"
-        );
-        assert!(
-            limits
-                .check_login(ip(9), "someone@example.com", &ext)
-                .is_ok(),
-            "other account"
-        );
-    }
-
-    #[test]
-    fn login_attempts_from_one_ip_are_limited_across_accounts() {
-        let limits = RateLimits::new(&RateConfig {
-            login_per_minute: 3,
-            ..RateConfig::default()
-        });
-        let ext = Extensions::new();
-        for n in 0..3 {
-            assert!(limits
-                .check_login(ip(1), &format!("user{n}@example.com"), &ext)
-                .is_ok());
-        }
-        assert!(limits
-            .check_login(ip(1), "fresh@example.com", &ext)
-            .is_err());
-        assert!(limits.check_login(ip(2), "fresh@example.com", &ext).is_ok());
-    }
-
-    #[test]
-    fn login_limits_do_not_consume_the_anonymous_bucket() {
-        let limits = RateLimits::new(&RateConfig {
-            anonymous_per_minute: 1,
-            login_per_minute: 5,
-            ..RateConfig::default()
-        });
-        let ext = Extensions::new();
-        for _ in 0..3 {
-            assert!(limits.check_login(ip(1), "a@example.com", &ext).is_ok());
-        }
-        assert!(limits.check_anonymous(ip(1), &ext).is_ok());
-    }
-
-    #[test]
-    fn the_slot_keeps_the_strictest_outcome() {
-        let slot = RateLimitSlot::default();
-        let info = |remaining| RateLimitInfo {
-            limit: 10,
-            remaining,
-            reset: Duration::from_secs(1),
-        };
-        slot.record(info(5));
-        slot.record(info(8));
-        assert_eq!(slot.get().map(|i| i.remaining), Some(5));
-        slot.record(info(0));
-        assert_eq!(slot.get().map(|i| i.remaining), Some(0));
-    }
-
-    #[test]
-    fn headers_show_limit_remaining_and_reset_in_whole_seconds() {
-        let mut headers = HeaderMap::new();
-        RateLimitInfo {
-            limit: 60,
-            remaining: 57,
-            reset: Duration::from_millis(2500),
-        }
-        .apply(&mut headers);
-        let get = |name: HeaderName| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        assert_eq!(get(RATELIMIT_LIMIT).as_deref(), Some("60"));
-        assert_eq!(get(RATELIMIT_REMAINING).as_deref(), Some("57"));
-        assert_eq!(get(RATELIMIT_RESET).as_deref(), Some("3"));
-    }
-}
+mod tests;
