@@ -45,8 +45,8 @@ pub fn projectors(tasks: &mut Tasks, pool: &PgPool, notifications: &Notification
     }
 }
 
-/// Adds the API's tasks to `tasks`: the HTTP server, its maintenance and its credential
-/// cache's follower.
+/// Adds the API's tasks to `tasks`: the HTTP server, its maintenance, its credential
+/// cache's follower and the watchers of its video event streams.
 pub fn api(
     tasks: &mut Tasks,
     state: framegate_api::AppState,
@@ -58,6 +58,8 @@ pub fn api(
     let credentials =
         framegate_api::spawn_credentials_listener(&state, notifications, tasks.stopped());
     tasks.spawn("credentials", async move { Ok(credentials.await?) });
+    let streams = framegate_api::spawn_streams(&state, notifications, tasks.stopped());
+    tasks.spawn("streams", async move { Ok(streams.await?) });
     let mut stopped = tasks.stopped();
     tasks.spawn("http", async move {
         framegate_api::serve(state, listener, async move {

@@ -71,6 +71,7 @@ impl TestApp {
             projectors_stopped,
         );
         framegate_api::spawn_credentials_listener(&state, &notifications, stopped.clone());
+        framegate_api::spawn_streams(&state, &notifications, stopped.clone());
         let server_state = state.clone();
         let mut shutdown = stopped;
         tokio::spawn(async move {
