@@ -46,8 +46,6 @@ pub struct VideoWatch {
     running: AtomicBool,
     /// Reads of all watched videos at once, since start (for tests and operators).
     looks: AtomicU64,
-    /// Reads of one video for a stream that started watching it while nothing held it.
-    reads: AtomicU64,
 }
 
 impl VideoWatch {
@@ -61,11 +59,6 @@ impl VideoWatch {
         self.looks.load(Ordering::Relaxed)
     }
 
-    /// How many times one video was read for a stream starting on it, since start.
-    pub fn reads(&self) -> u64 {
-        self.reads.load(Ordering::Relaxed)
-    }
-
     /// Starts watching `id`. Registered before the first read ([`VideoWatch::current`]), so
     /// that a change committed after that read is found by the next look.
     pub fn watch(&self, id: Uuid) -> Watching {
@@ -76,19 +69,16 @@ impl VideoWatch {
             .subscribe()
     }
 
-    /// The video's current state for a stream that has just started watching it: what the
-    /// watcher holds if another stream follows it, else read now (and shared). `None`: no
-    /// such video.
+    /// The video's current state for a stream that has just started watching it, read now
+    /// (as `GET /v1/videos/{id}` would: a row the watcher holds may lag a commit whose
+    /// notification it has not answered yet) and handed to the watcher, or the watcher's if a
+    /// look found a newer one meanwhile. `None`: no such video.
     pub async fn current(
         &self,
         pool: &PgPool,
         id: Uuid,
         watching: &mut Watching,
     ) -> Result<Option<Arc<Snapshot>>, sqlx::Error> {
-        if let Some(held) = watching.borrow_and_update().clone() {
-            return Ok(Some(held));
-        }
-        self.reads.fetch_add(1, Ordering::Relaxed);
         let read: Option<Snapshot> = sqlx::query_as(&format!(
             "SELECT {COLUMNS}, version FROM videos WHERE id = $1"
         ))
@@ -99,7 +89,6 @@ impl VideoWatch {
             return Ok(None);
         };
         self.offer(Arc::new(read));
-        // The newer of what was read and what a look found meanwhile.
         Ok(watching.borrow_and_update().clone())
     }
 

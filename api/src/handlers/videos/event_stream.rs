@@ -63,6 +63,12 @@ pub async fn events(
     if !videos.is_running() {
         return Err(ApiError::Unavailable("video event streams".to_owned()));
     }
+    // Registered before the credentials are checked again: an announcement the check could
+    // not see yet reaches the stream (`streams::credential_watch`), and one that came before
+    // (between the extractor's check and now) is seen by the check.
+    let user = principal.user_id.as_uuid();
+    let credentials = state.streams.credentials.watch(user);
+    authenticated_as(&state, &headers, &principal).await?;
     let mut watching = videos.watch(id);
     let first = videos
         .current(&state.pool, id, &mut watching)
@@ -75,12 +81,11 @@ pub async fn events(
     if resumed_at.is_some_and(|seen| seen >= first.version) && is_terminal(&first.row.status) {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let user = principal.user_id.as_uuid();
     let slot = state.streams.slots.acquire(user).map_err(refused)?;
     let config = state.config.streams;
     let now = Instant::now();
     let stream = VideoEvents {
-        credentials: state.streams.credentials.watch(user),
+        credentials,
         first: Some(first),
         sent: Sent {
             version: resumed_at.unwrap_or(i64::MIN),
@@ -183,7 +188,7 @@ impl VideoEvents {
                     return Some(reconnect("the stream reached its lifetime; reconnect with Last-Event-ID"));
                 }
                 () = tokio::time::sleep_until(self.reauthenticate_at) => {
-                    match self.still_authenticated().await {
+                    match authenticated_as(&self.state, &self.headers, &self.principal).await {
                         Ok(()) => {}
                         Err(error) if refuses(&error) => {
                             self.done = true;
@@ -259,21 +264,25 @@ impl VideoEvents {
         self.done = terminal;
         Some(event)
     }
+}
 
-    /// Authenticates the stream's request again, as the extractor did when it opened: the
-    /// same user, still allowed to read videos.
-    async fn still_authenticated(&self) -> Result<(), ApiError> {
-        let now = authenticate(&self.state, &self.headers)
-            .await?
-            .ok_or_else(|| ApiError::unauthenticated("unauthenticated", "no credentials"))?;
-        if now.user_id != self.principal.user_id {
-            return Err(ApiError::unauthenticated(
-                "invalid_credentials",
-                "the credentials now name another user",
-            ));
-        }
-        now.check_access(Access::Scope("videos:read"))
+/// Authenticates the stream's request again, as the extractor did when it opened: the same
+/// user, still allowed to read videos.
+async fn authenticated_as(
+    state: &AppState,
+    headers: &HeaderMap,
+    principal: &Principal,
+) -> Result<(), ApiError> {
+    let now = authenticate(state, headers)
+        .await?
+        .ok_or_else(|| ApiError::unauthenticated("unauthenticated", "no credentials"))?;
+    if now.user_id != principal.user_id {
+        return Err(ApiError::unauthenticated(
+            "invalid_credentials",
+            "the credentials now name another user",
+        ));
     }
+    now.check_access(Access::Scope("videos:read"))
 }
 
 /// An event without data that sets the client's reconnection delay, then the end.
