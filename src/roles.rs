@@ -46,7 +46,7 @@ pub fn projectors(tasks: &mut Tasks, pool: &PgPool, notifications: &Notification
 }
 
 /// Adds the API's tasks to `tasks`: the HTTP server, its maintenance, its credential cache's
-/// follower and the mail outbox's sender.
+/// follower, the mail outbox's sender and the watchers of its video event streams.
 pub fn api(
     tasks: &mut Tasks,
     state: framegate_api::AppState,
@@ -60,6 +60,8 @@ pub fn api(
     tasks.spawn("credentials", async move { Ok(credentials.await?) });
     let mail = framegate_api::spawn_mail_sender(&state, notifications, tasks.stopped());
     tasks.spawn("mail_outbox", async move { Ok(mail.await?) });
+    let streams = framegate_api::spawn_streams(&state, notifications, tasks.stopped());
+    tasks.spawn("streams", async move { Ok(streams.await?) });
     let mut stopped = tasks.stopped();
     tasks.spawn("http", async move {
         framegate_api::serve(state, listener, async move {

@@ -19,6 +19,7 @@ use crate::images::{ImageLimits, RuleSet, RULES_ENV};
 use crate::mail::MailConfig;
 use crate::rate_limit::RateConfig;
 use crate::server::HttpLimits;
+use crate::streams::StreamConfig;
 
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {variable}: {message}")]
@@ -75,10 +76,8 @@ pub struct ApiConfig {
     pub blobs: BlobConfig,
     /// How long signed download URLs stay valid.
     pub download_ttl: Duration,
-    /// How often a video's event stream looks for changes.
-    pub sse_poll_interval: Duration,
-    /// How often an idle event stream sends a keep-alive comment.
-    pub sse_keep_alive: Duration,
+    /// Video event streams: caps, lifetime, pacing (`FRAMEGATE_SSE_*`; see `streams`).
+    pub streams: StreamConfig,
 }
 
 impl ApiConfig {
@@ -114,8 +113,7 @@ impl ApiConfig {
             image_moderation: RuleSet::default(),
             blobs: development_blobs(),
             download_ttl: Duration::from_secs(3600),
-            sse_poll_interval: Duration::from_millis(250),
-            sse_keep_alive: Duration::from_secs(15),
+            streams: StreamConfig::default(),
         }
     }
 
@@ -212,6 +210,7 @@ impl ApiConfig {
         }
         config.proxies = proxies(&get)?;
         config.http = http_limits(&get)?;
+        config.streams = StreamConfig::from_lookup(&get)?;
         if let Some(v) = get("FRAMEGATE_IDEMPOTENCY_LEASE_SECONDS") {
             let seconds = positive("FRAMEGATE_IDEMPOTENCY_LEASE_SECONDS", &v)?;
             config.idempotency_lease = Duration::from_secs(u64::from(seconds));
@@ -340,7 +339,10 @@ fn http_limits(get: impl Fn(&str) -> Option<String>) -> Result<HttpLimits, Confi
     Ok(limits)
 }
 
-fn parse<T: std::str::FromStr>(variable: &'static str, value: &str) -> Result<T, ConfigError>
+pub(crate) fn parse<T: std::str::FromStr>(
+    variable: &'static str,
+    value: &str,
+) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,
 {
@@ -350,7 +352,7 @@ where
     })
 }
 
-fn positive(variable: &'static str, value: &str) -> Result<u32, ConfigError> {
+pub(crate) fn positive(variable: &'static str, value: &str) -> Result<u32, ConfigError> {
     match parse::<u32>(variable, value)? {
         0 => Err(ConfigError {
             variable,

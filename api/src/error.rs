@@ -75,6 +75,15 @@ pub enum ApiError {
     InsufficientCredits { requested: i64, available: i64 },
     #[error("too many requests")]
     RateLimited { retry_after: Duration },
+    /// Too much open at once: 429 (the caller's share, e.g. event streams per user) or 503
+    /// (the server's), with `Retry-After` and a code saying which.
+    #[error("{message}")]
+    Busy {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+        retry_after: Duration,
+    },
     #[error("{0} is unavailable")]
     Unavailable(String),
     /// A domain rule refused the command (422 with the domain's code).
@@ -105,7 +114,7 @@ impl ApiError {
             ApiError::Validation(_) | ApiError::Unprocessable { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            ApiError::BadRequest { status, .. } => *status,
+            ApiError::BadRequest { status, .. } | ApiError::Busy { status, .. } => *status,
             ApiError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden | ApiError::AccountDisabled => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -123,6 +132,7 @@ impl ApiError {
             ApiError::BadRequest { code, .. }
             | ApiError::Unauthenticated { code, .. }
             | ApiError::Conflict { code, .. }
+            | ApiError::Busy { code, .. }
             | ApiError::Unprocessable { code, .. } => code,
             ApiError::Forbidden => "forbidden",
             ApiError::AccountDisabled => "account_disabled",
@@ -177,7 +187,7 @@ impl IntoResponse for ApiError {
         let mut response = (self.status(), axum::Json(problem)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if let ApiError::RateLimited { retry_after } = &self {
+        if let ApiError::RateLimited { retry_after } | ApiError::Busy { retry_after, .. } = &self {
             let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }

@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod rate_limit;
 pub mod server;
 pub mod state;
+pub mod streams;
 
 use std::future::Future;
 
@@ -84,7 +85,7 @@ pub fn router(state: AppState) -> Router {
         .route("/videos/{id}", get(videos::get))
         .route("/videos/{id}/cancel", post(videos::cancel))
         .route("/videos/{id}/content", get(videos::content))
-        .route("/videos/{id}/events", get(videos::events))
+        .route("/videos/{id}/events", get(videos::event_stream::events))
         .route("/providers", get(videos::providers))
         .route(
             "/images",
@@ -191,6 +192,16 @@ pub fn spawn_mail_sender(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     mail::outbox::spawn_sender(state.clone(), notifications, shutdown)
+}
+
+/// Runs the watchers behind `GET /v1/videos/{id}/events` on the process's shared listener
+/// until `shutdown` flips (see `streams`); without them the endpoint answers 503.
+pub fn spawn_streams(
+    state: &AppState,
+    notifications: &framegate_projections::notify::Notifications,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    streams::spawn(state, notifications, shutdown)
 }
 
 /// Housekeeping every five minutes until `shutdown` flips: expired idempotency records and

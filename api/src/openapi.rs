@@ -21,7 +21,7 @@ use crate::handlers;
         handlers::health::live, handlers::health::ready,
         handlers::videos::create, handlers::videos::estimate, handlers::videos::get,
         handlers::videos::list, handlers::videos::cancel, handlers::videos::providers,
-        handlers::videos::content, handlers::videos::events,
+        handlers::videos::content, handlers::videos::event_stream::events,
         handlers::images::upload, handlers::images::list, handlers::images::get,
         handlers::images::delete,
         handlers::blobs::download,

@@ -15,6 +15,7 @@ use crate::idempotency::ResponseSeal;
 use crate::images::{ImageProcessor, Moderation};
 use crate::mail::Mailer;
 use crate::rate_limit::RateLimits;
+use crate::streams::Streams;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -38,6 +39,9 @@ pub struct AppState {
     /// Reviews every upload before anything is stored: `config.image_moderation` unless
     /// [`AppState::with_moderation`] replaced it.
     pub moderation: Arc<dyn Moderation>,
+    /// The video event streams' watchers and caps; streams are served only while
+    /// `spawn_streams` runs.
+    pub streams: Arc<Streams>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +79,7 @@ impl AppState {
             limits: Arc::new(RateLimits::new(&config.rate)),
             key_usage: Arc::new(UsageTracker::default()),
             credentials: Arc::new(CredentialCache::default()),
+            streams: Arc::new(Streams::new(&config.streams)),
             response_seal: ResponseSeal::derive(&config.jwt_secret),
             passwords,
             pool,

@@ -72,6 +72,7 @@ impl TestApp {
         );
         framegate_api::spawn_credentials_listener(&state, &notifications, stopped.clone());
         framegate_api::spawn_mail_sender(&state, &notifications, stopped.clone());
+        framegate_api::spawn_streams(&state, &notifications, stopped.clone());
         let server_state = state.clone();
         let mut shutdown = stopped;
         tokio::spawn(async move {

@@ -4,11 +4,10 @@
 //! naming the allowed values), priced, and accepted only if the estimate can be reserved
 //! (402 otherwise). Reads come from the `videos` read model and only show the caller's own.
 //! What a request may ask for and what it costs is `pricing`; how a video is shown is
-//! `response`.
+//! `response`; a video's event stream is `event_stream`.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse as _, Response};
 use axum::Json;
 use framegate_commands::error::BoxError;
@@ -30,12 +29,13 @@ use crate::extract::{from_json_slice, user_agent, ApiJson, ApiPath, ApiQuery, Cl
 use crate::idempotency::{store_with_commit, ResponseSeal, StoredWithCommit};
 use crate::state::AppState;
 
+pub mod event_stream;
 mod pricing;
 mod response;
 
 pub use pricing::VideoRequestBody;
 use pricing::{price, unhealthy_providers, usable_image};
-use response::{is_terminal, link, public_status, respond};
+use response::{link, public_status, respond};
 pub use response::{DownloadLink, Variant, VideoCancellation, VideoFailure, VideoResponse};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -241,67 +241,6 @@ pub async fn content(
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
-}
-
-/// Server-Sent Events: a `video` event with the full video resource now and at every
-/// change of status or progress, comments as keep-alives, and the end of the stream after
-/// the terminal state (completed, failed or cancelled).
-#[utoipa::path(get, path = "/v1/videos/{id}/events", tag = "videos",
-    params(("id" = Uuid, Path, description = "video id")),
-    responses((status = 200, description = "text/event-stream of `video` events (data: VideoResponse)"),
-              (status = 404, description = "not_found")),
-    security(("bearer" = [])))]
-pub async fn events(
-    State(state): State<AppState>,
-    principal: Principal,
-    ApiPath(id): ApiPath<Uuid>,
-) -> Result<Response, ApiError> {
-    let first = own_video(&state, &principal, id).await?;
-    let poll = state.config.sse_poll_interval;
-    let keep_alive = KeepAlive::new().interval(state.config.sse_keep_alive);
-    // State of the stream: the last (status, progress) sent, and whether it was terminal.
-    let stream = futures::stream::unfold(
-        (state, Some(first), None::<(String, i16)>, false),
-        move |(state, mut next, mut sent, finished)| async move {
-            if finished {
-                return None;
-            }
-            loop {
-                let row = match next.take() {
-                    Some(row) => row,
-                    None => {
-                        tokio::time::sleep(poll).await;
-                        match videos::get(&state.pool, VideoId::from_uuid(id)).await {
-                            Ok(Some(row)) => row,
-                            Ok(None) => return None,
-                            Err(error) => {
-                                tracing::warn!(%error, "video events: read failed");
-                                continue;
-                            }
-                        }
-                    }
-                };
-                let seen = (row.status.clone(), row.progress);
-                if sent.as_ref() == Some(&seen) {
-                    continue;
-                }
-                let terminal = is_terminal(&row.status);
-                let event = match respond(&state, row).await {
-                    Ok(body) => Event::default()
-                        .event("video")
-                        .json_data(&body)
-                        .unwrap_or_else(|_| Event::default().event("error")),
-                    Err(_) => continue,
-                };
-                sent = Some(seen);
-                return Some((
-                    Ok::<_, std::convert::Infallible>(event),
-                    (state, None, sent, terminal),
-                ));
-            }
-        },
-    );
-    Ok(Sse::new(stream).keep_alive(keep_alive).into_response())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
