@@ -250,3 +250,18 @@ async fn admin_login(store: &EventStore, state_dir: &Path) -> anyhow::Result<(St
     write_private(&path, &format!("{email} {password}\n"))?;
     Ok((email, password))
 }
+
+#[cfg(test)]
+mod tests {
+    use framegate_workers::providers::download::DownloadConfig;
+
+    use super::*;
+
+    #[test]
+    fn downloads_may_reach_local_fakes_in_dev() {
+        let dir = tempfile::tempdir().expect("state dir");
+        let defaults = defaults(dir.path()).expect("defaults");
+        let config = DownloadConfig::from_lookup(|name| defaults.get(name).cloned());
+        assert!(config.expect("valid").allow_private);
+    }
+}

@@ -1,9 +1,9 @@
 //! Result downloads against a hostile provider: a Sora-format gateway (the configured origin)
 //! whose content answers redirect to the metadata service, to a name resolving to loopback,
 //! in a loop, to another scheme, serve an endless body, a declared oversize body or an HTML
-//! page, and a second server on another port standing for somebody else's host. Every case
-//! would pass silently with the guard removed only if its assertion were wrong: each checks
-//! the final failure's code and class, and what the servers saw.
+//! page, and a second server on another port standing for somebody else's host. Each case
+//! asserts the final failure's code and class and what the servers saw, so it fails when its
+//! guard is taken out (tried by disabling the address filter, the cap and the credential rule).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -135,6 +135,9 @@ async fn handle(State(seen): State<Arc<Seen>>, uri: Uri, headers: HeaderMap) -> 
                 Body::from_stream(stream),
             )
                 .into_response()
+        }
+        "/v1/videos/moved" if host != cdn.trim_start_matches("http://") => {
+            redirect(&format!("{cdn}/v1/videos/moved"))
         }
         "/v1/videos/away/content" => redirect(&format!("{cdn}/cdn/back")),
         "/cdn/back" => redirect(&format!("{gateway}/v1/videos/ok/content")),
@@ -316,4 +319,16 @@ async fn a_result_url_on_a_private_address_is_refused_before_any_request() {
             "{url}: no connection attempted"
         );
     }
+}
+
+#[tokio::test]
+async fn api_calls_follow_no_redirect() {
+    let servers = Servers::start().await;
+    let failure = servers
+        .sora(true)
+        .poll("moved")
+        .await
+        .expect_err("a redirect is no answer");
+    assert!(failure.message.contains("302"), "{failure}");
+    assert_eq!(servers.paths(), ["/v1/videos/moved"]);
 }

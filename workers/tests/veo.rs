@@ -347,7 +347,7 @@ async fn an_expired_result_is_a_final_result_expired_failure() {
 }
 
 #[tokio::test]
-async fn redirected_downloads_are_followed_and_the_key_never_leaves_google() {
+async fn redirected_downloads_keep_the_key_at_google_and_reach_private_hosts_only_if_allowed() {
     let fake = Fake::start().await;
     fake.state().redirect_results = true;
     let veo = gemini(&fake);

@@ -110,7 +110,7 @@ impl VeoConfig {
             default_model,
             request_timeout: Duration::from_secs(60),
             download_timeout: Duration::from_secs(600),
-            downloads: DownloadConfig::from_lookup(&get)?,
+            downloads: DownloadConfig::from_lookup(get)?,
         }))
     }
 }
