@@ -180,10 +180,15 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// Defaults under the state directory for what a production deployment configures.
+/// Defaults under the state directory for what a production deployment configures, and the
+/// settings of a machine of one's own: providers may be local fakes on loopback addresses.
 fn defaults(state_dir: &Path) -> anyhow::Result<HashMap<&'static str, String>> {
     let path = |name: &str| state_dir.join(name).display().to_string();
     Ok(HashMap::from([
+        (
+            framegate_workers::providers::download::ALLOW_PRIVATE_UPSTREAMS,
+            "true".to_owned(),
+        ),
         ("FRAMEGATE_BLOB_DIR", path("blobs")),
         ("FRAMEGATE_MAILBOX_DIR", path("mailbox")),
         ("FRAMEGATE_JWT_SECRET", secret(state_dir, "jwt-secret")?),
@@ -244,4 +249,19 @@ async fn admin_login(store: &EventStore, state_dir: &Path) -> anyhow::Result<(St
     }
     write_private(&path, &format!("{email} {password}\n"))?;
     Ok((email, password))
+}
+
+#[cfg(test)]
+mod tests {
+    use framegate_workers::providers::download::DownloadConfig;
+
+    use super::*;
+
+    #[test]
+    fn downloads_may_reach_local_fakes_in_dev() {
+        let dir = tempfile::tempdir().expect("state dir");
+        let defaults = defaults(dir.path()).expect("defaults");
+        let config = DownloadConfig::from_lookup(|name| defaults.get(name).cloned());
+        assert!(config.expect("valid").allow_private);
+    }
 }

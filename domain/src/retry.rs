@@ -33,6 +33,9 @@ pub mod codes {
     pub const GENERATION_FAILED: &str = "generation_failed";
     pub const NOT_FOUND: &str = "not_found";
     pub const SUBMISSION_UNKNOWN: &str = "submission_unknown";
+    /// The result is no usable video: refused by ffprobe, or its download pointed at a
+    /// non-public address, was too large or of the wrong type.
+    pub const INVALID_OUTPUT: &str = "invalid_output";
 }
 
 /// Whether a failure code may go away on its own (so the provider may be tried again).

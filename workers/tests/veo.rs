@@ -347,7 +347,7 @@ async fn an_expired_result_is_a_final_result_expired_failure() {
 }
 
 #[tokio::test]
-async fn redirected_downloads_are_followed_and_the_key_never_leaves_google() {
+async fn redirected_downloads_keep_the_key_at_google_and_reach_private_hosts_only_if_allowed() {
     let fake = Fake::start().await;
     fake.state().redirect_results = true;
     let veo = gemini(&fake);
@@ -361,8 +361,23 @@ async fn redirected_downloads_are_followed_and_the_key_never_leaves_google() {
     assert_eq!(download.path, "/v1beta/files/op-1:download");
     assert_eq!(download.header("x-goog-api-key"), Some("test-api-key"));
 
+    // Another host, here on loopback: refused unless private upstreams are allowed.
     let elsewhere = Fake::start().await;
     fake.state().redirect_target = Some(format!("{}/elsewhere/signed-video.mp4", elsewhere.base));
+    let refused = veo
+        .fetch(&job_id, &path)
+        .await
+        .expect_err("a loopback host");
+    assert_eq!(
+        (refused.code.as_str(), refused.retryable),
+        (codes::INVALID_OUTPUT, false)
+    );
+    assert!(elsewhere.seen(Route::Elsewhere).is_empty());
+    let veo = Veo::new(config(&[
+        ("FRAMEGATE_VEO_API_KEY", "test-api-key".into()),
+        ("FRAMEGATE_VEO_BASE_URL", format!("{}/v1beta", fake.base)),
+        ("FRAMEGATE_ALLOW_PRIVATE_UPSTREAMS", "true".into()),
+    ]));
     veo.fetch(&job_id, &path)
         .await
         .expect("fetched from another host");

@@ -47,6 +47,7 @@ mod tests {
             codes::GENERATION_FAILED,
             codes::NOT_FOUND,
             codes::SUBMISSION_UNKNOWN,
+            codes::INVALID_OUTPUT,
         ];
         let fallback = public_message("no such code");
         for code in all {

@@ -11,12 +11,16 @@ use crate::provider::{codes, ProviderFailure};
 /// The longest wait an upstream hint may impose on us.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
-/// A client with connect and overall timeouts; redirects followed (result downloads).
+/// The API client: connect and overall timeouts, and no redirects. An API answers where it
+/// is asked; following a redirect would carry our credentials (reqwest strips
+/// `Authorization` across hosts, but not `x-goog-api-key`) wherever the answer points, so a
+/// 3xx is an unsuccessful status like any other. Result downloads have their own client in
+/// [`super::download`].
 pub fn client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .timeout(timeout)
-        .redirect(reqwest::redirect::Policy::limited(5))
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("framegate/", env!("CARGO_PKG_VERSION")))
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())

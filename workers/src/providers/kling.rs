@@ -18,8 +18,9 @@
 //!   five-minute render, 10–95 %, or 50 % when it carries no `created_at`.
 //! - Kling has no cancel endpoint: `cancel` succeeds without a call, the pipeline records the
 //!   cancellation and the upstream task runs to its end.
-//! - Results are downloaded without our token (they live on a CDN); 403/404/410 there means
-//!   the result expired.
+//! - Results are downloaded without our token (they live on a CDN), through
+//!   [`super::download`]: public addresses only, the size cap, a video content type;
+//!   403/404/410 there means the result expired.
 
 mod answer;
 mod request;
@@ -31,14 +32,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use framegate_domain::{ProviderKind, VideoId};
+use reqwest::header::HeaderMap;
 use reqwest::{Method, Url};
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
 use tracing::{debug, instrument, warn};
 
 use self::answer::{parse, Created, Envelope, Refusal, Task};
 use self::request::create_body;
 use self::token::Tokens;
+use super::download::{DownloadConfig, Downloader, Expect, Fetched};
 use super::http;
 use crate::provider::{codes, Cancellation, Job, JobState, Lookup, ProviderFailure, VideoProvider};
 
@@ -54,6 +56,8 @@ pub struct KlingConfig {
     pub request_timeout: Duration,
     /// For a result download.
     pub download_timeout: Duration,
+    /// The size cap and address filter of result downloads.
+    pub downloads: DownloadConfig,
 }
 
 impl std::fmt::Debug for KlingConfig {
@@ -64,6 +68,7 @@ impl std::fmt::Debug for KlingConfig {
             .field("base_url", &self.base_url.as_str())
             .field("request_timeout", &self.request_timeout)
             .field("download_timeout", &self.download_timeout)
+            .field("downloads", &self.downloads)
             .finish()
     }
 }
@@ -80,6 +85,7 @@ impl KlingConfig {
             base_url,
             request_timeout: Duration::from_secs(30),
             download_timeout: Duration::from_secs(600),
+            downloads: DownloadConfig::default(),
         }
     }
 
@@ -105,7 +111,9 @@ impl KlingConfig {
         if !matches!(base_url.scheme(), "http" | "https") || base_url.cannot_be_a_base() {
             return Err(format!("{BASE_URL}: must be an http(s) URL"));
         }
-        Ok(Some(Self::new(access_key, secret_key, base_url)))
+        let mut config = Self::new(access_key, secret_key, base_url);
+        config.downloads = DownloadConfig::from_lookup(&get)?;
+        Ok(Some(config))
     }
 }
 
@@ -113,7 +121,7 @@ pub struct Kling {
     base_url: Url,
     tokens: Tokens,
     api: reqwest::Client,
-    download: reqwest::Client,
+    downloader: Downloader,
 }
 
 impl Kling {
@@ -121,7 +129,12 @@ impl Kling {
         Self {
             tokens: Tokens::new(&config.access_key, &config.secret_key),
             api: http::client(config.request_timeout),
-            download: http::client(config.download_timeout),
+            downloader: Downloader::new(
+                PROVIDER,
+                config.downloads,
+                config.download_timeout,
+                [&config.base_url],
+            ),
             base_url: config.base_url,
         }
     }
@@ -291,56 +304,36 @@ impl VideoProvider for Kling {
                     false,
                 )
             })?;
-        let result = download(&self.download, url, destination).await;
-        if result.is_err() {
-            tokio::fs::remove_file(destination).await.ok();
+        // No credentials: the result lives on a CDN (and where it does not, on the API's
+        // own origin, a token would buy nothing either).
+        let fetched = self
+            .downloader
+            .to_file(url, &HeaderMap::new(), Expect::Video, destination)
+            .await?;
+        let Fetched::Refused(response) = fetched else {
+            return Ok(());
+        };
+        let status = response.status();
+        if matches!(status.as_u16(), 403 | 404 | 410) {
+            return Err(ProviderFailure::new(
+                codes::RESULT_EXPIRED,
+                format!("kling's result download answered {status}"),
+                false,
+                false,
+            ));
         }
-        result
+        Err(http::status_failure(
+            PROVIDER,
+            status,
+            response.headers(),
+            "result download",
+        ))
     }
 
     /// Kling documents no cancellation: the task finishes (and is billed) upstream.
     async fn cancel(&self, _job_id: &str) -> Result<Cancellation, ProviderFailure> {
         Ok(Cancellation::Unsupported)
     }
-}
-
-async fn download(
-    client: &reqwest::Client,
-    url: Url,
-    destination: &Path,
-) -> Result<(), ProviderFailure> {
-    let transport = |e: reqwest::Error| http::transport_failure(PROVIDER, e);
-    let mut response = client.get(url).send().await.map_err(transport)?;
-    let status = response.status();
-    if matches!(status.as_u16(), 403 | 404 | 410) {
-        return Err(ProviderFailure::new(
-            codes::RESULT_EXPIRED,
-            format!("kling's result download answered {status}"),
-            false,
-            false,
-        ));
-    }
-    if !status.is_success() {
-        return Err(http::status_failure(
-            PROVIDER,
-            status,
-            response.headers(),
-            "result download",
-        ));
-    }
-    let local = |e: std::io::Error| {
-        ProviderFailure::new(
-            codes::UPSTREAM_UNAVAILABLE,
-            format!("cannot write kling's result: {e}"),
-            true,
-            false,
-        )
-    };
-    let mut file = tokio::fs::File::create(destination).await.map_err(local)?;
-    while let Some(chunk) = response.chunk().await.map_err(transport)? {
-        file.write_all(&chunk).await.map_err(local)?;
-    }
-    file.flush().await.map_err(local)
 }
 
 /// The two creation endpoints; a task is queried on the one that created it.

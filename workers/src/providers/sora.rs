@@ -15,6 +15,9 @@
 //!   read with [`Sora::poll_after`].
 //! - The API has no cancel: deleting the video is the closest thing, and an unfinished video
 //!   may refuse it (cancellation is best effort for the pipeline anyway).
+//! - Content downloads go through [`super::download`]: the key goes only to the configured
+//!   base URL's origin, and a gateway redirecting elsewhere is held to public addresses, the
+//!   size cap and a video (or image) content type.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -24,13 +27,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use framegate_domain::{ProviderKind, REDACTED};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::multipart::Form;
 use reqwest::{RequestBuilder, Response, Url};
-use tokio::io::AsyncWriteExt;
 use tracing::{debug, instrument, warn};
 
 use self::request::{reference_part, CreateVideo};
 use self::wire::{generation_failure, upstream_failure, VideoList, VideoObject};
+use super::download::{self, DownloadConfig, Downloader, Expect, Fetched};
 use super::http;
 use crate::provider::{codes, Cancellation, Job, JobState, Lookup, ProviderFailure, VideoProvider};
 
@@ -58,6 +62,7 @@ pub struct SoraConfig {
     base_url: Url,
     api_key: String,
     timeout: Duration,
+    downloads: DownloadConfig,
 }
 
 impl SoraConfig {
@@ -71,6 +76,7 @@ impl SoraConfig {
             base_url,
             api_key: api_key.into(),
             timeout: DEFAULT_TIMEOUT,
+            downloads: DownloadConfig::default(),
         })
     }
 
@@ -81,6 +87,7 @@ impl SoraConfig {
         };
         let base_url = get("FRAMEGATE_SORA_BASE_URL").unwrap_or_else(|| DEFAULT_BASE_URL.into());
         let mut config = Self::new(&base_url, api_key.trim())?;
+        config.downloads = DownloadConfig::from_lookup(&get)?;
         if let Some(seconds) = get("FRAMEGATE_SORA_TIMEOUT_SECS") {
             let seconds: u64 = seconds
                 .trim()
@@ -97,6 +104,12 @@ impl SoraConfig {
         self
     }
 
+    /// The size cap and address filter of content downloads.
+    pub fn with_downloads(mut self, downloads: DownloadConfig) -> Self {
+        self.downloads = downloads;
+        self
+    }
+
     pub fn base_url(&self) -> &Url {
         &self.base_url
     }
@@ -108,6 +121,7 @@ impl std::fmt::Debug for SoraConfig {
             .field("base_url", &self.base_url.as_str())
             .field("api_key", &REDACTED)
             .field("timeout", &self.timeout)
+            .field("downloads", &self.downloads)
             .finish()
     }
 }
@@ -115,15 +129,31 @@ impl std::fmt::Debug for SoraConfig {
 pub struct Sora {
     config: SoraConfig,
     client: reqwest::Client,
+    /// Content downloads, with the key for the configured origin only.
+    downloader: Downloader,
+    credentials: HeaderMap,
     /// The latest `openai-poll-after-ms` per unfinished job.
     poll_hints: Mutex<HashMap<String, Duration>>,
 }
 
 impl Sora {
     pub fn new(config: SoraConfig) -> Self {
+        let downloader = Downloader::new(
+            PROVIDER,
+            config.downloads,
+            DOWNLOAD_TIMEOUT,
+            [&config.base_url],
+        );
+        let mut credentials = HeaderMap::new();
+        if let Ok(mut bearer) = HeaderValue::from_str(&format!("Bearer {}", config.api_key)) {
+            bearer.set_sensitive(true);
+            credentials.insert(AUTHORIZATION, bearer);
+        }
         Self {
             config,
             client: http::client(DOWNLOAD_TIMEOUT),
+            downloader,
+            credentials,
             poll_hints: Mutex::new(HashMap::new()),
         }
     }
@@ -140,7 +170,8 @@ impl Sora {
         job_id: &str,
         destination: &Path,
     ) -> Result<(), ProviderFailure> {
-        self.download(job_id, "thumbnail", destination).await
+        self.download(job_id, "thumbnail", Expect::Image, destination)
+            .await
     }
 
     fn hints(&self) -> std::sync::MutexGuard<'_, HashMap<String, Duration>> {
@@ -191,7 +222,7 @@ impl Sora {
             return Ok(response);
         }
         let headers = response.headers().clone();
-        let body = response.text().await.unwrap_or_default();
+        let body = download::error_text(response).await;
         Err(upstream_failure(status, &headers, &body))
     }
 
@@ -199,27 +230,31 @@ impl Sora {
         &self,
         job_id: &str,
         variant: &str,
+        expect: Expect,
         destination: &Path,
     ) -> Result<(), ProviderFailure> {
         let mut url = self.url(&["videos", job_id, "content"]);
         url.query_pairs_mut().append_pair("variant", variant);
-        let response = match self.send(self.client.get(url), DOWNLOAD_TIMEOUT).await {
-            Err(failure) if failure.code == codes::NOT_FOUND => {
-                // Assets live about an hour; the user is not charged for our late download.
-                return Err(ProviderFailure::new(
-                    codes::RESULT_EXPIRED,
-                    format!("the {variant} of {job_id} is no longer available"),
-                    false,
-                    false,
-                ));
-            }
-            answer => answer?,
+        let fetched = self
+            .downloader
+            .to_file(url, &self.credentials, expect, destination)
+            .await?;
+        let Fetched::Refused(response) = fetched else {
+            return Ok(());
         };
-        let written = write_body(response, destination).await;
-        if written.is_err() {
-            tokio::fs::remove_file(destination).await.ok();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = download::error_text(response).await;
+        match upstream_failure(status, &headers, &body) {
+            // Assets live about an hour; the user is not charged for our late download.
+            failure if failure.code == codes::NOT_FOUND => Err(ProviderFailure::new(
+                codes::RESULT_EXPIRED,
+                format!("the {variant} of {job_id} is no longer available"),
+                false,
+                false,
+            )),
+            failure => Err(failure),
         }
-        written
     }
 }
 
@@ -320,7 +355,8 @@ impl VideoProvider for Sora {
 
     #[instrument(skip_all, fields(job_id = %job_id))]
     async fn fetch(&self, job_id: &str, destination: &Path) -> Result<(), ProviderFailure> {
-        self.download(job_id, "video", destination).await
+        self.download(job_id, "video", Expect::Video, destination)
+            .await
     }
 
     #[instrument(skip_all, fields(job_id = %job_id))]
@@ -335,26 +371,6 @@ impl VideoProvider for Sora {
             Err(failure) => Err(failure),
         }
     }
-}
-
-async fn write_body(mut response: Response, destination: &Path) -> Result<(), ProviderFailure> {
-    let local = |e: std::io::Error| {
-        ProviderFailure::new(
-            codes::UPSTREAM_UNAVAILABLE,
-            format!("writing the download to {}: {e}", destination.display()),
-            true,
-            false,
-        )
-    };
-    let mut file = tokio::fs::File::create(destination).await.map_err(local)?;
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| http::transport_failure(PROVIDER, e))?
-    {
-        file.write_all(&chunk).await.map_err(local)?;
-    }
-    file.flush().await.map_err(local)
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(

@@ -5,8 +5,9 @@
 //! `projects/{p}/locations/{l}/publishers/google/models/{model}/operations/{id}` on Vertex),
 //! so polling and fetching need nothing else, and the id says which API issued it. Polling
 //! reads the operation (Gemini: GET on the name; Vertex: `fetchPredictOperation`), and `fetch`
-//! reads it once more to find the result: a URL downloaded with the key (redirects followed,
-//! the key only ever sent to the configured API host), a `gs://` object read through the Cloud
+//! reads it once more to find the result: a URL downloaded with the key through
+//! [`super::download`] (redirects followed by hand, the key only ever sent to the configured
+//! API origin, other hosts held to public addresses), a `gs://` object read through the Cloud
 //! Storage JSON API with the token, or the video inline in base64.
 //!
 //! Veo reports no progress, so `poll` estimates it from the time since this worker first saw
@@ -29,11 +30,13 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use framegate_domain::ProviderKind;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use reqwest::{RequestBuilder, Response, StatusCode, Url};
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
 use crate::provider::{codes, Cancellation, Job, JobState, Lookup, ProviderFailure, VideoProvider};
+use crate::providers::download::{error_text, Downloader};
 use crate::providers::http;
 
 use auth::TokenSource;
@@ -54,10 +57,10 @@ pub struct Veo {
     credentials: Credentials,
     /// API calls: submit and poll.
     api: reqwest::Client,
-    /// Result downloads: a longer timeout, and redirects followed by hand (see `download_url`).
-    downloads: reqwest::Client,
-    /// Hosts our credentials may be sent to: the configured API (and storage) base URLs.
-    trusted: Vec<Url>,
+    /// The operation read that may carry an inline video: the download timeout.
+    long_calls: reqwest::Client,
+    /// Result downloads; our credentials go only to the configured API (and storage) origins.
+    downloader: Downloader,
     /// When this worker first saw each unfinished job, for the progress estimate.
     started: Mutex<HashMap<String, Instant>>,
 }
@@ -87,23 +90,20 @@ impl Veo {
                 vec![vertex.base_url.as_str(), vertex.storage_base_url.as_str()],
             ),
         };
-        let trusted = trusted
+        let trusted: Vec<Url> = trusted
             .into_iter()
             .filter_map(|u| Url::parse(u).ok())
             .collect();
-        // Not `http::client`: its redirect policy would forward `x-goog-api-key` to any host.
-        let downloads = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(config.download_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("framegate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
         Self {
             api: http::client(config.request_timeout),
-            downloads,
+            long_calls: http::client(config.download_timeout),
+            downloader: Downloader::new(
+                PROVIDER,
+                config.downloads,
+                config.download_timeout,
+                &trusted,
+            ),
             credentials,
-            trusted,
             started: Mutex::new(HashMap::new()),
             config,
         }
@@ -136,6 +136,42 @@ impl Veo {
         }
     }
 
+    /// Our credentials as headers, and the Vertex token among them (to discard if refused).
+    async fn credential_headers(&self) -> Result<(HeaderMap, Option<String>), ProviderFailure> {
+        let (name, value, token) = match &self.credentials {
+            Credentials::ApiKey(key) => {
+                (HeaderName::from_static("x-goog-api-key"), key.clone(), None)
+            }
+            Credentials::Vertex(source) => {
+                let token = source.token().await?;
+                (AUTHORIZATION, format!("Bearer {token}"), Some(token))
+            }
+        };
+        let mut value = HeaderValue::from_str(&value).map_err(|_| {
+            ProviderFailure::new(
+                codes::AUTH_FAILED,
+                format!("the {PROVIDER} credential is not a valid header value"),
+                false,
+                false,
+            )
+        })?;
+        value.set_sensitive(true);
+        Ok((HeaderMap::from_iter([(name, value)]), token))
+    }
+
+    /// Whether a 401 that refused `token` is worth one more try: the token is discarded.
+    async fn renew(&self, token: Option<String>) -> bool {
+        let (Some(refused), Credentials::Vertex(source)) = (token, &self.credentials) else {
+            return false;
+        };
+        if !source.renewable() {
+            return false;
+        }
+        warn!("Vertex AI refused the access token; renewing it once");
+        source.discard(&refused).await;
+        true
+    }
+
     /// Sends with our credentials when `authorize`; a 401 with a renewable Vertex token is
     /// retried once with a fresh one. Any HTTP status is returned to the caller.
     async fn send(
@@ -148,30 +184,18 @@ impl Veo {
             let mut request = build();
             let mut token = None;
             if authorize {
-                match &self.credentials {
-                    Credentials::ApiKey(key) => request = request.header("x-goog-api-key", key),
-                    Credentials::Vertex(source) => {
-                        let fresh = source.token().await?;
-                        request = request.bearer_auth(&fresh);
-                        token = Some(fresh);
-                    }
-                }
+                let (headers, refreshed) = self.credential_headers().await?;
+                request = request.headers(headers);
+                token = refreshed;
             }
             let response = request
                 .send()
                 .await
                 .map_err(|e| http::transport_failure(PROVIDER, e))?;
-            if let (StatusCode::UNAUTHORIZED, false, Some(refused)) =
-                (response.status(), renewed, token)
+            if response.status() == StatusCode::UNAUTHORIZED && !renewed && self.renew(token).await
             {
-                if let Credentials::Vertex(source) = &self.credentials {
-                    if source.renewable() {
-                        warn!("Vertex AI refused the access token; renewing it once");
-                        source.discard(&refused).await;
-                        renewed = true;
-                        continue;
-                    }
-                }
+                renewed = true;
+                continue;
             }
             return Ok(response);
         }
@@ -181,7 +205,7 @@ impl Veo {
     async fn failure(&self, call: Call<'_>, response: Response) -> ProviderFailure {
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.text().await.unwrap_or_default();
+        let body = error_text(response).await;
         let error = operation::error_body(&body).unwrap_or_default();
         let detail = if error.message.is_empty() {
             body.chars().take(300).collect()
@@ -365,7 +389,7 @@ impl VideoProvider for Veo {
     }
 
     async fn fetch(&self, job_id: &str, destination: &Path) -> Result<(), ProviderFailure> {
-        match self.operation(job_id, &self.downloads).await?.outcome() {
+        match self.operation(job_id, &self.long_calls).await?.outcome() {
             Outcome::Done(source) => self.download(source, destination).await,
             Outcome::Failed(failure) => Err(failure),
             Outcome::Running => Err(ProviderFailure::new(

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use reqwest::Url;
 
+use crate::providers::download::DownloadConfig;
+
 pub const DEFAULT_GEMINI_BASE_URL: &str = "https://generativelanguage.googleapis.com/v1beta";
 pub const DEFAULT_MODEL: &str = "veo-3.1-generate-001";
 pub const DEFAULT_VERTEX_LOCATION: &str = "us-central1";
@@ -22,6 +24,8 @@ pub struct VeoConfig {
     pub request_timeout: Duration,
     /// Timeout of one result download, body included.
     pub download_timeout: Duration,
+    /// The size cap and address filter of result downloads.
+    pub downloads: DownloadConfig,
 }
 
 /// The two ways Google serves Veo.
@@ -106,6 +110,7 @@ impl VeoConfig {
             default_model,
             request_timeout: Duration::from_secs(60),
             download_timeout: Duration::from_secs(600),
+            downloads: DownloadConfig::from_lookup(get)?,
         }))
     }
 }
@@ -214,6 +219,7 @@ impl fmt::Debug for VeoConfig {
         out.field("default_model", &self.default_model)
             .field("request_timeout", &self.request_timeout)
             .field("download_timeout", &self.download_timeout)
+            .field("downloads", &self.downloads)
             .finish()
     }
 }

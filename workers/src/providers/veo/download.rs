@@ -1,22 +1,17 @@
 //! Result downloads: a URL (Gemini's file download), a Cloud Storage object (Vertex with an
-//! output bucket) or inline base64 (Vertex without one), streamed to the destination file.
+//! output bucket) or inline base64 (Vertex without one). URLs and objects go through the
+//! shared [`crate::providers::download`]; inline videos are held to the same size cap.
 
 use std::path::Path;
 
 use base64::Engine as _;
-use reqwest::header::LOCATION;
-use reqwest::{Response, Url};
-use tokio::io::AsyncWriteExt as _;
+use reqwest::{StatusCode, Url};
 
 use crate::provider::{codes, ProviderFailure};
-use crate::providers::http;
+use crate::providers::download::{unusable, Expect, Fetched};
 
 use super::operation::VideoSource;
 use super::{Call, Veo, VeoApi, PROVIDER};
-
-const MAX_REDIRECTS: usize = 5;
-/// Far above an 8 s 4k MP4; a bound on what an upstream can make us write to disk.
-const MAX_VIDEO_BYTES: u64 = 1 << 30;
 
 impl Veo {
     /// Writes the finished video to `destination`.
@@ -37,6 +32,12 @@ impl Veo {
                             false,
                         )
                     })?;
+                let cap = self.config.downloads.max_video_bytes;
+                if bytes.len() as u64 > cap {
+                    return Err(unusable(format!(
+                        "{PROVIDER}'s inline video is larger than {cap} bytes"
+                    )));
+                }
                 return tokio::fs::write(destination, &bytes)
                     .await
                     .map_err(|error| local_failure(destination, &error));
@@ -57,91 +58,40 @@ impl Veo {
             }
             (VideoSource::Url(url), _) => url,
         };
-        let url = Url::parse(&url)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https"))
-            .ok_or_else(|| {
-                ProviderFailure::new(
-                    codes::GENERATION_FAILED,
-                    format!("{PROVIDER} returned an unusable result URL"),
-                    false,
-                    false,
-                )
-            })?;
+        // The scheme is the downloader's to check, as for every hop.
+        let url = Url::parse(&url).map_err(|_| {
+            ProviderFailure::new(
+                codes::GENERATION_FAILED,
+                format!("{PROVIDER} returned an unusable result URL"),
+                false,
+                false,
+            )
+        })?;
         self.download_url(url, destination).await
     }
 
-    /// Follows redirects by hand: the credentials go only to a trusted origin (reqwest strips
-    /// `Authorization` on a cross-host redirect, but not `x-goog-api-key`).
-    async fn download_url(&self, mut url: Url, destination: &Path) -> Result<(), ProviderFailure> {
-        for _ in 0..=MAX_REDIRECTS {
-            let authorize = self.trusted.iter().any(|t| t.origin() == url.origin());
-            let response = self
-                .send(authorize, || self.downloads.get(url.clone()))
+    /// The download with our credentials for the configured origins; a 401 there with a
+    /// renewable Vertex token is retried once with a fresh one.
+    async fn download_url(&self, url: Url, destination: &Path) -> Result<(), ProviderFailure> {
+        let mut renewed = false;
+        loop {
+            let (credentials, token) = self.credential_headers().await?;
+            let fetched = self
+                .downloader
+                .to_file(url.clone(), &credentials, Expect::Video, destination)
                 .await?;
-            let status = response.status();
-            if status.is_redirection() {
-                let next = response
-                    .headers()
-                    .get(LOCATION)
-                    .and_then(|l| l.to_str().ok())
-                    .and_then(|l| url.join(l).ok())
-                    .filter(|u| matches!(u.scheme(), "http" | "https"));
-                url = next.ok_or_else(|| {
-                    ProviderFailure::new(
-                        codes::UPSTREAM_UNAVAILABLE,
-                        format!("{PROVIDER} redirected the download ({status}) nowhere usable"),
-                        true,
-                        false,
-                    )
-                })?;
+            let response = match fetched {
+                Fetched::Written => return Ok(()),
+                Fetched::Refused(response) => response,
+            };
+            if response.status() == StatusCode::UNAUTHORIZED && !renewed && self.renew(token).await
+            {
+                renewed = true;
                 continue;
             }
-            if !status.is_success() {
-                return Err(self.failure(Call::Download, response).await);
-            }
-            let written = write_body(response, destination).await;
-            if written.is_err() {
-                tokio::fs::remove_file(destination).await.ok();
-            }
-            return written;
+            return Err(self.failure(Call::Download, response).await);
         }
-        Err(ProviderFailure::new(
-            codes::UPSTREAM_UNAVAILABLE,
-            format!("{PROVIDER} redirected the download more than {MAX_REDIRECTS} times"),
-            true,
-            false,
-        ))
     }
-}
-
-/// Streams the body to `destination` chunk by chunk.
-async fn write_body(mut response: Response, destination: &Path) -> Result<(), ProviderFailure> {
-    let mut file = tokio::fs::File::create(destination)
-        .await
-        .map_err(|error| local_failure(destination, &error))?;
-    let mut written = 0u64;
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| http::transport_failure(PROVIDER, e))?
-    {
-        written += chunk.len() as u64;
-        if written > MAX_VIDEO_BYTES {
-            return Err(ProviderFailure::new(
-                codes::GENERATION_FAILED,
-                format!("{PROVIDER}'s video is larger than {MAX_VIDEO_BYTES} bytes"),
-                false,
-                false,
-            ));
-        }
-        file.write_all(&chunk)
-            .await
-            .map_err(|error| local_failure(destination, &error))?;
-    }
-    file.flush()
-        .await
-        .map_err(|error| local_failure(destination, &error))
 }
 
 /// Our disk, not Veo: retryable, and the pipeline only logs retryable fetch failures.
