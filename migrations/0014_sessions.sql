@@ -12,6 +12,11 @@ CREATE TABLE sessions (
 );
 CREATE INDEX sessions_live_user_idx ON sessions (user_id) WHERE revoked_at IS NULL;
 
+-- No refresh token may be written while the families are copied (the foreign key below
+-- needs every family to have its session). API processes of the previous release write
+-- `refresh_tokens.revoked_at`, dropped below: stop them before this migration runs.
+LOCK TABLE refresh_tokens IN SHARE ROW EXCLUSIVE MODE;
+
 -- Every existing family becomes a session, ended if any of its tokens was revoked (a family
 -- was only ever revoked whole, bar a rotation racing a revocation, which now ends it too).
 INSERT INTO sessions (session_id, user_id, created_at, revoked_at, revoked_reason)
@@ -28,10 +33,11 @@ ALTER TABLE refresh_tokens
 ALTER TABLE refresh_tokens DROP COLUMN revoked_at;
 
 -- Mail that leaves the request path (issue 12.8): a request records what to send in its own
--- transaction and answers; the API's mail sender delivers it. `kind` says how to deliver:
--- 'password_reset' rows hold only the address asked for, and the sender decides whether an
--- account gets a token (so the answer to the request costs the same whether or not the
--- address has an account); 'message' rows hold a composed message.
+-- transaction and answers; the API's mail sender delivers it (api/src/mail/outbox.rs).
+-- `payload` is the message to deliver, tagged by its kind (`kind` repeats the tag for
+-- operators): 'password_reset' rows hold only the address asked for, and the sender decides
+-- whether an account gets a token, so the request costs the same whether or not the address
+-- has an account; 'password_was_reset' rows name the user to confirm the reset to.
 CREATE TABLE mail_outbox (
     id           bigserial   PRIMARY KEY,
     kind         text        NOT NULL,

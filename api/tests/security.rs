@@ -10,10 +10,20 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-fn claims(sub: Uuid, exp_offset: i64) -> Value {
+/// Claims naming `sub` and its live session `sid`: only the signature, algorithm or expiry
+/// can make them fail.
+fn claims(sub: Uuid, sid: &Value, exp_offset: i64) -> Value {
     let now = chrono::Utc::now().timestamp();
     json!({"iss": "framegate", "aud": "framegate-api", "sub": sub.to_string(), "role": "admin",
-           "iat": now, "exp": now + exp_offset, "jti": Uuid::now_v7(), "sid": Uuid::now_v7()})
+           "iat": now, "exp": now + exp_offset, "jti": Uuid::now_v7(), "sid": sid})
+}
+
+/// The session id inside one of our access tokens.
+fn session_of(access: &str) -> Value {
+    let payload = access.split('.').nth(1).expect("payload");
+    let claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64")).expect("json");
+    claims["sid"].clone()
 }
 
 #[tokio::test]
@@ -25,10 +35,23 @@ async fn expired_forged_and_unsigned_tokens_are_rejected() {
         StatusCode::OK
     );
     let secret = app.state.config.jwt_secret.clone();
+    let sid = session_of(&access);
+    // Signed with our key and these claims, the token works: each case below fails for the
+    // one thing it changes.
+    let genuine = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims(user, &sid, 600),
+        &EncodingKey::from_secret(&secret),
+    )
+    .expect("encode");
+    assert_eq!(
+        app.get("/v1/me", Some(&genuine)).await.status(),
+        StatusCode::OK
+    );
 
     let expired = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
-        &claims(user, -120),
+        &claims(user, &sid, -120),
         &EncodingKey::from_secret(&secret),
     )
     .expect("encode");
@@ -41,7 +64,7 @@ async fn expired_forged_and_unsigned_tokens_are_rejected() {
 
     let forged = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
-        &claims(user, 600),
+        &claims(user, &sid, 600),
         &EncodingKey::from_secret(b"someone else's secret, 32+ bytes long"),
     )
     .expect("encode");
@@ -55,7 +78,7 @@ async fn expired_forged_and_unsigned_tokens_are_rejected() {
     // Same secret, different algorithm: the algorithm is pinned.
     let other_alg = jsonwebtoken::encode(
         &Header::new(Algorithm::HS512),
-        &claims(user, 600),
+        &claims(user, &sid, 600),
         &EncodingKey::from_secret(&secret),
     )
     .expect("encode");
@@ -67,7 +90,7 @@ async fn expired_forged_and_unsigned_tokens_are_rejected() {
     .await;
 
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
-    let payload = URL_SAFE_NO_PAD.encode(claims(user, 600).to_string());
+    let payload = URL_SAFE_NO_PAD.encode(claims(user, &sid, 600).to_string());
     let unsigned = format!("{header}.{payload}.");
     assert_problem(
         app.get("/v1/me", Some(&unsigned)).await,

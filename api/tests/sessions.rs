@@ -332,3 +332,55 @@ async fn an_access_token_without_a_session_is_not_ours() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_login_that_overlapped_a_session_ending_change_starts_no_session() {
+    let app = TestApp::spawn().await;
+    let (user, _, _) = app.signed_in_user("overlap@example.com").await;
+    let user_id = UserId::from_uuid(user);
+    let ttl = app.state.config.refresh_ttl;
+    // The login has checked the password against the stream at this sequence ...
+    let (_, checked_at) = app
+        .state
+        .store
+        .users()
+        .replay(&user.to_string())
+        .await
+        .expect("replay");
+    // ... when a change that ends every session lands (as a reset or a disable does).
+    let meta = framegate_commands::CommandMetadata::new_request(framegate_commands::Actor::System);
+    let ended = sessions::execute_ending_sessions(
+        &app.state.store,
+        user_id,
+        framegate_domain::UserCommand::Disable {
+            reason: "overlap".to_owned(),
+        },
+        EndReason::Disabled,
+        &meta,
+        None,
+    )
+    .await
+    .expect("disable");
+    assert_eq!(ended, 1, "the session of signed_in_user");
+    let late = framegate_api::auth::refresh::start_session(&app.db.pool, user_id, checked_at, ttl)
+        .await
+        .expect("start");
+    assert!(
+        late.is_none(),
+        "a session outlived the change it overlapped"
+    );
+
+    // Checked against the stream as it is now, a session starts.
+    let (_, now) = app
+        .state
+        .store
+        .users()
+        .replay(&user.to_string())
+        .await
+        .expect("replay");
+    assert!(now > checked_at);
+    let fresh = framegate_api::auth::refresh::start_session(&app.db.pool, user_id, now, ttl)
+        .await
+        .expect("start");
+    assert!(fresh.is_some());
+}

@@ -58,15 +58,45 @@ pub struct SessionState {
 }
 
 /// Starts a session for `user_id` on `conn` (the caller's transaction also stores its first
-/// refresh token).
-pub async fn start(conn: &mut PgConnection, user_id: UserId) -> Result<Uuid, sqlx::Error> {
+/// refresh token), if the user's stream is still at `checked_at`: the sequence of the state
+/// the password was checked against. `None` when the user changed since (a reset or a
+/// disable may have ended every session in between: a login that overlapped it must not
+/// leave a session behind).
+///
+/// Serialised per user with [`end_all`] (a transaction-scoped advisory lock): either the
+/// session is committed first and `end_all` ends it, or `end_all`'s event is visible here.
+pub async fn start(
+    conn: &mut PgConnection,
+    user_id: UserId,
+    checked_at: usize,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    lock_user(conn, user_id).await?;
+    let current: i64 = sqlx::query_scalar(
+        "SELECT coalesce(max(sequence), 0) FROM events
+          WHERE aggregate_type = 'User' AND aggregate_id = $1",
+    )
+    .bind(user_id.to_string())
+    .fetch_one(&mut *conn)
+    .await?;
+    if current != checked_at as i64 {
+        return Ok(None);
+    }
     let session_id = Uuid::now_v7();
     sqlx::query("INSERT INTO sessions (session_id, user_id) VALUES ($1, $2)")
         .bind(session_id)
         .bind(user_id.as_uuid())
         .execute(conn)
         .await?;
-    Ok(session_id)
+    Ok(Some(session_id))
+}
+
+/// Orders [`start`] and [`end_all`] of one user until the transaction ends.
+async fn lock_user(conn: &mut PgConnection, user_id: UserId) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("framegate.sessions:{user_id}"))
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// The session `session_id`, if it was ever started.
@@ -108,6 +138,7 @@ pub async fn end_all(
     user_id: UserId,
     reason: EndReason,
 ) -> Result<u64, sqlx::Error> {
+    lock_user(conn, user_id).await?;
     let ended = sqlx::query(
         "UPDATE sessions SET revoked_at = now(), revoked_reason = $2
           WHERE user_id = $1 AND revoked_at IS NULL",

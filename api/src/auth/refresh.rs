@@ -50,20 +50,24 @@ pub struct Login {
     pub refresh_token: String,
 }
 
-/// Starts a session (a login) and returns its first refresh token, in one transaction.
+/// Starts a session (a login) and returns its first refresh token, in one transaction;
+/// `None` when the user's stream moved past `checked_at` (see `sessions::start`).
 pub async fn start_session(
     pool: &PgPool,
     user_id: UserId,
+    checked_at: usize,
     ttl: Duration,
-) -> Result<Login, sqlx::Error> {
+) -> Result<Option<Login>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let session_id = sessions::start(&mut tx, user_id).await?;
+    let Some(session_id) = sessions::start(&mut tx, user_id, checked_at).await? else {
+        return Ok(None);
+    };
     let refresh_token = insert(&mut tx, user_id, session_id, ttl).await?;
     tx.commit().await?;
-    Ok(Login {
+    Ok(Some(Login {
         session_id,
         refresh_token,
-    })
+    }))
 }
 
 async fn insert(

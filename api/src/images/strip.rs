@@ -10,7 +10,7 @@
 //!
 //! - JPEG ([`super::jpeg::strip_metadata`]): the orientation stays as the only EXIF tag
 //!   (re-encoding would lose quality; see that module).
-//! - PNG: critical chunks plus transparency, colour-space and density chunks; text
+//! - PNG: critical chunks plus transparency and colour-space chunks; density (`pHYs`), text
 //!   (`tEXt`, `zTXt`, `iTXt`), `eXIf`, `tIME`, animation and private chunks go.
 //! - WEBP: the image, alpha, animation and colour-profile chunks; `EXIF`, `XMP ` and unknown
 //!   chunks go (and the extended header stops announcing them).

@@ -8,7 +8,7 @@
 //!
 //! Delivery is at least once: a row is claimed with `FOR UPDATE SKIP LOCKED` (several API
 //! processes share the table), deleted when delivered, and retried with a growing delay when
-//! not, up to [`MAX_ATTEMPTS`]. A crash between the send and the delete sends it again. The
+//! not, for up to [`GIVE_UP_AFTER`]. A crash between the send and the delete sends it again. The
 //! sender wakes on [`MAIL_CHANNEL`] and, as a fallback, every [`POLL`].
 
 use std::net::IpAddr;
@@ -31,8 +31,9 @@ use crate::state::AppState;
 /// How often the sender looks for due rows without being woken.
 pub const POLL: Duration = Duration::from_secs(5);
 
-/// Deliveries tried before a row is dropped (logged as an error).
-pub const MAX_ATTEMPTS: i32 = 8;
+/// How long a row is retried before it is dropped (logged as an error): a reset token is
+/// worth nothing after a day, and an SMTP outage shorter than that loses nothing.
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// What a row asks the sender to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,21 +114,24 @@ pub async fn drain(state: &AppState) -> Result<usize, sqlx::Error> {
     Ok(delivered)
 }
 
-type Row = (i64, serde_json::Value, i32);
+/// id, payload, attempts so far, whether the row is older than [`GIVE_UP_AFTER`]
+type Row = (i64, serde_json::Value, i32, bool);
 
 /// Claims the oldest due row and delivers it: `Some(true)` delivered, `Some(false)` put back
 /// for later, `None` nothing was due.
 async fn deliver_one(state: &AppState) -> Result<Option<bool>, sqlx::Error> {
     let mut tx = state.pool.begin().await?;
     let row: Option<Row> = sqlx::query_as(
-        "SELECT id, payload, attempts FROM mail_outbox
+        "SELECT id, payload, attempts, created_at < now() - make_interval(secs => $1)
+           FROM mail_outbox
           WHERE available_at <= now()
           ORDER BY id LIMIT 1
             FOR UPDATE SKIP LOCKED",
     )
+    .bind(GIVE_UP_AFTER.as_secs_f64())
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((id, payload, attempts)) = row else {
+    let Some((id, payload, attempts, expired)) = row else {
         return Ok(None);
     };
     let result = match serde_json::from_value::<Outgoing>(payload) {
@@ -143,7 +147,7 @@ async fn deliver_one(state: &AppState) -> Result<Option<bool>, sqlx::Error> {
                 .execute(&mut *tx)
                 .await?;
         }
-        Err(error) if attempts >= MAX_ATTEMPTS => {
+        Err(error) if expired => {
             tracing::error!(id, attempts, %error, "mail outbox: giving up on a message");
             sqlx::query("DELETE FROM mail_outbox WHERE id = $1")
                 .bind(id)

@@ -6,7 +6,7 @@
 //! [`CredentialWatch`] tells a user's streams when an announcement says the user's keys or
 //! account changed, and they authenticate again. [`StreamSlots`] caps the streams per user
 //! and per process. The stream itself (lifetime, event ids, resumption) is the handler's:
-//! `handlers/videos/events.rs` (docs/adr/0026-video-event-streams.md).
+//! `handlers/videos/event_stream.rs` (docs/adr/0026-video-event-streams.md).
 
 mod config;
 pub mod credential_watch;

@@ -6,7 +6,8 @@ use axum::http::{Extensions, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use framegate_commands::users::registered_user_by_email;
-use framegate_domain::{normalize_email, Role, UserId};
+use framegate_commands::CommandError;
+use framegate_domain::{normalize_email, Role, UserError, UserId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -71,26 +72,33 @@ pub async fn login(
     let invalid =
         || ApiError::unauthenticated("invalid_credentials", "the email or password is wrong");
     let user_id = registered_user_by_email(&state.pool, &email).await?;
+    // With the sequence it is at: the session starts only if nothing changed since.
     let user = match user_id {
-        Some(id) => Some(state.store.users().load(&id.to_string()).await?),
+        Some(id) => Some(state.store.users().replay(&id.to_string()).await?),
         None => None,
     };
     let verified = state
         .passwords
         .verify(
             &body.password,
-            user.as_ref().and_then(|u| u.password_hash()),
+            user.as_ref().and_then(|(u, _)| u.password_hash()),
         )
         .await
         .map_err(ApiError::internal)?;
-    let (Some(user_id), Some(user), true) = (user_id, user, verified) else {
+    let (Some(user_id), Some((user, checked_at)), true) = (user_id, user, verified) else {
         return Err(invalid());
     };
     attempt.password_accepted();
     if user.is_disabled() {
         return Err(ApiError::AccountDisabled);
     }
-    let login = refresh::start_session(&state.pool, user_id, state.config.refresh_ttl).await?;
+    let Some(login) =
+        refresh::start_session(&state.pool, user_id, checked_at, state.config.refresh_ttl).await?
+    else {
+        // A reset, a disable or another change landed while the password was checked: the
+        // password may no longer be the account's. The client logs in again.
+        return Err(CommandError::<UserError>::Conflict.into());
+    };
     let tokens = token_pair(
         &state,
         user_id,

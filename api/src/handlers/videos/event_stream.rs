@@ -182,7 +182,10 @@ impl VideoEvents {
             }
         }
         loop {
+            // In this order: a credentials change pending beside a new state is handled
+            // first, so a revoked caller is not sent one more state (with fresh links).
             tokio::select! {
+                biased;
                 () = tokio::time::sleep_until(self.ends_at) => {
                     self.done = true;
                     return Some(reconnect("the stream reached its lifetime; reconnect with Last-Event-ID"));
@@ -249,6 +252,9 @@ impl VideoEvents {
             Ok(body) => body,
             Err(error) => {
                 tracing::warn!(%error, video = %video.row.id, "video events: could not render a state");
+                // A final state that cannot be shown ends the stream (and frees its slot):
+                // the client reconnects and reads it afresh.
+                self.done = terminal;
                 return None;
             }
         };
