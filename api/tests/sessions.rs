@@ -286,6 +286,16 @@ async fn a_session_ended_by_another_process_is_refused_here_within_a_second() {
     }
 }
 
+/// `claims` signed with the app's own key.
+fn signed(app: &TestApp, claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(&app.state.config.jwt_secret),
+    )
+    .expect("sign")
+}
+
 #[tokio::test]
 async fn an_access_token_without_a_session_is_not_ours() {
     let app = TestApp::spawn().await;
@@ -297,14 +307,8 @@ async fn an_access_token_without_a_session_is_not_ours() {
         "sub": user.to_string(), "role": "user", "iat": now, "exp": now + 600,
         "jti": uuid::Uuid::now_v7(),
     });
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(&app.state.config.jwt_secret),
-    )
-    .expect("sign");
     assert_problem(
-        me(&app, &token).await,
+        me(&app, &signed(&app, &claims)).await,
         StatusCode::UNAUTHORIZED,
         "invalid_token",
     )
@@ -319,14 +323,8 @@ async fn an_access_token_without_a_session_is_not_ours() {
             .expect("session");
     let mut claims = claims;
     claims["sid"] = json!(other);
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(&app.state.config.jwt_secret),
-    )
-    .expect("sign");
     assert_problem(
-        me(&app, &token).await,
+        me(&app, &signed(&app, &claims)).await,
         StatusCode::UNAUTHORIZED,
         "invalid_token",
     )
