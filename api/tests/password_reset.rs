@@ -149,3 +149,51 @@ async fn a_row_that_cannot_be_delivered_is_retried_later_and_the_rest_go_on() {
     .expect("row kept");
     assert_eq!((attempts, waiting), (1, true));
 }
+
+#[tokio::test]
+async fn a_flood_of_requests_for_one_address_neither_blocks_its_owner_nor_floods_the_inbox() {
+    let app = TestApp::with_config(|c| {
+        c.proxies = framegate_api::client_ip::ProxyTrust::ImmediatePeer;
+        c.rate.login_per_minute = 3;
+    })
+    .await;
+    app.signed_in_user("flooded@example.com").await;
+    let ask_from = |client: String| {
+        app.client
+            .post(app.url("/v1/auth/password-reset"))
+            .header("x-forwarded-for", client)
+            .json(&json!({"email": "flooded@example.com"}))
+            .send()
+    };
+    // More requests for the address than the per-minute budget, each from its own IP ...
+    for n in 1..=8 {
+        let flood = ask_from(format!("203.0.113.{n}")).await.expect("send");
+        assert_eq!(flood.status(), StatusCode::ACCEPTED, "request {n}");
+    }
+    // ... and the owner still gets an answer from theirs (an IP's own budget still holds).
+    let owner = ask_from("198.51.100.7".to_owned()).await.expect("send");
+    assert_eq!(owner.status(), StatusCode::ACCEPTED);
+    for _ in 0..3 {
+        ask_from("198.51.100.9".to_owned()).await.expect("send");
+    }
+    let throttled = ask_from("198.51.100.9".to_owned()).await.expect("send");
+    assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+    drained(&app).await;
+
+    // One token a minute reaches the inbox, and it works.
+    let resets = read_mailbox(&app.mailbox)
+        .expect("mailbox")
+        .into_iter()
+        .filter(|mail| mail.subject.contains("Reset"))
+        .count();
+    assert_eq!(resets, 1);
+    let token = app.mailed_token_about("flooded@example.com", "Reset").await;
+    let confirm = app
+        .post(
+            "/v1/auth/password-reset/confirm",
+            None,
+            json!({"token": token, "new_password": "the owner's new passphrase"}),
+        )
+        .await;
+    assert_eq!(confirm.status(), StatusCode::NO_CONTENT);
+}

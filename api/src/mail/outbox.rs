@@ -31,6 +31,9 @@ use crate::state::AppState;
 /// How often the sender looks for due rows without being woken.
 pub const POLL: Duration = Duration::from_secs(5);
 
+/// The least time between two reset tokens mailed to one account.
+pub const RESET_MAIL_INTERVAL: Duration = Duration::from_secs(60);
+
 /// How long a row is retried before it is dropped (logged as an error): a reset token is
 /// worth nothing after a day, and an SMTP outage shorter than that loses nothing.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -204,7 +207,10 @@ async fn deliver(state: &AppState, mail: Outgoing) -> Result<(), String> {
     }
 }
 
-/// Mails a reset token to `email` if it has an account that may reset its password.
+/// Mails a reset token to `email` if it has an account that may reset its password, and
+/// was not mailed one in the last [`RESET_MAIL_INTERVAL`]: requests are limited per client
+/// IP only, so this is what keeps a flood of requests for one address from flooding its
+/// inbox. The token mailed last stays valid meanwhile (no new one replaces it).
 async fn reset_token(state: &AppState, email: &str, meta: &CommandMetadata) -> Result<(), String> {
     let Some(user_id) = registered_user_by_email(&state.pool, email)
         .await
@@ -212,6 +218,20 @@ async fn reset_token(state: &AppState, email: &str, meta: &CommandMetadata) -> R
     else {
         return Ok(());
     };
+    let user = state
+        .store
+        .users()
+        .load(&user_id.to_string())
+        .await
+        .map_err(|e| e.to_string())?;
+    let ttl = chrono::Duration::from_std(state.config.reset_ttl).unwrap_or_default();
+    let interval = chrono::Duration::from_std(RESET_MAIL_INTERVAL).unwrap_or_default();
+    if let Some(pending) = user.pending_password_reset() {
+        if pending.expires_at - ttl + interval > Utc::now() {
+            tracing::info!(user = %user_id, "password reset: a token was mailed moments ago");
+            return Ok(());
+        }
+    }
     let token = one_time_token(user_id);
     let command = UserCommand::RequestPasswordReset {
         token_hash: hash_token(&token),

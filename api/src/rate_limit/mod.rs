@@ -207,6 +207,13 @@ impl RateLimits {
     /// `ip`. Both the IP's and the account's buckets must allow it: the first stops one
     /// client trying many accounts, the second many clients trying one account. (Logins use
     /// [`RateLimits::check_login_attempt`] instead, which counts failures only.)
+    /// A password-reset request: per client IP only. Refusing by account would let anyone
+    /// who floods an address keep its owner from asking; the mail outbox's sender bounds the
+    /// mail an account gets instead (one token a minute).
+    pub fn check_reset_request(&self, ip: IpAddr, ext: &Extensions) -> Result<(), ApiError> {
+        check(&self.login_ips, &bucket_ip(ip), ext.get::<RateLimitSlot>())
+    }
+
     pub fn check_login(&self, ip: IpAddr, account: &str, ext: &Extensions) -> Result<(), ApiError> {
         let slot = ext.get::<RateLimitSlot>();
         check(&self.login_ips, &bucket_ip(ip), slot)?;

@@ -121,7 +121,7 @@ fn the_principal_limit_is_independent_of_the_ip_limit() {
 }
 
 #[test]
-fn password_reset_attempts_for_one_account_are_limited_across_ips() {
+fn reset_confirmations_for_one_account_are_limited_across_ips() {
     let limits = RateLimits::new(&RateConfig {
         login_per_minute: 3,
         ..RateConfig::default()
@@ -147,7 +147,7 @@ fn password_reset_attempts_for_one_account_are_limited_across_ips() {
 }
 
 #[test]
-fn password_reset_attempts_from_one_ip_are_limited_across_accounts() {
+fn reset_confirmations_from_one_ip_are_limited_across_accounts() {
     let limits = RateLimits::new(&RateConfig {
         login_per_minute: 3,
         ..RateConfig::default()
@@ -162,6 +162,22 @@ fn password_reset_attempts_from_one_ip_are_limited_across_accounts() {
         .check_login(ip(1), "fresh@example.com", &ext)
         .is_err());
     assert!(limits.check_login(ip(2), "fresh@example.com", &ext).is_ok());
+}
+
+#[test]
+fn reset_requests_are_limited_per_ip_and_never_per_account() {
+    let limits = RateLimits::new(&RateConfig {
+        login_per_minute: 3,
+        ..RateConfig::default()
+    });
+    let ext = Extensions::new();
+    for n in 0..10 {
+        assert!(limits.check_reset_request(ip(n), &ext).is_ok(), "IP {n}");
+    }
+    for _ in 0..2 {
+        assert!(limits.check_reset_request(ip(1), &ext).is_ok());
+    }
+    assert!(limits.check_reset_request(ip(1), &ext).is_err());
 }
 
 #[test]

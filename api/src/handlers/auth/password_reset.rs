@@ -40,7 +40,7 @@ pub async fn request_password_reset(
             "this is not a valid email address",
         ));
     };
-    state.limits.check_login(ip, &email, &extensions)?;
+    state.limits.check_reset_request(ip, &extensions)?;
     // The same one statement whether or not the address has an account: the outbox's sender
     // decides, off the request path, so the answer's timing tells nothing.
     let meta = metadata(None, ip, user_agent(&headers));
