@@ -204,8 +204,9 @@ pub fn spawn_streams(
     streams::spawn(state, notifications, shutdown)
 }
 
-/// Housekeeping every five minutes until `shutdown` flips: expired idempotency records and
-/// refilled rate-limit buckets are dropped so neither grows without bound.
+/// Housekeeping every five minutes (the first at once) until `shutdown` flips: expired
+/// idempotency records and refilled rate-limit buckets are dropped so neither grows without
+/// bound, and originals stored with their metadata are rewritten (`images::restrip`).
 pub fn spawn_maintenance(
     state: AppState,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -225,6 +226,13 @@ pub fn spawn_maintenance(
                 Err(error) => tracing::warn!(%error, "could not purge idempotency keys"),
             }
             state.limits.retain_recent();
+            match images::restrip::drain(&state).await {
+                Ok(done) if done != images::restrip::Drained::default() => {
+                    tracing::info!(?done, "stored originals stripped of their metadata")
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "could not strip stored originals"),
+            }
         }
     })
 }

@@ -17,6 +17,7 @@
 mod jpeg;
 pub mod moderation;
 pub mod processing;
+pub mod restrip;
 mod strip;
 #[cfg(test)]
 mod test_images;

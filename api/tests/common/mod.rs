@@ -6,6 +6,8 @@
     reason = "each test file uses a different subset of the helpers"
 )]
 
+pub mod pictures;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
