@@ -206,7 +206,8 @@ pub fn spawn_streams(
 
 /// Housekeeping every five minutes (the first at once) until `shutdown` flips: expired
 /// idempotency records and refilled rate-limit buckets are dropped so neither grows without
-/// bound, and originals stored with their metadata are rewritten (`images::restrip`).
+/// bound, expired sessions and refresh tokens are pruned, and originals stored with their
+/// metadata are rewritten (`images::restrip`).
 pub fn spawn_maintenance(
     state: AppState,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -226,6 +227,13 @@ pub fn spawn_maintenance(
                 Err(error) => tracing::warn!(%error, "could not purge idempotency keys"),
             }
             state.limits.retain_recent();
+            match auth::refresh::prune(&state.pool, state.config.access_ttl).await {
+                Ok(pruned) if pruned != auth::refresh::Pruned::default() => {
+                    tracing::info!(?pruned, "expired sessions and refresh tokens pruned")
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "could not prune sessions"),
+            }
             match images::restrip::drain(&state).await {
                 Ok(done) if done != images::restrip::Drained::default() => {
                     tracing::info!(?done, "stored originals stripped of their metadata")

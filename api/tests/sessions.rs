@@ -382,3 +382,72 @@ async fn a_login_that_overlapped_a_session_ending_change_starts_no_session() {
         .expect("start");
     assert!(fresh.is_some());
 }
+
+#[tokio::test]
+async fn sessions_whose_refresh_tokens_expired_end_and_old_ended_ones_are_pruned() {
+    let app = TestApp::spawn().await;
+    let (user, access, _) = app.signed_in_user("stale@example.com").await;
+    let (_, other_refresh) = login(&app, "stale@example.com").await;
+    // The first login's refresh token expired two days ago (a 30-day-old login); the second
+    // ended by logout three days ago.
+    sqlx::query(
+        "UPDATE refresh_tokens SET expires_at = now() - interval '2 days'
+          WHERE family_id = (SELECT session_id FROM sessions WHERE user_id = $1
+                              ORDER BY created_at LIMIT 1)",
+    )
+    .bind(user)
+    .execute(&app.db.pool)
+    .await
+    .expect("age");
+    sqlx::query("UPDATE sessions SET created_at = now() - interval '31 days' WHERE user_id = $1")
+        .bind(user)
+        .execute(&app.db.pool)
+        .await
+        .expect("age");
+    let out = app
+        .post(
+            "/v1/auth/logout",
+            None,
+            json!({"refresh_token": other_refresh}),
+        )
+        .await;
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    sqlx::query(
+        "UPDATE sessions SET revoked_at = now() - interval '3 days' WHERE revoked_reason = 'logout'",
+    )
+    .execute(&app.db.pool)
+    .await
+    .expect("age");
+
+    let pruned = framegate_api::auth::refresh::prune(&app.db.pool, app.state.config.access_ttl)
+        .await
+        .expect("prune");
+    // The expired token goes and its session ends; the logged-out session keeps its
+    // (unexpired) token, so it stays until that token is gone too.
+    assert_eq!((pruned.tokens, pruned.expired, pruned.sessions), (1, 1, 0));
+    app.state.credentials.forget_user(user);
+    assert_problem(
+        me(&app, &access).await,
+        StatusCode::UNAUTHORIZED,
+        "session_ended",
+    )
+    .await;
+    let live: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(user)
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("count");
+    assert_eq!(live, 0);
+
+    // Once no token names it, an ended session a day old goes.
+    sqlx::query("DELETE FROM refresh_tokens")
+        .execute(&app.db.pool)
+        .await
+        .expect("tokens");
+    let pruned = framegate_api::auth::refresh::prune(&app.db.pool, app.state.config.access_ttl)
+        .await
+        .expect("prune");
+    assert_eq!(pruned.sessions, 1, "{pruned:?}");
+}

@@ -31,10 +31,16 @@ use std::time::{Duration, Instant};
 /// How long a failure from one IP on one account is remembered.
 pub const PAIR_WINDOW: Duration = Duration::from_secs(15 * 60);
 
-/// Most (IP, account) pairs and accounts with recent failures kept; past that, expired
-/// records are dropped, and if none are, new pairs are refused rather than forgotten (an
-/// untracked IP would be unlimited while an account is under attack).
+/// Most (IP, account) pairs and accounts with recent failures kept. Past that, expired
+/// records are dropped (at most once per [`PRUNE_SPACING`]: a full ledger must not make
+/// every attempt sweep it under the lock); if the ledger is still full, a new pair is let
+/// in untracked while its account is not under attack (its owner, most likely; each IP
+/// still pays its own budget), and refused while it is (an untracked IP would then be
+/// unlimited against that account). So filling the ledger locks no ordinary user out.
 const MAX_RECORDS: usize = 100_000;
+
+/// The least time between two sweeps of a full ledger.
+const PRUNE_SPACING: Duration = Duration::from_secs(1);
 
 /// A leaky budget of failures (GCRA): `burst` fit at once, one is forgiven every
 /// `interval`. `empty_at` is when every failure charged so far is forgiven.
@@ -101,6 +107,8 @@ type Pair = (IpAddr, String);
 struct Ledgers {
     pairs: HashMap<Pair, PairRecord>,
     accounts: HashMap<String, Budget>,
+    /// When a full ledger was last swept.
+    swept_at: Option<Instant>,
 }
 
 /// Why an attempt was refused, and for how long.
@@ -171,6 +179,13 @@ impl LoginThrottle {
             }
         }
         if pair.is_none() && !ledgers.has_room(now) {
+            if account_wait.is_zero() {
+                return Ok(LoginAttempt {
+                    throttle: self,
+                    key,
+                    tracked: false,
+                });
+            }
             return Err(Throttled {
                 retry_after: self.account.interval,
             });
@@ -189,6 +204,7 @@ impl LoginThrottle {
         Ok(LoginAttempt {
             throttle: self,
             key,
+            tracked: true,
         })
     }
 
@@ -219,6 +235,13 @@ impl Ledgers {
         if self.pairs.len() < MAX_RECORDS && self.accounts.len() < MAX_RECORDS {
             return true;
         }
+        if self
+            .swept_at
+            .is_some_and(|at| now.saturating_duration_since(at) < PRUNE_SPACING)
+        {
+            return false;
+        }
+        self.swept_at = Some(now);
         self.prune(now);
         self.pairs.len() < MAX_RECORDS && self.accounts.len() < MAX_RECORDS
     }
@@ -232,6 +255,8 @@ impl Ledgers {
 pub struct LoginAttempt<'a> {
     throttle: &'a LoginThrottle,
     key: Pair,
+    /// False when a full ledger let it in without recording it: nothing to refund.
+    tracked: bool,
 }
 
 impl LoginAttempt<'_> {
@@ -242,6 +267,9 @@ impl LoginAttempt<'_> {
     }
 
     fn accepted_at(self, now: Instant) {
+        if !self.tracked {
+            return;
+        }
         let throttle = self.throttle;
         let mut ledgers = throttle.ledgers();
         ledgers.pairs.remove(&self.key);

@@ -163,3 +163,28 @@ fn records_with_nothing_left_to_forgive_are_forgotten() {
     throttle.ledgers().prune(clock.at(PAIR_WINDOW.as_secs()));
     assert_eq!(throttle.records(), (0, 0));
 }
+
+#[test]
+fn a_full_ledger_still_lets_in_accounts_that_are_not_under_attack() {
+    let throttle = LoginThrottle::new(3);
+    let clock = clock();
+    for n in 0..3 {
+        fail(&throttle, ip(2), clock.at(n)).expect("a guess");
+    }
+    // A flood of failing pairs fills the ledger.
+    for n in 1..MAX_RECORDS {
+        throttle
+            .begin(ip(1), &format!("sprayed{n}@example.com"), clock.at(3))
+            .map(drop)
+            .expect("room");
+    }
+    assert_eq!(throttle.records(), (MAX_RECORDS, MAX_RECORDS));
+    // Someone else logs in: let in, untracked, and a right password refunds nothing.
+    throttle
+        .begin(ip(7), "owner@example.com", clock.at(4))
+        .expect("not locked out by a full ledger")
+        .accepted_at(clock.at(4));
+    assert_eq!(throttle.records(), (MAX_RECORDS, MAX_RECORDS));
+    // The account under attack takes no untracked IP.
+    assert!(fail(&throttle, ip(8), clock.at(4)).is_err());
+}
