@@ -23,6 +23,15 @@ async fn login(app: &TestApp, email: &str) -> (String, String) {
     )
 }
 
+/// How many sessions of `user` have not ended.
+async fn live_sessions(app: &TestApp, user: uuid::Uuid) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL")
+        .bind(user)
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("count")
+}
+
 async fn me(app: &TestApp, token: &str) -> reqwest::Response {
     app.get("/v1/me", Some(token)).await
 }
@@ -236,14 +245,7 @@ async fn disabling_a_user_ends_their_sessions() {
         "account_disabled",
     )
     .await;
-    let live: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL",
-    )
-    .bind(user)
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("count");
-    assert_eq!(live, 0);
+    assert_eq!(live_sessions(&app, user).await, 0);
     assert_problem(
         refresh(&app, &refresh_token).await,
         StatusCode::UNAUTHORIZED,
@@ -432,14 +434,7 @@ async fn sessions_whose_refresh_tokens_expired_end_and_old_ended_ones_are_pruned
         "session_ended",
     )
     .await;
-    let live: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL",
-    )
-    .bind(user)
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("count");
-    assert_eq!(live, 0);
+    assert_eq!(live_sessions(&app, user).await, 0);
 
     // Once no token names it, an ended session a day old goes.
     sqlx::query("DELETE FROM refresh_tokens")
