@@ -8,6 +8,8 @@
 # - tansu on 127.0.0.1:9092: an Apache-Kafka-protocol broker (in-memory storage) for the relay
 #   and consumer-group tests (scripts/install-tansu.sh builds it once; FRAMEGATE_KAFKA_PORT).
 # - kafka-python in a venv: an independent Kafka client the tests read the topics with.
+# - official client libraries (standardwebhooks) in a venv: the tests check our wire formats
+#   with them.
 #
 # Safe to run any number of times; prints what it did.
 set -euo pipefail
@@ -158,6 +160,18 @@ install_kafka_python() {
   fi
 }
 
+# The official client libraries of the wire formats we claim to speak, pinned: the tests
+# check our output with them rather than with code of ours.
+install_client_libraries() {
+  local venv="$TOOLS_DIR/clients-venv"
+  make_venv "$venv"
+  if ! "$venv/bin/python" -c 'import standardwebhooks' 2>/dev/null; then
+    say "installing standardwebhooks into $venv (from PyPI)"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'standardwebhooks==1.0.0'
+  fi
+}
+
 start_moto
 start_tansu
 install_kafka_python
+install_client_libraries
