@@ -1,6 +1,10 @@
 //! The request-body deadline: a request's whole body must arrive within
 //! `FRAMEGATE_HTTP_BODY_TIMEOUT_SECONDS` of its head, or the request is answered 408
-//! `request_timeout` and its connection is closed.
+//! `request_timeout` and its connection is closed. A body that declares its length gets less
+//! when it is small: [`BODY_GRACE`] plus its length at [`MIN_BODY_RATE`], so a client that
+//! sends a head and stalls on a few bytes of JSON holds its connection slot for seconds, not
+//! for the minute an upload may need (the black-box attack of issue 12: 1,100 stalled bodies
+//! kept every slot for 60 s).
 //!
 //! The deadline is total, not per read: tower-http's `RequestBodyTimeoutLayer` restarts its
 //! clock on every chunk, so a client trickling a byte every few seconds would hold a
@@ -35,7 +39,14 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     if request.body().is_end_stream() {
         return next.run(request).await;
     }
-    let timeout = state.config.http.body_timeout;
+    let timeout = deadline_for(
+        request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok()),
+        state.config.http.body_timeout,
+    );
     let expired = Arc::new(AtomicBool::new(false));
     let deadline = Instant::now() + timeout;
     let request = request.map(|body| {
@@ -67,6 +78,22 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         .headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
+}
+
+/// What any body may take beyond its length at [`MIN_BODY_RATE`].
+pub const BODY_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The slowest upload rate a declared length is granted time for (128 kbit/s).
+pub const MIN_BODY_RATE: u64 = 16 * 1024;
+
+/// The time a body of `declared` bytes (unknown: chunked) gets, at most `limit`.
+fn deadline_for(declared: Option<u64>, limit: std::time::Duration) -> std::time::Duration {
+    match declared {
+        Some(bytes) => {
+            limit.min(BODY_GRACE + std::time::Duration::from_secs(bytes / MIN_BODY_RATE))
+        }
+        None => limit,
+    }
 }
 
 /// The error a body past its deadline reads as.
@@ -122,5 +149,33 @@ impl HttpBody for DeadlineBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn small_bodies_get_seconds_and_large_ones_up_to_the_limit() {
+        let limit = Duration::from_secs(60);
+        assert_eq!(deadline_for(Some(100), limit), BODY_GRACE);
+        assert_eq!(
+            deadline_for(Some(10 * MIN_BODY_RATE), limit),
+            BODY_GRACE + Duration::from_secs(10)
+        );
+        assert_eq!(
+            deadline_for(Some(10 << 20), limit),
+            limit,
+            "a 10 MiB upload"
+        );
+        assert_eq!(deadline_for(None, limit), limit, "chunked");
+        assert_eq!(
+            deadline_for(Some(100), Duration::from_secs(2)),
+            Duration::from_secs(2),
+            "never more than the configured limit"
+        );
     }
 }

@@ -17,29 +17,35 @@ use crate::client_ip::client_ip;
 use crate::control_chars;
 use crate::error::{ApiError, FieldError};
 use crate::state::AppState;
+use crate::strict_json::StrictValue;
 
 /// `Json<T>` with clear 4xx errors: malformed JSON (400), wrong content type (415), a body
-/// over the limit (413), a string or key holding a control character (422, naming it), and
-/// fields of the wrong shape or unknown where the type forbids them (422, naming the field).
+/// over the limit (413), a key named twice in one object (422 `duplicate_field`, see
+/// `strict_json`), a string or key holding a control character (422, naming it), and fields
+/// of the wrong shape or unknown where the type forbids them (422, naming the field).
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let axum::Json(value) = axum::Json::<Value>::from_request(request, state)
-            .await
-            .map_err(json_rejection)?;
+        let axum::Json(StrictValue(value)) =
+            axum::Json::<StrictValue>::from_request(request, state)
+                .await
+                .map_err(json_rejection)?;
         from_json_value(value).map(ApiJson)
     }
 }
 
 /// A body read by hand (one that may be empty, say) the way `ApiJson` reads one.
 pub fn from_json_slice<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest {
-        status: StatusCode::BAD_REQUEST,
-        code: "malformed_json",
-        message: format!("the body is not valid JSON: {e}"),
+    let StrictValue(value) = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::Validation(vec![data_error(&e.to_string())]),
+        _ => ApiError::BadRequest {
+            status: StatusCode::BAD_REQUEST,
+            code: "malformed_json",
+            message: format!("the body is not valid JSON: {e}"),
+        },
     })?;
     from_json_value(value)
 }
@@ -155,7 +161,7 @@ fn data_error(detail: &str) -> FieldError {
         Some((head, rest)) if !head.is_empty() && !head.contains(' ') => (Some(head), rest),
         _ => (None, detail),
     };
-    let named = ["missing field `", "unknown field `"]
+    let named = ["missing field `", "unknown field `", "duplicate field `"]
         .iter()
         .find_map(|prefix| message.strip_prefix(prefix))
         .and_then(|rest| rest.split_once('`'))
@@ -166,7 +172,12 @@ fn data_error(detail: &str) -> FieldError {
         (None, Some(name)) => name.to_owned(),
         (None, None) => "body".to_owned(),
     };
-    FieldError::new(&field, "invalid_field", message)
+    let code = if message.starts_with("duplicate field `") {
+        "duplicate_field"
+    } else {
+        "invalid_field"
+    };
+    FieldError::new(&field, code, message)
 }
 
 /// The caller's IP address (see `client_ip` for proxies).

@@ -21,6 +21,7 @@ pub mod rate_limit;
 pub mod server;
 pub mod state;
 pub mod streams;
+mod strict_json;
 
 use std::future::Future;
 

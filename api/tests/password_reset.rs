@@ -197,3 +197,44 @@ async fn a_flood_of_requests_for_one_address_neither_blocks_its_owner_nor_floods
         .await;
     assert_eq!(confirm.status(), StatusCode::NO_CONTENT);
 }
+
+#[tokio::test]
+async fn junk_confirmations_naming_a_user_do_not_keep_its_owner_from_confirming() {
+    let app = TestApp::with_config(|c| {
+        c.proxies = framegate_api::client_ip::ProxyTrust::ImmediatePeer;
+        c.rate.login_per_minute = 3;
+    })
+    .await;
+    let (user, _, _) = app.signed_in_user("target@example.com").await;
+    let confirm_from = |client: &'static str, token: String| {
+        app.client
+            .post(app.url("/v1/auth/password-reset/confirm"))
+            .header("x-forwarded-for", client)
+            .json(&json!({"token": token, "new_password": "a passphrase of mine"}))
+            .send()
+    };
+    // The user id is no secret (it is in blob links): junk tokens naming it, until this IP
+    // is throttled ...
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let junk = confirm_from("203.0.113.66", format!("{user}.junk"))
+            .await
+            .expect("send");
+        statuses.push(junk.status());
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    // ... and the owner, from elsewhere, confirms with the real token.
+    ask(&app, "target@example.com").await;
+    let token = app.mailed_token_about("target@example.com", "Reset").await;
+    let owner = confirm_from("198.51.100.7", token).await.expect("send");
+    assert_eq!(owner.status(), StatusCode::NO_CONTENT);
+}

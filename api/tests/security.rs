@@ -782,3 +782,32 @@ async fn ten_thousand_junk_api_keys_from_one_ip_cost_a_bounded_number_of_lookups
     }
     assert_eq!(app.state.credentials.key_lookups() - before, 1);
 }
+
+#[tokio::test]
+async fn a_key_named_twice_in_a_body_is_refused_naming_it() {
+    let app = TestApp::spawn().await;
+    // The first value would slip past the control-character check if the last one won.
+    let response = app
+        .client
+        .post(app.url("/v1/auth/register"))
+        .header("content-type", "application/json")
+        .body(r#"{"email":"a\u0000@example.com","email":"b@example.com","password":"correct horse battery"}"#)
+        .send()
+        .await
+        .expect("send");
+    let problem = assert_problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(problem["errors"][0]["field"], "email", "{problem}");
+    assert_eq!(problem["errors"][0]["code"], "duplicate_field", "{problem}");
+    // Nothing was registered.
+    let users: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'UserRegistered'")
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("count");
+    assert_eq!(users, 0);
+}

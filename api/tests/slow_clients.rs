@@ -331,3 +331,29 @@ async fn an_image_upload_trickled_past_the_body_timeout_gets_408_and_stores_noth
     let answer = send_at_once(app.addr, &head, &body).await;
     assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
 }
+
+#[tokio::test]
+async fn a_small_body_that_stalls_gets_408_after_seconds_not_the_whole_body_timeout() {
+    // The default minute for bodies, which an upload may need: a few bytes of JSON get less.
+    let app =
+        TestApp::with_config(|config| config.http.body_timeout = Duration::from_secs(60)).await;
+    let body = json!({"email": "stalled@example.com", "password": PASSWORD}).to_string();
+    let head = format!(
+        "POST /v1/auth/register HTTP/1.1\r\nHost: framegate\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let (response, answered) = send_body_slowly(
+        app.addr,
+        head,
+        body.into_bytes(),
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 408"), "{response:?}");
+    let grace = framegate_api::body_deadline::BODY_GRACE;
+    assert!(
+        answered >= grace - Duration::from_millis(200) && answered <= grace + SLACK,
+        "answered after {answered:?}, the grace is {grace:?}"
+    );
+}

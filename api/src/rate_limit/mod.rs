@@ -1,7 +1,8 @@
 //! Request rate limits: per client IP for anonymous calls, per user for authenticated ones,
 //! and stricter ones for the `/v1/auth` endpoints: per IP for every attempt, failed logins
-//! per (IP, account) and per account ([`login`]: a guesser cannot lock the owner out), and
-//! per account for password-reset requests and confirmations.
+//! per (IP, account) and per account ([`login`]: a guesser cannot lock the owner out).
+//! Password-reset requests and confirmations are limited per IP only: an account-wide limit
+//! is one anyone can spend to keep the owner out.
 //!
 //! The buckets are in-memory GCRA limiters (governor), so each API process limits on its own;
 //! behind N replicas the effective limit is N times the configured one. Every decision is
@@ -47,8 +48,7 @@ pub struct RateConfig {
     /// Per user (tokens and API keys of one user share the bucket).
     pub user_per_minute: u32,
     /// Login and password reset: attempts per client IP; failed logins per account (and the
-    /// same number per IP and account every 15 minutes, see [`login`]); reset requests and
-    /// confirmations per account.
+    /// same number per IP and account every 15 minutes, see [`login`]).
     pub login_per_minute: u32,
     /// Per client IP: API keys looked up in the store because this process could not
     /// answer for them from memory (a key's first use, or one nobody has).
@@ -122,7 +122,6 @@ pub struct RateLimits {
     principals: Limiter<String>,
     login_ips: Limiter<IpAddr>,
     login_failures: login::LoginThrottle,
-    login_accounts: Limiter<String>,
     key_lookups: Limiter<IpAddr>,
 }
 
@@ -147,7 +146,6 @@ impl RateLimits {
             principals: per_minute(config.user_per_minute),
             login_ips: per_minute(config.login_per_minute),
             login_failures: login::LoginThrottle::new(config.login_per_minute),
-            login_accounts: per_minute(config.login_per_minute),
             key_lookups: per_minute(config.key_lookups_per_minute),
         }
     }
@@ -207,17 +205,13 @@ impl RateLimits {
     /// `ip`. Both the IP's and the account's buckets must allow it: the first stops one
     /// client trying many accounts, the second many clients trying one account. (Logins use
     /// [`RateLimits::check_login_attempt`] instead, which counts failures only.)
-    /// A password-reset request: per client IP only. Refusing by account would let anyone
-    /// who floods an address keep its owner from asking; the mail outbox's sender bounds the
-    /// mail an account gets instead (one token a minute).
-    pub fn check_reset_request(&self, ip: IpAddr, ext: &Extensions) -> Result<(), ApiError> {
+    /// A password-reset request or confirmation: per client IP only. Refusing by account
+    /// would let anyone who floods an address (or, for confirmations, sends junk tokens
+    /// naming a user id) keep its owner out; the mail outbox's sender bounds the mail an
+    /// account gets instead (one token a minute), and a reset token's 256 random bits bound
+    /// guessing.
+    pub fn check_password_reset(&self, ip: IpAddr, ext: &Extensions) -> Result<(), ApiError> {
         check(&self.login_ips, &bucket_ip(ip), ext.get::<RateLimitSlot>())
-    }
-
-    pub fn check_login(&self, ip: IpAddr, account: &str, ext: &Extensions) -> Result<(), ApiError> {
-        let slot = ext.get::<RateLimitSlot>();
-        check(&self.login_ips, &bucket_ip(ip), slot)?;
-        check(&self.login_accounts, &account.trim().to_lowercase(), slot)
     }
 
     /// Forgets buckets that are full again, bounding memory; call it periodically (every few
@@ -227,13 +221,11 @@ impl RateLimits {
         self.principals.retain_recent();
         self.login_ips.retain_recent();
         self.login_failures.retain_recent();
-        self.login_accounts.retain_recent();
         self.key_lookups.retain_recent();
         self.key_lookups.shrink_to_fit();
         self.anonymous.shrink_to_fit();
         self.principals.shrink_to_fit();
         self.login_ips.shrink_to_fit();
-        self.login_accounts.shrink_to_fit();
     }
 }
 

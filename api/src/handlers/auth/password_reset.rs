@@ -40,7 +40,7 @@ pub async fn request_password_reset(
             "this is not a valid email address",
         ));
     };
-    state.limits.check_reset_request(ip, &extensions)?;
+    state.limits.check_password_reset(ip, &extensions)?;
     // The same one statement whether or not the address has an account: the outbox's sender
     // decides, off the request path, so the answer's timing tells nothing.
     let meta = metadata(None, ip, user_agent(&headers));
@@ -75,9 +75,7 @@ pub async fn confirm_password_reset(
     ApiJson(body): ApiJson<PasswordResetConfirm>,
 ) -> Result<StatusCode, ApiError> {
     let user_id = token_user(&body.token)?;
-    state
-        .limits
-        .check_login(ip, &user_id.to_string(), &extensions)?;
+    state.limits.check_password_reset(ip, &extensions)?;
     check_password(&body.new_password).map_err(|_| {
         ApiError::Validation(vec![FieldError::new(
             "new_password",
