@@ -32,6 +32,16 @@ async fn live_sessions(app: &TestApp, user: uuid::Uuid) -> i64 {
         .expect("count")
 }
 
+/// Asserts that `token` is refused because its session has ended.
+async fn assert_ended(app: &TestApp, token: &str) {
+    assert_problem(
+        me(app, token).await,
+        StatusCode::UNAUTHORIZED,
+        "session_ended",
+    )
+    .await;
+}
+
 async fn me(app: &TestApp, token: &str) -> reqwest::Response {
     app.get("/v1/me", Some(token)).await
 }
@@ -57,12 +67,7 @@ async fn logout_ends_the_access_tokens_of_its_session_and_no_other() {
         )
         .await;
     assert_eq!(out.status(), StatusCode::NO_CONTENT);
-    assert_problem(
-        me(&app, &access).await,
-        StatusCode::UNAUTHORIZED,
-        "session_ended",
-    )
-    .await;
+    assert_ended(&app, &access).await;
     assert_eq!(
         me(&app, &other_access).await.status(),
         StatusCode::OK,
@@ -90,12 +95,7 @@ async fn a_reused_refresh_token_ends_every_access_token_of_its_session() {
     )
     .await;
     for access in [&first_access, &second_access] {
-        assert_problem(
-            me(&app, access).await,
-            StatusCode::UNAUTHORIZED,
-            "session_ended",
-        )
-        .await;
+        assert_ended(&app, access).await;
     }
 }
 
@@ -121,12 +121,7 @@ async fn logout_all_ends_every_session_of_the_user_and_leaves_api_keys_and_other
     assert_eq!(ended["sessions_ended"], 2);
 
     for access in [&phone, &laptop] {
-        assert_problem(
-            me(&app, access).await,
-            StatusCode::UNAUTHORIZED,
-            "session_ended",
-        )
-        .await;
+        assert_ended(&app, access).await;
     }
     for token in [&phone_refresh, &laptop_refresh] {
         assert_problem(
@@ -199,12 +194,7 @@ async fn a_password_reset_ends_every_access_token_and_mails_the_keys_that_surviv
     assert_eq!(confirm.status(), StatusCode::NO_CONTENT);
 
     for token in [&access, &other] {
-        assert_problem(
-            me(&app, token).await,
-            StatusCode::UNAUTHORIZED,
-            "session_ended",
-        )
-        .await;
+        assert_ended(&app, token).await;
     }
     let mail = app
         .mail_to("victim@example.com", "Your password was reset")
@@ -428,12 +418,7 @@ async fn sessions_whose_refresh_tokens_expired_end_and_old_ended_ones_are_pruned
     // (unexpired) token, so it stays until that token is gone too.
     assert_eq!((pruned.tokens, pruned.expired, pruned.sessions), (1, 1, 0));
     app.state.credentials.forget_user(user);
-    assert_problem(
-        me(&app, &access).await,
-        StatusCode::UNAUTHORIZED,
-        "session_ended",
-    )
-    .await;
+    assert_ended(&app, &access).await;
     assert_eq!(live_sessions(&app, user).await, 0);
 
     // Once no token names it, an ended session a day old goes.
