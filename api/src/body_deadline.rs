@@ -21,6 +21,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
@@ -81,17 +82,15 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
 }
 
 /// What any body may take beyond its length at [`MIN_BODY_RATE`].
-pub const BODY_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+pub const BODY_GRACE: Duration = Duration::from_secs(5);
 
 /// The slowest upload rate a declared length is granted time for (128 kbit/s).
 pub const MIN_BODY_RATE: u64 = 16 * 1024;
 
 /// The time a body of `declared` bytes (unknown: chunked) gets, at most `limit`.
-fn deadline_for(declared: Option<u64>, limit: std::time::Duration) -> std::time::Duration {
+fn deadline_for(declared: Option<u64>, limit: Duration) -> Duration {
     match declared {
-        Some(bytes) => {
-            limit.min(BODY_GRACE + std::time::Duration::from_secs(bytes / MIN_BODY_RATE))
-        }
+        Some(bytes) => limit.min(BODY_GRACE + Duration::from_secs(bytes / MIN_BODY_RATE)),
         None => limit,
     }
 }
@@ -154,8 +153,6 @@ impl HttpBody for DeadlineBody {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[test]

@@ -127,7 +127,7 @@ pub async fn end(
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(user_id) = user_id {
-        announce(conn, user_id).await?;
+        announce_credentials_changed(conn, &[user_id]).await?;
     }
     Ok(user_id)
 }
@@ -148,16 +148,29 @@ pub async fn end_all(
     .execute(&mut *conn)
     .await?
     .rows_affected();
-    announce(conn, user_id.as_uuid()).await?;
+    announce_credentials_changed(conn, &[user_id.as_uuid()]).await?;
     Ok(ended)
 }
 
-async fn announce(conn: &mut PgConnection, user_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CREDENTIALS_CHANNEL)
-        .bind(user_id.to_string())
-        .execute(conn)
-        .await?;
+/// Announces on [`CREDENTIALS_CHANNEL`] that the credentials of `user_ids` changed (the
+/// account projectors and the sessions table both call it, inside their transaction).
+pub async fn announce_credentials_changed(
+    conn: &mut PgConnection,
+    user_ids: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    if user_ids.is_empty() {
+        return Ok(());
+    }
+    // Not while a replay projects into its copy (search_path `replay_<model>`): the copy
+    // serves no one until the swap, which announces everything.
+    sqlx::query(
+        "SELECT pg_notify($1, id::text) FROM unnest($2::uuid[]) AS id
+          WHERE current_schema() NOT LIKE 'replay\\_%'",
+    )
+    .bind(CREDENTIALS_CHANNEL)
+    .bind(user_ids)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -36,29 +36,10 @@ pub use users::{UserRow, UsersProjector};
 pub use videos::{VideoRow, VideosProjector};
 
 /// The channel on which the account projectors (and the sessions table) announce that what
-/// authenticates a user changed; see `framegate_commands::sessions`.
+/// authenticates a user changed, and the one function that announces; see
+/// `framegate_commands::sessions`.
+pub(crate) use framegate_commands::sessions::announce_credentials_changed;
 pub use framegate_commands::sessions::{CREDENTIALS_ALL, CREDENTIALS_CHANNEL};
-
-/// Announces on [`CREDENTIALS_CHANNEL`] that the credentials of `user_ids` changed.
-pub(crate) async fn announce_credentials_changed(
-    conn: &mut sqlx::PgConnection,
-    user_ids: &[Uuid],
-) -> Result<(), sqlx::Error> {
-    if user_ids.is_empty() {
-        return Ok(());
-    }
-    // Not while a replay projects into its copy (search_path `replay_<model>`): the copy
-    // serves no one until the swap, which announces everything.
-    sqlx::query(
-        "SELECT pg_notify($1, id::text) FROM unnest($2::uuid[]) AS id
-          WHERE current_schema() NOT LIKE 'replay\\_%'",
-    )
-    .bind(CREDENTIALS_CHANNEL)
-    .bind(user_ids)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
 
 /// Why a projector refused an event (wrapped in a `HandlerError` that names the event).
 #[derive(Debug, thiserror::Error)]
