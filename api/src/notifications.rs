@@ -121,7 +121,7 @@ async fn credit_notice(
     event: &StoredEvent,
 ) -> Result<Option<(String, Notice)>, BoxError> {
     // Most credit events raise the balance or hold it: no lookup for those.
-    if !credits_low::available_delta(event)?.is_some_and(|delta| delta < 0) {
+    if credits_low::available_delta(event)?.is_none_or(|delta| delta >= 0) {
         return Ok(None);
     }
     let owner = Uuid::parse_str(&event.aggregate_id)?;

@@ -98,7 +98,7 @@ pub async fn crossing(
     threshold: Credits,
 ) -> Result<Option<LowCredit>, BoxError> {
     // Only a fall can cross: spare the ledger query for everything else.
-    if !available_delta(event)?.is_some_and(|delta| delta < 0) {
+    if available_delta(event)?.is_none_or(|delta| delta >= 0) {
         return Ok(None);
     }
     let Some(change) = available_around(conn, event).await? else {
