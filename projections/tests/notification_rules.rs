@@ -18,12 +18,28 @@ use uuid::Uuid;
 
 use support::{catch_up, credit_command, register, system, user_command};
 
-/// Every event in the log, in log order.
+/// Every event in the log, in log order: read again until all are readable (the log stops at
+/// the oldest transaction running in the cluster, other tests' too).
 async fn log(pool: &PgPool) -> Vec<StoredEvent> {
     let mut conn = pool.acquire().await.expect("conn");
-    read_batch(&mut conn, LogPosition::START, 10_000)
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&mut *conn)
         .await
-        .expect("log")
+        .expect("count");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let events = read_batch(&mut conn, LogPosition::START, 10_000)
+            .await
+            .expect("log");
+        if events.len() as i64 == total {
+            return events;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log never became readable"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 fn reserve(n: u128, amount: i64) -> CreditCommand {
