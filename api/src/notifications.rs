@@ -59,7 +59,7 @@ impl EventHandler for Notifier {
     }
 }
 
-/// The subscription and its handler, as the API role runs them.
+/// The subscription `Notifier` runs on (tests drain it by hand).
 pub fn subscription(pool: PgPool) -> Subscription {
     Subscription::new(SUBSCRIPTION, pool)
 }

@@ -1,6 +1,7 @@
-//! Email notifications (issue 13.6): preferences on `PATCH /v1/me`, and the notification
-//! subscription that records a mail in the outbox for each completed or failed video and each
-//! fall below the low-credit threshold of a user who opted in, exactly once per event.
+//! Email notifications (issue 13.6): the notification subscription records a mail in the
+//! outbox for each completed or failed video and each fall below the low-credit threshold of
+//! a user who opted in (`PATCH /v1/me`, tested in `notification_preferences.rs`), exactly once
+//! per event.
 //!
 //! The subscription is drained by hand (`notify`), the outbox's sender runs as in the API,
 //! and mail is read back from the test's own mailbox directory.
@@ -9,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_problem, TestApp};
+use common::TestApp;
 use framegate_api::mail::{outbox, read_mailbox, StoredMail};
 use framegate_api::notifications::{self, Notifier};
 use framegate_commands::{Actor, CommandMetadata};
@@ -137,165 +138,6 @@ async fn outbox_rows(app: &TestApp, kind: &str) -> i64 {
         .fetch_one(&app.db.pool)
         .await
         .expect("count")
-}
-
-#[tokio::test]
-async fn preferences_start_off_and_a_patch_changes_only_what_it_names() {
-    let app = TestApp::spawn().await;
-    let (user, token, _) = app.signed_in_user("prefs@example.com").await;
-    let me: Value = app
-        .get("/v1/me", Some(&token))
-        .await
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(
-        me["notify"],
-        json!({"video_completed": false, "video_failed": false, "credits_low": false,
-               "credits_low_threshold": 100})
-    );
-
-    let notify = set_notify(
-        &app,
-        &token,
-        json!({"video_failed": true, "credits_low_threshold": 0}),
-    )
-    .await;
-    assert_eq!(
-        notify,
-        json!({"video_completed": false, "video_failed": true, "credits_low": false,
-               "credits_low_threshold": 0})
-    );
-    let notify = set_notify(&app, &token, json!({"credits_low": true})).await;
-    assert_eq!(notify["video_failed"], true, "kept: {notify}");
-    assert_eq!(notify["credits_low"], true);
-    assert_eq!(notify["credits_low_threshold"], 0);
-
-    // Setting what is set already, or nothing at all, records nothing.
-    let changes = || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM events WHERE aggregate_id = $1
-                AND event_type = 'NotificationPreferencesChanged'",
-        )
-        .bind(user.to_string())
-        .fetch_one(&app.db.pool)
-        .await
-        .expect("count")
-    };
-    assert_eq!(changes().await, 2);
-    set_notify(&app, &token, json!({"credits_low": true})).await;
-    assert_eq!(
-        patch_me(&app, &token, json!({})).await.status(),
-        StatusCode::OK
-    );
-    assert_eq!(changes().await, 2);
-}
-
-#[tokio::test]
-async fn bad_patches_are_refused_with_stable_codes_and_change_nothing() {
-    let app = TestApp::spawn().await;
-    let (_, token, _) = app.signed_in_user("strict@example.com").await;
-    for (body, field, code) in [
-        (
-            json!({"notify": {"credits_low_threshold": -1}}),
-            "notify.credits_low_threshold",
-            "out_of_range",
-        ),
-        (
-            json!({"notify": {"credits_low_threshold": 1.5}}),
-            "notify.credits_low_threshold",
-            "invalid_field",
-        ),
-        (
-            json!({"notify": {"video_completed": "yes"}}),
-            "notify.video_completed",
-            "invalid_field",
-        ),
-        (
-            json!({"notify": {"video_completed": null}}),
-            "notify.video_completed",
-            "invalid_field",
-        ),
-        (
-            json!({"notify": {"video_done": true}}),
-            "notify.video_done",
-            "invalid_field",
-        ),
-        (
-            json!({"email": "new@example.com"}),
-            "email",
-            "invalid_field",
-        ),
-        (json!({"notify": true}), "notify", "invalid_field"),
-    ] {
-        let problem = assert_problem(
-            patch_me(&app, &token, body.clone()).await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
-        )
-        .await;
-        assert_eq!(problem["errors"][0]["field"], field, "{body}: {problem}");
-        assert_eq!(problem["errors"][0]["code"], code, "{body}: {problem}");
-    }
-
-    let twice = app
-        .client
-        .patch(app.url("/v1/me"))
-        .bearer_auth(&token)
-        .header("content-type", "application/json")
-        .body(r#"{"notify": {"video_failed": true, "video_failed": false}}"#)
-        .send()
-        .await
-        .expect("request");
-    let problem =
-        assert_problem(twice, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
-    assert_eq!(problem["errors"][0]["code"], "duplicate_field", "{problem}");
-
-    let anonymous = app
-        .request(
-            Method::PATCH,
-            "/v1/me",
-            None,
-            Some(json!({"notify": {"video_failed": true}})),
-        )
-        .await;
-    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
-
-    // A narrow API key may read the account but not change it.
-    let key: Value = app
-        .post(
-            "/v1/api-keys",
-            Some(&token),
-            json!({"name": "reader", "scopes": ["videos:read"]}),
-        )
-        .await
-        .json()
-        .await
-        .expect("json");
-    let secret = key["secret"].as_str().expect("secret");
-    assert_eq!(
-        app.get("/v1/me", Some(secret)).await.status(),
-        StatusCode::OK
-    );
-    assert_problem(
-        patch_me(&app, secret, json!({"notify": {"video_failed": true}})).await,
-        StatusCode::FORBIDDEN,
-        "insufficient_scope",
-    )
-    .await;
-
-    let me: Value = app
-        .get("/v1/me", Some(&token))
-        .await
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(
-        me["notify"],
-        json!({"video_completed": false, "video_failed": false, "credits_low": false,
-               "credits_low_threshold": 100}),
-        "nothing refused was recorded"
-    );
 }
 
 #[tokio::test]
