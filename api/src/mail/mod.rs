@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 mod mailbox;
 pub mod outbox;
+mod webhook_disabled;
 
 use mailbox::write_to_mailbox;
 pub use mailbox::{read_mailbox, StoredMail};

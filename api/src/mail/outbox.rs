@@ -52,6 +52,16 @@ pub enum Outgoing {
     },
     /// The password of `user_id` was reset: confirm it, listing the API keys that survive it.
     PasswordWasReset { user_id: uuid::Uuid },
+    /// The webhook sender disabled an endpoint of `user_id` (written by the worker,
+    /// `framegate_workers::webhooks::outcome`).
+    WebhookDisabled {
+        user_id: uuid::Uuid,
+        endpoint_id: uuid::Uuid,
+        url: Option<String>,
+        /// `gone` or `failing`.
+        reason: String,
+        detail: String,
+    },
 }
 
 impl Outgoing {
@@ -59,6 +69,7 @@ impl Outgoing {
         match self {
             Outgoing::PasswordReset { .. } => "password_reset",
             Outgoing::PasswordWasReset { .. } => "password_was_reset",
+            Outgoing::WebhookDisabled { .. } => "webhook_disabled",
         }
     }
 }
@@ -203,6 +214,21 @@ async fn deliver(state: &AppState, mail: Outgoing) -> Result<(), String> {
         }
         Outgoing::PasswordWasReset { user_id } => {
             reset_confirmation(state, UserId::from_uuid(user_id)).await
+        }
+        Outgoing::WebhookDisabled {
+            user_id,
+            endpoint_id,
+            url,
+            reason,
+            detail,
+        } => {
+            let notice = super::webhook_disabled::Notice {
+                endpoint_id,
+                url: url.as_deref(),
+                reason: &reason,
+                detail: &detail,
+            };
+            super::webhook_disabled::send(state, UserId::from_uuid(user_id), &notice).await
         }
     }
 }
