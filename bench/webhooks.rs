@@ -50,11 +50,17 @@ async fn receiver() -> (String, Arrivals) {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_owned();
-            seen.lock().expect("arrivals").entry(id).or_default().push(Instant::now());
+            seen.lock()
+                .expect("arrivals")
+                .entry(id)
+                .or_default()
+                .push(Instant::now());
             "ok"
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -147,7 +153,8 @@ async fn main() {
     tx.commit().await.expect("commit");
     let started = Instant::now();
     let (drain_stop, drain_stopped) = watch::channel(false);
-    let draining = tokio::spawn(sender(&pool, &store).run(Some(notifications.clone()), drain_stopped));
+    let draining =
+        tokio::spawn(sender(&pool, &store).run(Some(notifications.clone()), drain_stopped));
     while delivered(&pool).await < deliveries_n as i64 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -191,7 +198,8 @@ async fn main() {
     );
 
     // (b) Latency: the subscription and the sender as the worker runs them.
-    let subscription = Subscription::new(SUBSCRIPTION, pool.clone()).with_notifications(notifications.clone());
+    let subscription =
+        Subscription::new(SUBSCRIPTION, pool.clone()).with_notifications(notifications.clone());
     let mut sub_stopped = stopped.clone();
     tokio::spawn(async move {
         let handler = WebhookEnqueuer::new(Duration::from_secs(3600));
@@ -289,7 +297,9 @@ async fn drive(store: &EventStore, owner: UserId, meta: &CommandMetadata) -> Vid
         external_id: None,
         webhook: None,
     };
-    request_video(store, video, spec, meta, None).await.expect("request");
+    request_video(store, video, spec, meta, None)
+        .await
+        .expect("request");
     let system = CommandMetadata::new_request(Actor::System);
     for command in [
         VideoCommand::StartSubmission {

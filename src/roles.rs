@@ -223,7 +223,14 @@ pub async fn worker(
             .with_notifications(notifications.clone()),
         Arc::new(ImageCleanup::new(blobs.clone())),
     );
-    webhook_delivery(tasks, pool, &store, &blobs, settings.webhooks, notifications)?;
+    webhook_delivery(
+        tasks,
+        pool,
+        &store,
+        &blobs,
+        settings.webhooks,
+        notifications,
+    )?;
     // Retries and videos that waited for a provider.
     let stopped = tasks.stopped();
     tasks.spawn("dispatcher_sweeps", async move {

@@ -66,9 +66,21 @@ async fn a_requests_webhook_url_is_checked_like_an_endpoints() {
     let app = TestApp::spawn().await;
     let (_, token, _) = app.signed_in_user("hooks@example.com").await;
     for (extra, field, code) in [
-        (json!({"webhook_url": "ftp://example.com/in"}), "webhook_url", "invalid_url"),
-        (json!({"webhook_url": "https://user:pw@example.com/in"}), "webhook_url", "invalid_url"),
-        (json!({"webhook_url": "https://example.com/in#x"}), "webhook_url", "invalid_url"),
+        (
+            json!({"webhook_url": "ftp://example.com/in"}),
+            "webhook_url",
+            "invalid_url",
+        ),
+        (
+            json!({"webhook_url": "https://user:pw@example.com/in"}),
+            "webhook_url",
+            "invalid_url",
+        ),
+        (
+            json!({"webhook_url": "https://example.com/in#x"}),
+            "webhook_url",
+            "invalid_url",
+        ),
         (
             json!({"webhook_url": "https://example.com/in", "webhook_events_filter": ["video.done"]}),
             "webhook_events_filter",
@@ -84,14 +96,25 @@ async fn a_requests_webhook_url_is_checked_like_an_endpoints() {
             "webhook_events_filter",
             "no_event_types",
         ),
-        (json!({"webhook_events_filter": ["video.completed"]}), "webhook_events_filter", "requires_webhook_url"),
+        (
+            json!({"webhook_events_filter": ["video.completed"]}),
+            "webhook_events_filter",
+            "requires_webhook_url",
+        ),
     ] {
         for path in ["/v1/videos", "/v1/videos/estimate"] {
             let response = app.post(path, Some(&token), video(extra.clone())).await;
-            let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+            let problem = assert_problem(
+                response,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+            )
+            .await;
             let errors = problem["errors"].as_array().cloned().unwrap_or_default();
             assert!(
-                errors.iter().any(|e| e["field"] == field && e["code"] == code),
+                errors
+                    .iter()
+                    .any(|e| e["field"] == field && e["code"] == code),
                 "{path} {extra}: {problem}"
             );
         }
@@ -105,7 +128,10 @@ async fn a_requests_webhook_url_is_checked_like_an_endpoints() {
         )
         .await;
     assert_eq!(created.status(), StatusCode::CREATED);
-    let id = created.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_owned();
+    let id = created.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     let payload: Value = sqlx::query_scalar(
         "SELECT payload FROM events WHERE aggregate_id = $1 AND event_type = 'VideoRequested'",
     )
@@ -126,7 +152,11 @@ async fn a_requests_webhook_url_receives_its_events_signed_with_the_default_secr
     let _delivering = deliver(&app);
     let (_, token, _) = app.signed_in_user("own-url@example.com").await;
     let created = app
-        .post("/v1/videos", Some(&token), video(json!({"webhook_url": receiver.url("/mine")})))
+        .post(
+            "/v1/videos",
+            Some(&token),
+            video(json!({"webhook_url": receiver.url("/mine")})),
+        )
         .await;
     assert_eq!(created.status(), StatusCode::CREATED);
     let received = receiver.wait_for("/mine", 1, WAIT).await;
@@ -142,7 +172,10 @@ async fn a_requests_webhook_url_receives_its_events_signed_with_the_default_secr
 }
 
 fn assert_valid(received: &receiver::Received, secret: &WebhookSecret) {
-    let timestamp: i64 = received.header("webhook-timestamp").parse().expect("timestamp");
+    let timestamp: i64 = received
+        .header("webhook-timestamp")
+        .parse()
+        .expect("timestamp");
     assert_eq!(
         verify(
             secret,
@@ -157,7 +190,9 @@ fn assert_valid(received: &receiver::Received, secret: &WebhookSecret) {
 }
 
 async fn endpoint(app: &TestApp, token: &str, url: &str) -> (String, WebhookSecret) {
-    let response = app.post("/v1/webhooks", Some(token), json!({"url": url})).await;
+    let response = app
+        .post("/v1/webhooks", Some(token), json!({"url": url}))
+        .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let created: Value = response.json().await.expect("json");
     let secret = WebhookSecret::parse(created["secret"].as_str().expect("secret")).expect("whsec");
@@ -178,18 +213,25 @@ async fn test_deliveries_arrive_are_logged_paged_and_retried() {
     let (_, token, _) = app.signed_in_user("log@example.com").await;
     let (id, secret) = endpoint(&app, &token, &receiver.url("/in")).await;
 
-    let queued = app.post(&format!("/v1/webhooks/{id}/test"), Some(&token), json!({})).await;
+    let queued = app
+        .post(&format!("/v1/webhooks/{id}/test"), Some(&token), json!({}))
+        .await;
     assert_eq!(queued.status(), StatusCode::ACCEPTED);
     let queued: Value = queued.json().await.expect("json");
     assert_eq!(queued["event_type"], "webhook.test");
     assert_eq!(queued["status"], "pending");
     let received = receiver.wait_for("/in", 1, WAIT).await;
     assert_valid(&received[0], &secret);
-    assert_eq!(received[0].header("webhook-id"), queued["message_id"].as_str().expect("id"));
+    assert_eq!(
+        received[0].header("webhook-id"),
+        queued["message_id"].as_str().expect("id")
+    );
     assert_eq!(received[0].json()["data"]["endpoint_id"], id.as_str());
 
     for _ in 0..2 {
-        let response = app.post(&format!("/v1/webhooks/{id}/test"), Some(&token), json!({})).await;
+        let response = app
+            .post(&format!("/v1/webhooks/{id}/test"), Some(&token), json!({}))
+            .await;
         assert_eq!(response.status(), StatusCode::ACCEPTED);
     }
     receiver.wait_for("/in", 3, WAIT).await;
@@ -205,25 +247,40 @@ async fn test_deliveries_arrive_are_logged_paged_and_retried() {
     let second = deliveries(&app, &token, &format!("{path}&cursor={cursor}")).await;
     let rest = second["items"].as_array().expect("items");
     assert_eq!(rest.len(), 1);
-    assert_eq!(rest[0]["id"], queued["id"], "newest first: the first test is last");
+    assert_eq!(
+        rest[0]["id"], queued["id"],
+        "newest first: the first test is last"
+    );
     assert!(second["next_cursor"].is_null());
 
     // A retry sends the same message again.
     let retried = app
         .post(
-            &format!("/v1/webhooks/{id}/deliveries/{}/retry", queued["id"].as_str().expect("id")),
+            &format!(
+                "/v1/webhooks/{id}/deliveries/{}/retry",
+                queued["id"].as_str().expect("id")
+            ),
             Some(&token),
             json!({}),
         )
         .await;
     assert_eq!(retried.status(), StatusCode::ACCEPTED);
-    assert_eq!(retried.json::<Value>().await.expect("json")["status"], "pending");
+    assert_eq!(
+        retried.json::<Value>().await.expect("json")["status"],
+        "pending"
+    );
     let received = receiver.wait_for("/in", 4, WAIT).await;
-    assert_eq!(received[3].header("webhook-id"), received[0].header("webhook-id"));
+    assert_eq!(
+        received[3].header("webhook-id"),
+        received[0].header("webhook-id")
+    );
     let attempts = deliveries(
         &app,
         &token,
-        &format!("/v1/webhooks/{id}/deliveries/{}/attempts", queued["id"].as_str().expect("id")),
+        &format!(
+            "/v1/webhooks/{id}/deliveries/{}/attempts",
+            queued["id"].as_str().expect("id")
+        ),
     )
     .await;
     let deadline = std::time::Instant::now() + WAIT;
@@ -233,7 +290,10 @@ async fn test_deliveries_arrive_are_logged_paged_and_retried() {
         attempts = deliveries(
             &app,
             &token,
-            &format!("/v1/webhooks/{id}/deliveries/{}/attempts", queued["id"].as_str().expect("id")),
+            &format!(
+                "/v1/webhooks/{id}/deliveries/{}/attempts",
+                queued["id"].as_str().expect("id")
+            ),
         )
         .await;
     }
@@ -242,23 +302,52 @@ async fn test_deliveries_arrive_are_logged_paged_and_retried() {
 
     // Someone else's endpoint and unknown deliveries do not exist.
     let (_, stranger, _) = app.signed_in_user("stranger@example.com").await;
-    let response = app.get(&format!("/v1/webhooks/{id}/deliveries"), Some(&stranger)).await;
-    assert_problem(response, StatusCode::NOT_FOUND, "not_found").await;
-    let response = app.post(&format!("/v1/webhooks/{id}/test"), Some(&stranger), json!({})).await;
-    assert_problem(response, StatusCode::NOT_FOUND, "not_found").await;
     let response = app
-        .post(&format!("/v1/webhooks/{id}/deliveries/{}/retry", Uuid::now_v7()), Some(&token), json!({}))
+        .get(&format!("/v1/webhooks/{id}/deliveries"), Some(&stranger))
         .await;
     assert_problem(response, StatusCode::NOT_FOUND, "not_found").await;
-    let response = app.get(&format!("/v1/webhooks/{id}/deliveries?cursor=abc"), Some(&token)).await;
-    assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    let response = app
+        .post(
+            &format!("/v1/webhooks/{id}/test"),
+            Some(&stranger),
+            json!({}),
+        )
+        .await;
+    assert_problem(response, StatusCode::NOT_FOUND, "not_found").await;
+    let response = app
+        .post(
+            &format!("/v1/webhooks/{id}/deliveries/{}/retry", Uuid::now_v7()),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_problem(response, StatusCode::NOT_FOUND, "not_found").await;
+    let response = app
+        .get(
+            &format!("/v1/webhooks/{id}/deliveries?cursor=abc"),
+            Some(&token),
+        )
+        .await;
+    assert_problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
 
     // A disabled endpoint takes no test.
     let disabled = app
-        .request(reqwest::Method::PATCH, &format!("/v1/webhooks/{id}"), Some(&token), Some(json!({"enabled": false})))
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/v1/webhooks/{id}"),
+            Some(&token),
+            Some(json!({"enabled": false})),
+        )
         .await;
     assert_eq!(disabled.status(), StatusCode::OK);
-    let response = app.post(&format!("/v1/webhooks/{id}/test"), Some(&token), json!({})).await;
+    let response = app
+        .post(&format!("/v1/webhooks/{id}/test"), Some(&token), json!({}))
+        .await;
     assert_problem(response, StatusCode::CONFLICT, "endpoint_disabled").await;
 }
 
@@ -287,14 +376,22 @@ async fn the_worker_s_disabled_endpoint_notice_is_mailed_to_the_owner() {
          SELECT pg_notify('framegate_mail', '')",
     )
     .bind(framegate_workers::webhooks::outcome::MAIL_KIND)
-    .bind(json!({"kind": "webhook_disabled", "user_id": user_id, "endpoint_id": endpoint,
+    .bind(
+        json!({"kind": "webhook_disabled", "user_id": user_id, "endpoint_id": endpoint,
                  "url": "https://hooks.example.com/in", "reason": "failing",
-                 "detail": "every delivery failed for 120 hours (last: answered 500)"}))
+                 "detail": "every delivery failed for 120 hours (last: answered 500)"}),
+    )
     .execute(&app.db.pool)
     .await
     .expect("enqueue");
-    let mail = app.mail_to("owner@example.com", "A webhook endpoint was disabled").await;
-    assert!(mail.body.contains("https://hooks.example.com/in"), "{}", mail.body);
+    let mail = app
+        .mail_to("owner@example.com", "A webhook endpoint was disabled")
+        .await;
+    assert!(
+        mail.body.contains("https://hooks.example.com/in"),
+        "{}",
+        mail.body
+    );
     assert!(mail.body.contains(&endpoint.to_string()));
     assert!(mail.body.contains("answered 500"));
 }

@@ -49,7 +49,10 @@ pub struct Envelope<'a, T: Serialize> {
 pub enum Target {
     Endpoint(Uuid),
     /// A video's per-request URL.
-    VideoUrl { video_id: Uuid, url: String },
+    VideoUrl {
+        video_id: Uuid,
+        url: String,
+    },
 }
 
 impl Target {

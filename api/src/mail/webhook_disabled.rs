@@ -15,7 +15,11 @@ pub(super) struct Notice<'a> {
     pub detail: &'a str,
 }
 
-pub(super) async fn send(state: &AppState, user_id: UserId, notice: &Notice<'_>) -> Result<(), String> {
+pub(super) async fn send(
+    state: &AppState,
+    user_id: UserId,
+    notice: &Notice<'_>,
+) -> Result<(), String> {
     let Some(user) = users::get(&state.pool, user_id)
         .await
         .map_err(|e| e.to_string())?

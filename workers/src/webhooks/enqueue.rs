@@ -22,9 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use cqrs_es::Aggregate as _;
-use framegate_commands::webhook_deliveries::{
-    enqueue, message_id, Envelope, NewDelivery, Target,
-};
+use framegate_commands::webhook_deliveries::{enqueue, message_id, Envelope, NewDelivery, Target};
 use framegate_domain::{CreditAccount, CreditEvent, UserId, Video, VideoId};
 use framegate_projections::read_models::videos::as_of::as_of;
 use framegate_projections::read_models::webhook_endpoints;
@@ -78,7 +76,9 @@ impl EventHandler for WebhookEnqueuer {
         let Some(kind) = webhook_type(&event.aggregate_type, &event.event_type) else {
             return Ok(());
         };
-        let age = (Utc::now() - event.recorded_at).to_std().unwrap_or_default();
+        let age = (Utc::now() - event.recorded_at)
+            .to_std()
+            .unwrap_or_default();
         if age > self.max_age {
             return Ok(());
         }
@@ -108,7 +108,11 @@ async fn video_deliveries(
         .into_iter()
         .map(|endpoint| Target::Endpoint(endpoint.endpoint_id))
         .collect();
-    if let Some(webhook) = spec.webhook.as_ref().filter(|w| w.events.iter().any(|e| e == kind)) {
+    if let Some(webhook) = spec
+        .webhook
+        .as_ref()
+        .filter(|w| w.events.iter().any(|e| e == kind))
+    {
         targets.push(Target::VideoUrl {
             video_id: video_id.as_uuid(),
             url: webhook.url.clone(),

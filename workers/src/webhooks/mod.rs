@@ -62,7 +62,11 @@ impl WebhookConfig {
     /// Reads the `FRAMEGATE_WEBHOOK_*` variables and `FRAMEGATE_DOWNLOAD_TTL_SECONDS`; blank
     /// means unset.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let set = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let set = |name: &str| {
+            get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let mut config = Self::default();
         if let Some(value) = set(ALLOW_PRIVATE) {
             config.allow_private = match value.to_ascii_lowercase().as_str() {
@@ -78,7 +82,9 @@ impl WebhookConfig {
         let duration = |name: &str, value: String| {
             parse_duration(&value)
                 .filter(|d| !d.is_zero())
-                .ok_or_else(|| format!("{name}: {value:?} is not a duration (e.g. 500ms, 10s, 5m, 2h, 3d)"))
+                .ok_or_else(|| {
+                    format!("{name}: {value:?} is not a duration (e.g. 500ms, 10s, 5m, 2h, 3d)")
+                })
         };
         if let Some(value) = set(RETRY_WINDOW) {
             config.retry_window = duration(RETRY_WINDOW, value)?;
@@ -94,7 +100,9 @@ impl WebhookConfig {
                 .parse::<usize>()
                 .ok()
                 .filter(|n| (1..=10_000).contains(n))
-                .ok_or_else(|| format!("{CONCURRENCY}: {value:?} is not a number from 1 to 10000"))?;
+                .ok_or_else(|| {
+                    format!("{CONCURRENCY}: {value:?} is not a number from 1 to 10000")
+                })?;
         }
         if let Some(value) = set("FRAMEGATE_DOWNLOAD_TTL_SECONDS") {
             config.link_ttl = Duration::from_secs(
@@ -122,8 +130,12 @@ pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
     let delays: Vec<Duration> = text
         .split(',')
         .map(|part| {
-            parse_duration(part.trim())
-                .ok_or_else(|| format!("{:?} is not a duration (e.g. 500ms, 5s, 5m, 2h)", part.trim()))
+            parse_duration(part.trim()).ok_or_else(|| {
+                format!(
+                    "{:?} is not a duration (e.g. 500ms, 5s, 5m, 2h)",
+                    part.trim()
+                )
+            })
         })
         .collect::<Result<_, _>>()?;
     if delays.is_empty() {
@@ -181,15 +193,18 @@ mod tests {
             [100, 1000, 120_000].map(Duration::from_millis).to_vec()
         );
         assert_eq!(config.retry_window, Duration::from_secs(7200));
-        assert_eq!((config.concurrency, config.timeout), (4, Duration::from_secs(2)));
+        assert_eq!(
+            (config.concurrency, config.timeout),
+            (4, Duration::from_secs(2))
+        );
         for (name, bad) in [
             (RETRY_SCHEDULE, "5x"),
             (RETRY_WINDOW, "0s"),
             (CONCURRENCY, "0"),
             (ALLOW_PRIVATE, "maybe"),
         ] {
-            let error = WebhookConfig::from_lookup(|n| (n == name).then(|| bad.to_owned()))
-                .expect_err(bad);
+            let error =
+                WebhookConfig::from_lookup(|n| (n == name).then(|| bad.to_owned())).expect_err(bad);
             assert!(error.starts_with(name), "{error}");
         }
     }

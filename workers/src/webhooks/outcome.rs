@@ -55,13 +55,24 @@ pub async fn record(
     let (status, next_attempt_at, error) = if answer.delivered() {
         ("delivered", now, None)
     } else if answer.gone() {
-        ("failed", now, Some("answered 410 Gone: the endpoint is disabled".to_owned()))
+        (
+            "failed",
+            now,
+            Some("answered 410 Gone: the endpoint is disabled".to_owned()),
+        )
     } else {
         let next = now + jittered(config.delay_after(claimed.attempts));
         let window = chrono::Duration::from_std(config.retry_window).unwrap_or_default();
         if next > claimed.window_started_at + window {
             let error = answer.error.clone().unwrap_or_default();
-            ("failed", now, Some(format!("{error}; given up after {} attempts", claimed.attempts)))
+            (
+                "failed",
+                now,
+                Some(format!(
+                    "{error}; given up after {} attempts",
+                    claimed.attempts
+                )),
+            )
         } else {
             ("pending", next, answer.error.clone())
         }
@@ -163,7 +174,11 @@ pub async fn disable(
             answer.error.as_deref().unwrap_or("no answer")
         ),
     };
-    let detail: String = detail.chars().filter(|c| !c.is_control()).take(500).collect();
+    let detail: String = detail
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(500)
+        .collect();
     let metadata = CommandMetadata::new_request(Actor::System);
     let recorded = framegate_commands::webhooks::execute(
         store,
@@ -202,5 +217,6 @@ pub async fn disable(
 /// `delay` ± 20 %, so endpoints that failed together do not retry together.
 fn jittered(delay: std::time::Duration) -> chrono::Duration {
     let factor = rand::thread_rng().gen_range(0.8..1.2);
-    chrono::Duration::from_std(delay.mul_f64(factor)).unwrap_or_else(|_| chrono::Duration::days(365))
+    chrono::Duration::from_std(delay.mul_f64(factor))
+        .unwrap_or_else(|_| chrono::Duration::days(365))
 }

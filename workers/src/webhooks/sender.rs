@@ -78,7 +78,11 @@ impl Sender {
     }
 
     /// Sends until `stopped` flips, then lets the attempts in flight finish.
-    pub async fn run(self, notifications: Option<Notifications>, mut stopped: watch::Receiver<bool>) {
+    pub async fn run(
+        self,
+        notifications: Option<Notifications>,
+        mut stopped: watch::Receiver<bool>,
+    ) {
         let mut heard = notifications.as_ref().map(Notifications::subscribe);
         let mut in_flight: JoinSet<()> = JoinSet::new();
         let mut state = State::Claiming;
@@ -145,7 +149,10 @@ impl Sender {
         }
     }
 
-    async fn try_deliver(&self, claimed: &Claimed) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    async fn try_deliver(
+        &self,
+        claimed: &Claimed,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let (Some(url), None) = (&claimed.url, &claimed.endpoint_off) else {
             let why = claimed.endpoint_off.as_deref().unwrap_or("deleted");
             outcome::skip(&self.pool, claimed, &format!("the endpoint is {why}")).await?;
@@ -171,12 +178,26 @@ impl Sender {
         };
         debug!(delivery = %claimed.delivery_id, status = ?answer.status, error = ?answer.error, "webhooks: attempt");
         if answer.gone() {
-            outcome::disable(&self.pool, &self.store, claimed, DisabledReason::Gone, &answer, &self.config)
-                .await?;
+            outcome::disable(
+                &self.pool,
+                &self.store,
+                claimed,
+                DisabledReason::Gone,
+                &answer,
+                &self.config,
+            )
+            .await?;
         }
         if outcome::record(&self.pool, &self.config, claimed, started_at, &answer).await? {
-            outcome::disable(&self.pool, &self.store, claimed, DisabledReason::Failing, &answer, &self.config)
-                .await?;
+            outcome::disable(
+                &self.pool,
+                &self.store,
+                claimed,
+                DisabledReason::Failing,
+                &answer,
+                &self.config,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -209,7 +230,9 @@ impl Sender {
             return Err("the endpoint has no signing secret".into());
         }
         let body = match (&self.blobs, claimed.event_type.as_str()) {
-            (Some(blobs), "video.completed") => with_links(&claimed.body, blobs, &self.config).await?,
+            (Some(blobs), "video.completed") => {
+                with_links(&claimed.body, blobs, &self.config).await?
+            }
             _ => claimed.body.clone(),
         };
         Ok((secrets, body))
@@ -254,7 +277,11 @@ async fn woken(heard: &mut Option<Heard>) {
 }
 
 /// Leases up to `limit` due heads of queues.
-pub async fn claim(pool: &PgPool, limit: usize, lease: Duration) -> Result<Vec<Claimed>, sqlx::Error> {
+pub async fn claim(
+    pool: &PgPool,
+    limit: usize,
+    lease: Duration,
+) -> Result<Vec<Claimed>, sqlx::Error> {
     sqlx::query_as(
         "WITH due AS (
              SELECT d.delivery_id FROM webhook_deliveries d

@@ -90,8 +90,8 @@ impl Rig {
     }
 
     pub fn start_subscription(&self) {
-        let subscription =
-            Subscription::new(SUBSCRIPTION, self.db.pool.clone()).with_poll_interval(Duration::from_millis(20));
+        let subscription = Subscription::new(SUBSCRIPTION, self.db.pool.clone())
+            .with_poll_interval(Duration::from_millis(20));
         let mut stopped = self.stop.subscribe();
         tokio::spawn(async move {
             let handler = WebhookEnqueuer::new(Duration::from_secs(3600));
@@ -245,7 +245,10 @@ impl Rig {
             if condition(&state) {
                 return state;
             }
-            assert!(std::time::Instant::now() < deadline, "deliveries: {state:?}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "deliveries: {state:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -259,7 +262,10 @@ impl Drop for Rig {
 
 /// Checks a received delivery as a receiver would (our verifier).
 pub fn assert_signed(received: &receiver::Received, secret: &WebhookSecret) {
-    let timestamp: i64 = received.header("webhook-timestamp").parse().expect("timestamp");
+    let timestamp: i64 = received
+        .header("webhook-timestamp")
+        .parse()
+        .expect("timestamp");
     assert_eq!(
         verify(
             secret,
@@ -274,7 +280,9 @@ pub fn assert_signed(received: &receiver::Received, secret: &WebhookSecret) {
         received.body
     );
     assert_eq!(received.header("content-type"), "application/json");
-    assert!(received.header("user-agent").starts_with("Framegate-Webhooks/"));
+    assert!(received
+        .header("user-agent")
+        .starts_with("Framegate-Webhooks/"));
 }
 
 /// What the official `standardwebhooks` library (PyPI, pinned in scripts/services.sh) says
@@ -304,6 +312,10 @@ except Exception as error:
         ])
         .output()
         .unwrap_or_else(|e| panic!("run {python} (FRAMEGATE_TEST_CLIENTS_PYTHON): {e}"));
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }

@@ -22,7 +22,13 @@ pub(super) fn parse(body: &VideoRequestBody) -> Result<Option<VideoWebhook>, Vec
     };
     let mut errors = Vec::new();
     let url = validate_url(url)
-        .map_err(|error| errors.push(FieldError::new("webhook_url", error.code(), error.to_string())))
+        .map_err(|error| {
+            errors.push(FieldError::new(
+                "webhook_url",
+                error.code(),
+                error.to_string(),
+            ))
+        })
         .ok();
     let events = match body.webhook_events_filter.clone() {
         None => Some(DEFAULT_EVENT_TYPES.map(str::to_owned).to_vec()),

@@ -123,7 +123,8 @@ pub async fn list(
         })
         .transpose()?;
     let endpoint = owned(&state, &principal, id).await?;
-    let rows = webhook_deliveries::list(&state.pool, endpoint.endpoint_id, before, limit + 1).await?;
+    let rows =
+        webhook_deliveries::list(&state.pool, endpoint.endpoint_id, before, limit + 1).await?;
     Ok(Json(Page::from_rows(
         rows,
         limit,
@@ -224,9 +225,13 @@ async fn owned(
     principal: &Principal,
     id: Uuid,
 ) -> Result<WebhookEndpointRow, ApiError> {
-    webhook_endpoints::get(&state.pool, principal.user_id, WebhookEndpointId::from_uuid(id))
-        .await?
-        .ok_or(ApiError::NotFound)
+    webhook_endpoints::get(
+        &state.pool,
+        principal.user_id,
+        WebhookEndpointId::from_uuid(id),
+    )
+    .await?
+    .ok_or(ApiError::NotFound)
 }
 
 /// Deliveries to a disabled endpoint would not be sent: 409 says so at once.
