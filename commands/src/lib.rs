@@ -29,6 +29,7 @@ pub mod verification;
 pub mod videos;
 pub mod webhook_deliveries;
 pub mod webhook_signature;
+pub mod webhooks;
 
 pub use error::CommandError;
 pub use metadata::{Actor, CommandMetadata};

@@ -13,23 +13,24 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
-use super::{api_keys, credit_accounts, credit_ledger, images, users, videos};
+use super::{api_keys, credit_accounts, credit_ledger, images, users, videos, webhook_endpoints};
 use super::{
     ApiKeysProjector, CreditAccountsProjector, CreditLedgerProjector, ImagesProjector,
-    UsersProjector, VideosProjector,
+    UsersProjector, VideosProjector, WebhookEndpointsProjector,
 };
 use crate::log::LogPosition;
 use crate::notify::Notifications;
 use crate::subscription::{EventHandler, Subscription, SubscriptionError};
 
 /// The subscription names of the read-model projectors.
-pub const READ_MODELS: [&str; 6] = [
+pub const READ_MODELS: [&str; 7] = [
     users::SUBSCRIPTION,
     api_keys::SUBSCRIPTION,
     credit_accounts::SUBSCRIPTION,
     credit_ledger::SUBSCRIPTION,
     videos::SUBSCRIPTION,
     images::SUBSCRIPTION,
+    webhook_endpoints::SUBSCRIPTION,
 ];
 
 /// The first pause of a poll loop, doubled up to `MAX_PAUSE`.
@@ -38,13 +39,14 @@ const MAX_PAUSE: Duration = Duration::from_millis(50);
 
 /// Every read-model projector with its subscription, in `READ_MODELS` order.
 pub fn all(pool: &PgPool) -> Vec<(Subscription, Arc<dyn EventHandler>)> {
-    let handlers: [Arc<dyn EventHandler>; 6] = [
+    let handlers: [Arc<dyn EventHandler>; 7] = [
         Arc::new(UsersProjector),
         Arc::new(ApiKeysProjector),
         Arc::new(CreditAccountsProjector),
         Arc::new(CreditLedgerProjector),
         Arc::new(VideosProjector),
         Arc::new(ImagesProjector),
+        Arc::new(WebhookEndpointsProjector),
     ];
     READ_MODELS
         .into_iter()
