@@ -9,14 +9,13 @@ mod rig;
 use std::time::Duration;
 
 use framegate_commands::webhooks as endpoints;
-use framegate_domain::{VideoCommand, VideoWebhook, WebhookEndpointId};
-use framegate_projections::read_models::{videos, webhook_endpoints};
+use framegate_domain::{ProviderKind, VideoCommand, VideoWebhook};
+use framegate_projections::read_models::videos;
 use framegate_projections::{EventHandler, StoredEvent, Subscription};
 use framegate_workers::webhooks::{sender, WebhookConfig, WebhookEnqueuer, SUBSCRIPTION};
 use receiver::Reply;
-use rig::{assert_signed, config, official_verdict, Rig, WAIT};
+use rig::{assert_signed, config, official_verdict, wait_disabled, wait_read, Rig, WAIT};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 #[tokio::test]
 async fn a_videos_lifecycle_arrives_in_order_signed_with_stable_ids() {
@@ -213,51 +212,6 @@ async fn gone_disables_the_endpoint_records_it_and_mails_the_owner() {
     let completed = rig.event_ids(video, "VideoCompleted").await[0];
     wait_read(&rig, completed).await;
     assert_eq!(rig.delivery_state(endpoint).await.len(), 2);
-}
-
-/// Waits until the delivery subscription has read event `event_id`.
-async fn wait_read(rig: &Rig, event_id: Uuid) {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let read: bool = sqlx::query_scalar(
-            "SELECT (c.last_tx_id, c.last_position) >= (e.tx_id, e.global_position)
-               FROM subscription_checkpoints c, events e
-              WHERE c.name = $1 AND e.event_id = $2",
-        )
-        .bind(SUBSCRIPTION)
-        .bind(event_id)
-        .fetch_optional(&rig.db.pool)
-        .await
-        .expect("checkpoint")
-        .unwrap_or(false);
-        if read {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the subscription never read it"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn wait_disabled(rig: &Rig, endpoint: Uuid) -> webhook_endpoints::WebhookEndpointRow {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let row = webhook_endpoints::get(
-            &rig.db.pool,
-            rig.owner,
-            WebhookEndpointId::from_uuid(endpoint),
-        )
-        .await
-        .expect("endpoint")
-        .expect("exists");
-        if !row.is_enabled() {
-            return row;
-        }
-        assert!(std::time::Instant::now() < deadline, "never disabled");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]
@@ -465,4 +419,67 @@ async fn progress_is_opt_in_and_at_most_one_per_five_seconds() {
     let body: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(body["data"]["progress"], 10);
     assert_eq!(body["data"]["status"], "running");
+}
+
+#[tokio::test]
+async fn the_fold_matches_the_read_model_through_a_refused_attempt_and_a_cancellation() {
+    let rig = Rig::new().await;
+    let video = rig.request(None).await;
+    let start = |attempt| VideoCommand::StartSubmission {
+        attempt,
+        provider: ProviderKind::Simulator,
+        model: "simulator-v1".into(),
+    };
+    rig.video(video, start(1)).await;
+    rig.video(
+        video,
+        VideoCommand::RecordSubmissionFailure {
+            code: "rate_limited".into(),
+            message: "slow down".into(),
+            retry_at: chrono::Utc::now(),
+        },
+    )
+    .await;
+    rig.video(video, start(2)).await;
+    rig.video(
+        video,
+        VideoCommand::MarkSubmitted {
+            provider_job_id: "sim-2".into(),
+        },
+    )
+    .await;
+    rig.video(video, VideoCommand::RecordProgress { percent: 30 })
+        .await;
+    rig.video(
+        video,
+        VideoCommand::RequestCancel {
+            reason: "changed my mind".into(),
+        },
+    )
+    .await;
+    rig.video(video, VideoCommand::Cancel { charged: true })
+        .await;
+    let mut conn = rig.db.pool.acquire().await.expect("conn");
+    let (folded, spec) = videos::as_of::as_of(&mut conn, video, i64::MAX)
+        .await
+        .expect("fold")
+        .expect("video");
+    let row = videos::get(&rig.db.pool, video)
+        .await
+        .expect("row")
+        .expect("video");
+    assert_eq!(folded, row);
+    assert_eq!(row.status, "cancelled");
+    assert_eq!(spec.owner, rig.owner);
+    // And right after the refused attempt, as a delivery read then would show it.
+    let (early, _) = videos::as_of::as_of(&mut conn, video, 3)
+        .await
+        .expect("fold")
+        .expect("video");
+    assert_eq!(early.status, "queued");
+    assert!(
+        early.attempts.0[0].get("error").is_some(),
+        "{:?}",
+        early.attempts
+    );
 }

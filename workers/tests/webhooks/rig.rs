@@ -17,6 +17,7 @@ use framegate_domain::{
     VideoSpec, VideoWebhook, WebhookEndpointId,
 };
 use framegate_projections::notify::Notifications;
+use framegate_projections::read_models::webhook_endpoints;
 use framegate_projections::Subscription;
 use framegate_workers::webhooks::{Sender, WebhookConfig, WebhookEnqueuer, SUBSCRIPTION};
 use tokio::sync::watch;
@@ -318,4 +319,50 @@ except Exception as error:
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// Waits until the delivery subscription has read event `event_id`.
+pub async fn wait_read(rig: &Rig, event_id: Uuid) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let read: bool = sqlx::query_scalar(
+            "SELECT (c.last_tx_id, c.last_position) >= (e.tx_id, e.global_position)
+               FROM subscription_checkpoints c, events e
+              WHERE c.name = $1 AND e.event_id = $2",
+        )
+        .bind(SUBSCRIPTION)
+        .bind(event_id)
+        .fetch_optional(&rig.db.pool)
+        .await
+        .expect("checkpoint")
+        .unwrap_or(false);
+        if read {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the subscription never read it"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the endpoint is disabled; returns its row.
+pub async fn wait_disabled(rig: &Rig, endpoint: Uuid) -> webhook_endpoints::WebhookEndpointRow {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let row = webhook_endpoints::get(
+            &rig.db.pool,
+            rig.owner,
+            WebhookEndpointId::from_uuid(endpoint),
+        )
+        .await
+        .expect("endpoint")
+        .expect("exists");
+        if !row.is_enabled() {
+            return row;
+        }
+        assert!(std::time::Instant::now() < deadline, "never disabled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
