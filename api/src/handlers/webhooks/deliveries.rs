@@ -90,6 +90,7 @@ impl From<AttemptRow> for AttemptResponse {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DeliveriesQuery {
     pub cursor: Option<String>,
     /// 1 to 100, default 20.
