@@ -39,7 +39,7 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::handlers::{
     admin, api_keys, auth as auth_handlers, blobs, credits, health, images as image_handlers,
-    videos, webhooks::endpoints as webhooks,
+    videos, webhooks::deliveries, webhooks::endpoints as webhooks,
 };
 pub use crate::state::AppState;
 
@@ -114,6 +114,16 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/webhooks/{id}/rotate-secret",
             post(webhooks::rotate_secret),
+        )
+        .route("/webhooks/{id}/test", post(deliveries::test))
+        .route("/webhooks/{id}/deliveries", get(deliveries::list))
+        .route(
+            "/webhooks/{id}/deliveries/{delivery_id}/retry",
+            post(deliveries::retry),
+        )
+        .route(
+            "/webhooks/{id}/deliveries/{delivery_id}/attempts",
+            get(deliveries::attempts),
         );
     Router::new()
         .nest("/v1", v1)
