@@ -10,12 +10,15 @@
 //! | `VideoProgressed` | `video.progress` (at most one per 5 s per video and target) |
 //! | `VideoCompleted` / `VideoFailed` / `VideoCancelled` | `video.completed` / `.failed` / `.cancelled` |
 //! | `CreditsPurchased` | `credits.purchased` |
+//! | a credit event taking the available balance below the owner's threshold | `credits.low` |
 //!
 //! Targets: the owner's enabled endpoints subscribed to the type (the `webhook_endpoints`
 //! read model, written inline, so an endpoint counts from the moment it is committed), and
 //! the video's per-request `webhook_url` if its filter has the type. A video event's `data`
 //! is the video object of `GET /v1/videos/{id}` as that event left it (folded from the
-//! stream, `videos::as_of`), so a late read never describes a later state.
+//! stream, `videos::as_of`), so a late read never describes a later state. `credits.low`
+//! fires once per fall below the threshold the owner had at the event (the rule the mail
+//! notification uses too: `projections::credits_low`), whether or not they opted into mail.
 
 use std::time::Duration;
 
@@ -28,6 +31,7 @@ use framegate_projections::read_models::videos::as_of::as_of;
 use framegate_projections::read_models::webhook_endpoints;
 use framegate_projections::subscription::BoxError;
 use framegate_projections::video_object::VideoResponse;
+use framegate_projections::{credits_low, preferences};
 use framegate_projections::{EventHandler, StoredEvent};
 use serde::Serialize;
 use sqlx::PgConnection;
@@ -41,7 +45,11 @@ pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 /// The webhook type an event is delivered as, if any.
 pub fn webhook_type(aggregate_type: &str, event_type: &str) -> Option<&'static str> {
     if aggregate_type == CreditAccount::TYPE {
-        return (event_type == "CreditsPurchased").then_some("credits.purchased");
+        return Some(match event_type {
+            "CreditsPurchased" => "credits.purchased",
+            // Whether it crossed the threshold is decided with the ledger (`low_credit`).
+            _ => "credits.low",
+        });
     }
     if aggregate_type != Video::TYPE {
         return None;
@@ -82,10 +90,10 @@ impl EventHandler for WebhookEnqueuer {
         if age > self.max_age {
             return Ok(());
         }
-        let deliveries = if event.aggregate_type == Video::TYPE {
-            video_deliveries(conn, event, kind).await?
-        } else {
-            credit_deliveries(conn, event, kind).await?
+        let deliveries = match kind {
+            "credits.purchased" => credit_deliveries(conn, event, kind).await?,
+            "credits.low" => low_credit_deliveries(conn, event, kind).await?,
+            _ => video_deliveries(conn, event, kind).await?,
         };
         if !deliveries.is_empty() {
             enqueue(conn, &deliveries).await?;
@@ -190,6 +198,48 @@ async fn credit_deliveries(
         payment_reference,
     };
     build(targets, owner, event, kind, None, purchase)
+}
+
+/// `credits.low`: the balance fell below the threshold with this event.
+#[derive(Debug, Serialize)]
+struct LowCredit {
+    user_id: Uuid,
+    /// Credits free to spend (balance minus open reservations) after the event.
+    available: i64,
+    /// Before the event.
+    previous_available: i64,
+    threshold: i64,
+}
+
+async fn low_credit_deliveries(
+    conn: &mut PgConnection,
+    event: &StoredEvent,
+    kind: &'static str,
+) -> Result<Vec<NewDelivery>, BoxError> {
+    let owner: UserId = event.aggregate_id.parse()?;
+    // Who would receive it first: most accounts have no such endpoint, and the ledger sum
+    // is the dearer query.
+    let targets: Vec<Target> = webhook_endpoints::subscribed(&mut *conn, owner, kind)
+        .await?
+        .into_iter()
+        .map(|endpoint| Target::Endpoint(endpoint.endpoint_id))
+        .collect();
+    if targets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let threshold = preferences::as_of(conn, owner.as_uuid(), event.position())
+        .await?
+        .credits_low_threshold;
+    let Some(low) = credits_low::crossing(conn, event, threshold).await? else {
+        return Ok(Vec::new());
+    };
+    let data = LowCredit {
+        user_id: owner.as_uuid(),
+        available: low.after.value(),
+        previous_available: low.before.value(),
+        threshold: low.threshold.value(),
+    };
+    build(targets, owner, event, kind, None, data)
 }
 
 fn build(

@@ -3,6 +3,7 @@
 //! in Rust and by the official `standardwebhooks` library), retries, disables, refuses
 //! private addresses and redirects, and keeps a hanging endpoint from delaying another.
 
+mod credits;
 mod receiver;
 mod rig;
 
