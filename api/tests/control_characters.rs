@@ -51,6 +51,7 @@ fn valid_body(method: &str, path: &str, fixture: &Fixture) -> Option<Value> {
         ("post", "/v1/admin/users/{id}/disable") => json!({"reason": "abuse"}),
         ("post", "/v1/videos" | "/v1/videos/estimate") => video,
         ("post", "/v1/videos/{id}/cancel") => json!({"reason": "changed my mind"}),
+        ("post", "/v1/billing/checkout") => json!({"pack": "starter"}),
         _ => return None,
     })
 }

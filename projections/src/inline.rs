@@ -1,5 +1,5 @@
 //! The inline read models: every read model the API answers from (`videos`,
-//! `credit_accounts`, `credit_ledger`, `users`, `api_keys`, `images`), updated in the
+//! `credit_accounts`, `credit_ledger`, `credit_purchases`, `users`, `api_keys`, `images`), updated in the
 //! transaction that appends their events, so a write's response and the next read show it
 //! without waiting for a projector (Marten's inline projections), and a revoked key or a
 //! disabled user is refused at once even while the projectors are stopped.
@@ -24,8 +24,8 @@ use sqlx::{PgConnection, PgPool};
 use crate::log::StoredEvent;
 use crate::read_models::versioned::{self, Writer};
 use crate::read_models::{
-    api_keys, credit_ledger, CreditAccountsProjector, ImagesProjector, UsersProjector,
-    VideosProjector,
+    api_keys, credit_ledger, credit_purchases, CreditAccountsProjector, ImagesProjector,
+    UsersProjector, VideosProjector,
 };
 
 /// The read models projected inline.
@@ -48,6 +48,7 @@ impl InlineProjection for InlineModels {
                     versioned::apply::<CreditAccountsProjector>(conn, event, Writer::Inline)
                         .await?;
                     credit_ledger::project(conn, event).await?;
+                    credit_purchases::project(conn, event).await?;
                 }
                 User::TYPE => {
                     versioned::apply::<UsersProjector>(conn, event, Writer::Inline).await?;

@@ -13,21 +13,22 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
-use super::{api_keys, credit_accounts, credit_ledger, images, users, videos};
+use super::{api_keys, credit_accounts, credit_ledger, credit_purchases, images, users, videos};
 use super::{
-    ApiKeysProjector, CreditAccountsProjector, CreditLedgerProjector, ImagesProjector,
-    UsersProjector, VideosProjector,
+    ApiKeysProjector, CreditAccountsProjector, CreditLedgerProjector, CreditPurchasesProjector,
+    ImagesProjector, UsersProjector, VideosProjector,
 };
 use crate::log::LogPosition;
 use crate::notify::Notifications;
 use crate::subscription::{EventHandler, Subscription, SubscriptionError};
 
 /// The subscription names of the read-model projectors.
-pub const READ_MODELS: [&str; 6] = [
+pub const READ_MODELS: [&str; 7] = [
     users::SUBSCRIPTION,
     api_keys::SUBSCRIPTION,
     credit_accounts::SUBSCRIPTION,
     credit_ledger::SUBSCRIPTION,
+    credit_purchases::SUBSCRIPTION,
     videos::SUBSCRIPTION,
     images::SUBSCRIPTION,
 ];
@@ -38,11 +39,12 @@ const MAX_PAUSE: Duration = Duration::from_millis(50);
 
 /// Every read-model projector with its subscription, in `READ_MODELS` order.
 pub fn all(pool: &PgPool) -> Vec<(Subscription, Arc<dyn EventHandler>)> {
-    let handlers: [Arc<dyn EventHandler>; 6] = [
+    let handlers: [Arc<dyn EventHandler>; 7] = [
         Arc::new(UsersProjector),
         Arc::new(ApiKeysProjector),
         Arc::new(CreditAccountsProjector),
         Arc::new(CreditLedgerProjector),
+        Arc::new(CreditPurchasesProjector),
         Arc::new(VideosProjector),
         Arc::new(ImagesProjector),
     ];
