@@ -257,6 +257,27 @@ mod tests {
     }
 
     #[test]
+    fn the_api_configuration_reads_billing_from_the_environment() {
+        use crate::config::ApiConfig;
+        let config = ApiConfig::from_lookup(|name| match name {
+            "FRAMEGATE_PUBLIC_URL" => Some("https://fg.example/".to_owned()),
+            "FRAMEGATE_CREDIT_PACKS" => Some("big=10:20:eur".to_owned()),
+            _ => None,
+        })
+        .expect("config");
+        assert_eq!(config.billing.packs[0].name, "big");
+        assert_eq!(
+            config.billing.cancel_url,
+            "https://fg.example/billing/cancelled"
+        );
+        let bad = ApiConfig::from_lookup(|name| {
+            (name == "FRAMEGATE_CREDIT_PACKS").then(|| "big".to_owned())
+        })
+        .expect_err("refused");
+        assert_eq!(bad.variable, "FRAMEGATE_CREDIT_PACKS");
+    }
+
+    #[test]
     fn stripe_needs_both_secrets() {
         let on = config(&[
             ("FRAMEGATE_STRIPE_SECRET_KEY", "sk_test_123"),
