@@ -39,7 +39,7 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::handlers::{
     admin, api_keys, auth as auth_handlers, billing as billing_handlers, blobs, credits, health,
-    images as image_handlers, videos,
+    images as image_handlers, videos, webhooks::endpoints as webhooks,
 };
 pub use crate::state::AppState;
 
@@ -106,7 +106,19 @@ pub fn router(state: AppState) -> Router {
             "/images/{id}",
             get(image_handlers::get).delete(image_handlers::delete),
         )
-        .route("/blobs/{*key}", get(blobs::download));
+        .route("/blobs/{*key}", get(blobs::download))
+        .route("/webhooks", post(webhooks::create).get(webhooks::list))
+        .route("/webhooks/default/secret", get(webhooks::default_secret))
+        .route(
+            "/webhooks/{id}",
+            get(webhooks::get)
+                .patch(webhooks::update)
+                .delete(webhooks::delete),
+        )
+        .route(
+            "/webhooks/{id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        );
     Router::new()
         .nest("/v1", v1)
         .route("/health/live", get(health::live))

@@ -27,6 +27,10 @@ use crate::handlers;
         handlers::images::upload, handlers::images::list, handlers::images::get,
         handlers::images::delete,
         handlers::blobs::download,
+        handlers::webhooks::endpoints::create, handlers::webhooks::endpoints::list,
+        handlers::webhooks::endpoints::get, handlers::webhooks::endpoints::update,
+        handlers::webhooks::endpoints::delete, handlers::webhooks::endpoints::rotate_secret,
+        handlers::webhooks::endpoints::default_secret,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth),
@@ -40,6 +44,7 @@ use crate::handlers;
         (name = "images", description = "Reference images: upload, list, signed links, delete"),
         (name = "blobs", description = "Signed download links (filesystem blob store)"),
         (name = "health", description = "Liveness and readiness"),
+        (name = "webhooks", description = "Webhook endpoints: Standard Webhooks signed deliveries of video and credit events"),
     )
 )]
 pub struct ApiDoc;

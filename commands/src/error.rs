@@ -5,7 +5,7 @@
 //! and infrastructure trouble, so each gets its own variant and a stable `code()`.
 
 use cqrs_es::AggregateError;
-use framegate_domain::{CreditError, ImageError, UserError, VideoError};
+use framegate_domain::{CreditError, ImageError, UserError, VideoError, WebhookError};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -29,6 +29,12 @@ impl ErrorCode for CreditError {
 impl ErrorCode for VideoError {
     fn code(&self) -> &'static str {
         VideoError::code(self)
+    }
+}
+
+impl ErrorCode for WebhookError {
+    fn code(&self) -> &'static str {
+        WebhookError::code(self)
     }
 }
 
@@ -74,6 +80,7 @@ pub fn command_error_is_transient(error: &(dyn std::error::Error + 'static)) -> 
         .or_else(|| check::<CreditError>(error))
         .or_else(|| check::<VideoError>(error))
         .or_else(|| check::<ImageError>(error))
+        .or_else(|| check::<WebhookError>(error))
 }
 
 impl<E: std::error::Error + ErrorCode> CommandError<E> {

@@ -28,6 +28,7 @@ pub mod users;
 pub mod verification;
 pub mod videos;
 pub mod webhook_signature;
+pub mod webhooks;
 
 pub use error::CommandError;
 pub use metadata::{Actor, CommandMetadata};

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use framegate_domain::{CreditCommand, ImageCommand, UserCommand, VideoCommand};
+use framegate_domain::{CreditCommand, ImageCommand, UserCommand, VideoCommand, WebhookCommand};
 use rand::Rng;
 
 /// How many times a conflicting command that is safe to re-run is retried.
@@ -30,6 +30,19 @@ impl RetryPolicy for CreditCommand {
         // Every credit command is decided against the current balance and reservations, and
         // purchases are idempotent per payment reference.
         true
+    }
+}
+
+impl RetryPolicy for WebhookCommand {
+    fn retry_on_conflict(&self) -> bool {
+        // A rotation writes its secret beside the event: decided again, it would record a
+        // second fingerprint for one secret. Creation conflicts mean the id is taken.
+        matches!(
+            self,
+            WebhookCommand::Update { .. }
+                | WebhookCommand::Disable { .. }
+                | WebhookCommand::Delete { .. }
+        )
     }
 }
 

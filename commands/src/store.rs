@@ -14,7 +14,7 @@ use std::sync::Weak;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::SerializedEvent;
 use cqrs_es::{Aggregate, CqrsFramework, EventStore as _};
-use framegate_domain::{CreditAccount, Image, Services, SystemClock, User, Video};
+use framegate_domain::{CreditAccount, Image, Services, SystemClock, User, Video, WebhookEndpoint};
 use sqlx::PgPool;
 use tracing::{debug, warn};
 
@@ -245,6 +245,7 @@ struct Inner {
     credits: Aggregates<CreditAccount>,
     videos: Aggregates<Video>,
     images: Aggregates<Image>,
+    webhooks: Aggregates<WebhookEndpoint>,
 }
 
 impl EventStore {
@@ -284,7 +285,8 @@ impl EventStore {
                     Some(Arc::default()),
                 ),
                 videos: Aggregates::new(&pool, services.clone(), inline.clone(), None, None),
-                images: Aggregates::new(&pool, services, inline.clone(), None, None),
+                images: Aggregates::new(&pool, services.clone(), inline.clone(), None, None),
+                webhooks: Aggregates::new(&pool, services, inline.clone(), None, None),
                 inline,
                 pool,
             }),
@@ -338,5 +340,9 @@ impl EventStore {
 
     pub fn images(&self) -> &Aggregates<Image> {
         &self.inner.images
+    }
+
+    pub fn webhooks(&self) -> &Aggregates<WebhookEndpoint> {
+        &self.inner.webhooks
     }
 }

@@ -73,6 +73,10 @@ uuid_id!(
     ImageId
 );
 uuid_id!(
+    /// A URL a user asked us to push events to.
+    WebhookEndpointId
+);
+uuid_id!(
     /// An API key; the secret part of the key is never stored, only its hash.
     ApiKeyId
 );

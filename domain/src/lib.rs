@@ -19,6 +19,7 @@ pub mod secrets;
 pub mod services;
 pub mod user;
 pub mod video;
+pub mod webhook;
 
 pub use credit_account::*;
 pub use credits::Credits;
@@ -29,6 +30,7 @@ pub use secrets::*;
 pub use services::{DomainServices, FixedClock, Services, SystemClock};
 pub use user::*;
 pub use video::*;
+pub use webhook::{WebhookCommand, WebhookEndpoint, WebhookError, WebhookEvent};
 
 /// The schema version every event of this crate is written with. Bumped per event type
 /// only when its JSON shape changes incompatibly, so that upcasters know what they read.

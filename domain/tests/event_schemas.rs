@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use cqrs_es::{Aggregate, DomainEvent};
 use framegate_domain::{
-    redact_payload, sensitive_fields, CreditAccount, Image, User, Video, REDACTED,
+    redact_payload, sensitive_fields, CreditAccount, Image, User, Video, WebhookEndpoint, REDACTED,
 };
 use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
@@ -73,6 +73,7 @@ fn contracts() -> Vec<Contract> {
     all.extend(contracts_of::<CreditAccount>("events"));
     all.extend(contracts_of::<Video>("events"));
     all.extend(contracts_of::<Image>("image"));
+    all.extend(contracts_of::<WebhookEndpoint>("webhook"));
     all
 }
 

@@ -14,18 +14,19 @@
 
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
-use framegate_domain::{redact_payload, CreditAccount, Image, User, Video};
+use framegate_domain::{redact_payload, CreditAccount, Image, User, Video, WebhookEndpoint};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 /// The aggregate names of the command line and the API, and the stored aggregate types.
-pub const AGGREGATES: [(&str, &str); 4] = [
+pub const AGGREGATES: [(&str, &str); 5] = [
     ("user", User::TYPE),
     ("credits", CreditAccount::TYPE),
     ("video", Video::TYPE),
     ("image", Image::TYPE),
+    ("webhook", WebhookEndpoint::TYPE),
 ];
 
 /// The stored aggregate type of a name such as `video`.

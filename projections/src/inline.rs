@@ -1,5 +1,6 @@
 //! The inline read models: every read model the API answers from (`videos`,
-//! `credit_accounts`, `credit_ledger`, `credit_purchases`, `users`, `api_keys`, `images`), updated in the
+//! `credit_accounts`, `credit_ledger`, `credit_purchases`, `users`, `api_keys`, `images`,
+//! `webhook_endpoints`), updated in the
 //! transaction that appends their events, so a write's response and the next read show it
 //! without waiting for a projector (Marten's inline projections), and a revoked key or a
 //! disabled user is refused at once even while the projectors are stopped.
@@ -18,14 +19,14 @@ use cqrs_es::Aggregate as _;
 use framegate_commands::error::BoxError;
 use framegate_commands::inline::InlineProjection;
 use framegate_commands::EventStore;
-use framegate_domain::{CreditAccount, Image, User, Video};
+use framegate_domain::{CreditAccount, Image, User, Video, WebhookEndpoint};
 use sqlx::{PgConnection, PgPool};
 
 use crate::log::StoredEvent;
 use crate::read_models::versioned::{self, Writer};
 use crate::read_models::{
     api_keys, credit_ledger, credit_purchases, CreditAccountsProjector, ImagesProjector,
-    UsersProjector, VideosProjector,
+    UsersProjector, VideosProjector, WebhookEndpointsProjector,
 };
 
 /// The read models projected inline.
@@ -35,7 +36,14 @@ pub struct InlineModels;
 #[async_trait]
 impl InlineProjection for InlineModels {
     fn follows(&self, aggregate_type: &str) -> bool {
-        [Video::TYPE, CreditAccount::TYPE, User::TYPE, Image::TYPE].contains(&aggregate_type)
+        [
+            Video::TYPE,
+            CreditAccount::TYPE,
+            User::TYPE,
+            Image::TYPE,
+            WebhookEndpoint::TYPE,
+        ]
+        .contains(&aggregate_type)
     }
 
     async fn apply(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), BoxError> {
@@ -56,6 +64,10 @@ impl InlineProjection for InlineModels {
                 }
                 Image::TYPE => {
                     versioned::apply::<ImagesProjector>(conn, event, Writer::Inline).await?;
+                }
+                WebhookEndpoint::TYPE => {
+                    versioned::apply::<WebhookEndpointsProjector>(conn, event, Writer::Inline)
+                        .await?;
                 }
                 _ => {}
             }

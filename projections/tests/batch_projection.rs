@@ -16,7 +16,7 @@ use framegate_domain::{
     hash_token, ApiKeyId, CreditCommand, CreditEvent, Credits, ImageCommand, ImageEvent,
     ModerationDecision, PasswordHash, PaymentDetails, PaymentProvider, ProviderKind,
     ProviderPreference, Role, UserCommand, UserEvent, UserId, VideoCommand, VideoEvent, VideoId,
-    VideoSpec,
+    VideoSpec, WebhookEvent,
 };
 use framegate_projections::replay::{self, ReadModel};
 use framegate_projections::{HandlerError, StoredEvent};
@@ -27,7 +27,7 @@ use uuid::Uuid;
 use copies::{copies, in_batches, log, one_by_one, rows};
 use support::{
     catch_up, credit_command, image_command, issue_key, register, system, upload, user_command,
-    video_command,
+    video_command, webhook_endpoint,
 };
 
 /// One customer's story with every kind of event the read models follow.
@@ -85,6 +85,7 @@ async fn customer(store: &EventStore, n: usize) {
     failed_video(store, user).await;
     cancelled_video(store, user).await;
     images(store, user, n).await;
+    webhook_endpoint(store, user, n).await;
 
     if n % 4 == 1 {
         let disable = UserCommand::Disable {
@@ -409,9 +410,16 @@ async fn a_payload_that_does_not_decode_in_the_middle_of_a_batch_stops_it_naming
         ImageEvent::ImageDeleted {},
     )
     .await;
+    let hook = append_raw(
+        &db.pool,
+        "WebhookEndpoint",
+        "WebhookEndpointCreated",
+        WebhookEvent::WebhookEndpointDeleted {},
+    )
+    .await;
     workload(&store, 2..4).await;
     let events = log(&db.pool).await;
-    assert!(events.last().is_some_and(|e| e.global_position > image));
+    assert!(events.last().is_some_and(|e| e.global_position > hook));
 
     for model in replay::all_models(&db.pool).expect("models") {
         let expected = match model.name.as_str() {
@@ -420,6 +428,7 @@ async fn a_payload_that_does_not_decode_in_the_middle_of_a_batch_stops_it_naming
             // It skips grants undecoded; the purchase is the first it reads.
             "credit_purchases" => purchase,
             "videos" => video,
+            "webhook_endpoints" => hook,
             _ => image,
         };
         let error = both_fail(&db, &model, &events).await;
@@ -475,6 +484,13 @@ async fn an_event_whose_row_is_missing_or_would_break_a_constraint_stops_the_bat
         ImageEvent::ImageDeleted {},
     )
     .await;
+    let enabled = append_raw(
+        &db.pool,
+        "WebhookEndpoint",
+        "WebhookEndpointEnabled",
+        WebhookEvent::WebhookEndpointEnabled {},
+    )
+    .await;
     workload(&store, 2..4).await;
     let events = log(&db.pool).await;
 
@@ -494,6 +510,7 @@ async fn an_event_whose_row_is_missing_or_would_break_a_constraint_stops_the_bat
                 continue;
             }
             "videos" => generated,
+            "webhook_endpoints" => enabled,
             _ => deleted,
         };
         let error = both_fail(&db, &model, &events).await;

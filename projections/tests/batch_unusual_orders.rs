@@ -9,10 +9,11 @@ mod copies;
 
 use chrono::{DateTime, Duration, Utc};
 use framegate_commands::testing::TestDatabase;
+use framegate_domain::webhook::DisabledReason;
 use framegate_domain::{
     hash_token, ApiKeyHash, ApiKeyId, CreditEvent, Credits, ImageContentType, ImageEvent,
     ImageExif, ImageId, ModerationDecision, PasswordHash, ProviderKind, ProviderPreference, Role,
-    UserEvent, UserId, VideoEvent, VideoId, VideoSpec,
+    UserEvent, UserId, VideoEvent, VideoId, VideoSpec, WebhookEndpointId, WebhookEvent,
 };
 use framegate_projections::replay;
 use serde::Serialize;
@@ -356,6 +357,60 @@ async fn unusual_log(pool: &PgPool) {
     .await;
     log.append("Image", image, 7, uploaded(image, alice, false, 4))
         .await;
+    webhook_endpoint_log(&mut log, alice).await;
+}
+
+/// An endpoint updated at a recorded time before its creation, disabled twice, deleted, and
+/// then enabled and rotated after its deletion.
+async fn webhook_endpoint_log(log: &mut Log<'_>, owner: Uuid) {
+    let hook = Uuid::now_v7();
+    let created = WebhookEvent::WebhookEndpointCreated {
+        endpoint_id: WebhookEndpointId::from_uuid(hook),
+        owner: UserId::from_uuid(owner),
+        url: "https://hooks.example.com/a".into(),
+        events: vec!["video.completed".into()],
+        description: Some("first".into()),
+        secret_fingerprint: "0123456789abcdef".into(),
+    };
+    let disabled = |reason| WebhookEvent::WebhookEndpointDisabled {
+        reason,
+        detail: "why".into(),
+    };
+    let rotated = WebhookEvent::WebhookEndpointSecretRotated {
+        secret_fingerprint: "fedcba9876543210".into(),
+        previous_expires_at: 1_767_312_000,
+    };
+    let updated = WebhookEvent::WebhookEndpointUpdated {
+        url: "https://hooks.example.com/b".into(),
+        events: vec!["video.failed".into(), "credits.low".into()],
+        description: None,
+    };
+    log.append("WebhookEndpoint", hook, 30, created).await;
+    log.append("WebhookEndpoint", hook, 5, updated).await;
+    log.append("WebhookEndpoint", hook, 31, disabled(DisabledReason::Gone))
+        .await;
+    log.append(
+        "WebhookEndpoint",
+        hook,
+        32,
+        disabled(DisabledReason::Failing),
+    )
+    .await;
+    log.append(
+        "WebhookEndpoint",
+        hook,
+        33,
+        WebhookEvent::WebhookEndpointDeleted {},
+    )
+    .await;
+    log.append(
+        "WebhookEndpoint",
+        hook,
+        34,
+        WebhookEvent::WebhookEndpointEnabled {},
+    )
+    .await;
+    log.append("WebhookEndpoint", hook, 35, rotated).await;
 }
 
 #[tokio::test]

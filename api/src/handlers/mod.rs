@@ -10,6 +10,7 @@ pub mod credits;
 pub mod health;
 pub mod images;
 pub mod videos;
+pub mod webhooks;
 
 use framegate_commands::{Actor, CommandMetadata};
 use serde::Serialize;

@@ -22,6 +22,7 @@ mod runner;
 pub mod users;
 pub(crate) mod versioned;
 pub mod videos;
+pub mod webhook_endpoints;
 
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
@@ -36,6 +37,7 @@ pub use images::{ImageRow, ImagesProjector};
 pub use runner::{all, catch_up_all, spawn_all, spawn_all_with, wait_for, READ_MODELS};
 pub use users::{UserRow, UsersProjector};
 pub use videos::{VideoRow, VideosProjector};
+pub use webhook_endpoints::{WebhookEndpointRow, WebhookEndpointsProjector};
 
 /// The channel on which the account projectors (and the sessions table) announce that what
 /// authenticates a user changed, and the one function that announces; see

@@ -7,10 +7,12 @@
 )]
 
 use chrono::Utc;
-use framegate_commands::{Actor, CommandMetadata, EventStore};
+use framegate_commands::{webhooks, Actor, CommandMetadata, EventStore};
+use framegate_domain::webhook::DisabledReason;
 use framegate_domain::{
     hash_token, ApiKeyHash, ApiKeyId, CreditCommand, ImageCommand, ImageContentType, ImageExif,
     ImageId, ModerationDecision, PasswordHash, Role, UserCommand, UserId, VideoCommand, VideoId,
+    WebhookCommand, WebhookEndpointId,
 };
 use framegate_projections::read_models::catch_up_all;
 use framegate_projections::LogPosition;
@@ -121,4 +123,57 @@ pub async fn image_command(store: &EventStore, image: ImageId, command: ImageCom
         .execute(&image.to_string(), command, &system())
         .await
         .expect("image command");
+}
+
+/// A user's webhook endpoint through its whole life: created, updated, rotated, disabled by
+/// the platform, enabled by the owner, and deleted for every other `n`.
+pub async fn webhook_endpoint(store: &EventStore, owner: UserId, n: usize) -> WebhookEndpointId {
+    let endpoint_id = WebhookEndpointId::from_uuid(Uuid::now_v7());
+    let meta = CommandMetadata::new_request(Actor::User(owner));
+    let endpoint = webhooks::NewEndpoint {
+        endpoint_id,
+        owner,
+        url: format!("https://hooks.example.com/{n}"),
+        events: None,
+        description: Some(format!("endpoint {n}")),
+    };
+    webhooks::create(store, endpoint, &meta)
+        .await
+        .expect("endpoint created");
+    let update = WebhookCommand::Update {
+        by: owner,
+        url: None,
+        events: Some(vec!["video.completed".into(), "credits.low".into()]),
+        description: Some(None),
+        enabled: None,
+    };
+    webhooks::execute(store, endpoint_id, update, &meta)
+        .await
+        .expect("endpoint updated");
+    webhooks::rotate(store, endpoint_id, owner, &meta)
+        .await
+        .expect("secret rotated");
+    let gone = WebhookCommand::Disable {
+        reason: DisabledReason::Gone,
+        detail: "410 Gone".into(),
+    };
+    webhooks::execute(store, endpoint_id, gone, &system())
+        .await
+        .expect("endpoint disabled");
+    let enable = WebhookCommand::Update {
+        by: owner,
+        url: None,
+        events: None,
+        description: None,
+        enabled: Some(true),
+    };
+    webhooks::execute(store, endpoint_id, enable, &meta)
+        .await
+        .expect("endpoint enabled");
+    if n.is_multiple_of(2) {
+        webhooks::delete(store, endpoint_id, owner, &meta)
+            .await
+            .expect("endpoint deleted");
+    }
+    endpoint_id
 }

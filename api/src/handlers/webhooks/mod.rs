@@ -1,0 +1,3 @@
+//! Webhooks: the endpoints a user registers (`endpoints`).
+
+pub mod endpoints;
