@@ -46,7 +46,8 @@ pub fn projectors(tasks: &mut Tasks, pool: &PgPool, notifications: &Notification
 }
 
 /// Adds the API's tasks to `tasks`: the HTTP server, its maintenance, its credential cache's
-/// follower, the mail outbox's sender and the watchers of its video event streams.
+/// follower, the notification subscription, the mail outbox's sender and the watchers of its
+/// video event streams.
 pub fn api(
     tasks: &mut Tasks,
     state: framegate_api::AppState,
@@ -60,6 +61,10 @@ pub fn api(
     tasks.spawn("credentials", async move { Ok(credentials.await?) });
     let mail = framegate_api::spawn_mail_sender(&state, notifications, tasks.stopped());
     tasks.spawn("mail_outbox", async move { Ok(mail.await?) });
+    // The mails users opted into: recorded from the log here, beside the sender that
+    // delivers them (subscriptions take turns by advisory lock when several APIs run).
+    let notices = framegate_api::spawn_notifications(&state, notifications, tasks.stopped());
+    tasks.spawn("notifications", async move { Ok(notices.await??) });
     let streams = framegate_api::spawn_streams(&state, notifications, tasks.stopped());
     tasks.spawn("streams", async move { Ok(streams.await?) });
     let mut stopped = tasks.stopped();

@@ -17,6 +17,7 @@ pub mod handlers;
 pub mod idempotency;
 pub mod images;
 pub mod mail;
+pub mod notifications;
 pub mod openapi;
 pub mod rate_limit;
 pub mod server;
@@ -68,7 +69,10 @@ pub fn router(state: AppState) -> Router {
             "/auth/password-reset/confirm",
             post(auth_handlers::confirm_password_reset),
         )
-        .route("/me", get(auth_handlers::me))
+        .route(
+            "/me",
+            get(auth_handlers::me).patch(auth_handlers::update_me),
+        )
         .route("/api-keys", post(api_keys::create).get(api_keys::list))
         .route("/api-keys/{id}", axum::routing::delete(api_keys::revoke))
         .route("/credits", get(credits::balance))
@@ -213,6 +217,16 @@ pub fn spawn_mail_sender(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     mail::outbox::spawn_sender(state.clone(), notifications, shutdown)
+}
+
+/// Runs the notification subscription (`notifications`) until `shutdown` flips: the mails
+/// users opted into, recorded in the outbox the mail sender delivers.
+pub fn spawn_notifications(
+    state: &AppState,
+    notifications: &framegate_projections::notify::Notifications,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Result<(), framegate_projections::SubscriptionError>> {
+    notifications::spawn(state.pool.clone(), notifications, shutdown)
 }
 
 /// Runs the watchers behind `GET /v1/videos/{id}/events` on the process's shared listener

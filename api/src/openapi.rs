@@ -13,7 +13,7 @@ use crate::handlers;
     paths(
         handlers::auth::register, handlers::auth::verify_email, handlers::auth::login,
         handlers::auth::refresh_tokens, handlers::auth::logout, handlers::auth::logout_all, handlers::auth::request_password_reset,
-        handlers::auth::confirm_password_reset, handlers::auth::me,
+        handlers::auth::confirm_password_reset, handlers::auth::me, handlers::auth::update_me,
         handlers::api_keys::create, handlers::api_keys::list, handlers::api_keys::revoke,
         handlers::credits::balance, handlers::credits::ledger,
         handlers::billing::packs, handlers::billing::checkout, handlers::billing::purchases,

@@ -46,6 +46,7 @@ fn valid_body(method: &str, path: &str, fixture: &Fixture) -> Option<Value> {
             json!({"token": "x.y", "new_password": common::PASSWORD})
         }
         ("post", "/v1/api-keys") => json!({"name": "deploy", "scopes": ["credits:read"]}),
+        ("patch", "/v1/me") => json!({"notify": {"video_failed": true}}),
         ("post", "/v1/admin/users/{id}/credits") => json!({"amount": 5, "reason": "support"}),
         ("post", "/v1/admin/users/{id}/role") => json!({"role": "user"}),
         ("post", "/v1/admin/users/{id}/disable") => json!({"reason": "abuse"}),

@@ -6,6 +6,9 @@
 //! disabling. Uniqueness of an email *across* users cannot be decided inside one aggregate;
 //! the event store enforces it with a unique index on `payload.UserRegistered.email`, which
 //! is why `UserEvent` keeps serde's externally tagged form and stores the normalised email.
+//!
+//! Its errors (`error`), the email rule (`email`) and the notification preferences
+//! (`notifications`) live in modules of their own.
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
@@ -17,8 +20,18 @@ use crate::ids::{ApiKeyId, UserId};
 pub use crate::secrets::{hash_token, ApiKeyHash, PasswordHash, TokenHash};
 use crate::services::Services;
 
-/// RFC 5321 limits a forward path to 256 octets including the angle brackets.
-pub const MAX_EMAIL_LEN: usize = 254;
+mod credentials;
+mod email;
+mod error;
+pub mod notifications;
+
+pub use credentials::{ApiKey, PendingToken};
+pub use email::{normalize_email, MAX_EMAIL_LEN};
+pub use error::UserError;
+pub use notifications::{
+    crossed_below, NotificationPreferences, PreferencesChange, DEFAULT_LOW_CREDIT_THRESHOLD,
+};
+
 pub const MAX_API_KEY_NAME_CHARS: usize = 100;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -36,27 +49,6 @@ impl Role {
             Role::Admin => "admin",
         }
     }
-}
-
-/// Trims and lowercases an address and checks it has a plausible shape. Deliverability is
-/// proven by the verification email, so this only rejects what can never be an address and
-/// makes `A@X.com` and `a@x.com` one account.
-pub fn normalize_email(email: &str) -> Result<String, UserError> {
-    let email = email.trim().to_lowercase();
-    if email.len() > MAX_EMAIL_LEN || email.chars().any(char::is_whitespace) {
-        return Err(UserError::InvalidEmail);
-    }
-    let Some((local, domain)) = email.split_once('@') else {
-        return Err(UserError::InvalidEmail);
-    };
-    let domain_ok = domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !domain.contains("..");
-    if local.is_empty() || domain.contains('@') || !domain_ok {
-        return Err(UserError::InvalidEmail);
-    }
-    Ok(email)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +97,10 @@ pub enum UserCommand {
     Disable {
         reason: String,
     },
+    /// Opts in or out of notification mails; a change to nothing records nothing.
+    ChangeNotificationPreferences {
+        change: PreferencesChange,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -148,6 +144,11 @@ pub enum UserEvent {
     UserDisabled {
         reason: String,
     },
+    /// The user changed which notification mails they receive; carries the whole new set,
+    /// not the difference.
+    NotificationPreferencesChanged {
+        preferences: NotificationPreferences,
+    },
 }
 
 impl DomainEvent for UserEvent {
@@ -163,6 +164,7 @@ impl DomainEvent for UserEvent {
             UserEvent::ApiKeyRevoked { .. } => "ApiKeyRevoked",
             UserEvent::RoleChanged { .. } => "RoleChanged",
             UserEvent::UserDisabled { .. } => "UserDisabled",
+            UserEvent::NotificationPreferencesChanged { .. } => "NotificationPreferencesChanged",
         };
         name.to_string()
     }
@@ -170,88 +172,6 @@ impl DomainEvent for UserEvent {
     fn event_version(&self) -> String {
         crate::EVENT_VERSION.to_string()
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UserError {
-    #[error("the email address is not valid")]
-    InvalidEmail,
-    #[error("the user is already registered")]
-    AlreadyRegistered,
-    #[error("the user is not registered")]
-    NotRegistered,
-    #[error("the user is disabled")]
-    UserDisabled,
-    #[error("the email address is already verified")]
-    AlreadyVerified,
-    #[error("there is no pending token to redeem")]
-    NoPendingToken,
-    #[error("the token is not valid")]
-    InvalidToken,
-    #[error("the token has expired")]
-    TokenExpired,
-    #[error("an API key name must have 1 to {MAX_API_KEY_NAME_CHARS} characters")]
-    InvalidApiKeyName,
-    #[error("an API key with this id already exists")]
-    DuplicateApiKey,
-    #[error("no API key with this id exists")]
-    UnknownApiKey,
-    #[error("the API key is already revoked")]
-    ApiKeyAlreadyRevoked,
-    #[error("the user is already disabled")]
-    AlreadyDisabled,
-}
-
-impl UserError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            UserError::InvalidEmail => "invalid_email",
-            UserError::AlreadyRegistered => "already_registered",
-            UserError::NotRegistered => "not_registered",
-            UserError::UserDisabled => "user_disabled",
-            UserError::AlreadyVerified => "already_verified",
-            UserError::NoPendingToken => "no_pending_token",
-            UserError::InvalidToken => "invalid_token",
-            UserError::TokenExpired => "token_expired",
-            UserError::InvalidApiKeyName => "invalid_api_key_name",
-            UserError::DuplicateApiKey => "duplicate_api_key",
-            UserError::UnknownApiKey => "unknown_api_key",
-            UserError::ApiKeyAlreadyRevoked => "api_key_already_revoked",
-            UserError::AlreadyDisabled => "already_disabled",
-        }
-    }
-}
-
-/// A one-time token waiting to be redeemed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingToken {
-    pub token_hash: TokenHash,
-    pub expires_at: DateTime<Utc>,
-}
-
-impl PendingToken {
-    /// Checks the token before the expiry so that a wrong guess learns nothing about
-    /// whether a real token is still live.
-    fn redeem(&self, token: &str, now: DateTime<Utc>) -> Result<(), UserError> {
-        if !self.token_hash.matches(token) {
-            return Err(UserError::InvalidToken);
-        }
-        if now > self.expires_at {
-            return Err(UserError::TokenExpired);
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApiKey {
-    pub key_id: ApiKeyId,
-    pub name: String,
-    /// The public, displayable start of the key, used to find candidates on lookup.
-    pub prefix: String,
-    pub key_hash: ApiKeyHash,
-    pub scopes: Vec<String>,
-    pub revoked: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -271,6 +191,8 @@ pub struct User {
     api_keys: Vec<ApiKey>,
     /// Set once disabled; an empty reason still means disabled.
     disabled_reason: Option<String>,
+    #[serde(default)]
+    notifications: NotificationPreferences,
 }
 
 impl User {
@@ -305,6 +227,10 @@ impl User {
 
     pub fn disabled_reason(&self) -> Option<&str> {
         self.disabled_reason.as_deref()
+    }
+
+    pub fn notification_preferences(&self) -> NotificationPreferences {
+        self.notifications
     }
 
     pub fn password_hash(&self) -> Option<&PasswordHash> {
@@ -490,6 +416,13 @@ impl User {
                 }
                 UserEvent::UserDisabled { reason }
             }
+            UserCommand::ChangeNotificationPreferences { change } => {
+                let preferences = self.notifications.with(change)?;
+                if preferences == self.notifications {
+                    return Ok(Vec::new());
+                }
+                UserEvent::NotificationPreferencesChanged { preferences }
+            }
         };
         Ok(vec![event])
     }
@@ -589,6 +522,9 @@ impl Aggregate for User {
                 // Outstanding tokens die with the account rather than waiting to expire.
                 self.pending_verification = None;
                 self.pending_reset = None;
+            }
+            UserEvent::NotificationPreferencesChanged { preferences } => {
+                self.notifications = preferences;
             }
         }
     }

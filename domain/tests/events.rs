@@ -6,9 +6,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use cqrs_es::DomainEvent;
 use framegate_domain::{
     hash_token, redact_event, redact_payload, sensitive_fields, ApiKeyHash, ApiKeyId,
-    CreditAccount, CreditEvent, Credits, ImageId, PasswordHash, PaymentDetails, PaymentProvider,
-    ProviderKind, ProviderPreference, Role, User, UserEvent, UserId, Video, VideoEvent, VideoId,
-    VideoSpec, REDACTED,
+    CreditAccount, CreditEvent, Credits, ImageId, NotificationPreferences, PasswordHash,
+    PaymentDetails, PaymentProvider, ProviderKind, ProviderPreference, Role, User, UserEvent,
+    UserId, Video, VideoEvent, VideoId, VideoSpec, REDACTED,
 };
 use insta::assert_json_snapshot;
 use serde_json::Value;
@@ -93,6 +93,14 @@ fn all_user_events() -> Vec<UserEvent> {
         UserEvent::RoleChanged { role: Role::Admin },
         UserEvent::UserDisabled {
             reason: "abuse".to_string(),
+        },
+        UserEvent::NotificationPreferencesChanged {
+            preferences: NotificationPreferences {
+                video_completed: true,
+                video_failed: true,
+                credits_low: false,
+                credits_low_threshold: Credits::new(250),
+            },
         },
     ]
 }
@@ -219,6 +227,7 @@ fn user_ordinal(event: &UserEvent) -> usize {
         UserEvent::ApiKeyRevoked { .. } => 7,
         UserEvent::RoleChanged { .. } => 8,
         UserEvent::UserDisabled { .. } => 9,
+        UserEvent::NotificationPreferencesChanged { .. } => 10,
     }
 }
 
@@ -294,8 +303,8 @@ fn the_registered_email_sits_where_the_unique_index_reads_it() {
 
 #[test]
 fn every_user_event_matches_its_snapshot() {
-    let [registered, verification_issued, verified, password_changed, reset_requested, reset_completed, key_issued, key_revoked, role_changed, disabled] =
-        <[UserEvent; 10]>::try_from(all_user_events()).expect("ten user events");
+    let [registered, verification_issued, verified, password_changed, reset_requested, reset_completed, key_issued, key_revoked, role_changed, disabled, notifications] =
+        <[UserEvent; 11]>::try_from(all_user_events()).expect("eleven user events");
     assert_json_snapshot!("user_registered", registered);
     assert_json_snapshot!("email_verification_issued", verification_issued);
     assert_json_snapshot!("email_verified", verified);
@@ -306,6 +315,7 @@ fn every_user_event_matches_its_snapshot() {
     assert_json_snapshot!("api_key_revoked", key_revoked);
     assert_json_snapshot!("role_changed", role_changed);
     assert_json_snapshot!("user_disabled", disabled);
+    assert_json_snapshot!("notification_preferences_changed", notifications);
 }
 
 #[test]
@@ -360,7 +370,8 @@ fn secrets_of(event: &UserEvent) -> Vec<String> {
         UserEvent::EmailVerified {}
         | UserEvent::ApiKeyRevoked { .. }
         | UserEvent::RoleChanged { .. }
-        | UserEvent::UserDisabled { .. } => vec![],
+        | UserEvent::UserDisabled { .. }
+        | UserEvent::NotificationPreferencesChanged { .. } => vec![],
     }
 }
 

@@ -122,6 +122,12 @@ fn commands_for_an_existing_user() -> Vec<UserCommand> {
         issue_key_command(1, "ci"),
         UserCommand::RevokeApiKey { key_id: key_id(1) },
         UserCommand::ChangeRole { role: Role::Admin },
+        UserCommand::ChangeNotificationPreferences {
+            change: framegate_domain::PreferencesChange {
+                video_completed: Some(true),
+                ..Default::default()
+            },
+        },
     ]
 }
 

@@ -7,11 +7,13 @@
 //! current in its own transactions.
 
 pub mod audit;
+pub mod credits_low;
 pub mod failure;
 pub mod inline;
 pub mod log;
 pub mod notify;
 pub mod parking;
+pub mod preferences;
 pub mod read_models;
 pub mod replay;
 pub mod status;

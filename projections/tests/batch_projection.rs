@@ -14,9 +14,9 @@ use framegate_commands::videos::request_video;
 use framegate_commands::{Actor, CommandMetadata, EventStore};
 use framegate_domain::{
     hash_token, ApiKeyId, CreditCommand, CreditEvent, Credits, ImageCommand, ImageEvent,
-    ModerationDecision, PasswordHash, PaymentDetails, PaymentProvider, ProviderKind,
-    ProviderPreference, Role, UserCommand, UserEvent, UserId, VideoCommand, VideoEvent, VideoId,
-    VideoSpec, WebhookEvent,
+    ModerationDecision, PasswordHash, PaymentDetails, PaymentProvider, PreferencesChange,
+    ProviderKind, ProviderPreference, Role, UserCommand, UserEvent, UserId, VideoCommand,
+    VideoEvent, VideoId, VideoSpec, WebhookEvent,
 };
 use framegate_projections::replay::{self, ReadModel};
 use framegate_projections::{HandlerError, StoredEvent};
@@ -65,6 +65,25 @@ async fn customer(store: &EventStore, n: usize) {
     }
     if n.is_multiple_of(3) {
         user_command(store, user, UserCommand::ChangeRole { role: Role::Admin }).await;
+    }
+    // Preferences set once or twice: a batch keeps the last set of each user.
+    let opt_in = UserCommand::ChangeNotificationPreferences {
+        change: PreferencesChange {
+            video_completed: Some(true),
+            credits_low_threshold: Some(Credits::new(10 * n as i64)),
+            ..PreferencesChange::default()
+        },
+    };
+    user_command(store, user, opt_in).await;
+    if n.is_multiple_of(2) {
+        let more = UserCommand::ChangeNotificationPreferences {
+            change: PreferencesChange {
+                video_failed: Some(true),
+                credits_low: Some(true),
+                ..PreferencesChange::default()
+            },
+        };
+        user_command(store, user, more).await;
     }
 
     let grant = CreditCommand::Grant {

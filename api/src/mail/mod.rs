@@ -1,4 +1,5 @@
-//! Outgoing email: verification and password-reset messages.
+//! Outgoing email: verification and password-reset messages, and the notifications users
+//! opt into (`notices`).
 //!
 //! Mail a request must not wait for (or whose cost must not tell anything) goes through the
 //! outbox (`outbox`): the request records it and answers, and the sender delivers it.
@@ -19,6 +20,7 @@ use tracing::info;
 use uuid::Uuid;
 
 mod mailbox;
+pub mod notices;
 pub mod outbox;
 
 use mailbox::write_to_mailbox;

@@ -4,7 +4,9 @@
 //! (issue 12.8: waiting for the SMTP send only for real accounts told them apart by timing).
 //! So the request only records the address it was asked about ([`Outgoing::PasswordReset`]),
 //! in one statement, and answers 202; the sender decides whether an account gets a token and
-//! mails it. The confirmation that a password was reset goes the same way.
+//! mails it. The confirmation that a password was reset goes the same way, and so do the
+//! notification mails users opt into (`crate::notifications` records them from the log;
+//! `super::notices` words them).
 //!
 //! Delivery is at least once: a row is claimed with `FOR UPDATE SKIP LOCKED` (several API
 //! processes share the table), deleted when delivered, and retried with a growing delay when
@@ -25,6 +27,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::notices::Notice;
 use crate::auth::one_time_token;
 use crate::state::AppState;
 
@@ -52,6 +55,9 @@ pub enum Outgoing {
     },
     /// The password of `user_id` was reset: confirm it, listing the API keys that survive it.
     PasswordWasReset { user_id: uuid::Uuid },
+    /// A notification the user opted into, to the address they had when it was recorded.
+    /// Its row's `kind` is the notice's (`video_completed`, `video_failed`, `credits_low`).
+    Notice { to: String, notice: Notice },
 }
 
 impl Outgoing {
@@ -59,6 +65,7 @@ impl Outgoing {
         match self {
             Outgoing::PasswordReset { .. } => "password_reset",
             Outgoing::PasswordWasReset { .. } => "password_was_reset",
+            Outgoing::Notice { notice, .. } => notice.kind(),
         }
     }
 }
@@ -203,6 +210,14 @@ async fn deliver(state: &AppState, mail: Outgoing) -> Result<(), String> {
         }
         Outgoing::PasswordWasReset { user_id } => {
             reset_confirmation(state, UserId::from_uuid(user_id)).await
+        }
+        Outgoing::Notice { to, notice } => {
+            let (subject, text) = notice.text(&state.config.public_url);
+            state
+                .mailer
+                .send(&to, &subject, &text)
+                .await
+                .map_err(|e| e.to_string())
         }
     }
 }

@@ -106,7 +106,8 @@ impl SetBased for ApiKeysProjector {
                 | UserEvent::PasswordChanged { .. }
                 | UserEvent::PasswordResetRequested { .. }
                 | UserEvent::PasswordResetCompleted { .. }
-                | UserEvent::RoleChanged { .. } => {}
+                | UserEvent::RoleChanged { .. }
+                | UserEvent::NotificationPreferencesChanged { .. } => {}
             }
         }
         pending.insert(conn).await?;
@@ -238,7 +239,8 @@ async fn project_as(
         | UserEvent::PasswordChanged { .. }
         | UserEvent::PasswordResetRequested { .. }
         | UserEvent::PasswordResetCompleted { .. }
-        | UserEvent::RoleChanged { .. } => {}
+        | UserEvent::RoleChanged { .. }
+        | UserEvent::NotificationPreferencesChanged { .. } => {}
     }
     Ok(())
 }

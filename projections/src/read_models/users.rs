@@ -6,14 +6,16 @@
 //! tokens) stay in the event store: the commands that check them load the aggregate. A batch
 //! is folded per user and written with one insert of the new rows (their later events
 //! applied already) and one update of the rows that were there (see `batch`). A role change
-//! or disabling is announced on `CREDENTIALS_CHANNEL` for the API's credential cache.
+//! or disabling is announced on `CREDENTIALS_CHANNEL` for the API's credential cache. The
+//! notification preferences are the ones `GET /v1/me` shows; the notification subscription
+//! reads them as of each event from the log instead (`crate::preferences`).
 
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate as _;
-use framegate_domain::{User, UserEvent, UserId};
+use framegate_domain::{Credits, NotificationPreferences, User, UserEvent, UserId};
 use serde::Serialize;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
@@ -37,6 +39,22 @@ pub struct UserRow {
     pub role: String,
     pub disabled: bool,
     pub created_at: DateTime<Utc>,
+    pub notify_video_completed: bool,
+    pub notify_video_failed: bool,
+    pub notify_credits_low: bool,
+    pub credits_low_threshold: i64,
+}
+
+impl UserRow {
+    /// The notification preferences the row holds.
+    pub fn notification_preferences(&self) -> NotificationPreferences {
+        NotificationPreferences {
+            video_completed: self.notify_video_completed,
+            video_failed: self.notify_video_failed,
+            credits_low: self.notify_credits_low,
+            credits_low_threshold: Credits::new(self.credits_low_threshold),
+        }
+    }
 }
 
 /// Projects `User` events into `users`.
@@ -114,6 +132,9 @@ impl SetBased for UsersProjector {
                 UserEvent::EmailVerified {} => fold.touch(at).verified = true,
                 UserEvent::RoleChanged { role } => fold.touch(at).role = Some(role.as_str()),
                 UserEvent::UserDisabled { .. } => fold.touch(at).disabled = true,
+                UserEvent::NotificationPreferencesChanged { preferences } => {
+                    fold.touch(at).preferences = Some(preferences);
+                }
                 UserEvent::EmailVerificationIssued { .. }
                 | UserEvent::PasswordChanged { .. }
                 | UserEvent::PasswordResetRequested { .. }
@@ -146,6 +167,8 @@ struct UserFold {
     verified: bool,
     disabled: bool,
     role: Option<&'static str>,
+    /// The last preferences recorded in the batch (each event carries the whole set).
+    preferences: Option<NotificationPreferences>,
 }
 
 impl UserFold {
@@ -158,6 +181,7 @@ impl UserFold {
             verified: false,
             disabled: false,
             role: None,
+            preferences: None,
         }
     }
 
@@ -183,14 +207,20 @@ async fn write_folds(conn: &mut PgConnection, folds: &[UserFold]) -> Result<(), 
     let disabled: Vec<bool> = updates.iter().map(|f| f.disabled).collect();
     let roles: Vec<Option<&str>> = updates.iter().map(|f| f.role).collect();
     let ats: Vec<Option<DateTime<Utc>>> = updates.iter().map(|f| f.updated_at).collect();
+    let preferences = PreferenceColumns::of(updates.iter().map(|f| f.preferences));
     let result = sqlx::query(
         "UPDATE users u
             SET email_verified = u.email_verified OR c.verified,
                 disabled = u.disabled OR c.disabled,
                 role = COALESCE(c.role, u.role),
+                notify_video_completed = COALESCE(c.completed, u.notify_video_completed),
+                notify_video_failed = COALESCE(c.failed, u.notify_video_failed),
+                notify_credits_low = COALESCE(c.low, u.notify_credits_low),
+                credits_low_threshold = COALESCE(c.threshold, u.credits_low_threshold),
                 updated_at = GREATEST(u.updated_at, c.at)
-           FROM unnest($1::uuid[], $2::bool[], $3::bool[], $4::text[], $5::timestamptz[])
-                AS c(id, verified, disabled, role, at)
+           FROM unnest($1::uuid[], $2::bool[], $3::bool[], $4::text[], $5::timestamptz[],
+                       $6::bool[], $7::bool[], $8::bool[], $9::int8[])
+                AS c(id, verified, disabled, role, at, completed, failed, low, threshold)
           WHERE u.id = c.id",
     )
     .bind(&ids)
@@ -198,9 +228,41 @@ async fn write_folds(conn: &mut PgConnection, folds: &[UserFold]) -> Result<(), 
     .bind(&disabled)
     .bind(&roles)
     .bind(&ats)
+    .bind(&preferences.completed)
+    .bind(&preferences.failed)
+    .bind(&preferences.low)
+    .bind(&preferences.threshold)
     .execute(&mut *conn)
     .await?;
     expect_rows(&result, ids.len(), "users updated by a batch")
+}
+
+/// Preferences as columns, `NULL` where a row keeps its own.
+struct PreferenceColumns {
+    completed: Vec<Option<bool>>,
+    failed: Vec<Option<bool>>,
+    low: Vec<Option<bool>>,
+    threshold: Vec<Option<i64>>,
+}
+
+impl PreferenceColumns {
+    fn of(preferences: impl Iterator<Item = Option<NotificationPreferences>>) -> Self {
+        let mut columns = Self {
+            completed: Vec::new(),
+            failed: Vec::new(),
+            low: Vec::new(),
+            threshold: Vec::new(),
+        };
+        for p in preferences {
+            columns.completed.push(p.map(|p| p.video_completed));
+            columns.failed.push(p.map(|p| p.video_failed));
+            columns.low.push(p.map(|p| p.credits_low));
+            columns
+                .threshold
+                .push(p.map(|p| p.credits_low_threshold.value()));
+        }
+        columns
+    }
 }
 
 /// Inserts the users registered in the batch with their updates applied already (a new row
@@ -223,14 +285,19 @@ async fn insert_new(
         rows.created_at.push(*at);
         rows.updated_at
             .push(fold.updated_at.map_or(*at, |updated| updated.max(*at)));
+        rows.preferences.push(fold.preferences.unwrap_or_default());
     }
     if rows.ids.is_empty() {
         return Ok(HashSet::new());
     }
+    let preferences = PreferenceColumns::of(rows.preferences.iter().copied().map(Some));
     let inserted: Vec<Uuid> = sqlx::query_scalar(
-        "INSERT INTO users (id, email, email_verified, role, disabled, created_at, updated_at)
+        "INSERT INTO users (id, email, email_verified, role, disabled, created_at, updated_at,
+                            notify_video_completed, notify_video_failed, notify_credits_low,
+                            credits_low_threshold)
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::bool[], $4::text[], $5::bool[],
-                              $6::timestamptz[], $7::timestamptz[])
+                              $6::timestamptz[], $7::timestamptz[], $8::bool[], $9::bool[],
+                              $10::bool[], $11::int8[])
          ON CONFLICT (id) DO NOTHING
          RETURNING id",
     )
@@ -241,6 +308,10 @@ async fn insert_new(
     .bind(&rows.disabled)
     .bind(&rows.created_at)
     .bind(&rows.updated_at)
+    .bind(&preferences.completed)
+    .bind(&preferences.failed)
+    .bind(&preferences.low)
+    .bind(&preferences.threshold)
     .fetch_all(&mut *conn)
     .await?;
     Ok(inserted.into_iter().collect())
@@ -256,6 +327,7 @@ struct NewRows<'f> {
     disabled: Vec<bool>,
     created_at: Vec<DateTime<Utc>>,
     updated_at: Vec<DateTime<Utc>>,
+    preferences: Vec<NotificationPreferences>,
 }
 
 async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
@@ -323,6 +395,22 @@ async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), Pro
             announce_credentials_changed(conn, &[id]).await?;
             result
         }
+        UserEvent::NotificationPreferencesChanged { preferences } => {
+            sqlx::query(
+                "UPDATE users SET notify_video_completed = $3, notify_video_failed = $4,
+                                  notify_credits_low = $5, credits_low_threshold = $6,
+                                  updated_at = GREATEST(updated_at, $2)
+                  WHERE id = $1",
+            )
+            .bind(id)
+            .bind(at)
+            .bind(preferences.video_completed)
+            .bind(preferences.video_failed)
+            .bind(preferences.credits_low)
+            .bind(preferences.credits_low_threshold.value())
+            .execute(&mut *conn)
+            .await?
+        }
         // Nothing shown here changes, but the account did: keep updated_at honest.
         UserEvent::EmailVerificationIssued { .. }
         | UserEvent::PasswordChanged { .. }
@@ -342,13 +430,18 @@ async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), Pro
     })
 }
 
-const COLUMNS: &str = "id, email, email_verified, role, disabled, created_at";
+const COLUMNS: &str = "id, email, email_verified, role, disabled, created_at,
+                       notify_video_completed, notify_video_failed, notify_credits_low,
+                       credits_low_threshold";
 
 /// The user with this id, if the projection has seen them register.
-pub async fn get(pool: &PgPool, id: UserId) -> Result<Option<UserRow>, sqlx::Error> {
+pub async fn get<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    id: UserId,
+) -> Result<Option<UserRow>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
         .bind(id.as_uuid())
-        .fetch_optional(pool)
+        .fetch_optional(executor)
         .await
 }
 

@@ -1,7 +1,7 @@
 //! Accounts and sessions: register, verify email, log in, refresh, log out, reset password.
 //!
-//! `sessions` (log in, refresh, log out) and `password_reset` are the two halves that grew
-//! their own files; the helpers they share live here.
+//! `sessions` (log in, refresh, log out), `password_reset` and `me` (the signed-in user and
+//! their notification preferences) grew their own files; the helpers they share live here.
 //!
 //! One-time tokens are `<user id>.<random>`: the id finds the aggregate, the random part is
 //! checked against the hash stored in its events (single use, expiring). Unknown emails and
@@ -17,21 +17,24 @@ use framegate_commands::users::{
     register as register_user, registered_user_by_email, Registration,
 };
 use framegate_commands::verification::{verify_email as verify_email_with_credits, VerifyError};
-use framegate_domain::{hash_token, normalize_email, CreditCommand, Credits, Role, UserId};
+use framegate_domain::{
+    hash_token, normalize_email, CreditCommand, Credits, NotificationPreferences, Role, UserId,
+};
 use framegate_projections::read_models::users;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+mod me;
 mod password_reset;
 mod sessions;
 
+pub use me::*;
 pub use password_reset::*;
 pub use sessions::*;
 
 use super::metadata;
 use crate::auth::one_time_token;
-use crate::auth::Principal;
 use crate::config::SignupCreditsOn;
 use crate::error::ApiError;
 use crate::extract::{user_agent, ApiJson, ClientIp};
@@ -55,11 +58,14 @@ pub struct UserResponse {
     pub role: String,
     pub disabled: bool,
     pub created_at: DateTime<Utc>,
+    /// Which notification mails the user receives (`PATCH /v1/me` changes them).
+    pub notify: NotifyPreferences,
 }
 
 impl From<users::UserRow> for UserResponse {
     fn from(row: users::UserRow) -> Self {
         Self {
+            notify: row.notification_preferences().into(),
             id: row.id,
             email: row.email,
             email_verified: row.email_verified,
@@ -180,6 +186,7 @@ pub async fn register(
             role: "user".into(),
             disabled: false,
             created_at: Utc::now(),
+            notify: NotificationPreferences::default().into(),
         },
     };
     let body = RegisterResponse {
@@ -266,14 +273,4 @@ pub async fn verify_email(
         })?;
     let user = user_or_404(&state, user_id).await?;
     Ok(Json(UserResponse::from(user)).into_response())
-}
-
-/// The signed-in user.
-#[utoipa::path(get, path = "/v1/me", tag = "auth", responses((status = 200, body = UserResponse)),
-    security(("bearer" = [])))]
-pub async fn me(
-    State(state): State<AppState>,
-    principal: Principal,
-) -> Result<Json<UserResponse>, ApiError> {
-    Ok(Json(user_or_404(&state, principal.user_id).await?.into()))
 }
