@@ -144,6 +144,7 @@ async fn story(store: &EventStore) -> StoryIds {
         seed: Some(7),
         estimated_cost: Credits::new(4),
         external_id: None,
+        webhook: None,
     };
     request_video(
         store,

@@ -442,6 +442,7 @@ fn spec(owner: UserId) -> VideoSpec {
         seed: None,
         estimated_cost: Credits::new(1),
         external_id: None,
+        webhook: None,
     }
 }
 

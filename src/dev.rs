@@ -189,6 +189,10 @@ fn defaults(state_dir: &Path) -> anyhow::Result<HashMap<&'static str, String>> {
             framegate_workers::providers::download::ALLOW_PRIVATE_UPSTREAMS,
             "true".to_owned(),
         ),
+        (
+            framegate_workers::webhooks::ALLOW_PRIVATE,
+            "true".to_owned(),
+        ),
         ("FRAMEGATE_BLOB_DIR", path("blobs")),
         ("FRAMEGATE_MAILBOX_DIR", path("mailbox")),
         ("FRAMEGATE_JWT_SECRET", secret(state_dir, "jwt-secret")?),
@@ -263,5 +267,16 @@ mod tests {
         let defaults = defaults(dir.path()).expect("defaults");
         let config = DownloadConfig::from_lookup(|name| defaults.get(name).cloned());
         assert!(config.expect("valid").allow_private);
+    }
+
+    #[test]
+    fn webhooks_may_reach_local_receivers_in_dev() {
+        let dir = tempfile::tempdir().expect("state dir");
+        let defaults = defaults(dir.path()).expect("defaults");
+        let config = framegate_workers::webhooks::WebhookConfig::from_lookup(|name| {
+            defaults.get(name).cloned()
+        });
+        assert!(config.expect("valid").allow_private);
+        assert!(!framegate_workers::webhooks::WebhookConfig::default().allow_private);
     }
 }

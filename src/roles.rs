@@ -26,6 +26,7 @@ use framegate_workers::providers::sora::{Sora, SoraConfig};
 use framegate_workers::providers::veo::{Veo, VeoConfig};
 use framegate_workers::settlement::{self, Settlement};
 use framegate_workers::simulator::{Simulator, SimulatorConfig};
+use framegate_workers::webhooks::{self, WebhookConfig, WebhookEnqueuer};
 use sqlx::PgPool;
 
 use crate::tasks::Tasks;
@@ -96,6 +97,8 @@ pub struct WorkerSettings {
     pub kafka: Option<KafkaConfig>,
     /// How this worker names itself in the events it causes.
     pub instance: String,
+    /// Webhook delivery: retries, addresses, concurrency.
+    pub webhooks: WebhookConfig,
 }
 
 /// How long a fresh video is left to the Kafka consumer group before the sweep takes it.
@@ -139,12 +142,13 @@ impl WorkerSettings {
             ),
             kafka: KafkaConfig::from_lookup(&get, std::env::vars()).map_err(anyhow::Error::msg)?,
             instance: worker_instance(&get),
+            webhooks: WebhookConfig::from_lookup(&get).map_err(anyhow::Error::msg)?,
         })
     }
 }
 
 /// Adds the dispatcher (or the Kafka job consumer), its sweeps, the poller, credit
-/// settlement and image cleanup to `tasks`.
+/// settlement, image cleanup and webhook delivery to `tasks`.
 pub async fn worker(
     tasks: &mut Tasks,
     pool: &PgPool,
@@ -224,6 +228,14 @@ pub async fn worker(
             .with_notifications(notifications.clone()),
         Arc::new(ImageCleanup::new(blobs.clone())),
     );
+    webhook_delivery(
+        tasks,
+        pool,
+        &store,
+        &blobs,
+        settings.webhooks,
+        notifications,
+    )?;
     // Retries and videos that waited for a provider.
     let stopped = tasks.stopped();
     tasks.spawn("dispatcher_sweeps", async move {
@@ -269,4 +281,30 @@ fn subscription(
             .await?;
         Ok(())
     });
+}
+
+/// The webhook delivery subscription and the sender that drains its outbox.
+fn webhook_delivery(
+    tasks: &mut Tasks,
+    pool: &PgPool,
+    store: &framegate_commands::EventStore,
+    blobs: &framegate_commands::blobs::Blobs,
+    config: WebhookConfig,
+    notifications: &Notifications,
+) -> anyhow::Result<()> {
+    subscription(
+        tasks,
+        webhooks::SUBSCRIPTION,
+        Subscription::new(webhooks::SUBSCRIPTION, pool.clone())
+            .with_notifications(notifications.clone()),
+        Arc::new(WebhookEnqueuer::new(config.retry_window)),
+    );
+    let sender = webhooks::Sender::new(pool.clone(), store.clone(), config, Some(blobs.clone()))
+        .context("cannot build the webhook HTTP client")?;
+    let (stopped, wake) = (tasks.stopped(), notifications.clone());
+    tasks.spawn("webhook_sender", async move {
+        sender.run(Some(wake), stopped).await;
+        Ok(())
+    });
+    Ok(())
 }

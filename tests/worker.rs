@@ -68,6 +68,7 @@ async fn a_worker_killed_at_random_points_finishes_every_job_exactly_once() {
             seed: None,
             estimated_cost: Credits::new(2),
             external_id: None,
+            webhook: None,
         };
         request_video(
             &store,

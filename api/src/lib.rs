@@ -40,7 +40,7 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::handlers::{
     admin, api_keys, auth as auth_handlers, billing as billing_handlers, blobs, credits, health,
-    images as image_handlers, videos, webhooks::endpoints as webhooks,
+    images as image_handlers, videos, webhooks::deliveries, webhooks::endpoints as webhooks,
 };
 pub use crate::state::AppState;
 
@@ -122,6 +122,16 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/webhooks/{id}/rotate-secret",
             post(webhooks::rotate_secret),
+        )
+        .route("/webhooks/{id}/test", post(deliveries::test))
+        .route("/webhooks/{id}/deliveries", get(deliveries::list))
+        .route(
+            "/webhooks/{id}/deliveries/{delivery_id}/retry",
+            post(deliveries::retry),
+        )
+        .route(
+            "/webhooks/{id}/deliveries/{delivery_id}/attempts",
+            get(deliveries::attempts),
         );
     Router::new()
         .nest("/v1", v1)

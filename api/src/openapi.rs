@@ -31,6 +31,8 @@ use crate::handlers;
         handlers::webhooks::endpoints::get, handlers::webhooks::endpoints::update,
         handlers::webhooks::endpoints::delete, handlers::webhooks::endpoints::rotate_secret,
         handlers::webhooks::endpoints::default_secret,
+        handlers::webhooks::deliveries::list, handlers::webhooks::deliveries::attempts,
+        handlers::webhooks::deliveries::retry, handlers::webhooks::deliveries::test,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth),

@@ -254,6 +254,7 @@ async fn a_request_whose_key_was_taken_over_commits_nothing() {
         seed: None,
         estimated_cost: framegate_domain::Credits::new(4),
         external_id: None,
+        webhook: None,
     };
     let meta = framegate_commands::CommandMetadata::new_request(framegate_commands::Actor::User(
         framegate_domain::UserId::from_uuid(user),

@@ -27,6 +27,7 @@ pub mod unit;
 pub mod users;
 pub mod verification;
 pub mod videos;
+pub mod webhook_deliveries;
 pub mod webhook_signature;
 pub mod webhooks;
 

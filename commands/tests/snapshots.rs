@@ -50,6 +50,7 @@ async fn video(store: &EventStore, owner: UserId, turn: usize) {
         seed: None,
         estimated_cost: Credits::new(4),
         external_id: None,
+        webhook: None,
     };
     request_video(store, video, spec, &meta(), None)
         .await

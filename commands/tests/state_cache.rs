@@ -31,6 +31,7 @@ fn spec(owner: UserId, cost: i64) -> VideoSpec {
         seed: None,
         estimated_cost: Credits::new(cost),
         external_id: None,
+        webhook: None,
     }
 }
 

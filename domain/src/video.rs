@@ -42,6 +42,19 @@ pub struct VideoSpec {
     pub estimated_cost: Credits,
     /// The caller's own reference for the request, if it gave one.
     pub external_id: Option<String>,
+    /// Where this video's webhook events also go (the request's `webhook_url`), signed with
+    /// the owner's default secret. Absent in events recorded before per-request webhooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<VideoWebhook>,
+}
+
+/// A per-request webhook: a URL (checked like an endpoint's, `webhook::validate_url`) and the
+/// video event types it receives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct VideoWebhook {
+    pub url: String,
+    /// Event types as in a delivery's `type` (`video.completed`, ...).
+    pub events: Vec<String>,
 }
 
 impl VideoSpec {

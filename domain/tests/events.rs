@@ -8,7 +8,7 @@ use framegate_domain::{
     hash_token, redact_event, redact_payload, sensitive_fields, ApiKeyHash, ApiKeyId,
     CreditAccount, CreditEvent, Credits, ImageId, NotificationPreferences, PasswordHash,
     PaymentDetails, PaymentProvider, ProviderKind, ProviderPreference, Role, User, UserEvent,
-    UserId, Video, VideoEvent, VideoId, VideoSpec, REDACTED,
+    UserId, Video, VideoEvent, VideoId, VideoSpec, VideoWebhook, REDACTED,
 };
 use insta::assert_json_snapshot;
 use serde_json::Value;
@@ -164,6 +164,10 @@ fn spec() -> VideoSpec {
         seed: Some(42),
         estimated_cost: Credits::new(80),
         external_id: None,
+        webhook: Some(VideoWebhook {
+            url: "https://hooks.example.com/framegate?token=abc".to_string(),
+            events: vec!["video.completed".to_string(), "video.failed".to_string()],
+        }),
     }
 }
 
@@ -290,6 +294,31 @@ fn every_event_type_is_its_serde_tag_and_round_trips() {
     assert_tagged_by_event_type(&all_user_events());
     assert_tagged_by_event_type(&all_credit_events());
     assert_tagged_by_event_type(&all_video_events());
+}
+
+#[test]
+fn a_request_recorded_before_per_request_webhooks_decodes_without_one() {
+    let mut json = serde_json::to_value(VideoEvent::VideoRequested {
+        video_id: video_id(),
+        spec: spec(),
+    })
+    .expect("events serialize");
+    json["VideoRequested"]["spec"]
+        .as_object_mut()
+        .expect("spec")
+        .remove("webhook");
+    let VideoEvent::VideoRequested { spec: old, .. } =
+        serde_json::from_value(json).expect("an old request decodes")
+    else {
+        panic!("not a request");
+    };
+    assert_eq!(old.webhook, None);
+    let without = VideoSpec {
+        webhook: None,
+        ..spec()
+    };
+    let json = serde_json::to_value(&without).expect("spec");
+    assert!(json.get("webhook").is_none(), "absent, not null: {json}");
 }
 
 #[test]

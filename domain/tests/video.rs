@@ -36,6 +36,7 @@ fn spec() -> VideoSpec {
         seed: Some(42),
         estimated_cost: Credits::new(80),
         external_id: Some("client-ref-1".to_string()),
+        webhook: None,
     }
 }
 

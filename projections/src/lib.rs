@@ -18,6 +18,7 @@ pub mod read_models;
 pub mod replay;
 pub mod status;
 pub mod subscription;
+pub mod video_object;
 
 pub use log::{LogPosition, StoredEvent};
 pub use subscription::{

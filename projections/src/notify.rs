@@ -20,6 +20,8 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+pub use framegate_commands::webhook_deliveries::WEBHOOK_CHANNEL;
+
 use crate::parking::CONTROL_CHANNEL;
 use crate::read_models::CREDENTIALS_CHANNEL;
 use crate::subscription::NOTIFY_CHANNEL;
@@ -34,11 +36,12 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 pub const MAIL_CHANNEL: &str = "framegate_mail";
 
 /// Every channel the shared listener subscribes to.
-pub const CHANNELS: [&str; 5] = [
+pub const CHANNELS: [&str; 6] = [
     NOTIFY_CHANNEL,
     CREDENTIALS_CHANNEL,
     CONTROL_CHANNEL,
     MAIL_CHANNEL,
+    WEBHOOK_CHANNEL,
     PING_CHANNEL,
 ];
 

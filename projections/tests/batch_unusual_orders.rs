@@ -93,6 +93,7 @@ fn requested(video: Uuid, owner: Uuid, prompt: &str) -> VideoEvent {
             seed: None,
             estimated_cost: Credits::new(4),
             external_id: None,
+            webhook: None,
         },
     }
 }

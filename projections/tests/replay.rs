@@ -144,6 +144,7 @@ async fn request(store: &EventStore, owner: UserId) -> VideoId {
         seed: Some(7),
         estimated_cost: Credits::new(4),
         external_id: None,
+        webhook: None,
     };
     let meta = CommandMetadata::new_request(Actor::User(owner));
     request_video(store, video, spec, &meta, None)

@@ -173,6 +173,7 @@ async fn two_workers_in_one_group_share_jobs_and_a_killed_ones_jobs_finish_on_th
             seed: None,
             estimated_cost: Credits::new(2),
             external_id: None,
+            webhook: None,
         };
         request_video(
             &store,

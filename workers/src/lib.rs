@@ -14,3 +14,4 @@ pub mod provider;
 pub mod providers;
 pub mod settlement;
 pub mod simulator;
+pub mod webhooks;

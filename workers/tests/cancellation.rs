@@ -182,6 +182,7 @@ impl Rig {
             seed: None,
             estimated_cost: Credits::new(COST),
             external_id: None,
+            webhook: None,
         };
         let meta = CommandMetadata::new_request(Actor::User(self.owner));
         request_video(&self.store, video, spec, &meta, None)

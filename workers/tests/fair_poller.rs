@@ -80,6 +80,7 @@ async fn request(store: &EventStore, owner: UserId) -> VideoId {
         seed: None,
         estimated_cost: Credits::new(320),
         external_id: None,
+        webhook: None,
     };
     request_video(
         store,
@@ -265,6 +266,7 @@ async fn three_hundred_jobs_at_a_one_slot_provider_complete_in_request_order() {
             seed: Some(1),
             estimated_cost: Credits::new(1),
             external_id: None,
+            webhook: None,
         };
         request_video(
             &store,

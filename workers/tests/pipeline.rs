@@ -101,6 +101,7 @@ impl Rig {
             seed: Some(7),
             estimated_cost: Credits::new(i64::from(seconds)),
             external_id: None,
+            webhook: None,
         };
         request_video(
             &self.store,
@@ -511,6 +512,7 @@ async fn a_request_that_cannot_be_recorded_reserves_nothing() {
         seed: None,
         estimated_cost: Credits::new(4),
         external_id: None,
+        webhook: None,
     };
     let meta = CommandMetadata::new_request(Actor::User(rig.owner));
     let refused = request_video(&rig.store, video, spec, &meta, None).await;

@@ -178,6 +178,7 @@ impl Rig {
             seed: None,
             estimated_cost: Credits::new(320),
             external_id: None,
+            webhook: None,
         };
         request_video(
             &self.store,

@@ -22,6 +22,7 @@ use uuid::Uuid;
 mod mailbox;
 pub mod notices;
 pub mod outbox;
+mod webhook_disabled;
 
 use mailbox::write_to_mailbox;
 pub use mailbox::{read_mailbox, StoredMail};

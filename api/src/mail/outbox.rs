@@ -58,6 +58,16 @@ pub enum Outgoing {
     /// A notification the user opted into, to the address they had when it was recorded.
     /// Its row's `kind` is the notice's (`video_completed`, `video_failed`, `credits_low`).
     Notice { to: String, notice: Notice },
+    /// The webhook sender disabled an endpoint of `user_id` (written by the worker,
+    /// `framegate_workers::webhooks::outcome`).
+    WebhookDisabled {
+        user_id: uuid::Uuid,
+        endpoint_id: uuid::Uuid,
+        url: Option<String>,
+        /// `gone` or `failing`.
+        reason: String,
+        detail: String,
+    },
 }
 
 impl Outgoing {
@@ -66,6 +76,7 @@ impl Outgoing {
             Outgoing::PasswordReset { .. } => "password_reset",
             Outgoing::PasswordWasReset { .. } => "password_was_reset",
             Outgoing::Notice { notice, .. } => notice.kind(),
+            Outgoing::WebhookDisabled { .. } => "webhook_disabled",
         }
     }
 }
@@ -218,6 +229,21 @@ async fn deliver(state: &AppState, mail: Outgoing) -> Result<(), String> {
                 .send(&to, &subject, &text)
                 .await
                 .map_err(|e| e.to_string())
+        }
+        Outgoing::WebhookDisabled {
+            user_id,
+            endpoint_id,
+            url,
+            reason,
+            detail,
+        } => {
+            let notice = super::webhook_disabled::Notice {
+                endpoint_id,
+                url: url.as_deref(),
+                reason: &reason,
+                detail: &detail,
+            };
+            super::webhook_disabled::send(state, UserId::from_uuid(user_id), &notice).await
         }
     }
 }

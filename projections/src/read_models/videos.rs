@@ -6,6 +6,7 @@
 //! reflects, so the second writer skips it (`versioned`). A batch is folded per video
 //! (`fold`) and written with one insert and one update statement for the whole batch (`write`).
 
+pub mod as_of;
 mod fold;
 mod write;
 

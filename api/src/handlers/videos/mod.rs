@@ -32,6 +32,7 @@ use crate::state::AppState;
 pub mod event_stream;
 mod pricing;
 mod response;
+mod webhook;
 
 pub use pricing::VideoRequestBody;
 use pricing::{price, unhealthy_providers, usable_image};
@@ -67,6 +68,7 @@ pub async fn create(
         None => None,
         Some(id) => Some(usable_image(&state, &principal, id).await?),
     };
+    let webhook = webhook::parse(&body).map_err(ApiError::Validation)?;
     let video_id = VideoId::from_uuid(Uuid::now_v7());
     let spec = VideoSpec {
         owner: principal.user_id,
@@ -81,6 +83,7 @@ pub async fn create(
         seed: body.seed,
         estimated_cost: quote.cost,
         external_id: body.external_id,
+        webhook,
     };
     let meta = metadata(Some(&principal), ip, user_agent(&headers));
     let respond = RespondWithin {

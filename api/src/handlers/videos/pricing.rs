@@ -37,6 +37,13 @@ pub struct VideoRequestBody {
     pub seed: Option<u64>,
     /// Your own reference for this request.
     pub external_id: Option<String>,
+    /// Where this video's webhook events also go (http or https), signed with your default
+    /// secret (`GET /v1/webhooks/default/secret`).
+    pub webhook_url: Option<String>,
+    /// Which events go to `webhook_url` (`video.queued`, `video.started`, `video.progress`,
+    /// `video.completed`, `video.failed`, `video.cancelled`); default: all but
+    /// `video.progress`.
+    pub webhook_events_filter: Option<Vec<String>>,
 }
 
 fn auto() -> String {
@@ -95,6 +102,9 @@ pub(super) async fn price(
             "invalid_length",
             "1 to 255 characters",
         ));
+    }
+    if let Err(webhook_errors) = super::webhook::parse(body) {
+        errors.extend(webhook_errors);
     }
     let preference: ProviderPreference = match body.provider.parse() {
         Ok(p) => p,
