@@ -8,8 +8,8 @@
 # - tansu on 127.0.0.1:9092: an Apache-Kafka-protocol broker (in-memory storage) for the relay
 #   and consumer-group tests (scripts/install-tansu.sh builds it once; FRAMEGATE_KAFKA_PORT).
 # - kafka-python in a venv: an independent Kafka client the tests read the topics with.
-# - official client libraries (standardwebhooks) in a venv: the tests check our wire formats
-#   with them.
+# - official client libraries (standardwebhooks, stripe) in a venv: the tests check our wire
+#   formats with them.
 #
 # Safe to run any number of times; prints what it did.
 set -euo pipefail
@@ -168,6 +168,11 @@ install_client_libraries() {
   if ! "$venv/bin/python" -c 'import standardwebhooks' 2>/dev/null; then
     say "installing standardwebhooks into $venv (from PyPI)"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'standardwebhooks==1.0.0'
+  fi
+  # Stripe's webhook signatures (api/tests/billing_signature.rs).
+  if ! "$venv/bin/python" -c 'import stripe, sys; sys.exit(stripe.VERSION != "16.1.0")' 2>/dev/null; then
+    say "installing stripe into $venv (from PyPI)"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'stripe==16.1.0'
   fi
 }
 

@@ -14,6 +14,7 @@ use framegate_domain::routing::{configured_providers, RoutingPolicy};
 use framegate_domain::ProviderKind;
 use rand::RngCore as _;
 
+use crate::billing::BillingConfig;
 use crate::client_ip::ProxyTrust;
 use crate::images::{ImageLimits, RuleSet, RULES_ENV};
 use crate::mail::MailConfig;
@@ -78,6 +79,8 @@ pub struct ApiConfig {
     pub download_ttl: Duration,
     /// Video event streams: caps, lifetime, pacing (`FRAMEGATE_SSE_*`; see `streams`).
     pub streams: StreamConfig,
+    /// Credit packs and Stripe (`FRAMEGATE_CREDIT_PACKS`, `FRAMEGATE_STRIPE_*`; see `billing`).
+    pub billing: BillingConfig,
 }
 
 impl ApiConfig {
@@ -114,6 +117,7 @@ impl ApiConfig {
             blobs: development_blobs(),
             download_ttl: Duration::from_secs(3600),
             streams: StreamConfig::default(),
+            billing: BillingConfig::development("http://127.0.0.1:8080"),
         }
     }
 
@@ -211,6 +215,7 @@ impl ApiConfig {
         config.proxies = proxies(&get)?;
         config.http = http_limits(&get)?;
         config.streams = StreamConfig::from_lookup(&get)?;
+        config.billing = BillingConfig::from_lookup(&get, &config.public_url)?;
         if let Some(v) = get("FRAMEGATE_IDEMPOTENCY_LEASE_SECONDS") {
             let seconds = positive("FRAMEGATE_IDEMPOTENCY_LEASE_SECONDS", &v)?;
             config.idempotency_lease = Duration::from_secs(u64::from(seconds));

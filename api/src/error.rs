@@ -86,6 +86,9 @@ pub enum ApiError {
     },
     #[error("{0} is unavailable")]
     Unavailable(String),
+    /// A service the request needed (a payment provider) failed or could not be reached.
+    #[error("{message}")]
+    BadGateway { code: &'static str, message: String },
     /// A domain rule refused the command (422 with the domain's code).
     #[error("{message}")]
     Unprocessable { code: &'static str, message: String },
@@ -122,6 +125,7 @@ impl ApiError {
             ApiError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -133,6 +137,7 @@ impl ApiError {
             | ApiError::Unauthenticated { code, .. }
             | ApiError::Conflict { code, .. }
             | ApiError::Busy { code, .. }
+            | ApiError::BadGateway { code, .. }
             | ApiError::Unprocessable { code, .. } => code,
             ApiError::Forbidden => "forbidden",
             ApiError::AccountDisabled => "account_disabled",

@@ -6,6 +6,7 @@
 //! file per group; authentication in `auth/`; every error is an `ApiError` (problem+json).
 
 pub mod auth;
+pub mod billing;
 pub mod body_deadline;
 pub mod client_ip;
 pub mod config;
@@ -38,8 +39,8 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::handlers::{
-    admin, api_keys, auth as auth_handlers, blobs, credits, health, images as image_handlers,
-    videos, webhooks::deliveries, webhooks::endpoints as webhooks,
+    admin, api_keys, auth as auth_handlers, billing as billing_handlers, blobs, credits, health,
+    images as image_handlers, videos, webhooks::deliveries, webhooks::endpoints as webhooks,
 };
 pub use crate::state::AppState;
 
@@ -76,6 +77,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api-keys/{id}", axum::routing::delete(api_keys::revoke))
         .route("/credits", get(credits::balance))
         .route("/credits/ledger", get(credits::ledger))
+        .route("/billing/packs", get(billing_handlers::packs))
+        .route("/billing/checkout", post(billing_handlers::checkout))
+        .route("/billing/purchases", get(billing_handlers::purchases))
+        .route(
+            "/billing/stripe/webhook",
+            post(billing_handlers::stripe_webhook),
+        )
         .route("/admin/users", get(admin::list_users))
         .route("/admin/users/{id}/credits", post(admin::grant_credits))
         .route("/admin/users/{id}/role", post(admin::change_role))

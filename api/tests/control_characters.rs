@@ -52,6 +52,7 @@ fn valid_body(method: &str, path: &str, fixture: &Fixture) -> Option<Value> {
         ("post", "/v1/admin/users/{id}/disable") => json!({"reason": "abuse"}),
         ("post", "/v1/videos" | "/v1/videos/estimate") => video,
         ("post", "/v1/videos/{id}/cancel") => json!({"reason": "changed my mind"}),
+        ("post", "/v1/billing/checkout") => json!({"pack": "starter"}),
         ("post", "/v1/webhooks") => json!({"url": "https://example.com/hook",
                                            "events": ["video.completed"], "description": "d"}),
         ("patch", "/v1/webhooks/{id}") => json!({"url": "https://example.com/hook",

@@ -289,6 +289,7 @@ async fn a_low_balance_mails_once_per_fall_below_the_threshold() {
     let top_up = CreditCommand::Purchase {
         amount: Credits::new(100),
         payment_reference: "pay_1".into(),
+        payment: None,
     };
     credits(&app, user, top_up).await;
     credits(&app, user, reserve(6, 110)).await;

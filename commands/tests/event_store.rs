@@ -77,6 +77,7 @@ async fn a_command_that_changes_nothing_writes_nothing_and_reports_no_position()
     let purchase = || CreditCommand::Purchase {
         amount: Credits::new(20),
         payment_reference: "pay_123".into(),
+        payment: None,
     };
     let first = store.credits().execute(&account, purchase(), &meta).await;
     assert!(matches!(first, Ok(Some(_))), "{first:?}");

@@ -6,6 +6,7 @@
 //! the amount being spent twice, and later *captures* what it really cost or *releases*
 //! the hold. Settlement is idempotent per video because the sagas that drive it retry, and
 //! purchases are idempotent per payment reference because payment webhooks are redelivered.
+//! A refunded purchase gives back what is left of its credits (`purchases`).
 //! The aggregate id is the owner's `UserId`; the account springs into existence with its
 //! first event, so there is no "open account" command to forget.
 
@@ -20,6 +21,10 @@ use crate::credits::Credits;
 use crate::ids::VideoId;
 use crate::services::Services;
 
+mod purchases;
+
+pub use purchases::{PaymentDetails, PaymentProvider, PurchaseRecord, Revocation};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CreditCommand {
     /// Free credits given by an admin or a promotion.
@@ -33,9 +38,18 @@ pub enum CreditCommand {
     GrantSignup {
         amount: Credits,
     },
+    /// Credits paid for; a repeat with the same reference and amount changes nothing.
     Purchase {
         amount: Credits,
         payment_reference: String,
+        payment: Option<PaymentDetails>,
+    },
+    /// The purchase `payment_reference` was refunded up to `refunded` in all (smallest
+    /// currency unit, cumulative as payment providers report it): its share of the credits
+    /// not asked back yet is taken back as far as it is available.
+    RevokePurchase {
+        payment_reference: String,
+        refunded: i64,
     },
     Reserve {
         video_id: VideoId,
@@ -62,6 +76,21 @@ pub enum CreditEvent {
     CreditsPurchased {
         amount: Credits,
         payment_reference: String,
+        /// What was paid and through which checkout; absent on purchases recorded without
+        /// (and on every one stored before it existed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payment: Option<PaymentDetails>,
+    },
+    /// A refund of a purchase took credits back. `requested` is the refund's share of the
+    /// purchase's credits beyond what earlier refunds asked; `revoked` of it came off the
+    /// balance (no more than was available) and `shortfall` = `requested` − `revoked` was
+    /// already spent or reserved. `refunded` is the purchase's refunded total after it.
+    CreditsRevoked {
+        payment_reference: String,
+        refunded: i64,
+        requested: Credits,
+        revoked: Credits,
+        shortfall: Credits,
     },
     CreditsReserved {
         video_id: VideoId,
@@ -85,6 +114,7 @@ impl DomainEvent for CreditEvent {
         let name = match self {
             CreditEvent::CreditsGranted { .. } => "CreditsGranted",
             CreditEvent::CreditsPurchased { .. } => "CreditsPurchased",
+            CreditEvent::CreditsRevoked { .. } => "CreditsRevoked",
             CreditEvent::CreditsReserved { .. } => "CreditsReserved",
             CreditEvent::ReservationCaptured { .. } => "ReservationCaptured",
             CreditEvent::ReservationReleased { .. } => "ReservationReleased",
@@ -117,6 +147,10 @@ pub enum CreditError {
     UnknownReservation,
     #[error("the balance would overflow")]
     Overflow,
+    #[error("no purchase has this payment reference")]
+    UnknownPurchase,
+    #[error("this purchase was recorded without what was paid, so a refund has no share")]
+    PurchaseWithoutPayment,
 }
 
 impl CreditError {
@@ -129,6 +163,8 @@ impl CreditError {
             CreditError::ReservationExists => "reservation_exists",
             CreditError::UnknownReservation => "unknown_reservation",
             CreditError::Overflow => "overflow",
+            CreditError::UnknownPurchase => "unknown_purchase",
+            CreditError::PurchaseWithoutPayment => "purchase_without_payment",
         }
     }
 }
@@ -160,7 +196,8 @@ pub struct CreditAccount {
     reserved: Credits,
     /// Settled reservations stay forever: they are what makes a late retry a no-op.
     reservations: BTreeMap<VideoId, Reservation>,
-    purchases: BTreeMap<String, Credits>,
+    /// By payment reference: what makes a redelivered purchase or refund a no-op.
+    purchases: BTreeMap<String, PurchaseRecord>,
     /// Whether the sign-up credits were granted (a `CreditsGranted` for [`SIGNUP_REASON`] by
     /// `system`, as registration has always recorded them).
     signup_granted: bool,
@@ -173,7 +210,7 @@ pub const SIGNUP_GRANTED_BY: &str = "system";
 impl CreditAccount {
     /// The version of this struct's shape as snapshots store it (serde): bump it whenever a
     /// field is added, removed or changes meaning, and older snapshots are ignored.
-    pub const STATE_VERSION: i32 = 2;
+    pub const STATE_VERSION: i32 = 3;
 
     /// Everything granted or bought minus everything captured; includes reserved credits.
     pub fn balance(&self) -> Credits {
@@ -201,7 +238,12 @@ impl CreditAccount {
 
     /// The amount a payment reference was credited with, if it was.
     pub fn purchase(&self, payment_reference: &str) -> Option<Credits> {
-        self.purchases.get(payment_reference).copied()
+        self.purchases.get(payment_reference).map(|p| p.credits)
+    }
+
+    /// What the account keeps of a purchase: paid, refunded, asked back.
+    pub fn purchase_record(&self, payment_reference: &str) -> Option<&PurchaseRecord> {
+        self.purchases.get(payment_reference)
     }
 
     fn ensure_room_for(&self, amount: Credits) -> Result<(), CreditError> {
@@ -219,6 +261,27 @@ impl CreditAccount {
             .get(&video_id)
             .ok_or(CreditError::UnknownReservation)?;
         Ok(reservation.is_open().then_some(reservation.amount))
+    }
+
+    /// `RevokePurchase` (see [`PurchaseRecord::revocation`]).
+    fn decide_revocation(
+        &self,
+        payment_reference: String,
+        refunded: i64,
+    ) -> Result<Option<CreditEvent>, CreditError> {
+        let purchase = self
+            .purchases
+            .get(&payment_reference)
+            .ok_or(CreditError::UnknownPurchase)?;
+        Ok(purchase
+            .revocation(refunded, self.available())?
+            .map(|r| CreditEvent::CreditsRevoked {
+                payment_reference,
+                refunded: r.refunded,
+                requested: r.requested,
+                revoked: r.revoked,
+                shortfall: r.shortfall,
+            }))
     }
 
     fn decide(&self, command: CreditCommand) -> Result<Option<CreditEvent>, CreditError> {
@@ -255,8 +318,9 @@ impl CreditAccount {
             CreditCommand::Purchase {
                 amount,
                 payment_reference,
+                payment,
             } => {
-                if !amount.is_positive() {
+                if !amount.is_positive() || payment.as_ref().is_some_and(|p| p.amount_paid < 0) {
                     return Err(CreditError::NonPositiveAmount);
                 }
                 if payment_reference.trim().is_empty() {
@@ -271,8 +335,13 @@ impl CreditAccount {
                 CreditEvent::CreditsPurchased {
                     amount,
                     payment_reference,
+                    payment,
                 }
             }
+            CreditCommand::RevokePurchase {
+                payment_reference,
+                refunded,
+            } => return self.decide_revocation(payment_reference, refunded),
             CreditCommand::Reserve { video_id, amount } => {
                 if !amount.is_positive() {
                     return Err(CreditError::NonPositiveAmount);
@@ -358,9 +427,27 @@ impl Aggregate for CreditAccount {
             CreditEvent::CreditsPurchased {
                 amount,
                 payment_reference,
+                payment,
             } => {
                 self.balance = saturating_add(self.balance, amount);
-                self.purchases.insert(payment_reference, amount);
+                self.purchases.insert(
+                    payment_reference,
+                    PurchaseRecord::new(amount, payment.as_ref()),
+                );
+            }
+            CreditEvent::CreditsRevoked {
+                payment_reference,
+                refunded,
+                requested,
+                revoked,
+                ..
+            } => {
+                self.balance = saturating_sub(self.balance, revoked);
+                if let Some(purchase) = self.purchases.get_mut(&payment_reference) {
+                    purchase.refunded = purchase.refunded.max(refunded);
+                    purchase.revocation_requested =
+                        saturating_add(purchase.revocation_requested, requested);
+                }
             }
             CreditEvent::CreditsReserved { video_id, amount } => {
                 self.reserved = saturating_add(self.reserved, amount);

@@ -37,6 +37,7 @@ fn purchased(amount: i64, reference: &str) -> CreditEvent {
     CreditEvent::CreditsPurchased {
         amount: c(amount),
         payment_reference: reference.to_string(),
+        payment: None,
     }
 }
 
@@ -75,6 +76,7 @@ fn purchase(amount: i64, reference: &str) -> CreditCommand {
     CreditCommand::Purchase {
         amount: c(amount),
         payment_reference: reference.to_string(),
+        payment: None,
     }
 }
 

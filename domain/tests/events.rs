@@ -7,8 +7,8 @@ use cqrs_es::DomainEvent;
 use framegate_domain::{
     hash_token, redact_event, redact_payload, sensitive_fields, ApiKeyHash, ApiKeyId,
     CreditAccount, CreditEvent, Credits, ImageId, NotificationPreferences, PasswordHash,
-    ProviderKind, ProviderPreference, Role, User, UserEvent, UserId, Video, VideoEvent, VideoId,
-    VideoSpec, VideoWebhook, REDACTED,
+    PaymentDetails, PaymentProvider, ProviderKind, ProviderPreference, Role, User, UserEvent,
+    UserId, Video, VideoEvent, VideoId, VideoSpec, VideoWebhook, REDACTED,
 };
 use insta::assert_json_snapshot;
 use serde_json::Value;
@@ -113,8 +113,23 @@ fn all_credit_events() -> Vec<CreditEvent> {
             granted_by: "admin:0190".to_string(),
         },
         CreditEvent::CreditsPurchased {
-            amount: Credits::new(500),
-            payment_reference: "pi_123".to_string(),
+            amount: Credits::new(1000),
+            payment_reference: "cs_test_a1b2c3".to_string(),
+            payment: Some(PaymentDetails {
+                provider: PaymentProvider::Stripe,
+                checkout_session: "cs_test_a1b2c3".to_string(),
+                payment_intent: Some("pi_3Qx7Yz".to_string()),
+                pack: "starter".to_string(),
+                amount_paid: 1000,
+                currency: "usd".to_string(),
+            }),
+        },
+        CreditEvent::CreditsRevoked {
+            payment_reference: "cs_test_a1b2c3".to_string(),
+            refunded: 500,
+            requested: Credits::new(500),
+            revoked: Credits::new(420),
+            shortfall: Credits::new(80),
         },
         CreditEvent::CreditsReserved {
             video_id: video_id(),
@@ -224,9 +239,10 @@ fn credit_ordinal(event: &CreditEvent) -> usize {
     match event {
         CreditEvent::CreditsGranted { .. } => 0,
         CreditEvent::CreditsPurchased { .. } => 1,
-        CreditEvent::CreditsReserved { .. } => 2,
-        CreditEvent::ReservationCaptured { .. } => 3,
-        CreditEvent::ReservationReleased { .. } => 4,
+        CreditEvent::CreditsRevoked { .. } => 2,
+        CreditEvent::CreditsReserved { .. } => 3,
+        CreditEvent::ReservationCaptured { .. } => 4,
+        CreditEvent::ReservationReleased { .. } => 5,
     }
 }
 
@@ -333,10 +349,11 @@ fn every_user_event_matches_its_snapshot() {
 
 #[test]
 fn every_credit_event_matches_its_snapshot() {
-    let [granted, purchased, reserved, captured, released] =
-        <[CreditEvent; 5]>::try_from(all_credit_events()).expect("five credit events");
+    let [granted, purchased, revoked, reserved, captured, released] =
+        <[CreditEvent; 6]>::try_from(all_credit_events()).expect("six credit events");
     assert_json_snapshot!("credits_granted", granted);
     assert_json_snapshot!("credits_purchased", purchased);
+    assert_json_snapshot!("credits_revoked", revoked);
     assert_json_snapshot!("credits_reserved", reserved);
     assert_json_snapshot!("reservation_captured", captured);
     assert_json_snapshot!("reservation_released", released);
@@ -474,4 +491,21 @@ fn unlisted_hash_fields_are_redacted_anyway() {
             "FutureEvent": { "recovery_code_hash": REDACTED, "items": [{ "other_hash": REDACTED }], "gone_hash": null }
         })
     );
+}
+
+#[test]
+fn a_purchase_stored_before_payment_details_still_decodes_and_keeps_its_form() {
+    let stored = serde_json::json!({
+        "CreditsPurchased": { "amount": 500, "payment_reference": "pi_123" }
+    });
+    let event: CreditEvent = serde_json::from_value(stored.clone()).expect("decodes");
+    assert_eq!(
+        event,
+        CreditEvent::CreditsPurchased {
+            amount: Credits::new(500),
+            payment_reference: "pi_123".to_string(),
+            payment: None,
+        }
+    );
+    assert_eq!(serde_json::to_value(&event).expect("serializes"), stored);
 }

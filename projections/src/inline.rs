@@ -1,5 +1,5 @@
 //! The inline read models: every read model the API answers from (`videos`,
-//! `credit_accounts`, `credit_ledger`, `users`, `api_keys`, `images`,
+//! `credit_accounts`, `credit_ledger`, `credit_purchases`, `users`, `api_keys`, `images`,
 //! `webhook_endpoints`), updated in the
 //! transaction that appends their events, so a write's response and the next read show it
 //! without waiting for a projector (Marten's inline projections), and a revoked key or a
@@ -25,8 +25,8 @@ use sqlx::{PgConnection, PgPool};
 use crate::log::StoredEvent;
 use crate::read_models::versioned::{self, Writer};
 use crate::read_models::{
-    api_keys, credit_ledger, CreditAccountsProjector, ImagesProjector, UsersProjector,
-    VideosProjector, WebhookEndpointsProjector,
+    api_keys, credit_ledger, credit_purchases, CreditAccountsProjector, ImagesProjector,
+    UsersProjector, VideosProjector, WebhookEndpointsProjector,
 };
 
 /// The read models projected inline.
@@ -56,6 +56,7 @@ impl InlineProjection for InlineModels {
                     versioned::apply::<CreditAccountsProjector>(conn, event, Writer::Inline)
                         .await?;
                     credit_ledger::project(conn, event).await?;
+                    credit_purchases::project(conn, event).await?;
                 }
                 User::TYPE => {
                     versioned::apply::<UsersProjector>(conn, event, Writer::Inline).await?;

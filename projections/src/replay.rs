@@ -29,17 +29,19 @@ use batches::Positions;
 
 use crate::log::LogPosition;
 use crate::read_models::{
-    self, api_keys, credit_accounts, credit_ledger, images, users, videos, webhook_endpoints,
+    self, api_keys, credit_accounts, credit_ledger, credit_purchases, images, users, videos,
+    webhook_endpoints,
 };
 use crate::subscription::{lock_key, EventHandler, HandlerError};
 
 /// The tables each read-model projector writes. Tables the API writes itself
 /// (`api_key_usage`, `refresh_tokens`, `idempotency_keys`) are no projection and never rebuilt.
-const TABLES: [(&str, &[&str]); 7] = [
+const TABLES: [(&str, &[&str]); 8] = [
     (users::SUBSCRIPTION, &["users"]),
     (api_keys::SUBSCRIPTION, &["api_keys"]),
     (credit_accounts::SUBSCRIPTION, &["credit_accounts"]),
     (credit_ledger::SUBSCRIPTION, &["credit_ledger"]),
+    (credit_purchases::SUBSCRIPTION, &["credit_purchases"]),
     (videos::SUBSCRIPTION, &["videos"]),
     (images::SUBSCRIPTION, &["images"]),
     (webhook_endpoints::SUBSCRIPTION, &["webhook_endpoints"]),
@@ -115,7 +117,7 @@ pub fn select_models(
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    #[error("no read model called {0:?} (known: users, api_keys, credit_accounts, credit_ledger, videos, images, webhook_endpoints)")]
+    #[error("no read model called {0:?} (known: users, api_keys, credit_accounts, credit_ledger, credit_purchases, videos, images, webhook_endpoints)")]
     UnknownModel(String),
     #[error("a replay of {0} is already running")]
     AlreadyRunning(String),

@@ -14,8 +14,9 @@ use framegate_commands::videos::request_video;
 use framegate_commands::{Actor, CommandMetadata, EventStore};
 use framegate_domain::{
     hash_token, ApiKeyId, CreditCommand, CreditEvent, Credits, ImageCommand, ImageEvent,
-    ModerationDecision, PasswordHash, PreferencesChange, ProviderKind, ProviderPreference, Role,
-    UserCommand, UserEvent, UserId, VideoCommand, VideoEvent, VideoId, VideoSpec, WebhookEvent,
+    ModerationDecision, PasswordHash, PaymentDetails, PaymentProvider, PreferencesChange,
+    ProviderKind, ProviderPreference, Role, UserCommand, UserEvent, UserId, VideoCommand,
+    VideoEvent, VideoId, VideoSpec, WebhookEvent,
 };
 use framegate_projections::replay::{self, ReadModel};
 use framegate_projections::{HandlerError, StoredEvent};
@@ -95,8 +96,10 @@ async fn customer(store: &EventStore, n: usize) {
     let purchase = CreditCommand::Purchase {
         amount: Credits::new(50),
         payment_reference: format!("pay_{n}"),
+        payment: None,
     };
     credit_command(store, user, purchase, &system()).await;
+    stripe_purchase(store, user, n).await;
     completed_video(store, user).await;
     failed_video(store, user).await;
     cancelled_video(store, user).await;
@@ -108,6 +111,31 @@ async fn customer(store: &EventStore, n: usize) {
             reason: "abuse".into(),
         };
         user_command(store, user, disable).await;
+    }
+}
+
+/// A pack bought through Stripe, refunded in one or two steps (or not at all).
+async fn stripe_purchase(store: &EventStore, user: UserId, n: usize) {
+    let session = format!("cs_test_{n}");
+    let purchase = CreditCommand::Purchase {
+        amount: Credits::new(1000),
+        payment_reference: session.clone(),
+        payment: Some(PaymentDetails {
+            provider: PaymentProvider::Stripe,
+            checkout_session: session.clone(),
+            payment_intent: Some(format!("pi_{n}")),
+            pack: "starter".into(),
+            amount_paid: 1000,
+            currency: "usd".into(),
+        }),
+    };
+    credit_command(store, user, purchase, &system()).await;
+    for refunded in [250, 600].into_iter().take(n % 3) {
+        let refund = CreditCommand::RevokePurchase {
+            payment_reference: session.clone(),
+            refunded,
+        };
+        credit_command(store, user, refund, &system()).await;
     }
 }
 
@@ -388,6 +416,10 @@ async fn a_payload_that_does_not_decode_in_the_middle_of_a_batch_stops_it_naming
         "CreditsGranted": { "amount": "lots", "reason": "x", "granted_by": "y" }
     });
     let credit = append_raw(&db.pool, "CreditAccount", "CreditsGranted", lots).await;
+    let unpaid = serde_json::json!({
+        "CreditsPurchased": { "amount": "lots", "payment_reference": "cs_x" }
+    });
+    let purchase = append_raw(&db.pool, "CreditAccount", "CreditsPurchased", unpaid).await;
     let too_far = serde_json::json!({ "VideoProgressed": { "percent": 400 } });
     let video = append_raw(&db.pool, "Video", "VideoProgressed", too_far).await;
     // The payload's tag disagrees with the event type.
@@ -413,6 +445,8 @@ async fn a_payload_that_does_not_decode_in_the_middle_of_a_batch_stops_it_naming
         let expected = match model.name.as_str() {
             "users" | "api_keys" => user,
             "credit_accounts" | "credit_ledger" => credit,
+            // It skips grants undecoded; the purchase is the first it reads.
+            "credit_purchases" => purchase,
             "videos" => video,
             "webhook_endpoints" => hook,
             _ => image,
@@ -453,6 +487,14 @@ async fn an_event_whose_row_is_missing_or_would_break_a_constraint_stops_the_bat
         amount: Credits::new(5),
     };
     let released = append_raw(&db.pool, "CreditAccount", "ReservationReleased", released).await;
+    let orphan = CreditEvent::CreditsRevoked {
+        payment_reference: "cs_never_bought".into(),
+        refunded: 100,
+        requested: Credits::new(10),
+        revoked: Credits::new(0),
+        shortfall: Credits::new(10),
+    };
+    let orphan = append_raw(&db.pool, "CreditAccount", "CreditsRevoked", orphan).await;
     let generated = VideoEvent::VideoGenerated {};
     let generated = append_raw(&db.pool, "Video", "VideoGenerated", generated).await;
     let deleted = append_raw(
@@ -477,6 +519,7 @@ async fn an_event_whose_row_is_missing_or_would_break_a_constraint_stops_the_bat
             "users" => verified,
             "api_keys" => revoked,
             "credit_accounts" => released,
+            "credit_purchases" => orphan,
             // An append-only ledger has no row to miss: it takes the whole log.
             "credit_ledger" => {
                 let schema = "ledger_takes_all";

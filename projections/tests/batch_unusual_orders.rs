@@ -330,6 +330,7 @@ async fn unusual_log(pool: &PgPool) {
     let purchase = CreditEvent::CreditsPurchased {
         amount: credits(5),
         payment_reference: "pay".into(),
+        payment: None,
     };
     log.append("CreditAccount", bob, 3, purchase).await;
     let release = CreditEvent::ReservationReleased {

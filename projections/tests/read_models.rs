@@ -179,6 +179,7 @@ async fn a_credit_account_and_its_ledger_follow_grants_reservations_captures_and
     let purchase = CreditCommand::Purchase {
         amount: Credits::new(25),
         payment_reference: "pay_123".to_owned(),
+        payment: None,
     };
     credit_command(&store, user, purchase, &system()).await;
     let reserve_a = CreditCommand::Reserve {

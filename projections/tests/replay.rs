@@ -44,6 +44,7 @@ async fn mixed_workload(store: &EventStore, users: usize) {
         let purchase = CreditCommand::Purchase {
             amount: Credits::new(50),
             payment_reference: format!("pay_{n}"),
+            payment: None,
         };
         credit_command(store, user, purchase, &system()).await;
         for outcome in 0..3 {
@@ -411,7 +412,8 @@ async fn events_written_during_a_replay_survive_the_swap() {
 #[tokio::test]
 async fn inline_read_models_written_with_no_projector_running_are_rebuilt_identically() {
     let db = TestDatabase::new().await;
-    // Every write keeps videos, credit_accounts and credit_ledger current inline; their
+    // Every write keeps videos, credit_accounts, credit_ledger and credit_purchases current
+    // inline; their
     // projectors have not run at all.
     let store = framegate_projections::inline::event_store(db.pool.clone());
     mixed_workload(&store, 4).await;
@@ -421,10 +423,11 @@ async fn inline_read_models_written_with_no_projector_running_are_rebuilt_identi
             "videos".to_owned(),
             "credit_accounts".to_owned(),
             "credit_ledger".to_owned(),
+            "credit_purchases".to_owned(),
         ]),
     )
     .expect("select");
-    assert_eq!(models.len(), 3);
+    assert_eq!(models.len(), 4);
     let checkpoints: i64 =
         sqlx::query_scalar("SELECT count(*) FROM subscription_checkpoints WHERE last_position > 0")
             .fetch_one(&db.pool)
@@ -435,7 +438,12 @@ async fn inline_read_models_written_with_no_projector_running_are_rebuilt_identi
     let before = public_digest(&db.pool).await;
     catch_up(&db.pool).await;
     let after = public_digest(&db.pool).await;
-    for table in ["videos", "credit_accounts", "credit_ledger"] {
+    for table in [
+        "videos",
+        "credit_accounts",
+        "credit_ledger",
+        "credit_purchases",
+    ] {
         let digest = |digests: &[(String, String)]| {
             digests
                 .iter()

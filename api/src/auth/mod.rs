@@ -62,7 +62,7 @@ impl Access {
             "videos" => Self::Scope("videos:write"),
             "images" if read => Self::Scope("images:read"),
             "images" => Self::Scope("images:write"),
-            "credits" if read => Self::Scope("credits:read"),
+            "credits" | "billing" if read => Self::Scope("credits:read"),
             "me" | "api-keys" if read => Self::Any,
             _ => Self::Full,
         }
@@ -346,6 +346,12 @@ mod tests {
             (Method::DELETE, "/v1/api-keys/abc", Access::Full),
             (Method::GET, "/admin/users", Access::Full),
             (Method::POST, "/credits", Access::Full),
+            (
+                Method::GET,
+                "/v1/billing/purchases",
+                Access::Scope("credits:read"),
+            ),
+            (Method::POST, "/v1/billing/checkout", Access::Full),
         ] {
             assert_eq!(Access::of(&method, path), access, "{method} {path}");
         }

@@ -7,6 +7,7 @@
 )]
 
 pub mod pictures;
+pub mod stripe;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

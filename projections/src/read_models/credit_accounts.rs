@@ -43,6 +43,7 @@ pub(crate) fn deltas(event: &CreditEvent) -> (i64, i64) {
     match event {
         CreditEvent::CreditsGranted { amount, .. }
         | CreditEvent::CreditsPurchased { amount, .. } => (amount.value(), 0),
+        CreditEvent::CreditsRevoked { revoked, .. } => (-revoked.value(), 0),
         CreditEvent::CreditsReserved { amount, .. } => (0, amount.value()),
         CreditEvent::ReservationCaptured {
             reserved, captured, ..

@@ -29,7 +29,8 @@ pub const SUBSCRIPTION: &str = "read_model.credit_ledger";
 pub struct LedgerEntry {
     /// The global position of the event; also the pagination cursor.
     pub position: i64,
-    /// `granted`, `purchased`, `reserved`, `captured` or `released`.
+    /// `granted`, `purchased`, `revoked` (a refund took credits back), `reserved`,
+    /// `captured` or `released`.
     pub kind: String,
     pub balance_change: i64,
     pub reserved_change: i64,
@@ -113,6 +114,9 @@ impl<'e> Entry<'e> {
             CreditEvent::CreditsPurchased {
                 payment_reference, ..
             } => ("purchased", None, None, Some(payment_reference)),
+            CreditEvent::CreditsRevoked {
+                payment_reference, ..
+            } => ("revoked", None, None, Some(payment_reference)),
             CreditEvent::CreditsReserved { video_id, .. } => {
                 ("reserved", Some(video_id), None, None)
             }

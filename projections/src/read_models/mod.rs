@@ -1,7 +1,7 @@
 //! The read models (accounts, credits, videos, images) and the projectors that build them.
 //!
-//! Each read model (`users`, `api_keys`, `credit_accounts`, `credit_ledger`, `videos`,
-//! `images`) is written by exactly one projector, which runs as its own named subscription on
+//! Each read model (`users`, `api_keys`, `credit_accounts`, `credit_ledger`,
+//! `credit_purchases`, `videos`, `images`) is written by exactly one projector, which runs as its own named subscription on
 //! the ordered log and writes through the subscription's transaction, so a read-model change
 //! commits together with the checkpoint that says it happened. Projectors decode every event of the aggregate
 //! types they follow into the typed domain event: a payload that does not decode stops the
@@ -15,6 +15,7 @@ pub mod api_keys;
 mod batch;
 pub mod credit_accounts;
 pub mod credit_ledger;
+pub mod credit_purchases;
 pub mod credits;
 pub mod images;
 mod runner;
@@ -31,6 +32,7 @@ use crate::log::StoredEvent;
 pub use api_keys::{ApiKeyRow, ApiKeysProjector};
 pub use credit_accounts::{CreditAccountRow, CreditAccountsProjector};
 pub use credit_ledger::{CreditLedgerProjector, LedgerEntry};
+pub use credit_purchases::{CreditPurchasesProjector, PurchaseRow};
 pub use images::{ImageRow, ImagesProjector};
 pub use runner::{all, catch_up_all, spawn_all, spawn_all_with, wait_for, READ_MODELS};
 pub use users::{UserRow, UsersProjector};

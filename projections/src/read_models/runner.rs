@@ -13,21 +13,25 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
-use super::{api_keys, credit_accounts, credit_ledger, images, users, videos, webhook_endpoints};
 use super::{
-    ApiKeysProjector, CreditAccountsProjector, CreditLedgerProjector, ImagesProjector,
-    UsersProjector, VideosProjector, WebhookEndpointsProjector,
+    api_keys, credit_accounts, credit_ledger, credit_purchases, images, users, videos,
+    webhook_endpoints,
+};
+use super::{
+    ApiKeysProjector, CreditAccountsProjector, CreditLedgerProjector, CreditPurchasesProjector,
+    ImagesProjector, UsersProjector, VideosProjector, WebhookEndpointsProjector,
 };
 use crate::log::LogPosition;
 use crate::notify::Notifications;
 use crate::subscription::{EventHandler, Subscription, SubscriptionError};
 
 /// The subscription names of the read-model projectors.
-pub const READ_MODELS: [&str; 7] = [
+pub const READ_MODELS: [&str; 8] = [
     users::SUBSCRIPTION,
     api_keys::SUBSCRIPTION,
     credit_accounts::SUBSCRIPTION,
     credit_ledger::SUBSCRIPTION,
+    credit_purchases::SUBSCRIPTION,
     videos::SUBSCRIPTION,
     images::SUBSCRIPTION,
     webhook_endpoints::SUBSCRIPTION,
@@ -39,11 +43,12 @@ const MAX_PAUSE: Duration = Duration::from_millis(50);
 
 /// Every read-model projector with its subscription, in `READ_MODELS` order.
 pub fn all(pool: &PgPool) -> Vec<(Subscription, Arc<dyn EventHandler>)> {
-    let handlers: [Arc<dyn EventHandler>; 7] = [
+    let handlers: [Arc<dyn EventHandler>; 8] = [
         Arc::new(UsersProjector),
         Arc::new(ApiKeysProjector),
         Arc::new(CreditAccountsProjector),
         Arc::new(CreditLedgerProjector),
+        Arc::new(CreditPurchasesProjector),
         Arc::new(VideosProjector),
         Arc::new(ImagesProjector),
         Arc::new(WebhookEndpointsProjector),

@@ -183,6 +183,7 @@ async fn credit_deliveries(
     let CreditEvent::CreditsPurchased {
         amount,
         payment_reference,
+        ..
     } = serde_json::from_value(event.payload.clone())?
     else {
         return Ok(Vec::new());

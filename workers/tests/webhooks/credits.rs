@@ -71,6 +71,7 @@ async fn a_fall_below_the_threshold_is_delivered_once_per_fall_and_purchases_are
         CreditCommand::Purchase {
             amount: Credits::new(500),
             payment_reference: "pay_1".into(),
+            payment: None,
         },
     )
     .await;
