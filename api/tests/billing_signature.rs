@@ -100,3 +100,32 @@ fn we_verify_the_official_librarys_headers_and_refuse_what_it_refuses() {
         Err(SignatureError::Stale)
     );
 }
+
+#[test]
+fn a_header_stuffed_with_signatures_is_looked_at_only_up_to_eight() {
+    let now = 1_767_225_600;
+    let valid = signature::header(&[SECRET], now, BODY.as_bytes());
+    let valid_v1 = valid.split_once(",v1=").expect("a v1").1;
+    let junk = |_: usize| format!(",v1={}", "0".repeat(64));
+    // Seven wrong ones and the right one: accepted, as a header during a secret roll would be.
+    let seven: String = (0..7).map(junk).collect();
+    let within = format!("t={now}{seven},v1={valid_v1}");
+    assert_eq!(
+        signature::verify(SECRET, BODY.as_bytes(), &within, now),
+        Ok(())
+    );
+    // Past the eighth, nothing more is hashed or compared: an anonymous caller cannot make
+    // us work per entry, so the right signature at the ten-thousandth place is not seen.
+    let stuffed: String = (0..10_000).map(junk).collect();
+    let beyond = format!("t={now}{stuffed},v1={valid_v1}");
+    assert_eq!(
+        signature::verify(SECRET, BODY.as_bytes(), &beyond, now),
+        Err(SignatureError::Mismatch)
+    );
+    // Empty and odd-length entries are skipped without decoding.
+    let odd = format!("t={now},v1=,v1=abc,v1={valid_v1}");
+    assert_eq!(
+        signature::verify(SECRET, BODY.as_bytes(), &odd, now),
+        Ok(())
+    );
+}

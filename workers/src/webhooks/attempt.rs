@@ -108,7 +108,7 @@ pub async fn post(client: &Client, allow_private: bool, request: Signed<'_>) -> 
         .await;
     let mut response = match sent {
         Ok(response) => response,
-        Err(error) => return Answer::failed(started, describe(&error)),
+        Err(error) => return Answer::failed(started, describe(error)),
     };
     let status = response.status();
     // The status is the receipt: a body that breaks off changes nothing.
@@ -137,8 +137,11 @@ pub async fn post(client: &Client, allow_private: bool, request: Signed<'_>) -> 
     }
 }
 
-/// The error and its causes in one line, naming a refused address plainly.
-fn describe(error: &reqwest::Error) -> String {
+/// The error and its causes in one line, naming a refused address plainly. Never the URL:
+/// it is the user's, and may carry a token in its query (it goes to logs and the log API).
+fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let error = &error;
     let mut source = error.source();
     while let Some(cause) = source {
         if let Some(blocked) = cause.downcast_ref::<Blocked>() {

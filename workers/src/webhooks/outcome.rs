@@ -128,7 +128,11 @@ pub async fn record(
                 "INSERT INTO webhook_endpoint_health (endpoint_id, failing_since)
                  VALUES ($1, now())
                  ON CONFLICT (endpoint_id) DO UPDATE
-                    SET failing_since = COALESCE(webhook_endpoint_health.failing_since, now())
+                    SET failing_since = GREATEST(
+                        COALESCE(webhook_endpoint_health.failing_since, now()),
+                        -- The clock restarts when its owner changed it (re-enabled it, say):
+                        -- failures from before then are not held against the new settings.
+                        (SELECT e.updated_at FROM webhook_endpoints e WHERE e.endpoint_id = $1))
                  RETURNING failing_since",
             )
             .bind(endpoint_id)

@@ -247,6 +247,40 @@ async fn an_endpoint_failing_longer_than_the_limit_is_disabled() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+
+    // Its owner fixes it and turns it back on: the next failure starts a new run of
+    // failures instead of continuing the old one, so it is retried, not disabled again.
+    rig.receiver.always("/down", Reply::Status(200));
+    rig.receiver.script("/down", [Reply::Status(500)]);
+    let enable = framegate_domain::WebhookCommand::Update {
+        by: rig.owner,
+        url: None,
+        events: None,
+        description: None,
+        enabled: Some(true),
+    };
+    let meta = framegate_commands::CommandMetadata::new_request(framegate_commands::Actor::User(
+        rig.owner,
+    ));
+    let id = framegate_domain::WebhookEndpointId::from_uuid(endpoint);
+    endpoints::execute(&rig.store, id, enable, &meta)
+        .await
+        .expect("enabled");
+    let received_before = rig.receiver.received("/down").len();
+    rig.request(None).await;
+    // The delivery still pending from before is retried too; the scripted 500 hits one of
+    // them after the endpoint was enabled again, and both arrive.
+    rig.wait_deliveries(endpoint, |state| {
+        state.len() == 2 && state.iter().all(|(_, status, ..)| status == "delivered")
+    })
+    .await;
+    assert!(rig.receiver.received("/down").len() >= received_before + 3);
+    let row =
+        framegate_projections::read_models::webhook_endpoints::get(&rig.db.pool, rig.owner, id)
+            .await
+            .expect("row")
+            .expect("endpoint");
+    assert!(row.is_enabled(), "{row:?}");
 }
 
 #[tokio::test]
