@@ -12,7 +12,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::auth::{user_or_404, UserResponse};
-use super::credits::{CreditsResponse, PageQuery};
+use super::credits::CreditsResponse;
+use super::PageQuery;
 use super::{check_reason, decode_cursor, metadata, page_limit, time_cursor, Page};
 use crate::auth::Admin;
 use crate::error::ApiError;

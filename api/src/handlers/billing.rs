@@ -9,8 +9,7 @@ use framegate_projections::read_models::credit_purchases::{self, PurchaseRow};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::credits::PageQuery;
-use super::{metadata, page_limit, Page};
+use super::{metadata, page_limit, value_cursor, Page, PageQuery};
 use crate::auth::Principal;
 use crate::billing::signature::{self, SignatureError};
 use crate::billing::stripe::{self, CheckoutRequest, StripeError};
@@ -200,15 +199,7 @@ pub async fn purchases(
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<PurchaseResponse>>, ApiError> {
     let limit = page_limit(query.limit)?;
-    let before = query
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.parse::<i64>().map_err(|_| {
-                ApiError::field("cursor", "invalid_cursor", "this cursor is not valid")
-            })
-        })
-        .transpose()?;
+    let before = value_cursor::<i64>(query.cursor.as_deref())?;
     let rows = credit_purchases::list(&state.pool, principal.user_id, before, limit + 1).await?;
     Ok(Json(Page::from_rows(
         rows,

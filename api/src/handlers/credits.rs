@@ -5,11 +5,11 @@ use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use framegate_projections::read_models::credits;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{page_limit, Page};
+use super::{page_limit, value_cursor, Page, PageQuery};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -45,15 +45,6 @@ pub async fn balance(
     ))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    /// From a previous page's `next_cursor`.
-    pub cursor: Option<String>,
-    /// 1 to 100, default 20.
-    pub limit: Option<i64>,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LedgerEntryResponse {
     pub kind: String,
@@ -77,15 +68,7 @@ pub async fn ledger(
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<LedgerEntryResponse>>, ApiError> {
     let limit = page_limit(query.limit)?;
-    let before = query
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.parse::<i64>().map_err(|_| {
-                ApiError::field("cursor", "invalid_cursor", "this cursor is not valid")
-            })
-        })
-        .transpose()?;
+    let before = value_cursor::<i64>(query.cursor.as_deref())?;
     let rows = credits::ledger(&state.pool, principal.user_id, before, limit + 1).await?;
     Ok(Json(Page::from_rows(
         rows,

@@ -28,6 +28,16 @@ pub fn metadata(
     CommandMetadata::new_request(actor).with_client(Some(ip.to_string()), agent)
 }
 
+/// The query of every cursor-paginated list.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// 1 to 100, default 20.
+    pub limit: Option<i64>,
+}
+
 /// A page of results with an opaque cursor for the next one.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Page<T> {
@@ -73,6 +83,23 @@ pub fn decode_cursor(
     let micros: i64 = micros.parse().map_err(|_| invalid())?;
     let at = chrono::DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?;
     Ok((at, id.parse().map_err(|_| invalid())?))
+}
+
+/// A cursor that is one value (a log position, an id): `invalid_cursor` unless it parses.
+pub fn value_cursor<T: std::str::FromStr>(
+    cursor: Option<&str>,
+) -> Result<Option<T>, crate::error::ApiError> {
+    cursor
+        .map(|cursor| {
+            cursor.parse::<T>().map_err(|_| {
+                crate::error::ApiError::field(
+                    "cursor",
+                    "invalid_cursor",
+                    "this cursor is not valid",
+                )
+            })
+        })
+        .transpose()
 }
 
 /// Page size: 1..=100, default 20.

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
-use crate::handlers::{page_limit, Page};
+use crate::handlers::{page_limit, value_cursor, Page};
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -114,15 +114,7 @@ pub async fn list(
     ApiQuery(query): ApiQuery<DeliveriesQuery>,
 ) -> Result<Json<Page<DeliveryResponse>>, ApiError> {
     let limit = page_limit(query.limit)?;
-    let before = query
-        .cursor
-        .as_deref()
-        .map(|cursor| {
-            cursor.parse::<i64>().map_err(|_| {
-                ApiError::field("cursor", "invalid_cursor", "this cursor is not valid")
-            })
-        })
-        .transpose()?;
+    let before = value_cursor::<i64>(query.cursor.as_deref())?;
     let endpoint = owned(&state, &principal, id).await?;
     let rows =
         webhook_deliveries::list(&state.pool, endpoint.endpoint_id, before, limit + 1).await?;

@@ -12,13 +12,13 @@ use framegate_commands::CommandError;
 use framegate_domain::{WebhookCommand, WebhookEndpointId, WebhookError};
 use framegate_projections::read_models::webhook_endpoints::{self, WebhookEndpointRow};
 use serde::{Deserialize, Deserializer, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::{user_agent, ApiJson, ApiPath, ApiQuery, ClientIp};
-use crate::handlers::{metadata, page_limit, Page};
+use crate::handlers::{metadata, page_limit, value_cursor, Page, PageQuery};
 use crate::state::AppState;
 
 /// How many endpoints a user may have (Stripe allows 16).
@@ -156,33 +156,16 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListQuery {
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-    /// 1 to 100, default 20.
-    pub limit: Option<i64>,
-}
-
 /// The caller's endpoints, oldest first. Never the secrets.
-#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", params(ListQuery),
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", params(PageQuery),
     responses((status = 200, body = Page<EndpointResponse>)), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    ApiQuery(query): ApiQuery<ListQuery>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<EndpointResponse>>, ApiError> {
     let limit = page_limit(query.limit)?;
-    let after = query
-        .cursor
-        .as_deref()
-        .map(|cursor| {
-            cursor.parse::<Uuid>().map_err(|_| {
-                ApiError::field("cursor", "invalid_cursor", "this cursor is not valid")
-            })
-        })
-        .transpose()?;
+    let after = value_cursor::<Uuid>(query.cursor.as_deref())?;
     let rows = webhook_endpoints::list(&state.pool, principal.user_id, after, limit + 1).await?;
     Ok(Json(Page::from_rows(
         rows,
