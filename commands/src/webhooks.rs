@@ -14,6 +14,7 @@ use sqlx::{PgConnection, PgExecutor};
 
 use crate::error::CommandError;
 use crate::metadata::CommandMetadata;
+use crate::sessions::{also_in_transaction, AlsoInTransaction};
 use crate::store::EventStore;
 use crate::unit::serialize;
 use crate::webhook_signature::WebhookSecret;
@@ -59,7 +60,9 @@ pub async fn create(
     let events = to_rows(&id, decided.current_sequence, &decided.events, metadata)?;
     let mut unit = store.begin().await.map_err(internal)?;
     unit.append_serialized(&events).await?;
-    insert_secret(unit.conn(), endpoint.endpoint_id, &secret).await?;
+    insert_secret(unit.conn(), endpoint.endpoint_id, &secret)
+        .await
+        .map_err(internal)?;
     unit.commit().await?;
     Ok(secret)
 }
@@ -73,35 +76,29 @@ pub async fn rotate(
     metadata: &CommandMetadata,
 ) -> Result<(WebhookSecret, DateTime<Utc>), CommandError<WebhookError>> {
     let secret = WebhookSecret::generate();
-    let id = endpoint_id.to_string();
-    let _endpoint = store.webhooks().lock(&id).await;
-    let mut attempt = 0;
-    loop {
-        let expires_at = Utc::now() + ROTATION_OVERLAP;
-        let command = WebhookCommand::RotateSecret {
-            by,
-            secret_fingerprint: fingerprint(&secret),
-            previous_expires_at: expires_at.timestamp(),
-        };
-        let decided = store.webhooks().decide(&id, command).await?;
-        let events = to_rows(&id, decided.current_sequence, &decided.events, metadata)?;
-        let Some(mut unit) = store.append_or_retry(&events, &mut attempt).await? else {
-            continue;
-        };
-        // The current secret expires then; older ones keep their (earlier) expiry.
-        sqlx::query(
-            "UPDATE webhook_secrets SET expires_at = $2
-              WHERE endpoint_id = $1 AND expires_at IS NULL",
-        )
-        .bind(endpoint_id.as_uuid())
-        .bind(expires_at)
-        .execute(unit.conn())
-        .await
-        .map_err(internal)?;
-        insert_secret(unit.conn(), endpoint_id, &secret).await?;
-        unit.commit().await?;
-        return Ok((secret, expires_at));
-    }
+    let expires_at = Utc::now() + ROTATION_OVERLAP;
+    let command = WebhookCommand::RotateSecret {
+        by,
+        secret_fingerprint: fingerprint(&secret),
+        previous_expires_at: expires_at.timestamp(),
+    };
+    let statements = also_in_transaction(|conn| {
+        let secret = secret.clone();
+        Box::pin(async move {
+            // The current secret expires then; older ones keep their (earlier) expiry.
+            sqlx::query(
+                "UPDATE webhook_secrets SET expires_at = $2
+                  WHERE endpoint_id = $1 AND expires_at IS NULL",
+            )
+            .bind(endpoint_id.as_uuid())
+            .bind(expires_at)
+            .execute(&mut *conn)
+            .await?;
+            insert_secret(&mut *conn, endpoint_id, &secret).await
+        })
+    });
+    execute_with(store, endpoint_id, command, metadata, &statements).await?;
+    Ok((secret, expires_at))
 }
 
 /// Deletes the endpoint and its secrets in one transaction.
@@ -111,23 +108,44 @@ pub async fn delete(
     by: UserId,
     metadata: &CommandMetadata,
 ) -> Result<(), CommandError<WebhookError>> {
+    let statements = also_in_transaction(|conn| {
+        Box::pin(async move {
+            sqlx::query("DELETE FROM webhook_secrets WHERE endpoint_id = $1")
+                .bind(endpoint_id.as_uuid())
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+    });
+    execute_with(
+        store,
+        endpoint_id,
+        WebhookCommand::Delete { by },
+        metadata,
+        &statements,
+    )
+    .await
+}
+
+/// Executes `command` on the endpoint and runs `also` in the transaction that appends its
+/// events, deciding again after a conflict.
+async fn execute_with(
+    store: &EventStore,
+    endpoint_id: WebhookEndpointId,
+    command: WebhookCommand,
+    metadata: &CommandMetadata,
+    also: AlsoInTransaction<'_>,
+) -> Result<(), CommandError<WebhookError>> {
     let id = endpoint_id.to_string();
     let _endpoint = store.webhooks().lock(&id).await;
     let mut attempt = 0;
     loop {
-        let decided = store
-            .webhooks()
-            .decide(&id, WebhookCommand::Delete { by })
-            .await?;
+        let decided = store.webhooks().decide(&id, command.clone()).await?;
         let events = to_rows(&id, decided.current_sequence, &decided.events, metadata)?;
         let Some(mut unit) = store.append_or_retry(&events, &mut attempt).await? else {
             continue;
         };
-        sqlx::query("DELETE FROM webhook_secrets WHERE endpoint_id = $1")
-            .bind(endpoint_id.as_uuid())
-            .execute(unit.conn())
-            .await
-            .map_err(internal)?;
+        also(unit.conn()).await.map_err(internal)?;
         unit.commit().await?;
         return Ok(());
     }
@@ -194,7 +212,7 @@ async fn insert_secret(
     conn: &mut PgConnection,
     endpoint_id: WebhookEndpointId,
     secret: &WebhookSecret,
-) -> Result<(), CommandError<WebhookError>> {
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO webhook_secrets (endpoint_id, fingerprint, secret) VALUES ($1, $2, $3)",
     )
@@ -202,8 +220,7 @@ async fn insert_secret(
     .bind(fingerprint(secret))
     .bind(secret.expose())
     .execute(conn)
-    .await
-    .map_err(internal)?;
+    .await?;
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use serde::Serialize;
 use sqlx::{FromRow, PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use super::batch::{decode_all, SetBased};
+use super::batch::SetBased;
 use super::versioned::{self, Versioned, VersionedModel, Writer};
 use super::{aggregate_uuid, decode, expect_row};
 use crate::log::StoredEvent;
@@ -73,7 +73,6 @@ impl SetBased for WebhookEndpointsProjector {
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> Result<(), BoxError> {
-        decode_all::<WebhookEvent>(events, WebhookEndpoint::TYPE)?;
         for event in events
             .iter()
             .filter(|e| e.aggregate_type == WebhookEndpoint::TYPE)

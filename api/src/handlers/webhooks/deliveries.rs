@@ -10,8 +10,7 @@ use chrono::{DateTime, Utc};
 use framegate_commands::webhook_deliveries::{
     self, AttemptRow, DeliveryRow, Envelope, NewDelivery, Target, TEST_EVENT_TYPE,
 };
-use framegate_domain::WebhookEndpointId;
-use framegate_projections::read_models::webhook_endpoints::{self, WebhookEndpointRow};
+use framegate_projections::read_models::webhook_endpoints::WebhookEndpointRow;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -21,6 +20,8 @@ use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::handlers::{page_limit, value_cursor, Page};
 use crate::state::AppState;
+
+use super::owned;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeliveryResponse {
@@ -210,21 +211,6 @@ pub async fn test(
         .ok_or_else(|| ApiError::internal("the test delivery was not stored"))?;
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(row.into())))
-}
-
-/// The caller's endpoint `id`, or 404.
-async fn owned(
-    state: &AppState,
-    principal: &Principal,
-    id: Uuid,
-) -> Result<WebhookEndpointRow, ApiError> {
-    webhook_endpoints::get(
-        &state.pool,
-        principal.user_id,
-        WebhookEndpointId::from_uuid(id),
-    )
-    .await?
-    .ok_or(ApiError::NotFound)
 }
 
 /// Deliveries to a disabled endpoint would not be sent: 409 says so at once.

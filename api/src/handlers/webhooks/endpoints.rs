@@ -21,6 +21,8 @@ use crate::extract::{user_agent, ApiJson, ApiPath, ApiQuery, ClientIp};
 use crate::handlers::{metadata, page_limit, value_cursor, Page, PageQuery};
 use crate::state::AppState;
 
+use super::owned;
+
 /// How many endpoints a user may have (Stripe allows 16).
 pub const MAX_ENDPOINTS_PER_USER: i64 = 16;
 
@@ -148,7 +150,7 @@ pub async fn create(
     let secret = webhooks::create(&state.store, endpoint, &meta)
         .await
         .map_err(refused)?;
-    let row = stored(&state, &principal, endpoint_id).await?;
+    let row = owned(&state, &principal, endpoint_id.as_uuid()).await?;
     let created = CreatedEndpoint {
         endpoint: row.into(),
         secret: secret.expose(),
@@ -216,7 +218,11 @@ pub async fn update(
     webhooks::execute(&state.store, endpoint_id, command, &meta)
         .await
         .map_err(refused)?;
-    Ok(Json(stored(&state, &principal, endpoint_id).await?.into()))
+    Ok(Json(
+        owned(&state, &principal, endpoint_id.as_uuid())
+            .await?
+            .into(),
+    ))
 }
 
 /// Deletes an endpoint and its secrets; nothing more is delivered to it.
@@ -265,7 +271,9 @@ pub async fn rotate_secret(
             .await
             .map_err(refused)?;
     Ok(Json(RotatedSecret {
-        endpoint: stored(&state, &principal, endpoint_id).await?.into(),
+        endpoint: owned(&state, &principal, endpoint_id.as_uuid())
+            .await?
+            .into(),
         secret: secret.expose(),
         previous_secret_expires_at: expires_at,
     }))
@@ -284,30 +292,6 @@ pub async fn default_secret(
     Ok(Json(DefaultSecret {
         secret: secret.expose(),
     }))
-}
-
-/// The caller's endpoint `id`, or 404 (someone else's does not exist for them).
-async fn owned(
-    state: &AppState,
-    principal: &Principal,
-    id: Uuid,
-) -> Result<WebhookEndpointRow, ApiError> {
-    webhook_endpoints::get(
-        &state.pool,
-        principal.user_id,
-        WebhookEndpointId::from_uuid(id),
-    )
-    .await?
-    .ok_or(ApiError::NotFound)
-}
-
-/// The row a command just wrote inline.
-async fn stored(
-    state: &AppState,
-    principal: &Principal,
-    id: WebhookEndpointId,
-) -> Result<WebhookEndpointRow, ApiError> {
-    owned(state, principal, id.as_uuid()).await
 }
 
 /// The domain's refusals, with the field they are about; someone else's endpoint is 404.
