@@ -4,7 +4,8 @@
 //! (a) Throughput: FRAMEGATE_BENCH_DELIVERIES (4000) deliveries queued over the endpoints,
 //!     drained by the real sender (subscription-free: rows inserted as the subscription
 //!     would), next to a plain HTTP loop posting the same bodies to the same receiver with
-//!     one request in flight per endpoint, as the sender's order allows, in the same run.
+//!     one request in flight per endpoint, as the sender's order allows, and `wrk` with one
+//!     connection per endpoint, in the same run.
 //! (b) Latency: FRAMEGATE_BENCH_VIDEOS (100) videos driven to completion by 4 clients, the
 //!     delivery subscription and the sender running as in `framegate worker`; the delay from
 //!     each `VideoCompleted` commit to the receiver's 2xx, per endpoint.
@@ -193,9 +194,16 @@ async fn main() {
         sender_elapsed.as_secs_f64()
     );
     println!(
-        "    raw HTTP    : same receiver, {endpoints_n} loops, one request each in flight = {raw_rate:>7.0}/s   ratio {:.2}",
+        "    reqwest loop: same receiver, {endpoints_n} loops, one request each in flight = {raw_rate:>7.0}/s   ratio {:.2}",
         sender_rate / raw_rate
     );
+    match wrk(&format!("{url}/wrk"), &body, endpoints_n).await {
+        Ok(wrk_rate) => println!(
+            "    wrk         : same receiver, {endpoints_n} connections, same body = {wrk_rate:>7.0}/s   ratio {:.2}",
+            sender_rate / wrk_rate
+        ),
+        Err(why) => println!("    wrk         : not run ({why}; scripts/install-bench-tools.sh installs it)"),
+    }
 
     // (b) Latency: the subscription and the sender as the worker runs them.
     let subscription =
@@ -292,6 +300,39 @@ async fn main() {
         "    of which event -> enqueued p50 {enqueue_p50:.1} ms p99 {enqueue_p99:.1} ms; enqueued -> delivered p50 {send_p50:.1} ms p99 {send_p99:.1} ms"
     );
     let _ = stop.send(true);
+}
+
+/// The rate `wrk` (`WRK`, default on PATH) posts `body` to `url` at, over `connections`
+/// connections for FRAMEGATE_BENCH_WRK_SECONDS (3).
+async fn wrk(url: &str, body: &str, connections: usize) -> Result<f64, String> {
+    let wrk = std::env::var("WRK").unwrap_or_else(|_| "wrk".to_owned());
+    let seconds = env_u64("FRAMEGATE_BENCH_WRK_SECONDS", 3);
+    let script = tempfile::Builder::new()
+        .suffix(".lua")
+        .tempfile()
+        .map_err(|e| e.to_string())?;
+    std::fs::write(
+        script.path(),
+        format!(
+            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [==[{body}]==]\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let output = tokio::process::Command::new(&wrk)
+        .arg(format!("-t{}", connections.clamp(1, 2)))
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{seconds}s"))
+        .arg("-s")
+        .arg(script.path())
+        .arg(url)
+        .output()
+        .await
+        .map_err(|e| format!("{wrk}: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find_map(|line| line.strip_prefix("Requests/sec:"))
+        .and_then(|rate| rate.trim().parse().ok())
+        .ok_or_else(|| format!("no rate in wrk's output: {text}"))
 }
 
 /// Requests, starts and completes one video; returns it once `VideoCompleted` is committed.

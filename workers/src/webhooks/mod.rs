@@ -1,11 +1,13 @@
 //! Webhook delivery (issue 13, docs/adr/0031-webhook-delivery.md): the subscription that
 //! turns events into rows of the delivery outbox (`enqueue`), and the sender that drains it
-//! (`sender`, one HTTP attempt in `attempt`, its bookkeeping in `outcome`).
+//! (`sender`, runs of a queue leased in `claim`, one HTTP attempt in `attempt`, the
+//! bookkeeping in `outcome`).
 //!
 //! The outbox itself (table, enqueue, listing, manual retry) is
 //! `framegate_commands::webhook_deliveries`, shared with the API.
 
 pub mod attempt;
+pub mod claim;
 pub mod enqueue;
 pub mod outcome;
 pub mod sender;

@@ -1,16 +1,17 @@
-//! The sender: claims due deliveries and sends them, at most `concurrency` at once per
+//! The sender: claims due deliveries and sends them, at most `concurrency` runs at once per
 //! process and one at a time per queue, so a slow or dead endpoint holds one slot and never
 //! delays another endpoint.
 //!
 //! The loop is a state machine over two states, its checkpoint being the outbox itself:
-//! **Claiming** takes as many due heads of queues as there are free slots (a head: the
-//! pending row of its queue with no earlier pending row), leasing them, and starts one
-//! attempt each; **Waiting** sleeps until a notification on `WEBHOOK_CHANNEL` (a new or
-//! re-queued delivery), an attempt ending (its queue's next row may now be the head), the
-//! next head falling due, or [`POLL`] at the latest. Claims use `FOR UPDATE SKIP LOCKED` and
-//! a lease: two senders never send one delivery at once, and a delivery whose sender died
-//! mid-send is sent again when its lease lapses (at least once; receivers deduplicate by
-//! `webhook-id`).
+//! **Claiming** takes as many runs as there are free slots (a run: the due head of a queue
+//! and the rows behind it, `claim`), leasing them, and starts one task each, which sends the
+//! run's rows in order, stops at the first that is not delivered (it is retried later, and
+//! nothing behind it goes before it) or after [`RUN_BUDGET`], and records them in one
+//! transaction; **Waiting** sleeps until a notification on `WEBHOOK_CHANNEL` (a new or
+//! re-queued delivery), a run ending (its queue may have more), the next head falling due, or
+//! [`POLL`] at the latest. Claims use `FOR UPDATE SKIP LOCKED` and a lease: two senders never
+//! send one delivery at once, and a delivery whose sender died mid-send is sent again when its
+//! lease lapses (at least once; receivers deduplicate by `webhook-id`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,12 +33,23 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::attempt::{self, Answer, Signed};
-use super::outcome::{self, Claimed};
+use super::attempt::{self, Signed};
+use super::claim::{self, Claimed, Run};
+use super::outcome::{self, Attempted};
 use super::WebhookConfig;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The longest the sender sleeps without looking for due deliveries.
 pub const POLL: Duration = Duration::from_secs(1);
+
+/// A run stops taking its next row after this long: what it sent is recorded at least this
+/// often, and a sender that dies resends at most this much.
+pub const RUN_BUDGET: Duration = Duration::from_secs(1);
+
+/// How long deliveries wait when we could not prepare them (our database or blob store
+/// failing): not an attempt, and not held against the endpoint.
+pub const OUR_FAILURE_DELAY: Duration = Duration::from_secs(5);
 
 /// How long a claim holds a delivery: the attempt's budget plus time to record it. A sender
 /// that has not recorded by then is taken for dead and the delivery is sent again.
@@ -104,29 +116,29 @@ impl Sender {
         while in_flight.join_next().await.is_some() {}
     }
 
-    /// Claims up to `free` deliveries and starts them; says how long to wait next.
+    /// Claims up to `free` runs and starts them; says how long to wait next.
     async fn claim_and_start(&self, free: usize, in_flight: &mut JoinSet<()>) -> State {
         let poll = Instant::now() + POLL;
         if free == 0 {
             return State::Waiting { until: poll };
         }
-        let claimed = match claim(&self.pool, free, lease(&self.config)).await {
-            Ok(claimed) => claimed,
+        let runs = match claim::claim(&self.pool, free, lease(&self.config)).await {
+            Ok(runs) => runs,
             Err(error) => {
                 warn!(%error, "webhooks: cannot claim deliveries");
                 return State::Waiting { until: poll };
             }
         };
-        let full = claimed.len() == free;
-        for delivery in claimed {
+        let full = runs.len() == free;
+        for run in runs {
             let sender = self.clone();
-            in_flight.spawn(async move { sender.deliver(delivery).await });
+            in_flight.spawn(async move { sender.deliver(run).await });
         }
         if full {
-            // Every slot is taken: the next chance is an attempt ending.
+            // Every slot is taken: the next chance is a run ending.
             return State::Waiting { until: poll };
         }
-        match next_due(&self.pool).await {
+        match claim::next_due(&self.pool).await {
             Ok(Some(due)) => {
                 let wait = (due - Utc::now()).to_std().unwrap_or_default();
                 State::Waiting {
@@ -141,60 +153,87 @@ impl Sender {
         }
     }
 
-    /// One attempt of `claimed`, recorded.
-    async fn deliver(&self, claimed: Claimed) {
-        if let Err(error) = self.try_deliver(&claimed).await {
-            // The lease lapses and the delivery is tried again.
-            warn!(delivery = %claimed.delivery_id, %error, "webhooks: attempt not recorded");
+    /// One run, recorded.
+    async fn deliver(&self, run: Run) {
+        let head = run.rows[0].delivery_id;
+        if let Err(error) = self.try_deliver(run).await {
+            // The leases lapse and the run is tried again.
+            warn!(delivery = %head, %error, "webhooks: run not recorded");
         }
     }
 
-    async fn try_deliver(
-        &self,
-        claimed: &Claimed,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let (Some(url), None) = (&claimed.url, &claimed.endpoint_off) else {
-            let why = claimed.endpoint_off.as_deref().unwrap_or("deleted");
-            outcome::skip(&self.pool, claimed, &format!("the endpoint is {why}")).await?;
+    /// Sends the rows of `run` in order until one is not delivered or the run has taken
+    /// [`RUN_BUDGET`]; records what was sent and gives back the rest.
+    async fn try_deliver(&self, run: Run) -> Result<(), BoxError> {
+        let head = &run.rows[0];
+        let (Some(url), None) = (head.url.clone(), &head.endpoint_off) else {
+            let why = head.endpoint_off.as_deref().unwrap_or("deleted");
+            outcome::skip(&self.pool, &run.rows, &format!("the endpoint is {why}")).await?;
             return Ok(());
         };
-        let started_at = Utc::now();
-        let answer = match self.prepare(claimed).await {
-            Ok((secrets, body)) => {
-                let request = Signed {
-                    url,
-                    message_id: &claimed.message_id,
-                    body: &body,
-                    secrets: &secrets,
-                };
-                attempt::post(&self.client, self.config.allow_private, request).await
+        let started = Instant::now();
+        let secrets = match self.secrets(head).await {
+            Ok(secrets) => secrets,
+            Err(error) => {
+                // Our failure, not the endpoint's: no attempt is counted against it.
+                outcome::postpone(&self.pool, &run.rows, OUR_FAILURE_DELAY).await?;
+                return Err(error);
             }
-            Err(error) => Answer {
-                status: None,
-                latency: Duration::ZERO,
-                error: Some(format!("not sent: {error}")),
-                body: None,
-            },
         };
-        debug!(delivery = %claimed.delivery_id, status = ?answer.status, error = ?answer.error, "webhooks: attempt");
-        if answer.gone() {
+        let mut attempted: Vec<Attempted> = Vec::with_capacity(run.rows.len());
+        let mut rows = run.rows.into_iter().peekable();
+        while let Some(claimed) = rows.peek() {
+            let body = match self.body(claimed).await {
+                Ok(body) => body,
+                Err(error) => {
+                    warn!(delivery = %claimed.delivery_id, %error, "webhooks: cannot prepare the body");
+                    let rest: Vec<Claimed> = rows.by_ref().collect();
+                    outcome::postpone(&self.pool, &rest, OUR_FAILURE_DELAY).await?;
+                    break;
+                }
+            };
+            let Some(claimed) = rows.next() else { break };
+            let started_at = Utc::now();
+            let request = Signed {
+                url: &url,
+                message_id: &claimed.message_id,
+                body: &body,
+                secrets: &secrets,
+            };
+            let answer = attempt::post(&self.client, self.config.allow_private, request).await;
+            debug!(delivery = %claimed.delivery_id, status = ?answer.status, error = ?answer.error, "webhooks: attempt");
+            let stop = !answer.delivered() || started.elapsed() >= RUN_BUDGET;
+            attempted.push(Attempted {
+                claimed,
+                started_at,
+                answer,
+            });
+            if stop {
+                break;
+            }
+        }
+        let unsent: Vec<Claimed> = rows.collect();
+        let Some(last) = attempted.last() else {
+            return Ok(());
+        };
+        if last.answer.gone() {
             outcome::disable(
                 &self.pool,
                 &self.store,
-                claimed,
+                &last.claimed,
                 DisabledReason::Gone,
-                &answer,
+                &last.answer,
                 &self.config,
             )
             .await?;
         }
-        if outcome::record(&self.pool, &self.config, claimed, started_at, &answer).await? {
+        if outcome::record(&self.pool, &self.config, &attempted, &unsent).await? {
             outcome::disable(
                 &self.pool,
                 &self.store,
-                claimed,
+                &last.claimed,
                 DisabledReason::Failing,
-                &answer,
+                &last.answer,
                 &self.config,
             )
             .await?;
@@ -202,40 +241,40 @@ impl Sender {
         Ok(())
     }
 
-    /// The secrets that sign now and the body to send (with fresh links if it has some).
-    async fn prepare(
-        &self,
-        claimed: &Claimed,
-    ) -> Result<(Vec<WebhookSecret>, String), Box<dyn std::error::Error + Send + Sync>> {
-        let secrets = match claimed.endpoint_id {
+    /// The secrets that sign a run's deliveries now (looked up once per run).
+    async fn secrets(&self, head: &Claimed) -> Result<Vec<WebhookSecret>, BoxError> {
+        let secrets = match head.endpoint_id {
             Some(id) => {
                 framegate_commands::webhooks::signing_secrets(
                     &self.pool,
                     WebhookEndpointId::from_uuid(id),
                 )
-                .await?
+                .await
             }
-            None => {
-                let mut conn = self.pool.acquire().await?;
-                vec![
-                    framegate_commands::webhooks::default_secret(
-                        &mut conn,
-                        UserId::from_uuid(claimed.owner_id),
-                    )
-                    .await?,
-                ]
-            }
-        };
+            None => match self.pool.acquire().await {
+                Ok(mut conn) => framegate_commands::webhooks::default_secret(
+                    &mut conn,
+                    UserId::from_uuid(head.owner_id),
+                )
+                .await
+                .map(|secret| vec![secret]),
+                Err(error) => Err(error),
+            },
+        }?;
         if secrets.is_empty() {
             return Err("the endpoint has no signing secret".into());
         }
-        let body = match (&self.blobs, claimed.event_type.as_str()) {
-            (Some(blobs), "video.completed") => {
-                with_links(&claimed.body, blobs, &self.config).await?
-            }
-            _ => claimed.body.clone(),
-        };
-        Ok((secrets, body))
+        Ok(secrets)
+    }
+
+    /// The body to send (with fresh links if it has some).
+    async fn body(&self, claimed: &Claimed) -> Result<String, String> {
+        match (&self.blobs, claimed.event_type.as_str()) {
+            (Some(blobs), "video.completed") => with_links(&claimed.body, blobs, &self.config)
+                .await
+                .map_err(|error| error.to_string()),
+            _ => Ok(claimed.body.clone()),
+        }
     }
 }
 
@@ -251,11 +290,7 @@ struct VideoBody {
 
 /// `body` with download links valid for the configured lifetime from now: links signed when
 /// the event happened would have expired by a retry a day later.
-async fn with_links(
-    body: &str,
-    blobs: &Blobs,
-    config: &WebhookConfig,
-) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+async fn with_links(body: &str, blobs: &Blobs, config: &WebhookConfig) -> Result<String, BoxError> {
     let mut stored: VideoBody = serde_json::from_str(body)?;
     stored.data = stored.data.with_links(blobs, config.link_ttl).await?;
     Ok(serde_json::to_string(&stored)?)
@@ -274,73 +309,4 @@ async fn woken(heard: &mut Option<Heard>) {
             _ => {}
         }
     }
-}
-
-/// The first pending delivery of every queue, found by skipping from queue to queue in the
-/// pending-only (queue, seq) index: the cost grows with the number of queues that have
-/// something pending, not with the deliveries waiting in them.
-const HEADS: &str = "WITH RECURSIVE heads (queue, seq) AS (
-        (SELECT queue, seq FROM webhook_deliveries WHERE status = 'pending'
-          ORDER BY queue, seq LIMIT 1)
-        UNION ALL
-        SELECT next.queue, next.seq FROM heads, LATERAL (
-            SELECT queue, seq FROM webhook_deliveries
-             WHERE status = 'pending' AND queue > heads.queue
-             ORDER BY queue, seq LIMIT 1) AS next)";
-
-/// Leases up to `limit` due heads of queues.
-pub async fn claim(
-    pool: &PgPool,
-    limit: usize,
-    lease: Duration,
-) -> Result<Vec<Claimed>, sqlx::Error> {
-    // Not flushed before the answer: a claim lost in a crash only lapses sooner (ADR 0031).
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
-        .await?;
-    let claimed = sqlx::query_as(&format!(
-        "{HEADS},
-         due AS (
-             SELECT d.delivery_id FROM heads JOIN webhook_deliveries d ON d.seq = heads.seq
-              WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-                AND (d.leased_until IS NULL OR d.leased_until < now())
-              ORDER BY d.next_attempt_at, d.seq
-              LIMIT $1
-                FOR UPDATE OF d SKIP LOCKED)
-         UPDATE webhook_deliveries d
-            SET leased_until = now() + make_interval(secs => $2), attempts = d.attempts + 1,
-                updated_at = now()
-           FROM due
-          WHERE d.delivery_id = due.delivery_id
-         RETURNING d.delivery_id, d.queue, d.endpoint_id, d.owner_id,
-                   COALESCE(d.url, (SELECT w.url FROM webhook_endpoints w
-                                     WHERE w.endpoint_id = d.endpoint_id
-                                       AND w.deleted_at IS NULL)) AS url,
-                   d.message_id, d.event_type, d.video_id, d.body, d.attempts,
-                   d.window_started_at,
-                   (SELECT CASE WHEN w.deleted_at IS NOT NULL THEN 'deleted'
-                                ELSE 'disabled (' || w.disabled_reason || ')' END
-                      FROM webhook_endpoints w
-                     WHERE w.endpoint_id = d.endpoint_id
-                       AND (w.deleted_at IS NOT NULL OR w.disabled_reason IS NOT NULL))
-                       AS endpoint_off"
-    ))
-    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .bind(lease.as_secs_f64())
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(claimed)
-}
-
-/// When the next head of a queue that nobody holds falls due.
-async fn next_due(pool: &PgPool) -> Result<Option<chrono::DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar(&format!(
-        "{HEADS}
-         SELECT min(d.next_attempt_at) FROM heads JOIN webhook_deliveries d ON d.seq = heads.seq
-          WHERE d.leased_until IS NULL OR d.leased_until < now()"
-    ))
-    .fetch_one(pool)
-    .await
 }

@@ -25,6 +25,8 @@ pub enum Reply {
     Redirect(String),
     /// Never answers (until the test ends).
     Hang,
+    /// 200, after this long.
+    Slow(Duration),
 }
 
 #[derive(Debug, Clone)]
@@ -153,6 +155,7 @@ async fn receive(
         Reply::Status(code) => *code,
         Reply::Redirect(_) => 302,
         Reply::Hang => 0,
+        Reply::Slow(_) => 200,
     };
     shared.received.lock().expect("received").push(Received {
         path,
@@ -178,6 +181,10 @@ async fn receive(
         }
         Reply::Hang => {
             tokio::time::sleep(Duration::from_secs(600)).await;
+            StatusCode::OK.into_response()
+        }
+        Reply::Slow(delay) => {
+            tokio::time::sleep(delay).await;
             StatusCode::OK.into_response()
         }
     }

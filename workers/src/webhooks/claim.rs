@@ -1,0 +1,155 @@
+//! Claiming work from the delivery outbox: *runs*, each the due head of one queue and up to
+//! [`RUN_ROWS`] rows behind it, leased together.
+//!
+//! A queue is sent strictly in order, so only its head (its first pending row) may be
+//! attempted; the rows behind it have never been attempted (nothing passes a pending head)
+//! and are due as soon as the head is sent. Leasing them with the head lets one task send a
+//! queue's backlog back to back and record it in one transaction, instead of a claim, a
+//! secrets lookup and a record per delivery: the outbox costs a few round trips per run, not
+//! per delivery (ADR 0034). The head's lease guards the whole run: nobody else claims a row
+//! behind a pending head.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, PgExecutor, PgPool};
+use uuid::Uuid;
+
+/// Rows a run takes at most (the head included).
+pub const RUN_ROWS: i64 = 64;
+
+/// A delivery as the sender claimed it.
+#[derive(Debug, Clone, FromRow)]
+pub struct Claimed {
+    pub delivery_id: Uuid,
+    pub queue: String,
+    pub seq: i64,
+    pub endpoint_id: Option<Uuid>,
+    pub owner_id: Uuid,
+    /// The per-request URL, or the endpoint's current one; `None` if the endpoint is gone.
+    pub url: Option<String>,
+    pub message_id: String,
+    pub event_type: String,
+    pub video_id: Option<Uuid>,
+    pub body: String,
+    /// Attempts including this one.
+    pub attempts: i32,
+    /// Retries stop this long after it. Also the claim's token: a manual retry restarts it,
+    /// and an attempt recorded against an older window does not overwrite the retry.
+    pub window_started_at: DateTime<Utc>,
+    /// Why the endpoint is disabled, or `deleted`; `None` while it takes deliveries.
+    pub endpoint_off: Option<String>,
+}
+
+/// The rows of one queue a sender holds, in the queue's order.
+#[derive(Debug)]
+pub struct Run {
+    pub rows: Vec<Claimed>,
+}
+
+/// The first pending delivery of every queue, found by skipping from queue to queue in the
+/// pending-only (queue, seq) index: the cost grows with the number of queues that have
+/// something pending, not with the deliveries waiting in them.
+const HEADS: &str = "WITH RECURSIVE heads (queue, seq) AS (
+        (SELECT queue, seq FROM webhook_deliveries WHERE status = 'pending'
+          ORDER BY queue, seq LIMIT 1)
+        UNION ALL
+        SELECT next.queue, next.seq FROM heads, LATERAL (
+            SELECT queue, seq FROM webhook_deliveries
+             WHERE status = 'pending' AND queue > heads.queue
+             ORDER BY queue, seq LIMIT 1) AS next)";
+
+/// Leases up to `limit` runs: due heads nobody holds, each with the due rows behind it.
+pub async fn claim(pool: &PgPool, limit: usize, lease: Duration) -> Result<Vec<Run>, sqlx::Error> {
+    // Not flushed before the answer: a claim lost in a crash only lapses sooner (ADR 0031).
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
+    let claimed: Vec<Claimed> = sqlx::query_as(&format!(
+        "{HEADS},
+         due AS (
+             SELECT d.queue, d.seq FROM heads JOIN webhook_deliveries d ON d.seq = heads.seq
+              WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+                AND (d.leased_until IS NULL OR d.leased_until < now())
+              ORDER BY d.next_attempt_at, d.seq
+              LIMIT $1
+                FOR UPDATE OF d SKIP LOCKED),
+         run AS (
+             SELECT r.delivery_id FROM due, LATERAL (
+                 SELECT delivery_id FROM webhook_deliveries
+                  WHERE queue = due.queue AND status = 'pending' AND seq >= due.seq
+                    AND next_attempt_at <= now()
+                  ORDER BY seq LIMIT $3) AS r)
+         UPDATE webhook_deliveries d
+            SET leased_until = now() + make_interval(secs => $2), attempts = d.attempts + 1,
+                updated_at = now()
+           FROM run
+          WHERE d.delivery_id = run.delivery_id
+         RETURNING d.delivery_id, d.queue, d.seq, d.endpoint_id, d.owner_id,
+                   COALESCE(d.url, (SELECT w.url FROM webhook_endpoints w
+                                     WHERE w.endpoint_id = d.endpoint_id
+                                       AND w.deleted_at IS NULL)) AS url,
+                   d.message_id, d.event_type, d.video_id, d.body, d.attempts,
+                   d.window_started_at,
+                   (SELECT CASE WHEN w.deleted_at IS NOT NULL THEN 'deleted'
+                                ELSE 'disabled (' || w.disabled_reason || ')' END
+                      FROM webhook_endpoints w
+                     WHERE w.endpoint_id = d.endpoint_id
+                       AND (w.deleted_at IS NOT NULL OR w.disabled_reason IS NOT NULL))
+                       AS endpoint_off"
+    ))
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .bind(lease.as_secs_f64())
+    .bind(RUN_ROWS)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(runs(claimed))
+}
+
+/// `claimed` grouped by queue, each run in the queue's order, runs in the order their heads
+/// were claimed.
+fn runs(mut claimed: Vec<Claimed>) -> Vec<Run> {
+    claimed.sort_by(|a, b| a.queue.cmp(&b.queue).then(a.seq.cmp(&b.seq)));
+    let mut runs: Vec<Run> = Vec::new();
+    for row in claimed {
+        match runs.last_mut() {
+            Some(run) if run.rows[0].queue == row.queue => run.rows.push(row),
+            _ => runs.push(Run { rows: vec![row] }),
+        }
+    }
+    runs
+}
+
+/// Gives back the rows of a run that were not attempted: unleased, their claim not counted.
+pub async fn release(executor: impl PgExecutor<'_>, rows: &[Claimed]) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|row| row.delivery_id).collect();
+    let windows: Vec<DateTime<Utc>> = rows.iter().map(|row| row.window_started_at).collect();
+    sqlx::query(
+        "UPDATE webhook_deliveries d
+            SET leased_until = NULL, attempts = d.attempts - 1, updated_at = now()
+           FROM unnest($1::uuid[], $2::timestamptz[]) AS r (delivery_id, window_started_at)
+          WHERE d.delivery_id = r.delivery_id AND d.window_started_at = r.window_started_at
+            AND d.status = 'pending'",
+    )
+    .bind(ids)
+    .bind(windows)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// When the next head of a queue that nobody holds falls due.
+pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar(&format!(
+        "{HEADS}
+         SELECT min(d.next_attempt_at) FROM heads JOIN webhook_deliveries d ON d.seq = heads.seq
+          WHERE d.leased_until IS NULL OR d.leased_until < now()"
+    ))
+    .fetch_one(pool)
+    .await
+}
