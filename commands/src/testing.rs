@@ -1,8 +1,12 @@
 //! Test support: every test gets its own freshly migrated database.
 //!
 //! The server comes from `DATABASE_URL` (default: the local trust-auth cluster). Each
-//! `TestDatabase` creates `fg_test_<uuid>`, applies the migrations, and drops the database
-//! again when it goes out of scope, so tests run in parallel without seeing each other.
+//! `TestDatabase` creates `fg_test_<uuid>` and drops it again when it goes out of scope, so
+//! tests run in parallel without seeing each other. Migrating is done once per set of
+//! migrations, not once per test: the first test to need it migrates a template database,
+//! `fg_template_<digest of the migrations>`, and every test database is a copy of it
+//! (`CREATE DATABASE ... TEMPLATE`), as crates.io's test suite does. A changed migration has
+//! another digest, so a stale template is never used.
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions as _, Connection as _, PgPool};
@@ -30,24 +34,31 @@ impl TestDatabase {
     }
 
     pub async fn with_pool_size(max_connections: u32) -> Self {
-        let database = Self::unmigrated(max_connections).await;
-        db::migrate(&database.pool)
-            .await
-            .unwrap_or_else(|e| panic!("migrations failed: {e}"));
-        database
+        let admin = admin_options();
+        let template = template(&admin).await;
+        Self::create(&admin, Some(&template), max_connections).await
     }
 
     /// An empty database, for tests of the migrations themselves.
     pub async fn unmigrated(max_connections: u32) -> Self {
-        let admin: PgConnectOptions = admin_url()
-            .parse()
-            .unwrap_or_else(|e| panic!("DATABASE_URL is not a Postgres URL: {e}"));
+        Self::create(&admin_options(), None, max_connections).await
+    }
+
+    async fn create(
+        admin: &PgConnectOptions,
+        template: Option<&str>,
+        max_connections: u32,
+    ) -> Self {
         let name = format!("fg_test_{}", Uuid::new_v4().simple());
         let mut conn = admin
             .connect()
             .await
             .unwrap_or_else(|e| panic!("cannot reach Postgres at DATABASE_URL: {e}"));
-        sqlx::query(&format!("CREATE DATABASE {name}"))
+        let sql = match template {
+            Some(template) => format!("CREATE DATABASE {name} TEMPLATE {template}"),
+            None => format!("CREATE DATABASE {name}"),
+        };
+        sqlx::query(&sql)
             .execute(&mut conn)
             .await
             .unwrap_or_else(|e| panic!("cannot create test database: {e}"));
@@ -64,6 +75,79 @@ impl TestDatabase {
     pub fn url(&self) -> &str {
         &self.url
     }
+}
+
+fn admin_options() -> PgConnectOptions {
+    admin_url()
+        .parse()
+        .unwrap_or_else(|e| panic!("DATABASE_URL is not a Postgres URL: {e}"))
+}
+
+/// The name of the migrated template for the migrations compiled in: their checksums'
+/// digest, so every change of a migration gets a template of its own.
+fn template_name() -> String {
+    use sha2::Digest as _;
+    let mut digest = sha2::Sha256::new();
+    for migration in db::MIGRATOR.iter() {
+        digest.update(migration.version.to_le_bytes());
+        digest.update(&*migration.checksum);
+    }
+    format!("fg_template_{}", &hex::encode(digest.finalize())[..16])
+}
+
+/// Makes sure the template exists and returns its name. Test processes run at once (one per
+/// test under nextest), so the first one builds it under an advisory lock while the others
+/// wait; it is built under a temporary name and renamed when complete, so a process that
+/// died half-way leaves nothing anyone would clone.
+async fn template(admin: &PgConnectOptions) -> String {
+    let name = template_name();
+    let mut conn = admin
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach Postgres at DATABASE_URL: {e}"));
+    if template_exists(&mut conn, &name).await {
+        conn.close().await.ok();
+        return name;
+    }
+    // A session lock: released by the unlock below or, if this process dies, by its end.
+    sqlx::query("SELECT pg_advisory_lock(hashtext('framegate test template'))")
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("cannot lock the template: {e}"));
+    if !template_exists(&mut conn, &name).await {
+        let building = format!("fg_template_building_{}", Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE DATABASE {building}"))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create the template: {e}"));
+        let url = admin.clone().database(&building).to_url_lossy().to_string();
+        let pool = db::connect(&url, 1)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to the template: {e}"));
+        db::migrate(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("migrations failed: {e}"));
+        // Nobody may be connected to a template while it is copied.
+        pool.close().await;
+        sqlx::query(&format!("ALTER DATABASE {building} RENAME TO {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("cannot name the template: {e}"));
+    }
+    sqlx::query("SELECT pg_advisory_unlock(hashtext('framegate test template'))")
+        .execute(&mut conn)
+        .await
+        .ok();
+    conn.close().await.ok();
+    name
+}
+
+async fn template_exists(conn: &mut sqlx::PgConnection, name: &str) -> bool {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(conn)
+        .await
+        .unwrap_or(false)
 }
 
 impl Drop for TestDatabase {
