@@ -169,7 +169,7 @@ install_client_libraries() {
     say "installing standardwebhooks into $venv (from PyPI)"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'standardwebhooks==1.0.0'
   fi
-  # Stripe's webhook signatures (api/tests/billing_signature.rs).
+  # Stripe's webhook signatures (api/tests/it/billing_signature.rs).
   if ! "$venv/bin/python" -c 'import stripe, sys; sys.exit(stripe.VERSION != "16.1.0")' 2>/dev/null; then
     say "installing stripe into $venv (from PyPI)"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'stripe==16.1.0'

@@ -7,7 +7,7 @@
 //! and there are several while a secret is being rolled. An event is accepted when any `v1`
 //! matches (compared in constant time) and `t` is within [`TOLERANCE_SECONDS`] of now, which
 //! bounds how long a captured request can be replayed. `v0` and unknown schemes are ignored.
-//! `api/tests/billing_signature.rs` checks this against the official `stripe` library.
+//! `api/tests/it/billing_signature.rs` checks this against the official `stripe` library.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

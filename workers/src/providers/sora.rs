@@ -2,7 +2,7 @@
 //!
 //! OpenAI shut its own Videos API down on 2026-09-24, but compatible gateways still serve the
 //! format, so the adapter follows the official spec (`docs/specs/openai-videos.openapi.json`)
-//! at a configurable base URL; `tests/sora.rs` validates every request shape it can send
+//! at a configurable base URL; `tests/it/sora.rs` validates every request shape it can send
 //! against that spec. Decisions the format forces on us:
 //!
 //! - There is no negative-prompt field and no seed, and unknown fields are not part of the

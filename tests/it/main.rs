@@ -1,0 +1,14 @@
+//! The crate's integration tests, one binary (linking one test binary per file cost more
+//! than running them; issue 14): each module is one former test file.
+
+mod common;
+
+mod audit;
+mod cli;
+mod connections;
+mod crash_idempotency;
+mod dev;
+mod healing;
+mod kafka;
+mod providers;
+mod worker;

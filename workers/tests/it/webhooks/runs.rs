@@ -1,0 +1,202 @@
+//! The sender's runs (ADR 0034): a queue's backlog goes out back to back in its order, each
+//! delivery logged once; a failure inside a run stops it with nothing behind it sent or
+//! counted; a manual retry of a delivery in flight is not overwritten by that attempt's
+//! record; and a delivery we could not prepare is not held against the endpoint.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use framegate_commands::webhook_deliveries::{self, enqueue, NewDelivery, Target};
+use uuid::Uuid;
+
+use super::receiver::Reply;
+use super::rig::{config, Rig, WAIT};
+
+/// Queues `count` `webhook.test` deliveries for `endpoint`; returns their message ids in
+/// queue order.
+async fn backlog(rig: &Rig, endpoint: Uuid, count: usize) -> Vec<String> {
+    let rows: Vec<NewDelivery> = (0..count)
+        .map(|i| NewDelivery {
+            target: Target::Endpoint(endpoint),
+            owner: rig.owner.as_uuid(),
+            message_id: format!("msg_{}", Uuid::now_v7().simple()),
+            event_type: "webhook.test".into(),
+            event_at: Utc::now(),
+            video_id: None,
+            body: format!(r#"{{"n":{i}}}"#),
+        })
+        .collect();
+    let mut tx = rig.db.pool.begin().await.expect("tx");
+    enqueue(&mut tx, &rows).await.expect("enqueue");
+    tx.commit().await.expect("commit");
+    rows.into_iter().map(|row| row.message_id).collect()
+}
+
+/// (message id, status, attempts, attempts logged) of the endpoint's deliveries, in order.
+async fn log(rig: &Rig, endpoint: Uuid) -> Vec<(String, String, i32, i64)> {
+    sqlx::query_as(
+        "SELECT d.message_id, d.status, d.attempts,
+                (SELECT count(*) FROM webhook_delivery_attempts a
+                  WHERE a.delivery_id = d.delivery_id)
+           FROM webhook_deliveries d WHERE d.endpoint_id = $1 ORDER BY d.seq",
+    )
+    .bind(endpoint)
+    .fetch_all(&rig.db.pool)
+    .await
+    .expect("log")
+}
+
+async fn wait_log(
+    rig: &Rig,
+    endpoint: Uuid,
+    condition: impl Fn(&[(String, String, i32, i64)]) -> bool,
+) -> Vec<(String, String, i32, i64)> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let rows = log(rig, endpoint).await;
+        if condition(&rows) {
+            return rows;
+        }
+        assert!(std::time::Instant::now() < deadline, "{rows:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_backlog_longer_than_a_run_arrives_in_order_each_delivery_logged_once() {
+    let rig = Rig::new().await;
+    let (endpoint, _) = rig.endpoint("/backlog", None).await;
+    let sent = backlog(&rig, endpoint, 150).await;
+    rig.start_sender(config());
+    let received = rig.receiver.wait_for("/backlog", 150, WAIT).await;
+    let ids: Vec<&str> = received.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(ids, sent, "in queue order, each once");
+    let rows = wait_log(&rig, endpoint, |rows| {
+        rows.iter().all(|row| row.1 == "delivered")
+    })
+    .await;
+    assert!(
+        rows.iter().all(|row| row.2 == 1 && row.3 == 1),
+        "one attempt each, logged once: {rows:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failure_inside_a_run_stops_it_and_nothing_behind_it_is_sent_or_counted() {
+    let rig = Rig::new().await;
+    let (endpoint, _) = rig.endpoint("/stops", None).await;
+    rig.receiver.script(
+        "/stops",
+        [Reply::Status(200), Reply::Status(200), Reply::Status(500)],
+    );
+    let sent = backlog(&rig, endpoint, 5).await;
+    rig.start_sender(config());
+    let received = rig.receiver.wait_for("/stops", 6, WAIT).await;
+    let seen: Vec<(&str, u16)> = received
+        .iter()
+        .map(|r| (r.header("webhook-id"), r.status))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (sent[0].as_str(), 200),
+            (sent[1].as_str(), 200),
+            (sent[2].as_str(), 500),
+            (sent[2].as_str(), 200),
+            (sent[3].as_str(), 200),
+            (sent[4].as_str(), 200),
+        ]
+    );
+    let rows = wait_log(&rig, endpoint, |rows| {
+        rows.iter().all(|row| row.1 == "delivered")
+    })
+    .await;
+    let attempts: Vec<(i32, i64)> = rows.iter().map(|row| (row.2, row.3)).collect();
+    assert_eq!(
+        attempts,
+        [(1, 1), (1, 1), (2, 2), (1, 1), (1, 1)],
+        "the rows the failed run gave back were not counted: {rows:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_manual_retry_while_the_delivery_is_in_flight_is_sent_again() {
+    let rig = Rig::new().await;
+    let (endpoint, _) = rig.endpoint("/slow", None).await;
+    rig.receiver
+        .script("/slow", [Reply::Slow(Duration::from_millis(800))]);
+    let sent = backlog(&rig, endpoint, 1).await;
+    rig.start_sender(config());
+    rig.receiver.wait_for("/slow", 1, WAIT).await;
+    let delivery: Uuid =
+        sqlx::query_scalar("SELECT delivery_id FROM webhook_deliveries WHERE message_id = $1")
+            .bind(&sent[0])
+            .fetch_one(&rig.db.pool)
+            .await
+            .expect("delivery");
+    // Retried by its owner while the first attempt still waits for its answer (a 200).
+    let mut conn = rig.db.pool.acquire().await.expect("conn");
+    let retried = webhook_deliveries::retry(&mut conn, endpoint, delivery)
+        .await
+        .expect("retry");
+    assert!(retried.is_some());
+    let received = rig.receiver.wait_for("/slow", 2, WAIT).await;
+    assert!(received.iter().all(|r| r.header("webhook-id") == sent[0]));
+    let rows = wait_log(&rig, endpoint, |rows| {
+        rows[0].1 == "delivered" && rows[0].3 == 2
+    })
+    .await;
+    assert_eq!(rows[0].2, 2, "{rows:?}");
+}
+
+#[tokio::test]
+async fn a_delivery_we_cannot_sign_is_not_held_against_the_endpoint() {
+    let rig = Rig::new().await;
+    let (endpoint, _) = rig.endpoint("/unsigned", None).await;
+    // Our side broken: the endpoint's secrets are missing.
+    let deleted: Vec<String> =
+        sqlx::query_scalar("DELETE FROM webhook_secrets WHERE endpoint_id = $1 RETURNING secret")
+            .bind(endpoint)
+            .fetch_all(&rig.db.pool)
+            .await
+            .expect("delete secrets");
+    assert!(!deleted.is_empty());
+    backlog(&rig, endpoint, 2).await;
+    rig.start_sender(config());
+    // Claimed (one attempt counted) and put back (the count undone, held for a while).
+    let rows: Vec<(String, i32, i64)> = {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let rows: Vec<(String, i32, i64, bool)> = sqlx::query_as(
+                "SELECT d.status, d.attempts,
+                        (SELECT count(*) FROM webhook_delivery_attempts a
+                          WHERE a.delivery_id = d.delivery_id),
+                        COALESCE(d.leased_until > now(), false)
+                   FROM webhook_deliveries d WHERE d.endpoint_id = $1 ORDER BY d.seq",
+            )
+            .bind(endpoint)
+            .fetch_all(&rig.db.pool)
+            .await
+            .expect("rows");
+            if rows.iter().all(|row| row.3 && row.1 == 0) {
+                break rows.into_iter().map(|r| (r.0, r.1, r.2)).collect();
+            }
+            assert!(std::time::Instant::now() < deadline, "{rows:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    assert!(rig.receiver.received("/unsigned").is_empty());
+    assert!(
+        rows.iter().all(|row| row.0 == "pending" && row.2 == 0),
+        "no attempt counted or logged: {rows:?}"
+    );
+    let failing: Option<chrono::DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT failing_since FROM webhook_endpoint_health WHERE endpoint_id = $1",
+    )
+    .bind(endpoint)
+    .fetch_optional(&rig.db.pool)
+    .await
+    .expect("health")
+    .flatten();
+    assert_eq!(failing, None, "the endpoint's failure clock did not start");
+}
