@@ -9,6 +9,9 @@
 //!   `RevokePurchase` with that total. A purchase recorded later looks for a kept refund the
 //!   same way, so a refund delivered before its purchase is not lost: each side writes its own
 //!   fact before reading the other's, so at least one of them sees both.
+//! - `charge.dispute.closed`, lost (a chargeback the buyer won): the disputed amount is kept
+//!   beside the refunded total (`stripe_refunds.amount_disputed`) and the purchase is revoked
+//!   for their sum, exactly as a refund of that much. A won dispute takes nothing.
 //! - Anything else is acknowledged and ignored.
 //!
 //! Every effect is idempotent on its own (the account decides per reference and refunded
@@ -91,6 +94,17 @@ struct Charge {
     currency: String,
 }
 
+/// The fields of a Dispute billing reads.
+#[derive(Debug, Deserialize)]
+struct Dispute {
+    id: String,
+    charge: Reference,
+    payment_intent: Option<Reference>,
+    amount: i64,
+    currency: String,
+    status: String,
+}
+
 fn malformed(message: impl Into<String>) -> ApiError {
     ApiError::BadRequest {
         status: axum::http::StatusCode::BAD_REQUEST,
@@ -145,6 +159,11 @@ pub async fn handle(
             let charge: Charge = serde_json::from_value(event.data.object)
                 .map_err(|e| malformed(format!("data.object is not a Charge: {e}")))?;
             charge_refunded(state, charge, meta).await?
+        }
+        "charge.dispute.closed" => {
+            let dispute: Dispute = serde_json::from_value(event.data.object)
+                .map_err(|e| malformed(format!("data.object is not a Dispute: {e}")))?;
+            dispute_closed(state, dispute, meta).await?
         }
         _ => Outcome::Ignored,
     };
@@ -260,19 +279,56 @@ async fn charge_refunded(
     Ok(Outcome::Processed)
 }
 
-/// Applies the refunded total kept for `payment_intent` to its purchase, when both are
-/// known. The account takes back only what that total adds, so calling this again (or from
+/// A closed dispute: if it was lost, the disputed amount counts as taken back, like a
+/// refund (kept per PaymentIntent, the highest amount winning), then applied to the purchase.
+async fn dispute_closed(
+    state: &AppState,
+    dispute: Dispute,
+    meta: &CommandMetadata,
+) -> Result<Outcome, ApiError> {
+    if dispute.status != "lost" || dispute.amount <= 0 {
+        return Ok(Outcome::Ignored);
+    }
+    let Some(intent) = dispute.payment_intent.map(Reference::id) else {
+        return Ok(Outcome::Ignored);
+    };
+    stripe_id("data.object.payment_intent", &intent)?;
+    stripe_id("data.object.id", &dispute.id)?;
+    let charge = dispute.charge.id();
+    stripe_id("data.object.charge", &charge)?;
+    sqlx::query(
+        "INSERT INTO stripe_refunds (payment_intent, charge, amount_refunded, amount_disputed,
+                                     currency)
+         VALUES ($1, $2, 0, $3, $4)
+         ON CONFLICT (payment_intent) DO UPDATE
+            SET amount_disputed = GREATEST(stripe_refunds.amount_disputed,
+                                           EXCLUDED.amount_disputed),
+                updated_at = now()",
+    )
+    .bind(&intent)
+    .bind(&charge)
+    .bind(dispute.amount)
+    .bind(&dispute.currency)
+    .execute(&state.pool)
+    .await?;
+    revoke_refunded(state, &intent, meta).await?;
+    Ok(Outcome::Processed)
+}
+
+/// Applies the total taken back for `payment_intent` (refunded plus lost in disputes) to its
+/// purchase, when both are known. The account takes back only what that total adds, so calling this again (or from
 /// both sides at once) changes nothing.
 async fn revoke_refunded(
     state: &AppState,
     payment_intent: &str,
     meta: &CommandMetadata,
 ) -> Result<(), ApiError> {
-    let refunded: Option<i64> =
-        sqlx::query_scalar("SELECT amount_refunded FROM stripe_refunds WHERE payment_intent = $1")
-            .bind(payment_intent)
-            .fetch_optional(&state.pool)
-            .await?;
+    let refunded: Option<i64> = sqlx::query_scalar(
+        "SELECT amount_refunded + amount_disputed FROM stripe_refunds WHERE payment_intent = $1",
+    )
+    .bind(payment_intent)
+    .fetch_optional(&state.pool)
+    .await?;
     let Some(refunded) = refunded.filter(|r| *r > 0) else {
         return Ok(());
     };

@@ -1,6 +1,6 @@
 //! Stripe's webhook against the real store: a paid session credits once however often and in
-//! whatever order its events arrive, a refund takes back only what is left unspent (and says
-//! what it could not), bad, stale and malformed deliveries are refused with nothing done, an
+//! whatever order its events arrive, a refund or a lost dispute takes back only what is left
+//! unspent (and says what it could not), bad, stale and malformed deliveries are refused with nothing done, an
 //! event the database could not take is answered 5xx and credited on redelivery, and the
 //! events alone explain the balance.
 
@@ -210,6 +210,77 @@ async fn a_refund_after_partial_spending_takes_back_only_what_is_unspent() {
     app.deliver_expecting(&again, "processed").await;
     assert_eq!(balance(&app, &token).await, (100, 100));
     assert_eq!(events_of(&app, user, "CreditsRevoked").await.len(), 1);
+}
+
+/// A dispute of `session_id`'s charge for `amount`, closed with `status`.
+fn closed_dispute(session_id: &str, amount: i64, status: &str) -> Value {
+    let id = session_id.trim_start_matches("cs_test_");
+    json!({
+        "id": format!("dp_{id}"),
+        "object": "dispute",
+        "amount": amount,
+        "charge": format!("ch_{id}"),
+        "currency": "usd",
+        "payment_intent": payment_intent_of(session_id),
+        "reason": "fraudulent",
+        "status": status,
+    })
+}
+
+#[tokio::test]
+async fn a_lost_dispute_takes_back_like_a_refund_on_top_of_one_and_a_won_one_takes_nothing() {
+    let (app, stripe, user, token, session) = bought().await;
+    let paid = event(
+        "evt_paid",
+        "checkout.session.completed",
+        stripe.paid_session(&session),
+    );
+    app.deliver_expecting(&paid, "processed").await;
+    let won = event(
+        "evt_won",
+        "charge.dispute.closed",
+        closed_dispute(&session, 1000, "won"),
+    );
+    app.deliver_expecting(&won, "ignored").await;
+    assert_eq!(balance(&app, &token).await, (1100, 0));
+
+    // 200 refunded, then the rest (800) lost in a dispute: everything comes back.
+    let refund = event(
+        "evt_refund",
+        "charge.refunded",
+        refunded_charge(&session, 1000, 200),
+    );
+    app.deliver_expecting(&refund, "processed").await;
+    spend(&app, user, 500, true).await;
+    assert_eq!(balance(&app, &token).await, (400, 0));
+    let lost = event(
+        "evt_lost",
+        "charge.dispute.closed",
+        closed_dispute(&session, 800, "lost"),
+    );
+    app.deliver_expecting(&lost, "processed").await;
+    // 800 more asked back: 400 were available, 400 had been spent.
+    assert_eq!(balance(&app, &token).await, (0, 0));
+    let revoked: Vec<Value> = events_of(&app, user, "CreditsRevoked").await;
+    assert_eq!(revoked.len(), 2);
+    assert_eq!(
+        revoked[1],
+        json!({"CreditsRevoked": {
+            "payment_reference": session,
+            "refunded": 1000,
+            "requested": 800,
+            "revoked": 400,
+            "shortfall": 400,
+        }})
+    );
+    // The same dispute again, as a new event: nothing more.
+    let again = event(
+        "evt_lost_again",
+        "charge.dispute.closed",
+        closed_dispute(&session, 800, "lost"),
+    );
+    app.deliver_expecting(&again, "processed").await;
+    assert_eq!(events_of(&app, user, "CreditsRevoked").await.len(), 2);
 }
 
 #[tokio::test]
