@@ -29,9 +29,11 @@ use crate::tasks::Tasks;
 )]
 struct Cli {
     /// Postgres connection URL of the event store.
+    // Its value may hold the database password: `--help` must not show it.
     #[arg(
         long,
         env = "DATABASE_URL",
+        hide_env_values = true,
         global = true,
         default_value = "postgres://postgres@127.0.0.1:5432/framegate"
     )]

@@ -334,6 +334,21 @@ fn framegate_dev_refuses_to_run_as_production() {
     );
 }
 
+#[test]
+fn help_never_shows_the_database_password_from_the_environment() {
+    let output = Command::new(env!("CARGO_BIN_EXE_framegate"))
+        .arg("--help")
+        .env(
+            "DATABASE_URL",
+            "postgres://framegate:Hk4Qz8Lm2Xv7Rt9W@db:5432/framegate",
+        )
+        .output()
+        .expect("run");
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("DATABASE_URL"), "{help}");
+    assert!(!help.contains("Hk4Qz8Lm2Xv7Rt9W"), "{help}");
+}
+
 /// Runs `framegate healthcheck --addr addr`: (exit 0, stdout, stderr).
 fn healthcheck(addr: &str) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_framegate"))
