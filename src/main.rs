@@ -16,7 +16,7 @@ mod users;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use framegate_commands::db::PoolSettings;
-use framegate_commands::deployment::Deployment;
+use framegate_commands::deployment::{self, Deployment, SecretKind};
 use tracing_subscriber::EnvFilter;
 
 use crate::tasks::Tasks;
@@ -133,7 +133,12 @@ async fn main() -> anyhow::Result<()> {
     match &cli.command {
         Command::Dev { .. } | Command::Healthcheck { .. } => {}
         _ => {
-            Deployment::from_env()?.check_secrets(|name| std::env::var(name).ok())?;
+            let deployment = Deployment::from_env()?;
+            deployment.check_secrets(|name| std::env::var(name).ok())?;
+            // `--database-url` may bring the password instead of the environment.
+            if let Some(password) = deployment::url_password(&cli.database_url) {
+                deployment.check_secret("DATABASE_URL", password, SecretKind::DatabasePassword)?;
+            }
         }
     }
     // Each role's pool, sized by FRAMEGATE_DATABASE_POOL_SIZE or the role's default (README).

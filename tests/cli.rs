@@ -238,6 +238,26 @@ fn production_roles_refuse_each_shipped_placeholder_naming_the_variable_not_the_
 }
 
 #[test]
+fn production_refuses_a_placeholder_password_given_with_database_url_too() {
+    let output = Command::new(env!("CARGO_BIN_EXE_framegate"))
+        .args([
+            "--database-url",
+            "postgres://framegate:framegate@127.0.0.1:1/framegate",
+            "migrate",
+        ])
+        .env("FRAMEGATE_ENV", "production")
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run framegate");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("configuration: DATABASE_URL: refused") && stderr.contains("placeholder"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn production_api_without_a_jwt_secret_or_with_a_short_one_is_refused() {
     let (started, stderr) = run_role(
         "api",
