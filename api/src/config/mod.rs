@@ -218,9 +218,20 @@ impl ApiConfig {
             "FRAMEGATE_PUBLIC_URL" => get(name).or_else(|| Some(public_url.clone())),
             _ => get(name),
         })
-        .map_err(|e| ConfigError {
-            variable: "FRAMEGATE_BLOB_STORE",
-            message: e.to_string(),
+        .map_err(|e| {
+            // Blob errors are text that names its variable; name it here too.
+            let message = e.to_string();
+            let variable = [
+                "FRAMEGATE_BLOB_SIGNING_KEY",
+                "FRAMEGATE_S3_BUCKET",
+                "FRAMEGATE_S3_PATH_STYLE",
+                "FRAMEGATE_PUBLIC_URL",
+                "FRAMEGATE_ENV",
+            ]
+            .into_iter()
+            .find(|variable| message.contains(variable))
+            .unwrap_or("FRAMEGATE_BLOB_STORE");
+            ConfigError { variable, message }
         })?;
         if let Some(v) = get("FRAMEGATE_IMAGE_CONCURRENCY") {
             config.image_concurrency = positive("FRAMEGATE_IMAGE_CONCURRENCY", &v)? as usize;

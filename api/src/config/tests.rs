@@ -30,7 +30,7 @@ fn production(extra: &[(&'static str, &'static str)]) -> Result<ApiConfig, Confi
 }
 
 #[test]
-fn production_refuses_to_start_without_a_jwt_secret() {
+fn production_refuses_to_start_without_a_jwt_secret_or_a_blob_signing_key() {
     let error = ApiConfig::from_lookup(lookup(&[
         ("FRAMEGATE_ENV", "production"),
         ("FRAMEGATE_BLOB_SIGNING_KEY", BLOB_KEY),
@@ -38,6 +38,13 @@ fn production_refuses_to_start_without_a_jwt_secret() {
     .expect_err("refused");
     assert_eq!(error.variable, "FRAMEGATE_JWT_SECRET");
     assert!(error.message.contains("required"), "{error}");
+    let error = ApiConfig::from_lookup(lookup(&[
+        ("FRAMEGATE_ENV", "production"),
+        ("FRAMEGATE_JWT_SECRET", JWT),
+    ]))
+    .expect_err("refused");
+    assert_eq!(error.variable, "FRAMEGATE_BLOB_SIGNING_KEY", "{error}");
+    assert!(error.message.contains("is required"), "{error}");
 }
 
 #[test]
