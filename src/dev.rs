@@ -35,6 +35,14 @@ pub async fn run(
     options: DevOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    if framegate_commands::deployment::Deployment::from_env()?.is_production() {
+        anyhow::bail!(
+            "FRAMEGATE_ENV=production: framegate dev is for development (it generates and keeps \
+             its own secrets, makes an admin and lets providers and webhooks reach private \
+             addresses); in production run the roles: framegate migrate, api, projector, \
+             worker, relay (docs/operations.md)"
+        );
+    }
     let state_dir = options.state_dir;
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("cannot create {}", state_dir.display()))?;
@@ -185,6 +193,11 @@ fn redact(url: &str) -> String {
 fn defaults(state_dir: &Path) -> anyhow::Result<HashMap<&'static str, String>> {
     let path = |name: &str| state_dir.join(name).display().to_string();
     Ok(HashMap::from([
+        // `framegate dev` is development by definition, on whatever address it is given.
+        (
+            framegate_commands::deployment::ENV_VAR,
+            "development".to_owned(),
+        ),
         (
             framegate_workers::providers::download::ALLOW_PRIVATE_UPSTREAMS,
             "true".to_owned(),

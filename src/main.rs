@@ -6,6 +6,7 @@
 mod audit;
 mod dev;
 mod dev_postgres;
+mod healthcheck;
 mod relay;
 mod replay;
 mod roles;
@@ -15,6 +16,7 @@ mod users;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use framegate_commands::db::PoolSettings;
+use framegate_commands::deployment::{self, Deployment, SecretKind};
 use tracing_subscriber::EnvFilter;
 
 use crate::tasks::Tasks;
@@ -27,9 +29,11 @@ use crate::tasks::Tasks;
 )]
 struct Cli {
     /// Postgres connection URL of the event store.
+    // Its value may hold the database password: `--help` must not show it.
     #[arg(
         long,
         env = "DATABASE_URL",
+        hide_env_values = true,
         global = true,
         default_value = "postgres://postgres@127.0.0.1:5432/framegate"
     )]
@@ -91,6 +95,17 @@ enum Command {
         #[command(subcommand)]
         command: users::UsersCommand,
     },
+    /// Probe a role's health endpoint on this machine: exit 0 when it answers 2xx (the
+    /// container image's HEALTHCHECK; slim images have no curl).
+    Healthcheck {
+        /// host:port to probe [default: FRAMEGATE_HTTP_ADDR, an unspecified host (0.0.0.0)
+        /// taken as 127.0.0.1; else 127.0.0.1:8080].
+        #[arg(long, env = "FRAMEGATE_HEALTHCHECK_ADDR")]
+        addr: Option<String>,
+        /// The path to GET.
+        #[arg(long, default_value = "/health/ready")]
+        path: String,
+    },
 }
 
 #[tokio::main]
@@ -112,6 +127,20 @@ async fn main() -> anyhow::Result<()> {
             .init();
     }
     let cli = Cli::parse();
+    // What FRAMEGATE_ENV asks of this process, before anything connects: in production every
+    // secret in the environment is checked (`framegate dev` is development by definition;
+    // the health probe reads no secret).
+    match &cli.command {
+        Command::Dev { .. } | Command::Healthcheck { .. } => {}
+        _ => {
+            let deployment = Deployment::from_env()?;
+            deployment.check_secrets(|name| std::env::var(name).ok())?;
+            // `--database-url` may bring the password instead of the environment.
+            if let Some(password) = deployment::url_password(&cli.database_url) {
+                deployment.check_secret("DATABASE_URL", password, SecretKind::DatabasePassword)?;
+            }
+        }
+    }
     // Each role's pool, sized by FRAMEGATE_DATABASE_POOL_SIZE or the role's default (README).
     let database_url = cli.database_url.as_str();
     let pool = |role: &'static str, default_size: u32| async move {
@@ -139,7 +168,16 @@ async fn main() -> anyhow::Result<()> {
                 .context("migrations failed")?;
             tracing::info!("migrations applied");
         }
-        Command::Api => run_api(pool("api", 16).await?).await?,
+        Command::Api => {
+            let config = framegate_api::config::ApiConfig::from_env()?;
+            run_api(config, pool("api", 16).await?).await?
+        }
+        Command::Healthcheck { addr, path } => {
+            let http_addr = std::env::var("FRAMEGATE_HTTP_ADDR").ok();
+            let target = healthcheck::target(addr.as_deref(), http_addr.as_deref())?;
+            let status = healthcheck::probe(target, &path).await?;
+            println!("{status}");
+        }
         Command::Relay { health_addr } => {
             let config = framegate_workers::kafka::KafkaConfig::from_lookup(
                 |name| std::env::var(name).ok(),
@@ -149,10 +187,13 @@ async fn main() -> anyhow::Result<()> {
             .context("the relay needs FRAMEGATE_KAFKA_BROKERS (e.g. 127.0.0.1:9092)")?;
             let health_addr = match health_addr.trim() {
                 "" => None,
-                addr => Some(
-                    addr.parse()
-                        .with_context(|| format!("FRAMEGATE_RELAY_HEALTH_ADDR: {addr}"))?,
-                ),
+                addr => {
+                    let addr = addr
+                        .parse()
+                        .with_context(|| format!("FRAMEGATE_RELAY_HEALTH_ADDR: {addr}"))?;
+                    Deployment::from_env()?.check_listen("FRAMEGATE_RELAY_HEALTH_ADDR", addr)?;
+                    Some(addr)
+                }
             };
             let pool = pool("relay", 4).await?;
             framegate_commands::db::migrate(&pool)
@@ -168,6 +209,12 @@ async fn main() -> anyhow::Result<()> {
             tasks.supervise(shutdown_signal()).await?;
         }
         Command::Projector | Command::Worker => {
+            let settings = match cli.command {
+                Command::Worker => Some(roles::WorkerSettings::from_lookup(|name| {
+                    std::env::var(name).ok()
+                })?),
+                _ => None,
+            };
             let pool = match cli.command {
                 Command::Projector => pool("projector", 8).await?,
                 _ => pool("worker", 12).await?,
@@ -177,11 +224,9 @@ async fn main() -> anyhow::Result<()> {
                 .context("migrations failed")?;
             let mut tasks = Tasks::new();
             let notifications = roles::listener(&mut tasks, &pool);
-            match cli.command {
-                Command::Projector => roles::projectors(&mut tasks, &pool, &notifications),
-                _ => {
-                    let settings =
-                        roles::WorkerSettings::from_lookup(|name| std::env::var(name).ok())?;
+            match settings {
+                None => roles::projectors(&mut tasks, &pool, &notifications),
+                Some(settings) => {
                     roles::worker(&mut tasks, &pool, settings, &notifications).await?;
                 }
             }
@@ -198,8 +243,10 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_api(pool: sqlx::PgPool) -> anyhow::Result<()> {
-    let config = framegate_api::config::ApiConfig::from_env()?;
+async fn run_api(
+    config: framegate_api::config::ApiConfig,
+    pool: sqlx::PgPool,
+) -> anyhow::Result<()> {
     framegate_commands::db::migrate(&pool)
         .await
         .context("migrations failed")?;

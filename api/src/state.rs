@@ -66,7 +66,7 @@ impl AppState {
     ) -> Result<Self, StateError> {
         let blobs: Blobs = Arc::new(FilesystemStore::new(
             config.blobs.dir.clone(),
-            config.blobs.signing_key.clone(),
+            config.blobs.signing_key.expose().clone(),
             config.blobs.public_url.clone(),
         ));
         Ok(Self {
@@ -80,7 +80,7 @@ impl AppState {
             key_usage: Arc::new(UsageTracker::default()),
             credentials: Arc::new(CredentialCache::default()),
             streams: Arc::new(Streams::new(&config.streams)),
-            response_seal: ResponseSeal::derive(&config.jwt_secret),
+            response_seal: ResponseSeal::derive(config.jwt_secret.expose()),
             passwords,
             pool,
             config: Arc::new(config),

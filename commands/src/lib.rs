@@ -9,6 +9,7 @@
 pub mod blobs;
 pub mod cache;
 pub mod db;
+pub mod deployment;
 pub mod error;
 pub mod idempotency;
 pub mod inline;

@@ -54,8 +54,8 @@ impl TokenKeys {
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         validation.leeway = 5;
         Self {
-            encoding: EncodingKey::from_secret(&config.jwt_secret),
-            decoding: DecodingKey::from_secret(&config.jwt_secret),
+            encoding: EncodingKey::from_secret(config.jwt_secret.expose()),
+            decoding: DecodingKey::from_secret(config.jwt_secret.expose()),
             validation,
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),

@@ -5,7 +5,7 @@
 //! answers 503 `billing_disabled`. A key without a webhook secret is refused at start-up,
 //! since payments would then never turn into credits.
 
-use std::fmt;
+use framegate_commands::deployment::Secret;
 
 use crate::config::{parse, ConfigError};
 
@@ -28,24 +28,14 @@ pub struct Pack {
 }
 
 /// The Stripe account billing talks to.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StripeConfig {
     /// `sk_live_...` / `sk_test_...` (or a restricted `rk_...` key).
-    pub secret_key: String,
+    pub secret_key: Secret<String>,
     /// Without a trailing slash.
     pub api_base: String,
     /// `whsec_...`: the key of the endpoint's `Stripe-Signature` HMAC, used as it is written.
-    pub webhook_secret: String,
-}
-
-impl fmt::Debug for StripeConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StripeConfig")
-            .field("secret_key", &"[redacted]")
-            .field("api_base", &self.api_base)
-            .field("webhook_secret", &"[redacted]")
-            .finish()
-    }
+    pub webhook_secret: Secret<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,9 +116,9 @@ impl BillingConfig {
                     });
                 }
                 Some(StripeConfig {
-                    secret_key: secret_key.trim().to_owned(),
+                    secret_key: Secret::new(secret_key.trim().to_owned()),
                     api_base,
-                    webhook_secret,
+                    webhook_secret: Secret::new(webhook_secret),
                 })
             }
         };

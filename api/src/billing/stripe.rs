@@ -117,7 +117,7 @@ pub async fn create_checkout_session(
 ) -> Result<CheckoutSession, StripeError> {
     let response = http()
         .post(format!("{}/v1/checkout/sessions", stripe.api_base))
-        .bearer_auth(&stripe.secret_key)
+        .bearer_auth(stripe.secret_key.expose())
         .header("Idempotency-Key", request.idempotency_key)
         .form(&checkout_form(request))
         .send()

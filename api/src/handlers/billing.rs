@@ -244,7 +244,7 @@ pub async fn stripe_webhook(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     signature::verify(
-        &stripe_config.webhook_secret,
+        stripe_config.webhook_secret.expose(),
         &body,
         header,
         Utc::now().timestamp(),

@@ -13,6 +13,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use framegate_commands::deployment::Secret;
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
@@ -33,7 +34,8 @@ pub struct MailConfig {
     /// lettre's connection URL: `smtps://user:pass@host:465` (implicit TLS) or
     /// `smtp://user:pass@host:587?tls=required` (STARTTLS). A bare `smtp://host` is
     /// unencrypted, for a local relay only. `None` writes `.eml` files into `mailbox_dir`.
-    pub smtp_url: Option<String>,
+    /// A secret: it holds the SMTP password.
+    pub smtp_url: Option<Secret<String>>,
     /// The `From` mailbox, e.g. `Framegate <no-reply@framegate.local>`.
     pub from: String,
     /// The development mailbox directory (created on first use).
@@ -95,7 +97,7 @@ impl Mailer {
     /// Validates the sender and the SMTP URL; connects lazily on the first send.
     pub fn new(config: &MailConfig) -> Result<Mailer, MailError> {
         let from = parse_mailbox(&config.from)?;
-        let transport = match config.smtp_url.as_deref() {
+        let transport = match config.smtp_url.as_ref().map(|url| url.expose().as_str()) {
             Some(url) => {
                 Transport::Smtp(AsyncSmtpTransport::<Tokio1Executor>::from_url(url)?.build())
             }
@@ -262,7 +264,7 @@ mod tests {
     #[test]
     fn an_unsupported_smtp_url_is_refused_at_start_up() {
         let config = MailConfig {
-            smtp_url: Some("ftp://mail.example.com".to_owned()),
+            smtp_url: Some(Secret::new("ftp://mail.example.com".to_owned())),
             ..MailConfig::default()
         };
         let error = Mailer::new(&config).expect_err("refused");
@@ -323,7 +325,7 @@ mod tests {
 
     fn relay_config(port: u16) -> MailConfig {
         MailConfig {
-            smtp_url: Some(format!("smtp://127.0.0.1:{port}")),
+            smtp_url: Some(Secret::new(format!("smtp://127.0.0.1:{port}"))),
             ..MailConfig::default()
         }
     }
@@ -375,9 +377,10 @@ mod tests {
     #[test]
     fn an_smtp_url_builds_a_transport_without_connecting() {
         let config = MailConfig {
-            smtp_url: Some("smtp://user:pass@127.0.0.1:2525".to_owned()),
+            smtp_url: Some(Secret::new("smtp://user:pass@127.0.0.1:2525".to_owned())),
             ..MailConfig::default()
         };
+        assert!(!format!("{config:?}").contains("pass"), "{config:?}");
         let mailer = Mailer::new(&config).expect("mailer");
         let shown = format!("{mailer:?}");
         assert!(!shown.contains("pass"), "{shown}");

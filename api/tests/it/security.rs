@@ -34,7 +34,7 @@ async fn expired_forged_and_unsigned_tokens_are_rejected() {
         app.get("/v1/me", Some(&access)).await.status(),
         StatusCode::OK
     );
-    let secret = app.state.config.jwt_secret.clone();
+    let secret = app.state.config.jwt_secret.expose().clone();
     let sid = session_of(&access);
     // Signed with our key and these claims, the token works: each case below fails for the
     // one thing it changes.

@@ -283,7 +283,7 @@ fn signed(app: &TestApp, claims: &Value) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         claims,
-        &jsonwebtoken::EncodingKey::from_secret(&app.state.config.jwt_secret),
+        &jsonwebtoken::EncodingKey::from_secret(app.state.config.jwt_secret.expose()),
     )
     .expect("sign")
 }

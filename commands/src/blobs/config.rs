@@ -4,7 +4,7 @@
 //! | --- | --- | --- |
 //! | `FRAMEGATE_BLOB_STORE` | `s3` if `FRAMEGATE_S3_BUCKET` is set, else `filesystem` | which adapter |
 //! | `FRAMEGATE_BLOB_DIR` | `.framegate/blobs` | filesystem root |
-//! | `FRAMEGATE_BLOB_SIGNING_KEY` | random per process (with a warning) | HMAC key of filesystem download links, ≥ 32 characters |
+//! | `FRAMEGATE_BLOB_SIGNING_KEY` | random per process (with a warning); required with `FRAMEGATE_ENV=production` | HMAC key of filesystem download links, ≥ 32 characters (production: [`crate::deployment`]'s key rules) |
 //! | `FRAMEGATE_PUBLIC_URL` | `http://127.0.0.1:8080` | the API's external base URL, for filesystem download links |
 //! | `FRAMEGATE_S3_ENDPOINT` | AWS | S3-compatible endpoint, e.g. `http://127.0.0.1:9000` |
 //! | `FRAMEGATE_S3_BUCKET` | — | bucket (required for `s3`) |
@@ -15,13 +15,13 @@
 //! so a compose file can list every variable. Bad values fail at start-up with the variable's
 //! name in the message.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use rand::RngCore as _;
 
 use super::{BlobError, Blobs, FilesystemStore, S3Config, S3Store};
+use crate::deployment::{Deployment, Secret, SecretKind};
 
 /// The shortest accepted `FRAMEGATE_BLOB_SIGNING_KEY`, in characters.
 pub const MIN_SIGNING_KEY_LEN: usize = 32;
@@ -32,13 +32,13 @@ pub enum BlobBackend {
     S3,
 }
 
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlobConfig {
     pub backend: BlobBackend,
     /// Root of the filesystem store.
     pub dir: PathBuf,
     /// HMAC key of the filesystem store's download links.
-    pub signing_key: Vec<u8>,
+    pub signing_key: Secret<Vec<u8>>,
     /// True when no key was configured and `signing_key` is random: links then stop working
     /// on restart and are not accepted by other processes.
     pub signing_key_generated: bool,
@@ -46,19 +46,6 @@ pub struct BlobConfig {
     pub public_url: String,
     /// Present when the backend is S3.
     pub s3: Option<S3Config>,
-}
-
-impl fmt::Debug for BlobConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BlobConfig")
-            .field("backend", &self.backend)
-            .field("dir", &self.dir)
-            .field("signing_key", &"<redacted>")
-            .field("signing_key_generated", &self.signing_key_generated)
-            .field("public_url", &self.public_url)
-            .field("s3", &self.s3)
-            .finish()
-    }
 }
 
 impl BlobConfig {
@@ -69,6 +56,8 @@ impl BlobConfig {
 
     /// Reads the configuration through `get` (the environment, a file, a test's map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<BlobConfig, BlobError> {
+        let deployment =
+            Deployment::from_lookup(&get).map_err(|e| invalid(e.variable, e.message))?;
         let get = |name: &str| {
             get(name)
                 .map(|v| v.trim().to_owned())
@@ -96,7 +85,20 @@ impl BlobConfig {
                     format!("must be at least {MIN_SIGNING_KEY_LEN} characters"),
                 ))
             }
-            Some(key) => (key.into_bytes(), false),
+            Some(key) => {
+                deployment
+                    .check_secret("FRAMEGATE_BLOB_SIGNING_KEY", &key, SecretKind::Key)
+                    .map_err(|e| invalid(e.variable, e.message))?;
+                (key.into_bytes(), false)
+            }
+            None if deployment.is_production() && backend == BlobBackend::Filesystem => {
+                return Err(invalid(
+                    "FRAMEGATE_BLOB_SIGNING_KEY",
+                    "is required with FRAMEGATE_ENV=production and the filesystem store: \
+                     download links must verify on every process and survive restarts"
+                        .into(),
+                ))
+            }
             None => {
                 let mut key = [0u8; 32];
                 rand::rngs::OsRng.fill_bytes(&mut key);
@@ -139,7 +141,7 @@ impl BlobConfig {
             dir: PathBuf::from(
                 get("FRAMEGATE_BLOB_DIR").unwrap_or_else(|| ".framegate/blobs".into()),
             ),
-            signing_key,
+            signing_key: Secret::new(signing_key),
             signing_key_generated,
             public_url,
             s3,
@@ -161,7 +163,7 @@ pub async fn build(config: &BlobConfig) -> Result<Blobs, BlobError> {
             }
             Ok(Arc::new(FilesystemStore::new(
                 config.dir.clone(),
-                config.signing_key.clone(),
+                config.signing_key.expose().clone(),
                 config.public_url.clone(),
             )))
         }

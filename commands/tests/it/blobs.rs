@@ -667,7 +667,7 @@ mod config {
         assert_eq!(config.dir, PathBuf::from(".framegate/blobs"));
         assert_eq!(config.public_url, "http://127.0.0.1:8080");
         assert!(config.signing_key_generated);
-        assert!(config.signing_key.len() >= 32);
+        assert!(config.signing_key.expose().len() >= 32);
         assert_ne!(
             config.signing_key,
             parse(&[]).expect("defaults").signing_key,
@@ -686,7 +686,7 @@ mod config {
         .expect("config");
         assert_eq!(config.backend, BlobBackend::Filesystem);
         assert_eq!(config.dir, PathBuf::from("/var/lib/framegate/blobs"));
-        assert_eq!(config.signing_key, "k".repeat(40).into_bytes());
+        assert_eq!(config.signing_key.expose(), &"k".repeat(40).into_bytes());
         assert!(!config.signing_key_generated);
         assert_eq!(config.public_url, "https://api.example.com");
     }
@@ -779,6 +779,40 @@ mod config {
                 "{pairs:?}: {error} does not name {variable}"
             );
         }
+    }
+
+    #[test]
+    fn production_requires_a_strong_signing_key_for_the_filesystem_store_only() {
+        let production = ("FRAMEGATE_ENV", "production");
+        let missing = parse(&[production]).expect_err("no key");
+        assert!(
+            missing
+                .to_string()
+                .contains("FRAMEGATE_BLOB_SIGNING_KEY is required"),
+            "{missing}"
+        );
+        let placeholder = parse(&[
+            production,
+            (
+                "FRAMEGATE_BLOB_SIGNING_KEY",
+                "change-me-too-change-me-too-change-me-too",
+            ),
+        ])
+        .expect_err("placeholder");
+        assert!(
+            placeholder.to_string().contains("placeholder"),
+            "{placeholder}"
+        );
+        assert!(
+            !placeholder.to_string().contains("change-me"),
+            "{placeholder}"
+        );
+        let strong = "b9Vq2kLx7TzR4mWp8YcN3hJd6FgS1aQe0uIo5";
+        let config = parse(&[production, ("FRAMEGATE_BLOB_SIGNING_KEY", strong)])
+            .expect("a strong key passes");
+        assert!(!format!("{config:?}").contains(strong), "{config:?}");
+        parse(&[production, ("FRAMEGATE_S3_BUCKET", "media")])
+            .expect("S3 links are presigned: no key needed");
     }
 
     #[tokio::test]

@@ -6,16 +6,23 @@
 //! `..._SASL_USERNAME`, `..._SASL_PASSWORD`), so a deployment reaches a secured cluster
 //! without code changes. Properties the relay's guarantees rest on (idempotence, acks) are
 //! set after the pass-through and cannot be weakened by it.
+//!
+//! Pass-through values may be secrets (`sasl.password`, `ssl.key.password`, ...), so the
+//! config's `Debug` shows every property's name but only the values of properties that
+//! cannot hold one ([`is_secret_property`]).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
+
+use framegate_domain::redact::REDACTED;
 
 use rdkafka::ClientConfig;
 
 /// Where pass-through properties come from.
 pub const PROPERTY_PREFIX: &str = "FRAMEGATE_KAFKA_PROP_";
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct KafkaConfig {
     /// `bootstrap.servers`.
     pub brokers: String,
@@ -35,6 +42,48 @@ pub struct KafkaConfig {
     pub properties: BTreeMap<String, String>,
     /// The longest wait between attempts while the broker is unreachable.
     pub max_backoff: Duration,
+}
+
+/// Whether a librdkafka property can hold a secret: passwords, secrets, private keys and
+/// JAAS or OAuth configurations that embed them.
+pub fn is_secret_property(name: &str) -> bool {
+    [
+        "password",
+        "secret",
+        "key.pem",
+        "jaas",
+        "oauthbearer.config",
+    ]
+    .iter()
+    .any(|part| name.contains(part))
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(name, value)| {
+                let shown = if is_secret_property(name) {
+                    REDACTED
+                } else {
+                    value.as_str()
+                };
+                (name.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("partitions", &self.partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("source", &self.source)
+            .field("batch_size", &self.batch_size)
+            .field("worker_group", &self.worker_group)
+            .field("properties", &properties)
+            .field("max_backoff", &self.max_backoff)
+            .finish()
+    }
 }
 
 impl KafkaConfig {
@@ -182,6 +231,38 @@ mod tests {
         let client = config.client();
         assert_eq!(client.get("bootstrap.servers"), Some("k1:9092"));
         assert_eq!(client.get("security.protocol"), Some("SASL_SSL"));
+    }
+
+    #[test]
+    fn debug_output_shows_property_names_but_never_secret_values() {
+        let config = config(&[
+            ("FRAMEGATE_KAFKA_BROKERS", "k1:9092"),
+            ("FRAMEGATE_KAFKA_PROP_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("FRAMEGATE_KAFKA_PROP_SASL_USERNAME", "relay-user"),
+            ("FRAMEGATE_KAFKA_PROP_SASL_PASSWORD", "Zq8Lm3Xv7Kb2Np9Rt4Wy"),
+            (
+                "FRAMEGATE_KAFKA_PROP_SSL_KEY_PASSWORD",
+                "Hd6Fg1Sa5Je0Uq7Ip3Oc",
+            ),
+        ])
+        .expect("valid")
+        .expect("on");
+        let shown = format!("{config:?}");
+        for secret in ["Zq8Lm3Xv7Kb2Np9Rt4Wy", "Hd6Fg1Sa5Je0Uq7Ip3Oc"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(
+            shown.contains("\"sasl.password\": \"[redacted]\""),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("SASL_SSL") && shown.contains("relay-user"),
+            "{shown}"
+        );
+        assert_eq!(
+            config.client().get("sasl.password"),
+            Some("Zq8Lm3Xv7Kb2Np9Rt4Wy")
+        );
     }
 
     #[test]

@@ -74,9 +74,9 @@ impl FakeStripe {
     /// Billing settings that point at this fake.
     pub fn config(&self) -> StripeConfig {
         StripeConfig {
-            secret_key: SECRET_KEY.to_owned(),
+            secret_key: framegate_commands::deployment::Secret::new(SECRET_KEY.to_owned()),
             api_base: self.base.clone(),
-            webhook_secret: WEBHOOK_SECRET.to_owned(),
+            webhook_secret: framegate_commands::deployment::Secret::new(WEBHOOK_SECRET.to_owned()),
         }
     }
 

@@ -1,18 +1,20 @@
 //! API configuration from the environment (`FRAMEGATE_*`), validated at start-up.
 //!
-//! Bad configuration fails fast with a message naming the variable. In production mode
-//! (`FRAMEGATE_ENV=production`) a JWT secret is mandatory; in development one is generated
-//! (tokens then do not survive a restart) and a warning says so.
+//! Bad configuration fails fast with a message naming the variable (never a secret's value).
+//! This module reads the settings in order; its parts own the concerns with rules of their
+//! own: `secrets` (the deployment, `FRAMEGATE_ENV=production`'s checks, the JWT secret),
+//! `network` (listen address, connection limits, proxies). Billing, streams, blobs and
+//! moderation rules parse themselves in their own modules.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use framegate_commands::blobs::BlobConfig;
+use framegate_commands::deployment::{Deployment, Secret};
 use framegate_domain::catalog::Catalog;
 use framegate_domain::routing::{configured_providers, RoutingPolicy};
 use framegate_domain::ProviderKind;
-use rand::RngCore as _;
 
 use crate::billing::BillingConfig;
 use crate::client_ip::ProxyTrust;
@@ -21,6 +23,13 @@ use crate::mail::MailConfig;
 use crate::rate_limit::RateConfig;
 use crate::server::HttpLimits;
 use crate::streams::StreamConfig;
+
+mod network;
+mod secrets;
+#[cfg(test)]
+mod tests;
+
+pub use secrets::MIN_JWT_SECRET_LEN;
 
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {variable}: {message}")]
@@ -32,8 +41,10 @@ pub struct ConfigError {
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
     pub http_addr: SocketAddr,
-    pub production: bool,
-    pub jwt_secret: Vec<u8>,
+    /// What `FRAMEGATE_ENV` says (production checks secrets and requires them).
+    pub deployment: Deployment,
+    /// The HS256 key of access tokens (and, derived, of sealed idempotent responses).
+    pub jwt_secret: Secret<Vec<u8>>,
     pub jwt_issuer: String,
     pub jwt_audience: String,
     pub access_ttl: Duration,
@@ -86,12 +97,10 @@ pub struct ApiConfig {
 impl ApiConfig {
     /// Defaults suitable for one machine and for tests; `jwt_secret` is random.
     pub fn development() -> Self {
-        let mut secret = vec![0u8; 32];
-        rand::thread_rng().fill_bytes(&mut secret);
         Self {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            production: false,
-            jwt_secret: secret,
+            deployment: Deployment::Development,
+            jwt_secret: secrets::random_jwt_secret(),
             jwt_issuer: "framegate".to_owned(),
             jwt_audience: "framegate-api".to_owned(),
             access_ttl: Duration::from_secs(15 * 60),
@@ -128,37 +137,13 @@ impl ApiConfig {
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut config = Self::development();
-        config.production = match get("FRAMEGATE_ENV").as_deref() {
-            None | Some("development") | Some("dev") | Some("test") => false,
-            Some("production") | Some("prod") => true,
-            Some(other) => {
-                return Err(ConfigError {
-                    variable: "FRAMEGATE_ENV",
-                    message: format!("expected development or production, got {other:?}"),
-                })
-            }
-        };
-        if let Some(addr) = get("FRAMEGATE_HTTP_ADDR") {
-            config.http_addr = parse("FRAMEGATE_HTTP_ADDR", &addr)?;
+        config.deployment = secrets::deployment(&get)?;
+        config.http_addr = network::http_addr(&get, config.http_addr, config.deployment)?;
+        if get("FRAMEGATE_HTTP_ADDR").is_some() {
             config.public_url = format!("http://{}", config.http_addr);
         }
-        match get("FRAMEGATE_JWT_SECRET") {
-            Some(secret) if secret.len() >= 32 => config.jwt_secret = secret.into_bytes(),
-            Some(_) => {
-                return Err(ConfigError {
-                    variable: "FRAMEGATE_JWT_SECRET",
-                    message: "must be at least 32 characters".to_owned(),
-                })
-            }
-            None if config.production => {
-                return Err(ConfigError {
-                    variable: "FRAMEGATE_JWT_SECRET",
-                    message: "is required when FRAMEGATE_ENV=production".to_owned(),
-                })
-            }
-            None => tracing::warn!(
-                "FRAMEGATE_JWT_SECRET is not set: using a random secret; tokens will not survive a restart"
-            ),
+        if let Some(secret) = secrets::jwt_secret(&get, config.deployment)? {
+            config.jwt_secret = secret;
         }
         if let Some(v) = get("FRAMEGATE_JWT_ISSUER") {
             config.jwt_issuer = v;
@@ -191,7 +176,7 @@ impl ApiConfig {
             config.public_url = v.trim_end_matches('/').to_owned();
         }
         if let Some(v) = get("FRAMEGATE_SMTP_URL") {
-            config.mail.smtp_url = Some(v);
+            config.mail.smtp_url = Some(Secret::new(v));
         }
         if let Some(v) = get("FRAMEGATE_MAIL_FROM") {
             config.mail.from = v;
@@ -212,8 +197,8 @@ impl ApiConfig {
         if let Some(v) = get("FRAMEGATE_RATE_LOGIN_PER_MINUTE") {
             config.rate.login_per_minute = positive("FRAMEGATE_RATE_LOGIN_PER_MINUTE", &v)?;
         }
-        config.proxies = proxies(&get)?;
-        config.http = http_limits(&get)?;
+        config.proxies = network::proxies(&get)?;
+        config.http = network::http_limits(&get)?;
         config.streams = StreamConfig::from_lookup(&get)?;
         config.billing = BillingConfig::from_lookup(&get, &config.public_url)?;
         if let Some(v) = get("FRAMEGATE_IDEMPOTENCY_LEASE_SECONDS") {
@@ -233,9 +218,20 @@ impl ApiConfig {
             "FRAMEGATE_PUBLIC_URL" => get(name).or_else(|| Some(public_url.clone())),
             _ => get(name),
         })
-        .map_err(|e| ConfigError {
-            variable: "FRAMEGATE_BLOB_STORE",
-            message: e.to_string(),
+        .map_err(|e| {
+            // Blob errors are text that names its variable; name it here too.
+            let message = e.to_string();
+            let variable = [
+                "FRAMEGATE_BLOB_SIGNING_KEY",
+                "FRAMEGATE_S3_BUCKET",
+                "FRAMEGATE_S3_PATH_STYLE",
+                "FRAMEGATE_PUBLIC_URL",
+                "FRAMEGATE_ENV",
+            ]
+            .into_iter()
+            .find(|variable| message.contains(variable))
+            .unwrap_or("FRAMEGATE_BLOB_STORE");
+            ConfigError { variable, message }
         })?;
         if let Some(v) = get("FRAMEGATE_IMAGE_CONCURRENCY") {
             config.image_concurrency = positive("FRAMEGATE_IMAGE_CONCURRENCY", &v)? as usize;
@@ -281,30 +277,6 @@ fn development_blobs() -> BlobConfig {
         .unwrap_or_else(|error| unreachable!("the default blob configuration is valid: {error}"))
 }
 
-/// `FRAMEGATE_TRUSTED_PROXIES` names the proxies and implies `FRAMEGATE_TRUST_PROXY=true`;
-/// `FRAMEGATE_TRUST_PROXY=true` alone trusts whatever connects (one proxy in front).
-fn proxies(get: impl Fn(&str) -> Option<String>) -> Result<ProxyTrust, ConfigError> {
-    const TRUST: &str = "FRAMEGATE_TRUST_PROXY";
-    const NETWORKS: &str = "FRAMEGATE_TRUSTED_PROXIES";
-    let trust: Option<bool> = get(TRUST).map(|v| parse(TRUST, &v)).transpose()?;
-    let networks = match get(NETWORKS) {
-        Some(list) => list.parse::<ProxyTrust>().map_err(|e| ConfigError {
-            variable: NETWORKS,
-            message: e.to_string(),
-        })?,
-        None => ProxyTrust::None,
-    };
-    match (trust, networks) {
-        (Some(false), ProxyTrust::Networks(_)) => Err(ConfigError {
-            variable: NETWORKS,
-            message: format!("is set, but {TRUST}=false says there is no proxy; unset one"),
-        }),
-        (_, networks @ ProxyTrust::Networks(_)) => Ok(networks),
-        (Some(true), _) => Ok(ProxyTrust::ImmediatePeer),
-        _ => Ok(ProxyTrust::None),
-    }
-}
-
 /// When a new user receives the sign-up credits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignupCreditsOn {
@@ -322,26 +294,6 @@ impl SignupCreditsOn {
             SignupCreditsOn::Register => "registration",
         }
     }
-}
-
-/// `FRAMEGATE_HTTP_*`: whole seconds and a connection count, each at least 1 (a zero
-/// timeout would cut every client; a zero cap would serve none).
-fn http_limits(get: impl Fn(&str) -> Option<String>) -> Result<HttpLimits, ConfigError> {
-    let mut limits = HttpLimits::default();
-    let seconds = |variable: &'static str, default: Duration| match get(variable) {
-        Some(v) => positive(variable, &v).map(|n| Duration::from_secs(u64::from(n))),
-        None => Ok(default),
-    };
-    limits.header_timeout = seconds(
-        "FRAMEGATE_HTTP_HEADER_TIMEOUT_SECONDS",
-        limits.header_timeout,
-    )?;
-    limits.body_timeout = seconds("FRAMEGATE_HTTP_BODY_TIMEOUT_SECONDS", limits.body_timeout)?;
-    limits.idle_timeout = seconds("FRAMEGATE_HTTP_IDLE_TIMEOUT_SECONDS", limits.idle_timeout)?;
-    if let Some(v) = get("FRAMEGATE_HTTP_MAX_CONNECTIONS") {
-        limits.max_connections = positive("FRAMEGATE_HTTP_MAX_CONNECTIONS", &v)?;
-    }
-    Ok(limits)
 }
 
 pub(crate) fn parse<T: std::str::FromStr>(
@@ -364,164 +316,5 @@ pub(crate) fn positive(variable: &'static str, value: &str) -> Result<u32, Confi
             message: "must be at least 1".to_owned(),
         }),
         n => Ok(n),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-
-    use super::*;
-
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        move |name| map.get(name).cloned()
-    }
-
-    #[test]
-    fn production_refuses_to_start_without_a_jwt_secret() {
-        let error = ApiConfig::from_lookup(lookup(&[("FRAMEGATE_ENV", "production")]))
-            .expect_err("refused");
-        assert_eq!(error.variable, "FRAMEGATE_JWT_SECRET");
-    }
-
-    #[test]
-    fn development_generates_a_secret_and_reads_overrides() {
-        let config = ApiConfig::from_lookup(lookup(&[
-            ("FRAMEGATE_HTTP_ADDR", "127.0.0.1:9999"),
-            ("FRAMEGATE_SIGNUP_CREDITS", "25"),
-        ]))
-        .expect("config");
-        assert_eq!(config.jwt_secret.len(), 32);
-        assert_eq!(config.http_addr.port(), 9999);
-        assert_eq!(config.signup_credits, 25);
-    }
-
-    #[test]
-    fn image_moderation_rules_and_concurrency_are_read() {
-        let config = ApiConfig::from_lookup(lookup(&[
-            (RULES_ENV, "deny_formats=webp; max_megapixels=12"),
-            ("FRAMEGATE_IMAGE_CONCURRENCY", "3"),
-        ]))
-        .expect("config");
-        assert_eq!(
-            config.image_moderation.to_string(),
-            "deny_formats=webp;max_megapixels=12"
-        );
-        assert_eq!(config.image_concurrency, 3);
-        let defaults = ApiConfig::from_lookup(lookup(&[])).expect("config");
-        assert!(defaults.image_moderation.is_empty(), "no rules: allow all");
-        assert_eq!(defaults.images, ImageLimits::default());
-    }
-
-    #[test]
-    fn bad_values_name_their_variable() {
-        for (variable, value) in [
-            ("FRAMEGATE_HTTP_ADDR", "not an address"),
-            ("FRAMEGATE_SIGNUP_CREDITS", "-5"),
-            ("FRAMEGATE_JWT_SECRET", "short"),
-            ("FRAMEGATE_RATE_ANONYMOUS_PER_MINUTE", "0"),
-            ("FRAMEGATE_ENV", "staging"),
-            ("FRAMEGATE_IMAGE_CONCURRENCY", "0"),
-            (RULES_ENV, "deny_everything=yes"),
-            ("FRAMEGATE_TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.5/24"),
-            ("FRAMEGATE_TRUSTED_PROXIES", "proxy.internal"),
-            ("FRAMEGATE_TRUST_PROXY", "yes"),
-            ("FRAMEGATE_HTTP_HEADER_TIMEOUT_SECONDS", "0"),
-            ("FRAMEGATE_HTTP_BODY_TIMEOUT_SECONDS", "1.5"),
-            ("FRAMEGATE_HTTP_IDLE_TIMEOUT_SECONDS", "-1"),
-            ("FRAMEGATE_HTTP_MAX_CONNECTIONS", "0"),
-            ("FRAMEGATE_HTTP_MAX_CONNECTIONS", "many"),
-        ] {
-            let error = ApiConfig::from_lookup(lookup(&[(variable, value)])).expect_err(variable);
-            assert_eq!(error.variable, variable);
-        }
-    }
-
-    #[test]
-    fn http_limits_default_to_slow_client_safe_values_and_read_overrides() {
-        let defaults = ApiConfig::from_lookup(lookup(&[])).expect("config").http;
-        assert_eq!(
-            defaults,
-            HttpLimits {
-                header_timeout: Duration::from_secs(10),
-                body_timeout: Duration::from_secs(60),
-                idle_timeout: Duration::from_secs(75),
-                max_connections: 1024,
-            }
-        );
-        let config = ApiConfig::from_lookup(lookup(&[
-            ("FRAMEGATE_HTTP_HEADER_TIMEOUT_SECONDS", "5"),
-            ("FRAMEGATE_HTTP_BODY_TIMEOUT_SECONDS", " 30 "),
-            ("FRAMEGATE_HTTP_IDLE_TIMEOUT_SECONDS", "120"),
-            ("FRAMEGATE_HTTP_MAX_CONNECTIONS", "4096"),
-        ]))
-        .expect("config");
-        assert_eq!(
-            config.http,
-            HttpLimits {
-                header_timeout: Duration::from_secs(5),
-                body_timeout: Duration::from_secs(30),
-                idle_timeout: Duration::from_secs(120),
-                max_connections: 4096,
-            }
-        );
-    }
-
-    #[test]
-    fn trusted_proxies_are_networks_and_trust_proxy_alone_trusts_the_peer() {
-        let config = |pairs: &[(&str, &str)]| {
-            ApiConfig::from_lookup(lookup(pairs))
-                .map(|c| c.proxies)
-                .map_err(|e| e.to_string())
-        };
-        assert_eq!(config(&[]), Ok(ProxyTrust::None));
-        assert_eq!(
-            config(&[("FRAMEGATE_TRUST_PROXY", "true")]),
-            Ok(ProxyTrust::ImmediatePeer)
-        );
-        let networks = "10.0.0.0/8,192.168.1.5/32,::1/128";
-        let expected = networks.parse::<ProxyTrust>().map_err(|e| e.to_string());
-        assert!(matches!(&expected, Ok(ProxyTrust::Networks(n)) if n.len() == 3));
-        assert_eq!(config(&[("FRAMEGATE_TRUSTED_PROXIES", networks)]), expected);
-        assert_eq!(
-            config(&[
-                ("FRAMEGATE_TRUST_PROXY", "true"),
-                ("FRAMEGATE_TRUSTED_PROXIES", networks)
-            ]),
-            expected
-        );
-        assert_eq!(
-            config(&[("FRAMEGATE_TRUSTED_PROXIES", "")]),
-            Ok(ProxyTrust::None),
-            "empty: unset"
-        );
-        let contradiction = config(&[
-            ("FRAMEGATE_TRUST_PROXY", "false"),
-            ("FRAMEGATE_TRUSTED_PROXIES", networks),
-        ])
-        .expect_err("contradiction");
-        assert!(
-            contradiction.contains("FRAMEGATE_TRUSTED_PROXIES"),
-            "{contradiction}"
-        );
-        let bad = config(&[("FRAMEGATE_TRUSTED_PROXIES", "10.0.0.0/8, 10.0.0.1/33")])
-            .expect_err("bad prefix");
-        assert!(bad.contains("10.0.0.1/33"), "{bad}");
-    }
-
-    #[test]
-    fn sign_up_credits_wait_for_verification_unless_told_otherwise() {
-        let config = ApiConfig::from_lookup(lookup(&[])).expect("config");
-        assert_eq!(config.signup_credits_on, SignupCreditsOn::Verify);
-        let config = ApiConfig::from_lookup(lookup(&[("FRAMEGATE_SIGNUP_CREDITS_ON", "register")]))
-            .expect("config");
-        assert_eq!(config.signup_credits_on, SignupCreditsOn::Register);
-        let error = ApiConfig::from_lookup(lookup(&[("FRAMEGATE_SIGNUP_CREDITS_ON", "login")]))
-            .expect_err("not a choice");
-        assert_eq!(error.variable, "FRAMEGATE_SIGNUP_CREDITS_ON");
     }
 }
