@@ -6,6 +6,7 @@
 mod audit;
 mod dev;
 mod dev_postgres;
+mod metrics;
 mod relay;
 mod replay;
 mod roles;
@@ -159,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("migrations failed")?;
             let mut tasks = Tasks::new();
+            metrics::serve_from_env(&mut tasks, &pool).await?;
             let notifications = roles::listener(&mut tasks, &pool);
             let stopped = tasks.stopped();
             tasks.spawn(
@@ -176,6 +178,7 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("migrations failed")?;
             let mut tasks = Tasks::new();
+            metrics::serve_from_env(&mut tasks, &pool).await?;
             let notifications = roles::listener(&mut tasks, &pool);
             match cli.command {
                 Command::Projector => roles::projectors(&mut tasks, &pool, &notifications),
@@ -204,6 +207,8 @@ async fn run_api(pool: sqlx::PgPool) -> anyhow::Result<()> {
         .await
         .context("migrations failed")?;
     let mut tasks = Tasks::new();
+    // `/metrics` is on the API's port too; this adds an internal address if one is set.
+    metrics::serve_from_env(&mut tasks, &pool).await?;
     // One LISTEN connection for the whole process.
     let notifications = roles::listener(&mut tasks, &pool);
     // With a separate `framegate projector` (compose, scaled deployments) the API can leave

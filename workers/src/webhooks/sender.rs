@@ -156,6 +156,7 @@ impl Sender {
         let (Some(url), None) = (&claimed.url, &claimed.endpoint_off) else {
             let why = claimed.endpoint_off.as_deref().unwrap_or("deleted");
             outcome::skip(&self.pool, claimed, &format!("the endpoint is {why}")).await?;
+            framegate_commands::metrics::webhook_skipped();
             return Ok(());
         };
         let started_at = Utc::now();
@@ -177,6 +178,11 @@ impl Sender {
             },
         };
         debug!(delivery = %claimed.delivery_id, status = ?answer.status, error = ?answer.error, "webhooks: attempt");
+        framegate_commands::metrics::webhook_attempt(
+            answer.status,
+            answer.delivered(),
+            answer.latency,
+        );
         if answer.gone() {
             outcome::disable(
                 &self.pool,
