@@ -419,7 +419,7 @@ impl Metrics {
             r,
             n,
             "kafka_relay_healthy",
-            "1 while the relay's last batch was acknowledged",
+            "1 while the relay publishes (its readiness), 0 while the broker is away or refusing",
             self.kafka_healthy.clone(),
         );
         add(
@@ -833,13 +833,16 @@ pub fn kafka_batch<'a>(acked: Result<impl Iterator<Item = &'a str>, ()>, took: D
                     .inc();
             }
             METRICS.kafka_ack_duration.observe(took.as_secs_f64());
-            METRICS.kafka_healthy.set(1);
         }
         Err(()) => {
             METRICS.kafka_batch_failures.inc();
-            METRICS.kafka_healthy.set(0);
         }
     }
+}
+
+/// Whether the relay publishes (its `/health/ready`): set with every change of it.
+pub fn kafka_relay_healthy(healthy: bool) {
+    METRICS.kafka_healthy.set(i64::from(healthy));
 }
 
 // --- Webhooks (workers) ---

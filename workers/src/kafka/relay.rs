@@ -75,6 +75,7 @@ impl RelayHealth {
     }
 
     fn ok(&self, published: usize) {
+        metrics::kafka_relay_healthy(true);
         self.0
             .published
             .fetch_add(published as u64, Ordering::Relaxed);
@@ -87,6 +88,7 @@ impl RelayHealth {
     }
 
     fn failing(&self, problem: String) {
+        metrics::kafka_relay_healthy(false);
         if self.0.healthy.swap(false, Ordering::Relaxed) {
             warn!(%problem, "Kafka relay is not publishing");
         }
