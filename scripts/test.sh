@@ -28,6 +28,8 @@ fi
 # ffmpeg/ffprobe for the media tests; the S3-compatible server (moto) for blob storage; the
 # Kafka-protocol broker (tansu) and an independent Kafka client (kafka-python) for the relay.
 ./scripts/install-ffmpeg.sh
+# promtool and prometheus for the observability tests (exposition, rules, a real scrape).
+./scripts/install-prometheus.sh
 ./scripts/services.sh
 TOOLS_DIR="${FRAMEGATE_TOOLS_DIR:-$HOME/.cache/framegate}"
 export FRAMEGATE_TEST_S3_ENDPOINT="${FRAMEGATE_TEST_S3_ENDPOINT:-http://127.0.0.1:9000}"

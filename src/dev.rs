@@ -145,6 +145,7 @@ async fn serve(
         "\nFramegate is running.\n\
          \n  API       {base}/v1\
          \n  Docs      {base}/docs\
+         \n  Metrics   {base}/metrics\
          \n  Database  {database}\
          \n  Data      {data}\
          \n  Kafka     {kafka_line}\

@@ -7,6 +7,7 @@ mod audit;
 mod dev;
 mod dev_postgres;
 mod healthcheck;
+mod metrics;
 mod relay;
 mod replay;
 mod roles;
@@ -200,6 +201,7 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("migrations failed")?;
             let mut tasks = Tasks::new();
+            metrics::serve_from_env(&mut tasks, &pool).await?;
             let notifications = roles::listener(&mut tasks, &pool);
             let stopped = tasks.stopped();
             tasks.spawn(
@@ -223,6 +225,7 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("migrations failed")?;
             let mut tasks = Tasks::new();
+            metrics::serve_from_env(&mut tasks, &pool).await?;
             let notifications = roles::listener(&mut tasks, &pool);
             match settings {
                 None => roles::projectors(&mut tasks, &pool, &notifications),
@@ -251,6 +254,8 @@ async fn run_api(
         .await
         .context("migrations failed")?;
     let mut tasks = Tasks::new();
+    // `/metrics` is on the API's port too; this adds an internal address if one is set.
+    metrics::serve_from_env(&mut tasks, &pool).await?;
     // One LISTEN connection for the whole process.
     let notifications = roles::listener(&mut tasks, &pool);
     // With a separate `framegate projector` (compose, scaled deployments) the API can leave

@@ -1,6 +1,7 @@
 //! The `relay` role: publishes the event log to Kafka (workers/src/kafka/relay.rs), with
 //! health endpoints an orchestrator can probe.
 //!
+//! `/metrics` is served there too (the exposition of every role, `framegate_api::metrics`).
 //! `/health/live` answers while the process runs; `/health/ready` answers 503 while the
 //! broker is unreachable or refusing the relay's batches, with the reason and the number of
 //! events still waiting in the log, so an outage is visible before anyone misses a message.
@@ -60,7 +61,11 @@ async fn serve_health(
             get(|| async { Json(json!({"status": "ok"})) }),
         )
         .route("/health/ready", get(ready))
-        .with_state((pool, health));
+        .with_state((pool.clone(), health))
+        .merge(framegate_api::metrics::router(
+            pool,
+            crate::metrics::token_from(|name| std::env::var(name).ok()),
+        ));
     Ok(tokio::spawn(async move {
         let shutdown = async move {
             let _ = stopped.wait_for(|stop| *stop).await;

@@ -22,6 +22,7 @@ use framegate_workers::pipeline::{
 };
 use framegate_workers::provider::VideoProvider;
 use framegate_workers::providers::kling::{Kling, KlingConfig};
+use framegate_workers::providers::metered::metered;
 use framegate_workers::providers::sora::{Sora, SoraConfig};
 use framegate_workers::providers::veo::{Veo, VeoConfig};
 use framegate_workers::settlement::{self, Settlement};
@@ -185,7 +186,13 @@ pub async fn worker(
     let mut names: Vec<&str> = providers.keys().map(|p| p.as_str()).collect();
     names.sort_unstable();
     tracing::info!(providers = %names.join(", "), "video providers configured");
-    let providers: Providers = Arc::new(providers);
+    // Every call measured by provider, operation and outcome (`framegate_provider_calls`).
+    let providers: Providers = Arc::new(
+        providers
+            .into_iter()
+            .map(|(kind, provider)| (kind, metered(provider)))
+            .collect(),
+    );
     let catalog = settings.routing.catalog.clone();
     let mut dispatcher = Dispatcher::new(store.clone(), providers.clone(), blobs.clone())
         .with_routing(settings.routing)

@@ -17,6 +17,7 @@ pub mod handlers;
 pub mod idempotency;
 pub mod images;
 pub mod mail;
+pub mod metrics;
 pub mod notifications;
 pub mod openapi;
 pub mod rate_limit;
@@ -53,6 +54,7 @@ tokio::task_local! {
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.body_limit;
+    let metrics_endpoint = metrics::router(state.pool.clone(), state.config.metrics_token.clone());
     let image_upload_limit = image_handlers::upload_body_limit(&state.config.images);
     let v1 = Router::new()
         .route("/auth/register", post(auth_handlers::register))
@@ -139,6 +141,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/openapi.json", get(openapi::document))
         .route("/docs", get(openapi::docs_page))
+        .merge(metrics_endpoint)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -161,6 +164,8 @@ pub fn router(state: AppState) -> Router {
             body_deadline::layer,
         ))
         .layer(middleware::from_fn(request_context))
+        // Outermost: every answer counts, whichever layer made it.
+        .layer(middleware::from_fn(metrics::record))
         .with_state(state)
 }
 

@@ -14,6 +14,7 @@ pub mod error;
 pub mod idempotency;
 pub mod inline;
 pub mod metadata;
+pub mod metrics;
 pub mod passwords;
 pub mod position;
 pub mod repository;

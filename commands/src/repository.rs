@@ -66,7 +66,9 @@ impl EventRepository {
             unit.commit().await?
         } else {
             let mut conn = self.pool.acquire().await?;
-            unit::insert(&mut conn, events).await?
+            let written = unit::insert(&mut conn, events).await?;
+            crate::metrics::committed(&written);
+            written
         };
         Ok(written.iter().map(StoredEvent::position).max())
     }

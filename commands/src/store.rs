@@ -22,6 +22,7 @@ use crate::cache::StateCache;
 use crate::error::CommandError;
 use crate::inline::InlineProjection;
 use crate::metadata::CommandMetadata;
+use crate::metrics::{self, CommandOutcome};
 use crate::position::LogPosition;
 use crate::repository::{EventRepository, WRITTEN};
 use crate::retry::{conflict_backoff, count_retried_conflict, RetryPolicy, MAX_CONFLICT_RETRIES};
@@ -165,6 +166,24 @@ where
         command: A::Command,
         metadata: &CommandMetadata,
     ) -> Result<Option<LogPosition>, CommandError<A::Error>> {
+        let started = std::time::Instant::now();
+        let result = self.execute_serialised(id, command, metadata).await;
+        let outcome = match &result {
+            Ok(_) => CommandOutcome::Ok,
+            Err(CommandError::Domain(_) | CommandError::EmailTaken) => CommandOutcome::Rejected,
+            Err(CommandError::Conflict) => CommandOutcome::Conflict,
+            Err(_) => CommandOutcome::Error,
+        };
+        metrics::command(A::TYPE, outcome, started.elapsed());
+        result
+    }
+
+    async fn execute_serialised(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: &CommandMetadata,
+    ) -> Result<Option<LogPosition>, CommandError<A::Error>> {
         let retry = command.retry_on_conflict();
         let lock = self.locks.get(id);
         let _serialised = lock.lock().await;
@@ -185,13 +204,18 @@ where
                 Err(CommandError::Conflict) if retry && attempt < MAX_CONFLICT_RETRIES => {
                     attempt += 1;
                     count_retried_conflict();
+                    metrics::command_conflict(A::TYPE.into(), true);
                     debug!(
                         aggregate = A::TYPE,
                         id, attempt, "conflict, retrying command"
                     );
                     tokio::time::sleep(conflict_backoff(attempt)).await;
                 }
-                Err(CommandError::Conflict) if retry => {
+                Err(CommandError::Conflict) => {
+                    metrics::command_conflict(A::TYPE.into(), false);
+                    if !retry {
+                        return Err(CommandError::Conflict);
+                    }
                     warn!(
                         aggregate = A::TYPE,
                         id, attempt, "conflict retries exhausted"
@@ -230,6 +254,15 @@ fn lease_lost_is_conflict<E: std::error::Error>(error: CommandError<E>) -> Comma
         }
         other => other,
     }
+}
+
+/// The metrics label of a unit's conflict: its streams' aggregate types, `CreditAccount+Video`
+/// for a video request (a bounded set: one per kind of unit).
+fn aggregate_types(events: &[SerializedEvent]) -> std::borrow::Cow<'static, str> {
+    let mut types: Vec<&str> = events.iter().map(|e| e.aggregate_type.as_str()).collect();
+    types.sort_unstable();
+    types.dedup();
+    types.join("+").into()
 }
 
 /// The write side of the platform.
@@ -315,10 +348,16 @@ impl EventStore {
                 drop(unit);
                 *attempt += 1;
                 count_retried_conflict();
+                metrics::command_conflict(aggregate_types(events), true);
                 tokio::time::sleep(conflict_backoff(*attempt)).await;
                 Ok(None)
             }
-            Err(error) => Err(error),
+            Err(error) => {
+                if matches!(error, AppendError::Conflict) {
+                    metrics::command_conflict(aggregate_types(events), false);
+                }
+                Err(error)
+            }
         }
     }
 

@@ -269,6 +269,7 @@ impl UnitOfWork {
         {
             return Err(AppendError::Database(sqlx::Error::PoolTimedOut));
         }
+        crate::metrics::committed(&self.written);
         Ok(self.written)
     }
 }

@@ -17,6 +17,7 @@ use sqlx::PgConnection;
 use crate::error::{BoxError, CommandError};
 use crate::idempotency::LeaseLost;
 use crate::metadata::CommandMetadata;
+use crate::metrics::{self, CommandOutcome};
 use crate::store::EventStore;
 use crate::stored::StoredEvent;
 use crate::unit::{serialize, AppendError};
@@ -48,6 +49,28 @@ fn store_error(error: AppendError) -> RequestError {
 /// UUIDv7): its stream is not read, and should it exist after all, the request fails with a
 /// conflict.
 pub async fn request_video(
+    store: &EventStore,
+    video_id: VideoId,
+    spec: VideoSpec,
+    metadata: &CommandMetadata,
+    within: Option<&dyn WithinRequest>,
+) -> Result<Vec<StoredEvent>, RequestError> {
+    let started = std::time::Instant::now();
+    let result = reserve_and_request(store, video_id, spec, metadata, within).await;
+    let outcome = match &result {
+        Ok(_) => CommandOutcome::Ok,
+        Err(RequestError::Credits(CommandError::Domain(_)))
+        | Err(RequestError::Video(CommandError::Domain(_))) => CommandOutcome::Rejected,
+        Err(RequestError::Credits(CommandError::Conflict))
+        | Err(RequestError::Video(CommandError::Conflict)) => CommandOutcome::Conflict,
+        Err(_) => CommandOutcome::Error,
+    };
+    // Labelled like the unit's conflicts: the two streams it appends to.
+    metrics::command("CreditAccount+Video", outcome, started.elapsed());
+    result
+}
+
+async fn reserve_and_request(
     store: &EventStore,
     video_id: VideoId,
     spec: VideoSpec,

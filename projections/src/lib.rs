@@ -11,6 +11,7 @@ pub mod credits_low;
 pub mod failure;
 pub mod inline;
 pub mod log;
+pub mod metrics;
 pub mod notify;
 pub mod parking;
 pub mod preferences;

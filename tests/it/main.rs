@@ -10,5 +10,6 @@ mod crash_idempotency;
 mod dev;
 mod healing;
 mod kafka;
+mod observability;
 mod providers;
 mod worker;

@@ -92,6 +92,8 @@ pub struct ApiConfig {
     pub streams: StreamConfig,
     /// Credit packs and Stripe (`FRAMEGATE_CREDIT_PACKS`, `FRAMEGATE_STRIPE_*`; see `billing`).
     pub billing: BillingConfig,
+    /// The bearer token `GET /metrics` asks for (`FRAMEGATE_METRICS_TOKEN`); none: open.
+    pub metrics_token: Option<crate::metrics::MetricsToken>,
 }
 
 impl ApiConfig {
@@ -127,6 +129,7 @@ impl ApiConfig {
             download_ttl: Duration::from_secs(3600),
             streams: StreamConfig::default(),
             billing: BillingConfig::development("http://127.0.0.1:8080"),
+            metrics_token: None,
         }
     }
 
@@ -267,6 +270,8 @@ impl ApiConfig {
                 message: format!("{path}: {e}"),
             })?;
         }
+        config.metrics_token = get(crate::metrics::MetricsToken::ENV)
+            .and_then(|token| crate::metrics::MetricsToken::new(&token));
         Ok(config)
     }
 }

@@ -233,6 +233,9 @@ pub async fn upload(
     }
 
     let decision = state.moderation.review(&image);
+    if !decision.allowed {
+        framegate_commands::metrics::image_rejected("image_rejected");
+    }
     let keys = StorageKeys::new(owner, image_id, Uuid::now_v7(), image.format);
     if decision.allowed {
         store_blobs(&state, &image, &keys).await?;

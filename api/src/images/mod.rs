@@ -84,7 +84,12 @@ impl ImageProcessor {
         let limits = Arc::clone(&self.limits);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            process(bytes.as_ref(), &limits)
+            // Timed on the blocking thread: the decode itself, not the wait for a permit.
+            let started = std::time::Instant::now();
+            let processed = process(bytes.as_ref(), &limits);
+            let rejection = processed.as_ref().err().map(ImageError::code);
+            framegate_commands::metrics::image_processed(rejection, started.elapsed());
+            processed
         })
         .await
         .map_err(|error| ImageError::Internal(format!("image processing died: {error}")))?

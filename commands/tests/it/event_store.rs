@@ -372,6 +372,7 @@ async fn grants_from_separate_processes_conflict_and_are_retried_until_all_apply
     let meta = CommandMetadata::new_request(Actor::System);
     let contenders = 6;
     let retried_before = framegate_commands::retry::conflicts_retried();
+    let exposed_before = exposed_counts();
     let barrier = Arc::new(tokio::sync::Barrier::new(contenders));
     let mut tasks = Vec::new();
     for n in 1..=contenders as i64 {
@@ -409,6 +410,33 @@ async fn grants_from_separate_processes_conflict_and_are_retried_until_all_apply
         framegate_commands::retry::conflicts_retried() > retried_before,
         "nobody conflicted: the test proved nothing"
     );
+    // The same story in `/metrics` (other tests of this binary may add to it meanwhile).
+    let exposed = exposed_counts();
+    let moved = |i: usize| exposed[i] - exposed_before[i];
+    assert!(moved(0) >= contenders as f64, "commands ok: {exposed:?}");
+    assert!(moved(1) >= 1.0, "conflicts: {exposed:?}");
+    assert!(moved(2) >= 1.0, "retries: {exposed:?}");
+    assert!(
+        moved(3) >= (1..=contenders as i64).sum::<i64>() as f64,
+        "credits granted: {exposed:?}"
+    );
+}
+
+/// From the process's exposition: credit commands that succeeded, conflicts met, retries
+/// made, credits granted.
+fn exposed_counts() -> [f64; 4] {
+    let text = framegate_commands::metrics::encode();
+    [
+        "framegate_commands_total{aggregate=\"CreditAccount\",outcome=\"ok\"} ",
+        "framegate_command_conflicts_total{aggregate=\"CreditAccount\"} ",
+        "framegate_command_retries_total{aggregate=\"CreditAccount\"} ",
+        "framegate_credits_total{movement=\"granted\"} ",
+    ]
+    .map(|series| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    })
 }
 
 /// A registration is not re-run after losing a race (re-deciding it would only say "already

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use framegate_commands::metrics;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::OnceCell;
 use tracing::{debug, error, instrument};
@@ -214,6 +215,7 @@ impl Subscription {
     #[instrument(skip_all, fields(subscription = %self.name))]
     pub async fn step(&self, handler: &dyn EventHandler) -> Result<usize, SubscriptionError> {
         self.ensure_checkpoint_row().await?;
+        let started = std::time::Instant::now();
         let mut tx = self.pool.begin().await?;
         // An advisory lock assigns no transaction id, so the batch read below still sees
         // everything that committed before it (see log::read_batch).
@@ -249,6 +251,7 @@ impl Subscription {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        metrics::subscription_batch(&self.name, events.len(), started.elapsed());
         debug!(
             events = events.len(),
             position = last.global_position,
@@ -265,6 +268,7 @@ impl Subscription {
         handler: &dyn EventHandler,
         failure: &HandlerError,
     ) -> Result<(), SubscriptionError> {
+        let started = std::time::Instant::now();
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(lock_key(&self.name))
@@ -306,6 +310,7 @@ impl Subscription {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        metrics::subscription_batch(&self.name, before.len(), started.elapsed());
         error!(
             subscription = %self.name,
             error = %failure,

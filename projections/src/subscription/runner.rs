@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use framegate_commands::metrics;
 use sqlx::postgres::PgListener;
 use tracing::{error, info, instrument, warn};
 
@@ -211,12 +212,14 @@ impl Runner<'_> {
                 State::Waiting { timeout }
             }
             Err(error) if error.is_transient() => {
+                metrics::subscription_retry(&subscription.name, true);
                 let delay = self.next_backoff();
                 warn!(%error, delay_ms = delay.as_millis() as u64, "batch failed; backing off");
                 State::BackingOff(delay)
             }
             Err(SubscriptionError::Handler { source, .. }) => self.strike(source).await,
             Err(error) => {
+                metrics::subscription_retry(&subscription.name, true);
                 let delay = self.next_backoff();
                 warn!(%error, "batch failed; backing off");
                 State::BackingOff(delay)
@@ -232,6 +235,7 @@ impl Runner<'_> {
         };
         self.strikes = Some((failure.global_position, count));
         if count < PERMANENT_AFTER {
+            metrics::subscription_retry(&self.subscription.name, false);
             let delay = self.next_backoff();
             warn!(error = %failure, attempt = count, "event failed; trying again");
             return State::BackingOff(delay);
@@ -241,6 +245,7 @@ impl Runner<'_> {
         match subscription.on_poison {
             OnPoison::Skip => match subscription.park_and_skip(self.handler, &failure).await {
                 Ok(()) => {
+                    metrics::subscription_parked(&subscription.name);
                     self.backoff = None;
                     State::CatchingUp
                 }
@@ -258,6 +263,7 @@ impl Runner<'_> {
                     warn!(%error, "cannot park the failing event; backing off");
                     return State::BackingOff(self.next_backoff());
                 }
+                metrics::subscription_parked(&subscription.name);
                 error!(
                     error = %failure,
                     "subscription stopped at a parked event (framegate projections retry {})",
@@ -338,6 +344,7 @@ impl Runner<'_> {
                 Ok(()) => {
                     parking::resolve(&mut tx, name, position).await?;
                     tx.commit().await?;
+                    metrics::subscription_handled(name, 1);
                     info!(position, "parked event handled on retry");
                 }
                 Err(failure) => {

@@ -150,6 +150,34 @@ async fn a_poison_event_is_parked_the_rest_flows_and_a_retry_handles_it_once_fix
             .global_position,
         *stored.last().expect("events")
     );
+    // `/metrics` says so: the outages and strikes retried, the event parked, and (read from
+    // the store) one parked event, nothing left to handle, the checkpoint at the end.
+    // (The runner counts right after each commit: the last batch may just be in between.)
+    eventually("the subscription's counters", || async {
+        let exposed = framegate_commands::metrics::encode();
+        [
+            "framegate_subscription_retries_total{subscription=\"healing\",reason=\"transient\"} 2\n",
+            "framegate_subscription_events_parked_total{subscription=\"healing\"} 1\n",
+            "framegate_subscription_events_handled_total{subscription=\"healing\"} 10\n",
+        ]
+        .iter()
+        .all(|series| exposed.contains(series))
+    })
+    .await;
+    let store = framegate_projections::metrics::store_gauges(&db.pool)
+        .await
+        .expect("store gauges");
+    let healing = store
+        .subscriptions
+        .iter()
+        .find(|s| s.name == "healing")
+        .expect("the subscription's gauges");
+    assert_eq!(
+        (healing.parked, healing.lag_events, healing.stopped),
+        (1, 0, false)
+    );
+    assert_eq!(healing.position, *stored.last().expect("events"));
+    assert_eq!(healing.lag_seconds, 0.0);
 
     // A retry while it is still broken keeps it parked and counts the attempt.
     assert_eq!(

@@ -27,6 +27,7 @@ use rdkafka::ClientContext;
 use sqlx::{PgConnection, PgPool};
 use tracing::{info, warn};
 
+use framegate_commands::metrics;
 use framegate_projections::notify::Notifications;
 use framegate_projections::subscription::BoxError;
 use framegate_projections::{
@@ -74,6 +75,7 @@ impl RelayHealth {
     }
 
     fn ok(&self, published: usize) {
+        metrics::kafka_relay_healthy(true);
         self.0
             .published
             .fetch_add(published as u64, Ordering::Relaxed);
@@ -86,6 +88,7 @@ impl RelayHealth {
     }
 
     fn failing(&self, problem: String) {
+        metrics::kafka_relay_healthy(false);
         if self.0.healthy.swap(false, Ordering::Relaxed) {
             warn!(%problem, "Kafka relay is not publishing");
         }
@@ -248,6 +251,7 @@ impl KafkaRelay {
                     Err((error, _)) => return Err((index, error)),
                 }
             };
+            metrics::kafka_produced(&event.aggregate_type);
             deliveries.push(delivery);
         }
 
@@ -294,7 +298,13 @@ impl EventHandler for KafkaRelay {
         _conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> Result<(), HandlerError> {
-        match self.publish(events).await {
+        let started = std::time::Instant::now();
+        let published = self.publish(events).await;
+        let acked = published
+            .as_ref()
+            .map(|_| events.iter().map(|e| e.aggregate_type.as_str()));
+        metrics::kafka_batch(acked.map_err(|_| ()), started.elapsed());
+        match published {
             Ok(()) => {
                 self.health.ok(events.len());
                 Ok(())

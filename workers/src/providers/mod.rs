@@ -4,5 +4,6 @@
 pub mod download;
 pub mod http;
 pub mod kling;
+pub mod metered;
 pub mod sora;
 pub mod veo;

@@ -169,6 +169,9 @@ impl Sender {
         let (Some(url), None) = (head.url.clone(), &head.endpoint_off) else {
             let why = head.endpoint_off.as_deref().unwrap_or("deleted");
             outcome::skip(&self.pool, &run.rows, &format!("the endpoint is {why}")).await?;
+            for _ in &run.rows {
+                framegate_commands::metrics::webhook_skipped();
+            }
             return Ok(());
         };
         let started = Instant::now();
@@ -202,6 +205,11 @@ impl Sender {
             };
             let answer = attempt::post(&self.client, self.config.allow_private, request).await;
             debug!(delivery = %claimed.delivery_id, status = ?answer.status, error = ?answer.error, "webhooks: attempt");
+            framegate_commands::metrics::webhook_attempt(
+                answer.status,
+                answer.delivered(),
+                answer.latency,
+            );
             let stop = !answer.delivered() || started.elapsed() >= RUN_BUDGET;
             attempted.push(Attempted {
                 claimed,
