@@ -38,6 +38,9 @@ pub struct Claimed {
     pub window_started_at: DateTime<Utc>,
     /// Why the endpoint is disabled, or `deleted`; `None` while it takes deliveries.
     pub endpoint_off: Option<String>,
+    /// The trace the delivery belongs to (migration 0023), if it was made with traces on.
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
 }
 
 /// Records `answer` to the attempt that started at `started_at`; says whether the endpoint

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use framegate_commands::blobs::Blobs;
+use framegate_commands::trace_context::{self, TraceContext};
 use framegate_commands::webhook_deliveries::WEBHOOK_CHANNEL;
 use framegate_commands::webhook_signature::WebhookSecret;
 use framegate_commands::EventStore;
@@ -30,7 +31,8 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::field::Empty;
+use tracing::{debug, info_span, warn, Instrument as _};
 
 use super::attempt::{self, Answer, Signed};
 use super::outcome::{self, Claimed};
@@ -141,9 +143,17 @@ impl Sender {
         }
     }
 
-    /// One attempt of `claimed`, recorded.
+    /// One attempt of `claimed`, recorded; a span in the trace of the delivery's event.
     async fn deliver(&self, claimed: Claimed) {
-        if let Err(error) = self.try_deliver(&claimed).await {
+        let trace = claimed
+            .traceparent
+            .as_deref()
+            .and_then(|parent| TraceContext::parse(parent, claimed.tracestate.as_deref()));
+        let span = trace_context::continued(
+            info_span!("webhook.delivery", delivery = %claimed.delivery_id, attempt = claimed.attempts, trace_id = Empty),
+            trace.as_ref(),
+        );
+        if let Err(error) = self.try_deliver(&claimed).instrument(span).await {
             // The lease lapses and the delivery is tried again.
             warn!(delivery = %claimed.delivery_id, %error, "webhooks: attempt not recorded");
         }
@@ -318,7 +328,7 @@ pub async fn claim(
                                      WHERE w.endpoint_id = d.endpoint_id
                                        AND w.deleted_at IS NULL)) AS url,
                    d.message_id, d.event_type, d.video_id, d.body, d.attempts,
-                   d.window_started_at,
+                   d.window_started_at, d.traceparent, d.tracestate,
                    (SELECT CASE WHEN w.deleted_at IS NOT NULL THEN 'deleted'
                                 ELSE 'disabled (' || w.disabled_reason || ')' END
                       FROM webhook_endpoints w
