@@ -99,7 +99,11 @@ async fn main() -> anyhow::Result<()> {
     let traces = telemetry::TraceSettings::from_lookup(|name| std::env::var(name).ok())?;
     let telemetry = telemetry::Telemetry::init(json_logs, traces.as_ref())?;
     if let Some(traces) = &traces {
-        tracing::info!(endpoint = %traces.endpoint, "exporting traces over OTLP/HTTP");
+        // The origin only: a URL may carry credentials.
+        let collector = reqwest::Url::parse(&traces.endpoint)
+            .map(|url| url.origin().ascii_serialization())
+            .unwrap_or_default();
+        tracing::info!(%collector, "exporting traces over OTLP/HTTP");
     }
     let result = run(Cli::parse()).await;
     // Whatever the outcome, the spans of the last moments go out (SIGTERM and Ctrl-C end

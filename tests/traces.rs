@@ -230,12 +230,15 @@ async fn one_trace_runs_from_the_request_through_the_simulator_to_the_webhook() 
     let status = dev.terminate();
     assert!(status.success(), "{status:?}");
 
-    let received = received(&shared);
-    let ours: Vec<&ReceivedSpan> = received
-        .spans
-        .iter()
-        .filter(|s| s.trace_id == trace_id)
-        .collect();
+    let (spans, services, webhooks) = {
+        let received = received(&shared);
+        (
+            received.spans.clone(),
+            received.services.clone(),
+            received.webhooks.clone(),
+        )
+    };
+    let ours: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.trace_id == trace_id).collect();
     let names: BTreeSet<&str> = ours.iter().map(|s| s.name.as_str()).collect();
     // The request (named by its route, a child of the caller's span), the command it ran,
     // the dispatcher's subscription handling the request's event, the call to the provider,
@@ -271,27 +274,19 @@ async fn one_trace_runs_from_the_request_through_the_simulator_to_the_webhook() 
     }
     // The projectors' batches are traces of their own, linked to the request's.
     assert!(
-        received
-            .spans
+        spans
             .iter()
             .any(|s| s.name == "subscription.batch" && s.linked_traces.contains(&trace_id)),
         "no subscription batch is linked to the request's trace"
     );
     // The subscription loop itself is never exported.
-    assert!(!received
-        .spans
+    assert!(!spans
         .iter()
         .any(|s| s.name == "subscription.poll" || s.name == "subscription.run"));
-    assert!(
-        received.services.contains("framegate"),
-        "{:?}",
-        received.services
-    );
+    assert!(services.contains("framegate"), "{services:?}");
 
     // The webhook delivery passed the trace on.
-    let delivered = received.webhooks[0]
-        .as_deref()
-        .expect("a traceparent header");
+    let delivered = webhooks[0].as_deref().expect("a traceparent header");
     assert_eq!(delivered.split('-').nth(1), Some(trace_id.as_str()));
 
     // Every event of the video, and the credit events it caused, keep the trace in their

@@ -88,7 +88,12 @@ impl EventHandler for Settlement {
             .unwrap_or_else(Uuid::now_v7);
         // In the video's trace: the capture or release is the last step of its request.
         let span = trace_context::continued(
-            info_span!("settlement", video = %video_id, event = %event.event_type, trace_id = Empty),
+            info_span!(
+                "settlement",
+                video = %video_id,
+                event = %event.event_type,
+                trace_id = Empty
+            ),
             event.trace_context().as_ref(),
         );
         async {

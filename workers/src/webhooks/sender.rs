@@ -150,7 +150,12 @@ impl Sender {
             .as_deref()
             .and_then(|parent| TraceContext::parse(parent, claimed.tracestate.as_deref()));
         let span = trace_context::continued(
-            info_span!("webhook.delivery", delivery = %claimed.delivery_id, attempt = claimed.attempts, trace_id = Empty),
+            info_span!(
+                "webhook.delivery",
+                delivery = %claimed.delivery_id,
+                attempt = claimed.attempts,
+                trace_id = Empty
+            ),
             trace.as_ref(),
         );
         if let Err(error) = self.try_deliver(&claimed).instrument(span).await {
