@@ -152,6 +152,7 @@ async fn main() {
             event_at: chrono::Utc::now(),
             video_id: None,
             body: body.clone(),
+            trace: None,
         })
         .collect();
     enqueue(&mut tx, &rows).await.expect("enqueue");

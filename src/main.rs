@@ -12,13 +12,13 @@ mod relay;
 mod replay;
 mod roles;
 mod tasks;
+mod telemetry;
 mod users;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use framegate_commands::db::PoolSettings;
 use framegate_commands::deployment::{self, Deployment, SecretKind};
-use tracing_subscriber::EnvFilter;
 
 use crate::tasks::Tasks;
 
@@ -112,22 +112,23 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let json_logs = std::env::var("FRAMEGATE_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let filter =
-        EnvFilter::try_from_env("FRAMEGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    if json_logs {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    } else {
-        // Logs on stderr: stdout carries command output (ids) for scripts.
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
+    let traces = telemetry::TraceSettings::from_lookup(|name| std::env::var(name).ok())?;
+    let telemetry = telemetry::Telemetry::init(json_logs, traces.as_ref())?;
+    if let Some(traces) = &traces {
+        // The origin only: a URL may carry credentials.
+        let collector = reqwest::Url::parse(&traces.endpoint)
+            .map(|url| url.origin().ascii_serialization())
+            .unwrap_or_default();
+        tracing::info!(%collector, "exporting traces over OTLP/HTTP");
     }
-    let cli = Cli::parse();
+    let result = run(Cli::parse()).await;
+    // Whatever the outcome, the spans of the last moments go out (SIGTERM and Ctrl-C end
+    // the roles through `shutdown_signal`, and so come here).
+    telemetry.shutdown().await;
+    result
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     // What FRAMEGATE_ENV asks of this process, before anything connects: in production every
     // secret in the environment is checked (`framegate dev` is development by definition;
     // the health probe reads no secret).

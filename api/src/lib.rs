@@ -28,13 +28,15 @@ mod strict_json;
 
 use std::future::Future;
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use framegate_commands::trace_context::{self, TraceContext};
 use tower_http::catch_panic::CatchPanicLayer;
+use tracing::field::Empty;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
@@ -182,7 +184,8 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Gives every request an id (the caller's `X-Request-Id` if sane), a tracing span, and
-/// echoes the id on the response.
+/// echoes the id on the response. The span continues the caller's trace when the request
+/// carries a W3C `traceparent` (see `framegate_commands::trace_context`).
 async fn request_context(request: Request, next: Next) -> Response {
     let id = request
         .headers()
@@ -190,14 +193,42 @@ async fn request_context(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned);
-    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+        otel.kind = "server",
+        otel.name = Empty,
+        http.response.status_code = Empty,
+        trace_id = Empty,
+    );
+    // Named by its route template, never by the path with its ids.
+    if let Some(route) = request.extensions().get::<MatchedPath>() {
+        span.record(
+            "otel.name",
+            format!("{} {}", request.method(), route.as_str()),
+        );
+    }
+    let caller = caller_trace(request.headers());
+    let span = trace_context::continued(span, caller.as_ref());
     let mut response = REQUEST_ID
-        .scope(id.clone(), next.run(request).instrument(span))
+        .scope(id.clone(), next.run(request).instrument(span.clone()))
         .await;
+    span.record("http.response.status_code", response.status().as_u16());
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
+}
+
+/// The caller's trace context, when the request carries a well-formed W3C `traceparent`.
+fn caller_trace(headers: &axum::http::HeaderMap) -> Option<TraceContext> {
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    TraceContext::parse(
+        header(trace_context::TRACEPARENT)?,
+        header(trace_context::TRACESTATE),
+    )
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, within the configured connection

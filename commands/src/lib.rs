@@ -25,6 +25,7 @@ pub mod store;
 pub mod stored;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trace_context;
 pub mod unit;
 pub mod users;
 pub mod verification;
@@ -38,4 +39,5 @@ pub use metadata::{Actor, CommandMetadata};
 pub use position::LogPosition;
 pub use store::EventStore;
 pub use stored::StoredEvent;
+pub use trace_context::TraceContext;
 pub use unit::{AppendError, UnitOfWork};

@@ -2,12 +2,17 @@
 //!
 //! cqrs-es stores a `HashMap<String, String>` per command; we give it a typed shape so the
 //! audit log, the Kafka headers and causation chains can rely on the same keys everywhere.
+//! With traces on, it also carries the W3C trace context of the span the command was issued
+//! in (`traceparent`, `tracestate`), so whoever acts on its events continues that trace
+//! (`trace_context`).
 
 use std::collections::HashMap;
 use std::fmt;
 
 use framegate_domain::UserId;
 use uuid::Uuid;
+
+use crate::trace_context::TraceContext;
 
 /// Who caused a change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,11 +42,14 @@ pub struct CommandMetadata {
     pub causation_id: String,
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
+    /// The trace the command belongs to: the span it was issued in, taken when the metadata
+    /// is made. `None` without traces (and then nothing is stored).
+    pub trace: Option<TraceContext>,
 }
 
 impl CommandMetadata {
     /// Metadata for a command that starts a new chain (an HTTP request, a CLI call): the
-    /// request is its own correlation and cause.
+    /// request is its own correlation and cause. In the trace of the current span, if any.
     pub fn new_request(actor: Actor) -> Self {
         let request_id = Uuid::now_v7();
         Self {
@@ -51,11 +59,13 @@ impl CommandMetadata {
             causation_id: format!("request:{request_id}"),
             client_ip: None,
             user_agent: None,
+            trace: TraceContext::current(),
         }
     }
 
     /// Metadata for a command issued in reaction to a stored event: same correlation, caused
-    /// by that event.
+    /// by that event. In the trace of the current span, if any: the span handling the event,
+    /// itself a child of the event's stored context.
     pub fn caused_by_event(actor: Actor, correlation_id: Uuid, event_id: Uuid) -> Self {
         Self {
             actor,
@@ -64,6 +74,7 @@ impl CommandMetadata {
             causation_id: format!("event:{event_id}"),
             client_ip: None,
             user_agent: None,
+            trace: TraceContext::current(),
         }
     }
 
@@ -87,6 +98,9 @@ impl CommandMetadata {
         if let Some(agent) = &self.user_agent {
             map.insert("user_agent".to_owned(), agent.clone());
         }
+        if let Some(trace) = &self.trace {
+            trace.insert_into(&mut map);
+        }
         map
     }
 }
@@ -103,6 +117,29 @@ mod tests {
         assert_eq!(map["correlation_id"], meta.request_id.to_string());
         assert_eq!(map["causation_id"], format!("request:{}", meta.request_id));
         assert!(!map.contains_key("client_ip"));
+        // No OpenTelemetry layer here (traces off): the metadata is what it always was.
+        assert_eq!(meta.trace, None);
+        let mut keys: Vec<&str> = map.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["actor", "causation_id", "correlation_id", "request_id"]
+        );
+    }
+
+    #[test]
+    fn a_trace_context_is_stored_as_traceparent_and_tracestate() {
+        let mut meta = CommandMetadata::new_request(Actor::System);
+        meta.trace = TraceContext::parse(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            Some("vendor=x"),
+        );
+        let map = meta.to_map();
+        assert_eq!(
+            map["traceparent"],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        assert_eq!(map["tracestate"], "vendor=x");
     }
 
     #[test]

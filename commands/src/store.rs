@@ -160,6 +160,7 @@ where
     /// Executes `command` on aggregate `id` and stores the resulting events with `metadata`.
     /// Returns the log position of the last event written, or `None` when the command was
     /// accepted without changing anything (an idempotent repeat).
+    #[tracing::instrument(name = "command", skip_all, fields(aggregate = A::TYPE, id = %id))]
     pub async fn execute(
         &self,
         id: &str,

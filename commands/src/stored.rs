@@ -9,6 +9,7 @@ use sqlx::FromRow;
 use uuid::Uuid;
 
 use crate::position::LogPosition;
+use crate::trace_context::TraceContext;
 
 /// One event as stored.
 #[derive(Debug, Clone, PartialEq, FromRow)]
@@ -37,5 +38,10 @@ impl StoredEvent {
     /// A metadata entry (actor, correlation_id, ...), if present.
     pub fn meta(&self, key: &str) -> Option<&str> {
         self.metadata.get(key).and_then(Value::as_str)
+    }
+
+    /// The trace context of the command that recorded it, if it was recorded with traces on.
+    pub fn trace_context(&self) -> Option<TraceContext> {
+        TraceContext::from_metadata(&self.metadata)
     }
 }

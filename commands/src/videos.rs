@@ -9,6 +9,7 @@
 //! record with its response).
 
 use async_trait::async_trait;
+use cqrs_es::Aggregate as _;
 use framegate_domain::{
     CreditAccount, CreditCommand, CreditError, Video, VideoCommand, VideoError, VideoId, VideoSpec,
 };
@@ -48,6 +49,7 @@ fn store_error(error: AppendError) -> RequestError {
 /// Returns the events as committed (the reservation first). `video_id` is one just made (a
 /// UUIDv7): its stream is not read, and should it exist after all, the request fails with a
 /// conflict.
+#[tracing::instrument(name = "command", skip_all, fields(aggregate = Video::TYPE, id = %video_id))]
 pub async fn request_video(
     store: &EventStore,
     video_id: VideoId,

@@ -12,6 +12,8 @@ use serde::Serialize;
 use sqlx::{FromRow, PgConnection, PgExecutor};
 use uuid::Uuid;
 
+use crate::trace_context::TraceContext;
+
 /// The channel a newly enqueued (or re-queued) delivery is announced on.
 pub const WEBHOOK_CHANNEL: &str = "framegate_webhooks";
 
@@ -75,6 +77,8 @@ pub struct NewDelivery {
     pub video_id: Option<Uuid>,
     /// The JSON body (an [`Envelope`]).
     pub body: String,
+    /// The trace its attempts belong to: the event's (or the request's) context, if traced.
+    pub trace: Option<TraceContext>,
 }
 
 /// Enqueues `deliveries` in the caller's transaction and wakes the senders at its commit. A
@@ -92,8 +96,8 @@ pub async fn enqueue(
         };
         let id: Option<Uuid> = sqlx::query_scalar(
             "INSERT INTO webhook_deliveries (delivery_id, queue, endpoint_id, owner_id, url,
-                 message_id, event_type, event_at, video_id, body)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 message_id, event_type, event_at, video_id, body, traceparent, tracestate)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              ON CONFLICT (queue, message_id) DO NOTHING
              RETURNING delivery_id",
         )
@@ -107,6 +111,13 @@ pub async fn enqueue(
         .bind(delivery.event_at)
         .bind(delivery.video_id)
         .bind(&delivery.body)
+        .bind(delivery.trace.as_ref().map(|t| t.traceparent.as_str()))
+        .bind(
+            delivery
+                .trace
+                .as_ref()
+                .and_then(|t| t.tracestate.as_deref()),
+        )
         .fetch_optional(&mut *conn)
         .await?;
         ids.extend(id);

@@ -12,4 +12,5 @@ mod healing;
 mod kafka;
 mod observability;
 mod providers;
+mod traces;
 mod worker;

@@ -11,12 +11,14 @@
 
 use async_trait::async_trait;
 use cqrs_es::Aggregate as _;
-use framegate_commands::{Actor, CommandMetadata, EventStore};
+use framegate_commands::{trace_context, Actor, CommandMetadata, EventStore};
 use framegate_domain::{CreditCommand, Credits, UserId, Video, VideoEvent, VideoId};
 use framegate_projections::read_models::videos;
 use framegate_projections::subscription::BoxError;
 use framegate_projections::{EventHandler, StoredEvent};
 use sqlx::PgConnection;
+use tracing::field::Empty;
+use tracing::{info_span, Instrument as _};
 use uuid::Uuid;
 
 pub const SUBSCRIPTION: &str = "process.credit_settlement";
@@ -84,11 +86,26 @@ impl EventHandler for Settlement {
             .meta("correlation_id")
             .and_then(|c| c.parse().ok())
             .unwrap_or_else(Uuid::now_v7);
-        let metadata = CommandMetadata::caused_by_event(Actor::System, correlation, event.event_id);
-        self.store
-            .credits()
-            .execute(&owner.to_string(), command, &metadata)
-            .await?;
+        // In the video's trace: the capture or release is the last step of its request.
+        let span = trace_context::continued(
+            info_span!(
+                "settlement",
+                video = %video_id,
+                event = %event.event_type,
+                trace_id = Empty
+            ),
+            event.trace_context().as_ref(),
+        );
+        async {
+            let metadata =
+                CommandMetadata::caused_by_event(Actor::System, correlation, event.event_id);
+            self.store
+                .credits()
+                .execute(&owner.to_string(), command, &metadata)
+                .await
+        }
+        .instrument(span)
+        .await?;
         Ok(())
     }
 }

@@ -216,6 +216,8 @@ async fn deliver(state: &AppState, mail: Outgoing) -> Result<(), String> {
                 causation_id: format!("request:{request_id}"),
                 client_ip: Some(ip.to_string()),
                 user_agent,
+                // The request's trace ended with its answer; the outbox keeps no context.
+                trace: None,
             };
             reset_token(state, &email, &meta).await
         }

@@ -56,7 +56,11 @@ pub enum Part {
 pub const SECRETS: &[(&str, SecretKind, Part)] = &[
     ("FRAMEGATE_JWT_SECRET", SecretKind::Key, Part::Whole),
     ("FRAMEGATE_BLOB_SIGNING_KEY", SecretKind::Key, Part::Whole),
-    ("FRAMEGATE_METRICS_TOKEN", SecretKind::Credential, Part::Whole),
+    (
+        "FRAMEGATE_METRICS_TOKEN",
+        SecretKind::Credential,
+        Part::Whole,
+    ),
     (
         "FRAMEGATE_STRIPE_SECRET_KEY",
         SecretKind::Credential,

@@ -21,9 +21,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use framegate_commands::metrics;
+use framegate_commands::trace_context::{self, TraceContext};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::OnceCell;
-use tracing::{debug, error, instrument};
+use tracing::{debug, error, instrument, Instrument as _};
 use uuid::Uuid;
 
 use crate::log::{read_batch, LogPosition, StoredEvent};
@@ -212,7 +213,7 @@ impl Subscription {
     }
 
     /// Handles one batch in one transaction; returns how many events it handled.
-    #[instrument(skip_all, fields(subscription = %self.name))]
+    #[instrument(name = "subscription.poll", skip_all, fields(subscription = %self.name))]
     pub async fn step(&self, handler: &dyn EventHandler) -> Result<usize, SubscriptionError> {
         self.ensure_checkpoint_row().await?;
         let started = std::time::Instant::now();
@@ -231,33 +232,38 @@ impl Subscription {
             tx.rollback().await?;
             return Ok(0);
         };
-        handler
-            .handle_batch(&mut tx, &events)
-            .await
-            .map_err(|source| SubscriptionError::Handler {
-                subscription: self.name.clone(),
-                source,
-            })?;
-        sqlx::query(
-            "UPDATE subscription_checkpoints
-                SET last_tx_id = $2::bigint::text::xid8, last_position = $3,
-                    events_handled = events_handled + $4, updated_at = now()
-              WHERE name = $1",
-        )
-        .bind(&self.name)
-        .bind(last.tx_id)
-        .bind(last.global_position)
-        .bind(events.len() as i64)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        metrics::subscription_batch(&self.name, events.len(), started.elapsed());
-        debug!(
-            events = events.len(),
-            position = last.global_position,
-            "batch handled"
-        );
-        Ok(events.len())
+        let batch = batch_span(&self.name, &events);
+        async {
+            handler
+                .handle_batch(&mut tx, &events)
+                .await
+                .map_err(|source| SubscriptionError::Handler {
+                    subscription: self.name.clone(),
+                    source,
+                })?;
+            sqlx::query(
+                "UPDATE subscription_checkpoints
+                    SET last_tx_id = $2::bigint::text::xid8, last_position = $3,
+                        events_handled = events_handled + $4, updated_at = now()
+                  WHERE name = $1",
+            )
+            .bind(&self.name)
+            .bind(last.tx_id)
+            .bind(last.global_position)
+            .bind(events.len() as i64)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            metrics::subscription_batch(&self.name, events.len(), started.elapsed());
+            debug!(
+                events = events.len(),
+                position = last.global_position,
+                "batch handled"
+            );
+            Ok(events.len())
+        }
+        .instrument(batch)
+        .await
     }
 
     /// Parks the event `failure` names and moves past it: in one transaction, handles the
@@ -377,6 +383,41 @@ impl Subscription {
             .await?;
         Ok(())
     }
+}
+
+/// The spans of a subscription's loop, kept out of traces: `subscription.run` lasts as long
+/// as the process, `subscription.poll` starts every time the subscription looks for events,
+/// found or not. What a subscription does with events it found is `subscription.batch`.
+pub const LOOP_SPANS: [&str; 2] = ["subscription.run", "subscription.poll"];
+
+/// Links to at most this many traces per batch: a replay-sized batch is one span, not
+/// thousands of links.
+const MAX_BATCH_LINKS: usize = 32;
+
+/// The span of one batch: linked to the traces of its events (a batch serves many requests,
+/// so it can be the child of none), which handlers continue one event at a time where they
+/// act on one (`TraceContext::adopt`). The links are read only when spans are exported.
+fn batch_span(subscription: &str, events: &[StoredEvent]) -> tracing::Span {
+    let span = tracing::info_span!(
+        "subscription.batch",
+        subscription = %subscription,
+        events = events.len(),
+        first_position = events.first().map_or(0, |event| event.global_position),
+    );
+    if trace_context::exporting() {
+        let mut linked: Vec<TraceContext> = Vec::new();
+        for context in events.iter().filter_map(StoredEvent::trace_context) {
+            if linked.len() == MAX_BATCH_LINKS {
+                break;
+            }
+            // The events of one command share its context.
+            if !linked.contains(&context) {
+                context.link(&span);
+                linked.push(context);
+            }
+        }
+    }
+    span
 }
 
 /// The advisory lock a subscription holds while it handles a batch; a replay takes it to

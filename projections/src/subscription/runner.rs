@@ -49,7 +49,7 @@ impl Subscription {
     /// Runs until `shutdown` resolves. Passing failures are waited out with capped backoff,
     /// an event that keeps failing is parked (see [`OnPoison`]); nothing ends the run but
     /// `shutdown`, so an `Err` means the runner itself could not go on.
-    #[instrument(skip_all, fields(subscription = %self.name))]
+    #[instrument(name = "subscription.run", skip_all, fields(subscription = %self.name))]
     pub async fn run(
         &self,
         handler: &dyn EventHandler,

@@ -89,18 +89,30 @@ impl Dev {
     }
 
     /// SIGINT, as Ctrl-C sends; the process must exit cleanly and soon.
-    pub fn interrupt(mut self) -> std::process::ExitStatus {
+    pub fn interrupt(self) -> std::process::ExitStatus {
+        self.signal("INT")
+    }
+
+    /// SIGTERM, as a supervisor stops it; the process must exit cleanly and soon.
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.signal("TERM")
+    }
+
+    fn signal(mut self, signal: &str) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         Command::new("kill")
-            .args(["-INT", &pid])
+            .args([&format!("-{signal}"), &pid])
             .status()
-            .expect("kill -INT");
+            .expect("kill");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "framegate dev ignored Ctrl-C");
+            assert!(
+                Instant::now() < deadline,
+                "framegate dev ignored SIG{signal}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

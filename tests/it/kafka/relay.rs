@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use framegate_commands::testing::TestDatabase;
-use framegate_commands::{Actor, CommandMetadata, EventStore};
+use framegate_commands::{Actor, CommandMetadata, EventStore, TraceContext};
 use framegate_domain::{
     hash_token, redact_payload, CreditCommand, Credits, PasswordHash, Role, UserCommand, UserId,
 };
@@ -65,7 +65,14 @@ async fn customer(store: &EventStore, n: usize) {
 }
 
 async fn grants(store: &EventStore, user: UserId, n: i64) {
-    let meta = CommandMetadata::new_request(Actor::System);
+    let mut meta = CommandMetadata::new_request(Actor::System);
+    // Every other grant as if issued in a traced request: its trace rides along.
+    if n % 2 == 0 {
+        meta.trace = TraceContext::parse(
+            &format!("00-{:032x}-{:016x}-01", n + 1, n + 1),
+            Some("vendor=relay"),
+        );
+    }
     let grant = CreditCommand::Grant {
         amount: Credits::new(n + 1),
         reason: format!("grant {n}"),
@@ -165,6 +172,13 @@ fn assert_all_delivered(events: &[StoredEvent], messages: &[Received], config: &
             message.header("ce_causationid"),
             event.meta("causation_id").unwrap_or_default()
         );
+        assert_eq!(
+            (message.header("traceparent"), message.header("tracestate")),
+            (
+                event.meta("traceparent").unwrap_or_default(),
+                event.meta("tracestate").unwrap_or_default()
+            )
+        );
         let time =
             chrono::DateTime::parse_from_rfc3339(message.header("ce_time")).expect("ce_time");
         assert_eq!(time.with_timezone(&Utc), event.recorded_at);
@@ -237,6 +251,12 @@ async fn every_event_of_a_busy_run_arrives_as_stored_in_order_with_its_headers()
     let messages = read_all(&config.brokers, &topics(&config), events.len(), PATIENCE);
     assert_eq!(messages.len(), events.len(), "one message per event");
     assert_all_delivered(&events, &messages, &config);
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.header("traceparent").starts_with("00-")),
+        "the traced grants carry their traceparent"
+    );
     assert_per_aggregate_order(&messages);
     let all_bytes: Vec<String> = messages
         .iter()

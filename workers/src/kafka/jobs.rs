@@ -23,16 +23,17 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 use rdkafka::{ClientContext, TopicPartitionList};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument as _};
 use uuid::Uuid;
 
+use framegate_commands::trace_context::{TraceContext, TRACEPARENT, TRACESTATE};
 use framegate_domain::VideoId;
 use framegate_projections::subscription::BoxError;
 
 use super::config::KafkaConfig;
 use super::message::ce_type;
 use super::relay::create_topics;
-use crate::pipeline::Dispatcher;
+use crate::pipeline::{dispatch_span, Dispatcher};
 
 /// Logs partition assignments, so an operator sees how the jobs are shared.
 pub struct JobContext;
@@ -77,6 +78,8 @@ enum Job {
         requested_at: DateTime<Utc>,
         event_id: Uuid,
         correlation: Option<String>,
+        /// The request's trace, from the `traceparent` header the relay copied.
+        trace: Option<TraceContext>,
     },
     /// Another event of the video topic: nothing to do.
     Ignore,
@@ -197,14 +200,22 @@ impl JobConsumer {
             requested_at,
             event_id,
             correlation,
+            trace,
         } = job
         else {
             return true;
         };
-        let meta = self.dispatcher.caused_by(correlation.as_deref(), event_id);
+        // A child of the request whose event the message carries.
+        let span = dispatch_span(video, trace.as_ref());
+        let meta = span.in_scope(|| self.dispatcher.caused_by(correlation.as_deref(), event_id));
         let mut backoff = Duration::from_millis(200);
         loop {
-            match self.dispatcher.dispatch(video, requested_at, &meta).await {
+            let dispatched = self
+                .dispatcher
+                .dispatch(video, requested_at, &meta)
+                .instrument(span.clone())
+                .await;
+            match dispatched {
                 Ok(()) => {
                     debug!(%video, partition = message.partition(), offset = message.offset(), "job handled");
                     return true;
@@ -246,10 +257,13 @@ fn parse(message: &BorrowedMessage<'_>, requested: &str) -> Result<Job, BoxError
     let requested_at = header("ce_time")
         .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
         .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
+    let trace = header(TRACEPARENT)
+        .and_then(|parent| TraceContext::parse(&parent, header(TRACESTATE).as_deref()));
     Ok(Job::Dispatch {
         video,
         requested_at,
         event_id,
         correlation: header("ce_correlationid"),
+        trace,
     })
 }

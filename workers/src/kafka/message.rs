@@ -1,7 +1,8 @@
 //! A stored event as a Kafka message: the contract of docs/events/README.md.
 //!
 //! Key = aggregate id, value = the redacted event JSON in its stored (externally tagged) form,
-//! CloudEvents 1.0 binary-mode headers plus Framegate's extensions. Building the message is
+//! CloudEvents 1.0 binary-mode headers plus Framegate's extensions and the W3C `traceparent`
+//! (and `tracestate`) of events recorded with traces on. Building the message is
 //! pure, so the contract is tested without a broker, and a redelivery carries exactly the
 //! same bytes as the first delivery.
 
@@ -63,6 +64,13 @@ pub fn to_message(event: &StoredEvent, topic: String, source: &str) -> OutgoingM
     }
     if let Some(causation) = event.meta("causation_id") {
         headers.push(("ce_causationid", causation.to_owned()));
+    }
+    // The trace of the command that recorded it (W3C Trace Context over Kafka, as
+    // OpenTelemetry's messaging instrumentations carry it): consumers continue it.
+    if let Some(trace) = event.trace_context() {
+        for (name, value) in trace.headers() {
+            headers.push((name, value.to_owned()));
+        }
     }
     OutgoingMessage {
         topic,
@@ -158,5 +166,30 @@ mod tests {
         let message = to_message(&event, "t".into(), "s");
         assert_eq!(message.header("ce_correlationid"), None);
         assert_eq!(message.header("ce_causationid"), None);
+    }
+
+    #[test]
+    fn the_stored_trace_context_goes_out_as_w3c_headers() {
+        let mut event = registered();
+        event.metadata["traceparent"] =
+            json!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        event.metadata["tracestate"] = json!("vendor=x");
+        let message = to_message(&event, "t".into(), "s");
+        assert_eq!(
+            message.header("traceparent"),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        );
+        assert_eq!(message.header("tracestate"), Some("vendor=x"));
+    }
+
+    #[test]
+    fn events_without_a_usable_trace_context_send_no_trace_headers() {
+        let message = to_message(&registered(), "t".into(), "s");
+        assert_eq!(message.header("traceparent"), None);
+        let mut event = registered();
+        event.metadata["traceparent"] = json!("not a traceparent");
+        let message = to_message(&event, "t".into(), "s");
+        assert_eq!(message.header("traceparent"), None);
+        assert_eq!(message.header("tracestate"), None);
     }
 }

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use framegate_commands::blobs::{BlobError, BlobKey, Blobs};
+use framegate_commands::trace_context::{self, TraceContext};
 use framegate_commands::{Actor, CommandError, CommandMetadata, EventStore};
 use framegate_domain::catalog::{Quote, QuoteRequest};
 use framegate_domain::{retry, routing};
@@ -21,11 +22,14 @@ use framegate_projections::subscription::BoxError;
 use framegate_projections::{EventHandler, StoredEvent};
 use serde::Deserialize as _;
 use sqlx::{PgConnection, PgPool};
-use tracing::{debug, warn};
+use tracing::field::Empty;
+use tracing::{debug, info_span, warn, Instrument as _};
 use uuid::Uuid;
 
 use super::limits::{submission_limiters, SubmissionLimiter};
-use super::{exclusively, fail_command, system, worker_instance, Providers, Routing};
+use super::{
+    exclusively, fail_command, provider_span, system, worker_instance, Providers, Routing,
+};
 use crate::health::ProviderHealth;
 use crate::media::prepare_start_image;
 use crate::provider::{codes, Job, JobImage, Lookup, ProviderFailure, VideoProvider};
@@ -117,12 +121,16 @@ impl Dispatcher {
     pub async fn sweep(&self) -> Result<usize, BoxError> {
         let due = videos::queued_due(&self.pool, 100, self.fresh_grace).await?;
         for row in &due {
-            let meta = CommandMetadata::new_request(Actor::System)
-                .with_client(None, Some(self.instance.clone()));
-            if let Err(error) = self
-                .dispatch(VideoId::from_uuid(row.id), row.created_at, &meta)
-                .await
-            {
+            let video = VideoId::from_uuid(row.id);
+            let trace = super::request_trace(&self.pool, row.id).await;
+            let dispatched = async {
+                let meta = CommandMetadata::new_request(Actor::System)
+                    .with_client(None, Some(self.instance.clone()));
+                self.dispatch(video, row.created_at, &meta).await
+            }
+            .instrument(dispatch_span(video, trace.as_ref()))
+            .await;
+            if let Err(error) = dispatched {
                 warn!(video = %row.id, %error, "could not dispatch a queued video");
             }
         }
@@ -310,7 +318,10 @@ impl Dispatcher {
         };
         // After a crash, ask before submitting again. The job cannot predate its request.
         let lookup = if resuming {
-            provider.find(&job, requested_at).await
+            provider
+                .find(&job, requested_at)
+                .instrument(provider_span("provider.find", provider.kind()))
+                .await
         } else {
             Ok(Lookup::NotSubmitted)
         };
@@ -383,7 +394,11 @@ impl Dispatcher {
         job: &Job,
         requested_at: DateTime<Utc>,
     ) -> Result<String, ProviderFailure> {
-        match provider.submit(job).await {
+        let submitted = provider
+            .submit(job)
+            .instrument(provider_span("provider.submit", provider.kind()))
+            .await;
+        match submitted {
             Err(failure) if failure.code == codes::UPSTREAM_TIMEOUT => {
                 match provider.find(job, requested_at).await {
                     Ok(Lookup::Found(job_id)) => Ok(job_id),
@@ -560,8 +575,22 @@ impl EventHandler for Dispatcher {
         }
         let video_id: VideoId = event.aggregate_id.parse()?;
         let requested = VideoEvent::deserialize(&event.payload)?;
-        let meta = self.caused_by(event.meta("correlation_id"), event.event_id);
-        self.dispatch_from(video_id, event.recorded_at, &meta, Some(requested))
-            .await
+        // A child of the request: the submission's events carry its trace on.
+        let span = dispatch_span(video_id, event.trace_context().as_ref());
+        async {
+            let meta = self.caused_by(event.meta("correlation_id"), event.event_id);
+            self.dispatch_from(video_id, event.recorded_at, &meta, Some(requested))
+                .await
+        }
+        .instrument(span)
+        .await
     }
+}
+
+/// The span of one dispatch of `video`, continuing `trace` (the video's request) if given.
+pub(crate) fn dispatch_span(video: VideoId, trace: Option<&TraceContext>) -> tracing::Span {
+    trace_context::continued(
+        info_span!("dispatcher.dispatch", video = %video, trace_id = Empty),
+        trace,
+    )
 }

@@ -6,7 +6,7 @@ use framegate_commands::CommandMetadata;
 use framegate_domain::{VideoCommand, VideoId, VideoStatus};
 use framegate_projections::read_models::videos::VideoRow;
 use framegate_projections::subscription::BoxError;
-use tracing::info;
+use tracing::{info, Instrument as _};
 
 use super::{fail_command, Poller};
 use crate::media::{extract_stills, validate_video, Expectation, Stills};
@@ -20,6 +20,7 @@ pub const THUMBNAIL_MAX_SIDE: u32 = 320;
 impl Poller {
     /// Downloads, validates and stores the result, then records generation, storage and
     /// completion in one append.
+    #[tracing::instrument(name = "poller.finish", skip_all, fields(video = %row.id))]
     pub(super) async fn finish(
         &self,
         row: &VideoRow,
@@ -38,7 +39,11 @@ impl Poller {
         }
         let dir = tempfile::tempdir()?;
         let video_path = dir.path().join("video.mp4");
-        if let Err(failure) = provider.fetch(job_id, &video_path).await {
+        let fetched = provider
+            .fetch(job_id, &video_path)
+            .instrument(super::provider_span("provider.fetch", provider.kind()))
+            .await;
+        if let Err(failure) = fetched {
             if !failure.retryable {
                 self.store
                     .videos()

@@ -20,14 +20,16 @@ mod schedule;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use framegate_commands::trace_context::{self, TraceContext};
 use framegate_commands::{Actor, CommandMetadata};
-use framegate_domain::{ProviderKind, VideoCommand};
+use framegate_domain::{ProviderKind, Video, VideoCommand};
 use framegate_projections::subscription::BoxError;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::provider::{ProviderFailure, VideoProvider};
 
+pub(crate) use dispatcher::dispatch_span;
 pub use dispatcher::{Dispatcher, MAX_ATTEMPTS};
 pub use limits::{ProviderLimits, Routing};
 pub use poller::{PollPacing, Poller};
@@ -41,6 +43,33 @@ fn system(correlation: Option<&str>, cause: Uuid) -> CommandMetadata {
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(Uuid::now_v7);
     CommandMetadata::caused_by_event(Actor::System, correlation, cause)
+}
+
+/// The span of one call to a provider (`provider.submit`, `provider.poll`, ...): the HTTP
+/// adapters pass its context on in a `traceparent` header (`providers::http::traced`).
+fn provider_span(name: &'static str, provider: ProviderKind) -> tracing::Span {
+    // A span's name is static in `tracing`; `otel.name` gives each call its own.
+    tracing::info_span!("provider", otel.name = name, provider = %provider)
+}
+
+/// The trace context of `video`'s request (its first event), when spans are exported: the
+/// parent of work on the video that no event hands over (a sweep, a poll). Skipped, with
+/// its query, when they are not; an error reading it only leaves the work outside the trace.
+async fn request_trace(pool: &PgPool, video: Uuid) -> Option<TraceContext> {
+    if !trace_context::exporting() {
+        return None;
+    }
+    let metadata: Option<serde_json::Value> = sqlx::query_scalar(
+        "SELECT metadata FROM events
+          WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = 1",
+    )
+    .bind(<Video as cqrs_es::Aggregate>::TYPE)
+    .bind(video.to_string())
+    .fetch_optional(pool)
+    .await
+    .ok()
+    .flatten();
+    metadata.as_ref().and_then(TraceContext::from_metadata)
 }
 
 /// How this process names itself in the metadata of the events it causes (the audit log's

@@ -6,17 +6,18 @@ use std::time::Duration;
 use chrono::Utc;
 use cqrs_es::Aggregate as _;
 use framegate_commands::blobs::Blobs;
-use framegate_commands::{Actor, CommandMetadata, EventStore};
+use framegate_commands::{trace_context, Actor, CommandMetadata, EventStore};
 use framegate_domain::catalog::{CancelPolicy, Catalog};
 use framegate_domain::{ProviderKind, Video, VideoCommand, VideoId, VideoStatus};
 use framegate_projections::notify::{Event, Notifications};
 use framegate_projections::read_models::videos::{self, VideoRow};
 use framegate_projections::subscription::{BoxError, NOTIFY_CHANNEL};
 use sqlx::PgPool;
-use tracing::warn;
+use tracing::field::Empty;
+use tracing::{info_span, warn, Instrument as _};
 use uuid::Uuid;
 
-use super::{exclusively, fail_command, schedule, system, Providers};
+use super::{exclusively, fail_command, provider_span, schedule, system, Providers};
 use crate::media::MediaTools;
 use crate::provider::{Cancellation, JobState, ProviderFailure};
 
@@ -87,7 +88,16 @@ impl Poller {
         for row in &rows {
             // With several workers every poller sees every job; one follows it at a time.
             let key = format!("framegate.follow:{}", row.id);
-            if let Err(error) = exclusively(&self.pool, &key, self.follow(row)).await {
+            // In the video's trace: its polls, its result's download and its completion.
+            let trace = super::request_trace(&self.pool, row.id).await;
+            let span = trace_context::continued(
+                info_span!("poller.follow", video = %row.id, trace_id = Empty),
+                trace.as_ref(),
+            );
+            let followed = exclusively(&self.pool, &key, self.follow(row))
+                .instrument(span)
+                .await;
+            if let Err(error) = followed {
                 warn!(video = %row.id, %error, "could not follow a video");
             }
         }
@@ -208,7 +218,11 @@ impl Poller {
             };
             let charged = match &provider {
                 None => cannot_stop(),
-                Some(provider) => match provider.cancel(job_id).await {
+                Some(provider) => match provider
+                    .cancel(job_id)
+                    .instrument(provider_span("provider.cancel", provider.kind()))
+                    .await
+                {
                     Ok(Cancellation::Stopped) => false,
                     Ok(Cancellation::Unsupported) => cannot_stop(),
                     Err(failure) if failure.retryable => {
@@ -238,7 +252,11 @@ impl Poller {
             row.created_at + chrono::Duration::from_std(self.max_job_time).unwrap_or_default();
         if Utc::now() > deadline {
             if let (Some(provider), Some(job_id)) = (&provider, &job_id) {
-                provider.cancel(job_id).await.ok();
+                provider
+                    .cancel(job_id)
+                    .instrument(provider_span("provider.cancel", provider.kind()))
+                    .await
+                    .ok();
             }
             let fail = fail_command(&ProviderFailure::new(
                 "deadline_exceeded",
@@ -259,7 +277,10 @@ impl Poller {
             schedule::polled(&self.pool, row.id, UNCONFIGURED_PAUSE).await?;
             return Ok(());
         };
-        let polled = provider.poll(&job_id).await;
+        let polled = provider
+            .poll(&job_id)
+            .instrument(provider_span("provider.poll", provider.kind()))
+            .await;
         let hint = match &polled {
             Err(failure) => failure.retry_after,
             Ok(_) => provider.poll_after(&job_id),

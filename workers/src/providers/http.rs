@@ -1,10 +1,12 @@
-//! What every HTTP adapter shares: the client, Retry-After, and the mapping of HTTP statuses
-//! and transport errors onto the one error model ([`crate::provider::codes`]).
+//! What every HTTP adapter shares: the client, the trace context header, Retry-After, and the
+//! mapping of HTTP statuses and transport errors onto the one error model
+//! ([`crate::provider::codes`]).
 
 use std::time::Duration;
 
+use framegate_commands::TraceContext;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
-use reqwest::StatusCode;
+use reqwest::{RequestBuilder, StatusCode};
 
 use crate::provider::{codes, ProviderFailure};
 
@@ -24,6 +26,18 @@ pub fn client(timeout: Duration) -> reqwest::Client {
         .user_agent(concat!("framegate/", env!("CARGO_PKG_VERSION")))
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// `request` with the W3C trace context of the current span (the `provider.*` call), so a
+/// provider or a gateway in front of it that traces joins our trace. Without traces there is
+/// no context and no header.
+pub fn traced(mut request: RequestBuilder) -> RequestBuilder {
+    if let Some(context) = TraceContext::current() {
+        for (name, value) in context.headers() {
+            request = request.header(name, value);
+        }
+    }
+    request
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is rare on APIs and ignored), capped.

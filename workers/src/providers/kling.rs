@@ -155,10 +155,8 @@ impl Kling {
                 .tokens
                 .bearer(unix_now(), rejected.as_deref())
                 .map_err(Refusal::Failed)?;
-            let mut request = self
-                .api
-                .request(method.clone(), url.clone())
-                .bearer_auth(&token);
+            let mut request =
+                http::traced(self.api.request(method.clone(), url.clone())).bearer_auth(&token);
             if let Some(body) = body {
                 request = request.json(body);
             }

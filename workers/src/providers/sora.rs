@@ -211,7 +211,7 @@ impl Sora {
         request: RequestBuilder,
         timeout: Duration,
     ) -> Result<Response, ProviderFailure> {
-        let response = request
+        let response = http::traced(request)
             .bearer_auth(&self.config.api_key)
             .timeout(timeout)
             .send()

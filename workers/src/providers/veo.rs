@@ -181,7 +181,7 @@ impl Veo {
     ) -> Result<Response, ProviderFailure> {
         let mut renewed = false;
         loop {
-            let mut request = build();
+            let mut request = http::traced(build());
             let mut token = None;
             if authorize {
                 let (headers, refreshed) = self.credential_headers().await?;

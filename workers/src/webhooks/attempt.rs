@@ -1,6 +1,6 @@
 //! One delivery attempt over HTTP: the Standard Webhooks headers signed at send time over the
-//! exact body sent, no redirects, a 10 s budget for connecting and answering, and at most
-//! [`KEPT_BODY_BYTES`] of the answer read.
+//! exact body sent, the delivery's W3C `traceparent` when it has one, no redirects, a 10 s
+//! budget for connecting and answering, and at most [`KEPT_BODY_BYTES`] of the answer read.
 //!
 //! Addresses: unless `allow_private`, the host must resolve to public addresses only. The
 //! check is the provider downloads' guard (`providers::download`): it runs inside the resolver
@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use framegate_commands::webhook_signature::{signature_header, WebhookSecret};
+use framegate_commands::TraceContext;
 use reqwest::{Client, Url};
 
 use crate::providers::download::{check_literal, Blocked, PublicOnly};
@@ -97,8 +98,14 @@ pub async fn post(client: &Client, allow_private: bool, request: Signed<'_>) -> 
         timestamp,
         request.body.as_bytes(),
     );
-    let sent = client
-        .post(url)
+    let mut builder = client.post(url);
+    // The delivery's trace, passed on the way every traced HTTP call does (W3C).
+    if let Some(trace) = TraceContext::current() {
+        for (name, value) in trace.headers() {
+            builder = builder.header(name, value);
+        }
+    }
+    let sent = builder
         .header("content-type", "application/json")
         .header("webhook-id", request.message_id)
         .header("webhook-timestamp", timestamp.to_string())

@@ -39,6 +39,9 @@ pub struct Claimed {
     pub window_started_at: DateTime<Utc>,
     /// Why the endpoint is disabled, or `deleted`; `None` while it takes deliveries.
     pub endpoint_off: Option<String>,
+    /// The trace the delivery belongs to (migration 0021), if it was made with traces on.
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
 }
 
 /// The rows of one queue a sender holds, in the queue's order.
@@ -91,7 +94,7 @@ pub async fn claim(pool: &PgPool, limit: usize, lease: Duration) -> Result<Vec<R
                                      WHERE w.endpoint_id = d.endpoint_id
                                        AND w.deleted_at IS NULL)) AS url,
                    d.message_id, d.event_type, d.video_id, d.body, d.attempts,
-                   d.window_started_at,
+                   d.window_started_at, d.traceparent, d.tracestate,
                    (SELECT CASE WHEN w.deleted_at IS NOT NULL THEN 'deleted'
                                 ELSE 'disabled (' || w.disabled_reason || ')' END
                       FROM webhook_endpoints w

@@ -255,6 +255,7 @@ fn build(
         return Ok(Vec::new());
     }
     let id = message_id(event.event_id);
+    let trace = event.trace_context();
     let body = serde_json::to_string(&Envelope {
         id: &id,
         event_type: kind,
@@ -271,6 +272,7 @@ fn build(
             event_at: event.recorded_at,
             video_id,
             body: body.clone(),
+            trace: trace.clone(),
         })
         .collect())
 }

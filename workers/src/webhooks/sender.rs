@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use framegate_commands::blobs::Blobs;
+use framegate_commands::trace_context::{self, TraceContext};
 use framegate_commands::webhook_deliveries::WEBHOOK_CHANNEL;
 use framegate_commands::webhook_signature::WebhookSecret;
 use framegate_commands::EventStore;
@@ -31,7 +32,8 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::field::Empty;
+use tracing::{debug, info_span, warn, Instrument as _};
 
 use super::attempt::{self, Signed};
 use super::claim::{self, Claimed, Run};
@@ -203,7 +205,23 @@ impl Sender {
                 body: &body,
                 secrets: &secrets,
             };
-            let answer = attempt::post(&self.client, self.config.allow_private, request).await;
+            // Each attempt is a span in the trace of its delivery's event.
+            let trace = claimed
+                .traceparent
+                .as_deref()
+                .and_then(|parent| TraceContext::parse(parent, claimed.tracestate.as_deref()));
+            let span = trace_context::continued(
+                info_span!(
+                    "webhook.delivery",
+                    delivery = %claimed.delivery_id,
+                    attempt = claimed.attempts,
+                    trace_id = Empty
+                ),
+                trace.as_ref(),
+            );
+            let answer = attempt::post(&self.client, self.config.allow_private, request)
+                .instrument(span)
+                .await;
             debug!(delivery = %claimed.delivery_id, status = ?answer.status, error = ?answer.error, "webhooks: attempt");
             framegate_commands::metrics::webhook_attempt(
                 answer.status,

@@ -497,3 +497,44 @@ async fn cancelling_asks_nothing_of_kling() {
     );
     assert!(fake.seen().is_empty());
 }
+
+#[tokio::test]
+async fn calls_made_in_a_traced_span_send_its_trace_context() {
+    use framegate_commands::trace_context::{continued, TraceContext};
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing::instrument::WithSubscriber as _;
+    use tracing::Instrument as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let fake = Fake::start().await;
+    let kling = fake.kling();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let dispatch = tracing::Dispatch::new(
+        tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test"))),
+    );
+    let parent = TraceContext::parse(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        None,
+    )
+    .expect("valid");
+    let span = tracing::dispatcher::with_default(&dispatch, || {
+        continued(tracing::info_span!("provider.submit"), Some(&parent))
+    });
+    kling
+        .submit(&text_job())
+        .instrument(span)
+        .with_subscriber(dispatch.clone())
+        .await
+        .expect("submitted");
+    // Outside any trace: no header at all.
+    kling.submit(&text_job()).await.expect("submitted");
+
+    let seen = fake.seen();
+    let sent = seen[0].traceparent.as_deref().expect("a traceparent");
+    let sent = TraceContext::parse(sent, None).expect("well-formed");
+    assert_eq!(sent.trace_id(), parent.trace_id());
+    // The call's span, not the caller's: the provider's spans hang below ours.
+    assert_ne!(sent.span_id(), parent.span_id());
+    assert_eq!(seen[1].traceparent, None);
+}

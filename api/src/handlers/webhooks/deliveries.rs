@@ -199,6 +199,8 @@ pub async fn test(
         event_at: now,
         video_id: None,
         body,
+        // The test delivery is part of the request that asked for it.
+        trace: framegate_commands::TraceContext::current(),
     };
     let mut tx = state.pool.begin().await?;
     let ids = webhook_deliveries::enqueue(&mut tx, &[delivery]).await?;

@@ -37,6 +37,8 @@ pub struct Seen {
     pub body: Option<Value>,
     /// image2video: the decoded `image` field.
     pub image: Option<Vec<u8>>,
+    /// The W3C trace context header, if one was sent.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -351,6 +353,10 @@ async fn create(
         method: "POST",
         path: format!("/v1/videos/{endpoint}"),
         token: bearer(&headers),
+        traceparent: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
         body: parsed.clone().map(Value::Object),
         image: None,
     });
@@ -439,6 +445,10 @@ async fn query(
         method: "GET",
         path: format!("/v1/videos/{endpoint}/{id}"),
         token: bearer(&headers),
+        traceparent: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
         body: None,
         image: None,
     });
@@ -491,6 +501,10 @@ async fn file(
         method: "GET",
         path: format!("/files/{name}"),
         token: bearer(&headers),
+        traceparent: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
         body: None,
         image: None,
     });

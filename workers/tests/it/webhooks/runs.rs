@@ -24,6 +24,7 @@ async fn backlog(rig: &Rig, endpoint: Uuid, count: usize) -> Vec<String> {
             event_at: Utc::now(),
             video_id: None,
             body: format!(r#"{{"n":{i}}}"#),
+            trace: None,
         })
         .collect();
     let mut tx = rig.db.pool.begin().await.expect("tx");
