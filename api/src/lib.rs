@@ -56,7 +56,14 @@ tokio::task_local! {
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.body_limit;
-    let metrics_endpoint = metrics::router(state.pool.clone(), state.config.metrics_token.clone());
+    // In production without a token, the public port keeps its figures to itself: they are
+    // served on FRAMEGATE_METRICS_ADDR (an internal address) only.
+    let metrics_endpoint =
+        if !state.config.deployment.is_production() || state.config.metrics_token.is_some() {
+            metrics::router(state.pool.clone(), state.config.metrics_token.clone())
+        } else {
+            Router::new()
+        };
     let image_upload_limit = image_handlers::upload_body_limit(&state.config.images);
     let v1 = Router::new()
         .route("/auth/register", post(auth_handlers::register))

@@ -83,10 +83,13 @@ impl TraceSettings {
             (None, None) => return Ok(None),
         };
         let url = reqwest::Url::parse(&endpoint)
-            .with_context(|| format!("the OTLP traces endpoint {endpoint} is not a URL"))?;
+            // Never the value: an endpoint may carry credentials (`user:token@`).
+            .context(
+                "the OTLP traces endpoint (OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT) is not a URL",
+            )?;
         anyhow::ensure!(
             matches!(url.scheme(), "http" | "https"),
-            "the OTLP traces endpoint {endpoint} is not an http(s) URL"
+            "the OTLP traces endpoint (OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT) is not an http(s) URL"
         );
         for name in [
             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",

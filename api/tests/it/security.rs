@@ -817,3 +817,53 @@ async fn a_key_named_twice_in_a_body_is_refused_naming_it() {
             .expect("count");
     assert_eq!(users, 0);
 }
+
+#[tokio::test]
+async fn in_production_the_public_port_serves_metrics_only_behind_a_token() {
+    use framegate_api::metrics::MetricsToken;
+    use framegate_commands::deployment::Deployment;
+
+    let open = TestApp::with_config(|c| c.deployment = Deployment::Development).await;
+    let response = open
+        .client
+        .get(open.url("/metrics"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::OK, "development: open");
+
+    let production = TestApp::with_config(|c| c.deployment = Deployment::Production).await;
+    let response = production
+        .client
+        .get(production.url("/metrics"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        response.status(),
+        StatusCode::NOT_FOUND,
+        "production without a token: not on the public port"
+    );
+
+    let token = "a-metrics-token-of-some-length-7Hq2";
+    let guarded = TestApp::with_config(|c| {
+        c.deployment = Deployment::Production;
+        c.metrics_token = MetricsToken::new(token);
+    })
+    .await;
+    let anonymous = guarded
+        .client
+        .get(guarded.url("/metrics"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let scraped = guarded
+        .client
+        .get(guarded.url("/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(scraped.status(), StatusCode::OK);
+}

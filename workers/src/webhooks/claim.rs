@@ -7,7 +7,9 @@
 //! queue's backlog back to back and record it in one transaction, instead of a claim, a
 //! secrets lookup and a record per delivery: the outbox costs a few round trips per run, not
 //! per delivery (ADR 0034). The head's lease guards the whole run: nobody else claims a row
-//! behind a pending head.
+//! behind a pending head. A run is the contiguous stretch of due, unheld rows from the head:
+//! a delivery retried by hand becomes its queue's head again, and must not pull rows past
+//! one that is backing off or held by another sender.
 
 use std::time::Duration;
 
@@ -79,16 +81,24 @@ pub async fn claim(pool: &PgPool, limit: usize, lease: Duration) -> Result<Vec<R
               LIMIT $1
                 FOR UPDATE OF d SKIP LOCKED),
          run AS (
-             SELECT r.delivery_id FROM due, LATERAL (
-                 SELECT delivery_id FROM webhook_deliveries
-                  WHERE queue = due.queue AND status = 'pending' AND seq >= due.seq
-                    AND next_attempt_at <= now()
-                  ORDER BY seq LIMIT $3) AS r)
+             -- The head and the rows right behind it, up to the first that is not due or is
+             -- held (a row retried by hand can be a head with such rows behind it).
+             SELECT w.delivery_id FROM due, LATERAL (
+                 SELECT delivery_id,
+                        bool_and(next_attempt_at <= now()
+                                 AND (leased_until IS NULL OR leased_until < now()))
+                            OVER (ORDER BY seq) AS clear
+                   FROM (SELECT delivery_id, seq, next_attempt_at, leased_until
+                           FROM webhook_deliveries
+                          WHERE queue = due.queue AND status = 'pending' AND seq >= due.seq
+                          ORDER BY seq LIMIT $3) AS window_rows) AS w
+              WHERE w.clear)
          UPDATE webhook_deliveries d
             SET leased_until = now() + make_interval(secs => $2), attempts = d.attempts + 1,
                 updated_at = now()
            FROM run
-          WHERE d.delivery_id = run.delivery_id
+          WHERE d.delivery_id = run.delivery_id AND d.status = 'pending'
+            AND (d.leased_until IS NULL OR d.leased_until < now())
          RETURNING d.delivery_id, d.queue, d.seq, d.endpoint_id, d.owner_id,
                    COALESCE(d.url, (SELECT w.url FROM webhook_endpoints w
                                      WHERE w.endpoint_id = d.endpoint_id
@@ -125,22 +135,19 @@ fn runs(mut claimed: Vec<Claimed>) -> Vec<Run> {
     runs
 }
 
-/// Gives back the rows of a run that were not attempted: unleased, their claim not counted.
+/// Gives back the rows of a run that were not attempted: unleased, their claim not counted
+/// (also those retried by hand meanwhile: they were not attempted either).
 pub async fn release(executor: impl PgExecutor<'_>, rows: &[Claimed]) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
     }
     let ids: Vec<Uuid> = rows.iter().map(|row| row.delivery_id).collect();
-    let windows: Vec<DateTime<Utc>> = rows.iter().map(|row| row.window_started_at).collect();
     sqlx::query(
-        "UPDATE webhook_deliveries d
-            SET leased_until = NULL, attempts = d.attempts - 1, updated_at = now()
-           FROM unnest($1::uuid[], $2::timestamptz[]) AS r (delivery_id, window_started_at)
-          WHERE d.delivery_id = r.delivery_id AND d.window_started_at = r.window_started_at
-            AND d.status = 'pending'",
+        "UPDATE webhook_deliveries
+            SET leased_until = NULL, attempts = attempts - 1, updated_at = now()
+          WHERE delivery_id = ANY($1) AND status = 'pending'",
     )
     .bind(ids)
-    .bind(windows)
     .execute(executor)
     .await?;
     Ok(())

@@ -220,11 +220,15 @@ pub async fn skip(pool: &PgPool, rows: &[Claimed], why: &str) -> Result<(), sqlx
     let ids: Vec<Uuid> = rows.iter().map(|row| row.delivery_id).collect();
     let windows: Vec<DateTime<Utc>> = rows.iter().map(|row| row.window_started_at).collect();
     sqlx::query(
+        // A row retried by hand meanwhile is left to the retry (and unleased).
         "UPDATE webhook_deliveries d
-            SET status = 'failed', attempts = d.attempts - 1, leased_until = NULL,
-                last_error = $3, updated_at = now()
+            SET status = CASE WHEN d.window_started_at = r.window_started_at
+                              THEN 'failed' ELSE d.status END,
+                last_error = CASE WHEN d.window_started_at = r.window_started_at
+                                  THEN $3 ELSE d.last_error END,
+                attempts = d.attempts - 1, leased_until = NULL, updated_at = now()
            FROM unnest($1::uuid[], $2::timestamptz[]) AS r (delivery_id, window_started_at)
-          WHERE d.delivery_id = r.delivery_id AND d.window_started_at = r.window_started_at",
+          WHERE d.delivery_id = r.delivery_id",
     )
     .bind(ids)
     .bind(windows)

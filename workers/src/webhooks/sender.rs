@@ -243,7 +243,9 @@ impl Sender {
             return Ok(());
         };
         if last.answer.gone() {
-            outcome::disable(
+            // Whether or not it can be disabled (deleted meanwhile, say), the run is recorded:
+            // its deliveries were made.
+            if let Err(error) = outcome::disable(
                 &self.pool,
                 &self.store,
                 &last.claimed,
@@ -251,7 +253,10 @@ impl Sender {
                 &last.answer,
                 &self.config,
             )
-            .await?;
+            .await
+            {
+                warn!(delivery = %last.claimed.delivery_id, %error, "webhooks: cannot disable a gone endpoint");
+            }
         }
         if outcome::record(&self.pool, &self.config, &attempted, &unsent).await? {
             outcome::disable(

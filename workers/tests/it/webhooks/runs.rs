@@ -201,3 +201,56 @@ async fn a_delivery_we_cannot_sign_is_not_held_against_the_endpoint() {
     .flatten();
     assert_eq!(failing, None, "the endpoint's failure clock did not start");
 }
+
+#[tokio::test]
+async fn a_delivery_retried_by_hand_does_not_pull_rows_past_one_backing_off() {
+    let rig = Rig::new().await;
+    let (endpoint, _) = rig.endpoint("/retried", None).await;
+    let sent = backlog(&rig, endpoint, 3).await;
+    // The first was delivered long ago; the second is backing off after a failure; the third
+    // waits behind it.
+    sqlx::query(
+        "UPDATE webhook_deliveries SET status = 'delivered', attempts = 1, delivered_at = now()
+          WHERE message_id = $1",
+    )
+    .bind(&sent[0])
+    .execute(&rig.db.pool)
+    .await
+    .expect("delivered");
+    sqlx::query(
+        "UPDATE webhook_deliveries SET attempts = 1, next_attempt_at = now() + interval '1 hour'
+          WHERE message_id = $1",
+    )
+    .bind(&sent[1])
+    .execute(&rig.db.pool)
+    .await
+    .expect("backing off");
+    let first: Uuid =
+        sqlx::query_scalar("SELECT delivery_id FROM webhook_deliveries WHERE message_id = $1")
+            .bind(&sent[0])
+            .fetch_one(&rig.db.pool)
+            .await
+            .expect("delivery");
+    let mut conn = rig.db.pool.acquire().await.expect("conn");
+    webhook_deliveries::retry(&mut conn, endpoint, first)
+        .await
+        .expect("retry")
+        .expect("retried");
+    rig.start_sender(config());
+    let rows = wait_log(&rig, endpoint, |rows| {
+        rows[0].1 == "delivered" && rows[0].2 == 2
+    })
+    .await;
+    let received = rig.receiver.received("/retried");
+    let ids: Vec<&str> = received.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(
+        ids,
+        [sent[0].as_str()],
+        "only the retried one went: {rows:?}"
+    );
+    assert_eq!(
+        (rows[1].1.as_str(), rows[1].2, rows[2].1.as_str(), rows[2].2),
+        ("pending", 1, "pending", 0),
+        "the one backing off and the one behind it were left alone: {rows:?}"
+    );
+}
