@@ -241,18 +241,7 @@ impl Subscription {
                     subscription: self.name.clone(),
                     source,
                 })?;
-            sqlx::query(
-                "UPDATE subscription_checkpoints
-                    SET last_tx_id = $2::bigint::text::xid8, last_position = $3,
-                        events_handled = events_handled + $4, updated_at = now()
-                  WHERE name = $1",
-            )
-            .bind(&self.name)
-            .bind(last.tx_id)
-            .bind(last.global_position)
-            .bind(events.len() as i64)
-            .execute(&mut *tx)
-            .await?;
+            advance(&mut tx, &self.name, last, events.len()).await?;
             tx.commit().await?;
             metrics::subscription_batch(&self.name, events.len(), started.elapsed());
             debug!(
@@ -303,18 +292,7 @@ impl Subscription {
         }
         parking::park(&mut tx, &self.name, failure, false).await?;
         let parked = events[index].position();
-        sqlx::query(
-            "UPDATE subscription_checkpoints
-                SET last_tx_id = $2::bigint::text::xid8, last_position = $3,
-                    events_handled = events_handled + $4, updated_at = now()
-              WHERE name = $1",
-        )
-        .bind(&self.name)
-        .bind(parked.tx_id)
-        .bind(parked.global_position)
-        .bind(before.len() as i64)
-        .execute(&mut *tx)
-        .await?;
+        advance(&mut tx, &self.name, parked, before.len()).await?;
         tx.commit().await?;
         metrics::subscription_batch(&self.name, before.len(), started.elapsed());
         error!(
@@ -441,4 +419,27 @@ async fn load_checkpoint(
         tx_id,
         global_position,
     }))
+}
+
+/// Moves the checkpoint of `name` to `position`, `handled` more events handled, in the
+/// transaction that handled them.
+async fn advance(
+    tx: &mut PgConnection,
+    name: &str,
+    position: LogPosition,
+    handled: usize,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE subscription_checkpoints
+            SET last_tx_id = $2::bigint::text::xid8, last_position = $3,
+                events_handled = events_handled + $4, updated_at = now()
+          WHERE name = $1",
+    )
+    .bind(name)
+    .bind(position.tx_id)
+    .bind(position.global_position)
+    .bind(i64::try_from(handled).unwrap_or(i64::MAX))
+    .execute(tx)
+    .await?;
+    Ok(())
 }
