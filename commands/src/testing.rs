@@ -176,6 +176,15 @@ impl Drop for TestDatabase {
     }
 }
 
+/// An environment of `pairs`, for the `from_lookup` constructors of configuration.
+pub fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: std::collections::HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    move |name| map.get(name).cloned()
+}
+
 /// Keys whose next commit fails right after it committed (once each): the failure of a
 /// step after the commit, e.g. a pool that timed out while the response was being stored.
 static FAIL_AFTER_COMMIT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());

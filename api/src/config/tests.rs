@@ -1,17 +1,9 @@
 //! Parsing the API's configuration: defaults, overrides, refusals naming their variable,
 //! and what production demands of secrets and listen addresses.
 
-use std::collections::HashMap;
+use framegate_commands::testing::lookup;
 
 use super::*;
-
-fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-    let map: HashMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    move |name| map.get(name).cloned()
-}
 
 /// Secrets that pass production's checks (tests only: they are in this repository now).
 const JWT: &str = "Q7m2Xc9VbN4kLp8RtZ1wYe6HsJd3GfA5uTq0";

@@ -365,12 +365,12 @@ pub fn webhook_attempt(status: Option<u16>, delivered: bool, took: Duration) {
         .observe(took.as_secs_f64());
 }
 
-/// A delivery dropped without an attempt (its endpoint deleted or disabled).
-pub fn webhook_skipped() {
+/// Deliveries dropped without an attempt (their endpoint deleted or disabled).
+pub fn webhook_skipped(deliveries: u64) {
     METRICS
         .webhook_attempts
         .get_or_create(&one("outcome", "skipped"))
-        .inc();
+        .inc_by(deliveries);
 }
 
 // --- Images (api) ---

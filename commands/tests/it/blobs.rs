@@ -647,14 +647,7 @@ mod s3 {
 
 mod config {
     use super::*;
-
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        move |name| map.get(name).cloned()
-    }
+    use framegate_commands::testing::lookup;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<BlobConfig, BlobError> {
         BlobConfig::from_lookup(lookup(pairs))

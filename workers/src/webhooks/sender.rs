@@ -171,9 +171,7 @@ impl Sender {
         let (Some(url), None) = (head.url.clone(), &head.endpoint_off) else {
             let why = head.endpoint_off.as_deref().unwrap_or("deleted");
             outcome::skip(&self.pool, &run.rows, &format!("the endpoint is {why}")).await?;
-            for _ in &run.rows {
-                framegate_commands::metrics::webhook_skipped();
-            }
+            framegate_commands::metrics::webhook_skipped(run.rows.len() as u64);
             return Ok(());
         };
         let started = Instant::now();
@@ -186,18 +184,18 @@ impl Sender {
             }
         };
         let mut attempted: Vec<Attempted> = Vec::with_capacity(run.rows.len());
-        let mut rows = run.rows.into_iter().peekable();
-        while let Some(claimed) = rows.peek() {
-            let body = match self.body(claimed).await {
+        let mut rows = run.rows.into_iter();
+        while let Some(claimed) = rows.next() {
+            let body = match self.body(&claimed).await {
                 Ok(body) => body,
                 Err(error) => {
                     warn!(delivery = %claimed.delivery_id, %error, "webhooks: cannot prepare the body");
-                    let rest: Vec<Claimed> = rows.by_ref().collect();
+                    let rest: Vec<Claimed> =
+                        std::iter::once(claimed).chain(rows.by_ref()).collect();
                     outcome::postpone(&self.pool, &rest, OUR_FAILURE_DELAY).await?;
                     break;
                 }
             };
-            let Some(claimed) = rows.next() else { break };
             let started_at = Utc::now();
             let request = Signed {
                 url: &url,
