@@ -129,10 +129,7 @@ async fn template(admin: &PgConnectOptions) -> String {
             .unwrap_or_else(|e| panic!("migrations failed: {e}"));
         // Nobody may be connected to a template while it is copied.
         pool.close().await;
-        sqlx::query(&format!("ALTER DATABASE {building} RENAME TO {name}"))
-            .execute(&mut conn)
-            .await
-            .unwrap_or_else(|e| panic!("cannot name the template: {e}"));
+        rename(&mut conn, &building, &name).await;
     }
     sqlx::query("SELECT pg_advisory_unlock(hashtext('framegate test template'))")
         .execute(&mut conn)
@@ -140,6 +137,27 @@ async fn template(admin: &PgConnectOptions) -> String {
         .ok();
     conn.close().await.ok();
     name
+}
+
+/// Renames the built template. A closed connection's server process may still be on its way
+/// out for a moment ("being accessed by other users"): the rename waits for it.
+async fn rename(conn: &mut sqlx::PgConnection, building: &str, name: &str) {
+    let mut tries = 0;
+    loop {
+        let renamed = sqlx::query(&format!("ALTER DATABASE {building} RENAME TO {name}"))
+            .execute(&mut *conn)
+            .await;
+        match renamed {
+            Ok(_) => return,
+            Err(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some("55006") && tries < 100 =>
+            {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot name the template: {e}"),
+        }
+    }
 }
 
 async fn template_exists(conn: &mut sqlx::PgConnection, name: &str) -> bool {
