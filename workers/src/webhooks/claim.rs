@@ -64,6 +64,20 @@ const HEADS: &str = "WITH RECURSIVE heads (queue, seq) AS (
              WHERE status = 'pending' AND queue > heads.queue
              ORDER BY queue, seq LIMIT 1) AS next)";
 
+/// What a lease returns of each row: a [`Claimed`].
+const RETURNING: &str = "RETURNING d.delivery_id, d.queue, d.seq, d.endpoint_id, d.owner_id,
+           COALESCE(d.url, (SELECT w.url FROM webhook_endpoints w
+                             WHERE w.endpoint_id = d.endpoint_id
+                               AND w.deleted_at IS NULL)) AS url,
+           d.message_id, d.event_type, d.video_id, d.body, d.attempts,
+           d.window_started_at, d.traceparent, d.tracestate,
+           (SELECT CASE WHEN w.deleted_at IS NOT NULL THEN 'deleted'
+                        ELSE 'disabled (' || w.disabled_reason || ')' END
+              FROM webhook_endpoints w
+             WHERE w.endpoint_id = d.endpoint_id
+               AND (w.deleted_at IS NOT NULL OR w.disabled_reason IS NOT NULL))
+               AS endpoint_off";
+
 /// Leases up to `limit` runs: due heads nobody holds, each with the due rows behind it.
 pub async fn claim(pool: &PgPool, limit: usize, lease: Duration) -> Result<Vec<Run>, sqlx::Error> {
     // Not flushed before the answer: a claim lost in a crash only lapses sooner (ADR 0031).
@@ -99,18 +113,7 @@ pub async fn claim(pool: &PgPool, limit: usize, lease: Duration) -> Result<Vec<R
            FROM run
           WHERE d.delivery_id = run.delivery_id AND d.status = 'pending'
             AND (d.leased_until IS NULL OR d.leased_until < now())
-         RETURNING d.delivery_id, d.queue, d.seq, d.endpoint_id, d.owner_id,
-                   COALESCE(d.url, (SELECT w.url FROM webhook_endpoints w
-                                     WHERE w.endpoint_id = d.endpoint_id
-                                       AND w.deleted_at IS NULL)) AS url,
-                   d.message_id, d.event_type, d.video_id, d.body, d.attempts,
-                   d.window_started_at, d.traceparent, d.tracestate,
-                   (SELECT CASE WHEN w.deleted_at IS NOT NULL THEN 'deleted'
-                                ELSE 'disabled (' || w.disabled_reason || ')' END
-                      FROM webhook_endpoints w
-                     WHERE w.endpoint_id = d.endpoint_id
-                       AND (w.deleted_at IS NOT NULL OR w.disabled_reason IS NOT NULL))
-                       AS endpoint_off"
+         {RETURNING}"
     ))
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .bind(lease.as_secs_f64())
@@ -119,6 +122,52 @@ pub async fn claim(pool: &PgPool, limit: usize, lease: Duration) -> Result<Vec<R
     .await?;
     tx.commit().await?;
     Ok(runs(claimed))
+}
+
+/// Leases the run of a queue right behind the run ending at `after`, which the caller holds
+/// and is sending (ADR 0034): the sender goes on with its queue without a claim, whose walk
+/// over every queue's head is the costly part of claiming, and leases while it sends. Nobody
+/// else claims rows behind a held head. The rows are locked in order, waiting for (not
+/// skipping) a row another transaction has locked, so what is leased is always the
+/// contiguous stretch of due, unheld rows right after `after`, or nothing.
+pub async fn next_run(
+    pool: &PgPool,
+    queue: &str,
+    after: i64,
+    lease: Duration,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    // Not flushed before the answer, like a claim.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
+    let mut rows: Vec<Claimed> = sqlx::query_as(&format!(
+        "WITH next AS (
+             SELECT delivery_id,
+                    bool_and(next_attempt_at <= now()
+                             AND (leased_until IS NULL OR leased_until < now()))
+                        OVER (ORDER BY seq) AS clear
+               FROM (SELECT delivery_id, seq, next_attempt_at, leased_until
+                       FROM webhook_deliveries
+                      WHERE queue = $1 AND status = 'pending' AND seq > $2
+                      ORDER BY seq LIMIT $3
+                        FOR UPDATE) AS window_rows)
+         UPDATE webhook_deliveries d
+            SET leased_until = now() + make_interval(secs => $4), attempts = d.attempts + 1,
+                updated_at = now()
+           FROM next
+          WHERE d.delivery_id = next.delivery_id AND next.clear
+         {RETURNING}"
+    ))
+    .bind(queue)
+    .bind(after)
+    .bind(RUN_ROWS)
+    .bind(lease.as_secs_f64())
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    rows.sort_by_key(|row| row.seq);
+    Ok(rows)
 }
 
 /// `claimed` grouped by queue, each run in the queue's order, runs in the order their heads

@@ -11,6 +11,7 @@ pub mod claim;
 pub mod enqueue;
 pub mod outcome;
 pub mod sender;
+mod turn;
 
 use std::time::Duration;
 

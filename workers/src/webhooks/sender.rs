@@ -38,9 +38,10 @@ use tracing::{debug, info_span, warn, Instrument as _};
 use super::attempt::{self, Signed};
 use super::claim::{self, Claimed, Run};
 use super::outcome::{self, Attempted};
+use super::turn::{self, Sent};
 use super::WebhookConfig;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The longest the sender sleeps without looking for due deliveries.
 pub const POLL: Duration = Duration::from_secs(1);
@@ -55,16 +56,16 @@ pub const OUR_FAILURE_DELAY: Duration = Duration::from_secs(5);
 
 /// How long a claim holds a delivery: the attempt's budget plus time to record it. A sender
 /// that has not recorded by then is taken for dead and the delivery is sent again.
-fn lease(config: &WebhookConfig) -> Duration {
+pub(super) fn lease(config: &WebhookConfig) -> Duration {
     config.timeout * 3 + Duration::from_secs(30)
 }
 
 #[derive(Clone)]
 pub struct Sender {
-    pool: PgPool,
+    pub(super) pool: PgPool,
     store: EventStore,
     client: Client,
-    config: Arc<WebhookConfig>,
+    pub(super) config: Arc<WebhookConfig>,
     /// Signs the download links of `video.completed` deliveries at each attempt.
     blobs: Option<Blobs>,
 }
@@ -155,36 +156,45 @@ impl Sender {
         }
     }
 
-    /// One run, recorded.
+    /// One turn of a queue (`turn`), its runs recorded.
     async fn deliver(&self, run: Run) {
         let head = run.rows[0].delivery_id;
-        if let Err(error) = self.try_deliver(run).await {
-            // The leases lapse and the run is tried again.
+        if let Err(error) = turn::take(self, run.rows).await {
+            // The leases lapse and the rows are tried again, in order.
             warn!(delivery = %head, %error, "webhooks: run not recorded");
         }
     }
 
-    /// Sends the rows of `run` in order until one is not delivered or the run has taken
-    /// [`RUN_BUDGET`]; records what was sent and gives back the rest.
-    async fn try_deliver(&self, run: Run) -> Result<(), BoxError> {
-        let head = &run.rows[0];
+    /// Sends the rows of a run in order until one is not delivered or the turn that began
+    /// at `turn` has taken [`RUN_BUDGET`]. Rows whose endpoint is off are closed unsent; rows
+    /// we cannot prepare are put back.
+    pub(super) async fn send_run(
+        &self,
+        run: Vec<Claimed>,
+        secrets: &mut Option<Vec<WebhookSecret>>,
+        turn: Instant,
+    ) -> Result<Sent, BoxError> {
+        let head = &run[0];
         let (Some(url), None) = (head.url.clone(), &head.endpoint_off) else {
             let why = head.endpoint_off.as_deref().unwrap_or("deleted");
-            outcome::skip(&self.pool, &run.rows, &format!("the endpoint is {why}")).await?;
-            framegate_commands::metrics::webhook_skipped(run.rows.len() as u64);
-            return Ok(());
+            outcome::skip(&self.pool, &run, &format!("the endpoint is {why}")).await?;
+            framegate_commands::metrics::webhook_skipped(run.len() as u64);
+            return Ok(Sent::Closed);
         };
-        let started = Instant::now();
-        let secrets = match self.secrets(head).await {
-            Ok(secrets) => secrets,
-            Err(error) => {
-                // Our failure, not the endpoint's: no attempt is counted against it.
-                outcome::postpone(&self.pool, &run.rows, OUR_FAILURE_DELAY).await?;
-                return Err(error);
-            }
+        let secrets = match secrets {
+            Some(secrets) => secrets,
+            None => match self.secrets(head).await {
+                Ok(read) => secrets.insert(read),
+                Err(error) => {
+                    // Our failure, not the endpoint's: no attempt is counted against it.
+                    outcome::postpone(&self.pool, &run, OUR_FAILURE_DELAY).await?;
+                    return Err(error);
+                }
+            },
         };
-        let mut attempted: Vec<Attempted> = Vec::with_capacity(run.rows.len());
-        let mut rows = run.rows.into_iter();
+        let mut attempted: Vec<Attempted> = Vec::with_capacity(run.len());
+        let mut rows = run.into_iter();
+        let mut whole = true;
         while let Some(claimed) = rows.next() {
             let body = match self.body(&claimed).await {
                 Ok(body) => body,
@@ -193,40 +203,13 @@ impl Sender {
                     let rest: Vec<Claimed> =
                         std::iter::once(claimed).chain(rows.by_ref()).collect();
                     outcome::postpone(&self.pool, &rest, OUR_FAILURE_DELAY).await?;
+                    whole = false;
                     break;
                 }
             };
-            let started_at = Utc::now();
-            let request = Signed {
-                url: &url,
-                message_id: &claimed.message_id,
-                body: &body,
-                secrets: &secrets,
-            };
-            // Each attempt is a span in the trace of its delivery's event.
-            let trace = claimed
-                .traceparent
-                .as_deref()
-                .and_then(|parent| TraceContext::parse(parent, claimed.tracestate.as_deref()));
-            let span = trace_context::continued(
-                info_span!(
-                    "webhook.delivery",
-                    delivery = %claimed.delivery_id,
-                    attempt = claimed.attempts,
-                    trace_id = Empty
-                ),
-                trace.as_ref(),
-            );
-            let answer = attempt::post(&self.client, self.config.allow_private, request)
-                .instrument(span)
-                .await;
-            debug!(delivery = %claimed.delivery_id, status = ?answer.status, error = ?answer.error, "webhooks: attempt");
-            framegate_commands::metrics::webhook_attempt(
-                answer.status,
-                answer.delivered(),
-                answer.latency,
-            );
-            let stop = !answer.delivered() || started.elapsed() >= RUN_BUDGET;
+            let (started_at, answer) = self.attempt(&claimed, &url, &body, secrets).await;
+            let stop = !answer.delivered() || turn.elapsed() >= RUN_BUDGET;
+            whole &= answer.delivered();
             attempted.push(Attempted {
                 claimed,
                 started_at,
@@ -236,8 +219,22 @@ impl Sender {
                 break;
             }
         }
-        let unsent: Vec<Claimed> = rows.collect();
+        Ok(Sent::Attempted {
+            attempted,
+            unsent: rows.collect(),
+            whole,
+        })
+    }
+
+    /// Records a run that did not end its turn well (a failure, a 410, the budget spent),
+    /// giving back `unsent`, and disables its endpoint if its answers say so.
+    pub(super) async fn record_last(
+        &self,
+        attempted: &[Attempted],
+        unsent: &[Claimed],
+    ) -> Result<(), BoxError> {
         let Some(last) = attempted.last() else {
+            claim::release(&self.pool, unsent).await?;
             return Ok(());
         };
         if last.answer.gone() {
@@ -256,7 +253,7 @@ impl Sender {
                 warn!(delivery = %last.claimed.delivery_id, %error, "webhooks: cannot disable a gone endpoint");
             }
         }
-        if outcome::record(&self.pool, &self.config, &attempted, &unsent).await? {
+        if outcome::record(&self.pool, &self.config, attempted, unsent).await? {
             outcome::disable(
                 &self.pool,
                 &self.store,
@@ -268,6 +265,47 @@ impl Sender {
             .await?;
         }
         Ok(())
+    }
+
+    /// One attempt of `claimed`, in its delivery's trace.
+    async fn attempt(
+        &self,
+        claimed: &Claimed,
+        url: &str,
+        body: &str,
+        secrets: &[WebhookSecret],
+    ) -> (chrono::DateTime<Utc>, attempt::Answer) {
+        let started_at = Utc::now();
+        let request = Signed {
+            url,
+            message_id: &claimed.message_id,
+            body,
+            secrets,
+        };
+        // Each attempt is a span in the trace of its delivery's event.
+        let trace = claimed
+            .traceparent
+            .as_deref()
+            .and_then(|parent| TraceContext::parse(parent, claimed.tracestate.as_deref()));
+        let span = trace_context::continued(
+            info_span!(
+                "webhook.delivery",
+                delivery = %claimed.delivery_id,
+                attempt = claimed.attempts,
+                trace_id = Empty
+            ),
+            trace.as_ref(),
+        );
+        let answer = attempt::post(&self.client, self.config.allow_private, request)
+            .instrument(span)
+            .await;
+        debug!(delivery = %claimed.delivery_id, status = ?answer.status, error = ?answer.error, "webhooks: attempt");
+        framegate_commands::metrics::webhook_attempt(
+            answer.status,
+            answer.delivered(),
+            answer.latency,
+        );
+        (started_at, answer)
     }
 
     /// The secrets that sign a run's deliveries now (looked up once per run).

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use framegate_commands::webhook_deliveries::{self, enqueue, NewDelivery, Target};
+use framegate_workers::webhooks::claim;
 use uuid::Uuid;
 
 use super::receiver::Reply;
@@ -253,4 +254,68 @@ async fn a_delivery_retried_by_hand_does_not_pull_rows_past_one_backing_off() {
         ("pending", 1, "pending", 0),
         "the one backing off and the one behind it were left alone: {rows:?}"
     );
+}
+
+#[tokio::test]
+async fn the_run_ahead_is_the_stretch_of_due_unheld_rows_right_behind_and_nothing_past_a_held_one()
+{
+    let rig = Rig::new().await;
+    let (endpoint, _) = rig.endpoint("/ahead", None).await;
+    backlog(&rig, endpoint, 10).await;
+    let rows: Vec<(Uuid, String, i64)> = sqlx::query_as(
+        "SELECT delivery_id, queue, seq FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY seq",
+    )
+    .bind(endpoint)
+    .fetch_all(&rig.db.pool)
+    .await
+    .expect("rows");
+    let queue = rows[0].1.clone();
+    // Another sender holds the seventh row.
+    sqlx::query(
+        "UPDATE webhook_deliveries SET leased_until = now() + interval '1 minute'
+          WHERE delivery_id = $1",
+    )
+    .bind(rows[6].0)
+    .execute(&rig.db.pool)
+    .await
+    .expect("hold");
+    let lease = Duration::from_secs(60);
+    let ahead = claim::next_run(&rig.db.pool, &queue, rows[1].2, lease)
+        .await
+        .expect("lease ahead");
+    let ids: Vec<Uuid> = ahead.iter().map(|row| row.delivery_id).collect();
+    let expected: Vec<Uuid> = rows[2..6].iter().map(|row| row.0).collect();
+    assert_eq!(
+        ids, expected,
+        "the rows right behind, in order, up to the held one"
+    );
+    assert!(ahead
+        .iter()
+        .all(|row| row.attempts == 1 && row.url.is_some()));
+    // They are held now: leasing behind the same run again takes nothing.
+    let again = claim::next_run(&rig.db.pool, &queue, rows[1].2, lease)
+        .await
+        .expect("lease again");
+    assert!(again.is_empty(), "{again:?}");
+    // Right behind the held row, a row not yet due stops the stretch before it starts.
+    sqlx::query(
+        "UPDATE webhook_deliveries SET next_attempt_at = now() + interval '1 minute'
+          WHERE delivery_id = $1",
+    )
+    .bind(rows[7].0)
+    .execute(&rig.db.pool)
+    .await
+    .expect("not due");
+    let past = claim::next_run(&rig.db.pool, &queue, rows[6].2, lease)
+        .await
+        .expect("lease past");
+    assert!(past.is_empty(), "{past:?}");
+    let counted: Vec<i32> = sqlx::query_scalar(
+        "SELECT attempts FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY seq",
+    )
+    .bind(endpoint)
+    .fetch_all(&rig.db.pool)
+    .await
+    .expect("attempts");
+    assert_eq!(counted, [0, 0, 1, 1, 1, 1, 0, 0, 0, 0]);
 }
