@@ -25,6 +25,7 @@ pub mod server;
 pub mod state;
 pub mod streams;
 mod strict_json;
+pub mod video_requests;
 
 use std::future::Future;
 
