@@ -394,6 +394,36 @@ pub async fn list(
     .await
 }
 
+/// A page of an owner's live videos in creation order (`ascending`, or newest first), after
+/// the position `after` (created_at, id) of the last one of the previous page.
+pub async fn page(
+    pool: &PgPool,
+    owner: UserId,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    ascending: bool,
+    limit: i64,
+) -> Result<Vec<VideoRow>, sqlx::Error> {
+    let (after_at, after_id) = after.unzip();
+    let (direction, beyond) = if ascending {
+        ("ASC", ">")
+    } else {
+        ("DESC", "<")
+    };
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM videos
+          WHERE owner_id = $1 AND deleted_at IS NULL
+            AND ($2::timestamptz IS NULL OR (created_at, id) {beyond} ($2, $3))
+          ORDER BY created_at {direction}, id {direction}
+          LIMIT $4"
+    ))
+    .bind(owner.as_uuid())
+    .bind(after_at)
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
 /// Videos no provider holds a job for yet that were requested more than `max_age` ago,
 /// oldest first: waiting jobs past their deadline.
 pub async fn overdue_waiting(
