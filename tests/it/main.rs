@@ -9,6 +9,7 @@ mod connections;
 mod crash_idempotency;
 mod dev;
 mod healing;
+mod openai_sdk;
 mod kafka;
 mod observability;
 mod providers;
