@@ -64,7 +64,10 @@ async fn the_official_openai_sdk_makes_lists_downloads_and_deletes_videos() {
     dev.wait_ready(&client).await;
     let key = api_key(&dev, &client).await;
 
-    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/specs/openai-videos.openapi.json");
+    let spec = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/specs/openai-videos.openapi.json"
+    );
     let download = dev.state_dir.path().join("sdk.mp4");
     let base_url = dev.url("/openai/v1");
     let download_arg = download.to_string_lossy().into_owned();
@@ -91,13 +94,19 @@ async fn the_official_openai_sdk_makes_lists_downloads_and_deletes_videos() {
         found["bad_seconds"],
         json!({"status": 400, "code": "unsupported_duration", "param": "seconds", "type": "invalid_request_error"})
     );
-    assert_eq!(found["bad_model"], json!({"code": "unsupported_model", "param": "model"}));
+    assert_eq!(
+        found["bad_model"],
+        json!({"code": "unsupported_model", "param": "model"})
+    );
     assert_eq!(found["bad_key"], json!({"status": 401}));
     assert_eq!(
         found["polled"],
         json!({"status": "completed", "progress": 100, "completed_at": true})
     );
-    assert_eq!(found["spritesheet"], json!({"code": "variant_not_available"}));
+    assert_eq!(
+        found["spritesheet"],
+        json!({"code": "variant_not_available"})
+    );
     let first = found["ids"]["first"].clone();
     let done = found["ids"]["done"].clone();
     // Newest first, one page at a time, both videos.
@@ -115,6 +124,10 @@ async fn the_official_openai_sdk_makes_lists_downloads_and_deletes_videos() {
         (report.codec.as_str(), report.width, report.height),
         ("h264", 720, 1280)
     );
-    assert!((1_900..=2_100).contains(&report.duration_ms), "{}", report.duration_ms);
+    assert!(
+        (1_900..=2_100).contains(&report.duration_ms),
+        "{}",
+        report.duration_ms
+    );
     drop(dev);
 }

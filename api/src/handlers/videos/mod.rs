@@ -115,8 +115,10 @@ async fn own_video(
     id: Uuid,
 ) -> Result<VideoRow, ApiError> {
     match videos::get(&state.pool, VideoId::from_uuid(id)).await? {
-        // Another user's video is indistinguishable from a missing one.
-        Some(row) if row.owner_id == principal.user_id.as_uuid() => Ok(row),
+        // Another user's video, or a deleted one, is indistinguishable from a missing one.
+        Some(row) if row.owner_id == principal.user_id.as_uuid() && row.deleted_at.is_none() => {
+            Ok(row)
+        }
         _ => Err(ApiError::NotFound),
     }
 }
