@@ -8,7 +8,7 @@
 # - tansu on 127.0.0.1:9092: an Apache-Kafka-protocol broker (in-memory storage) for the relay
 #   and consumer-group tests (scripts/install-tansu.sh builds it once; FRAMEGATE_KAFKA_PORT).
 # - kafka-python in a venv: an independent Kafka client the tests read the topics with.
-# - official client libraries (standardwebhooks, stripe) in a venv: the tests check our wire
+# - official client libraries (standardwebhooks, stripe, openai; jsonschema) in a venv: the tests check our wire
 #   formats with them.
 #
 # Safe to run any number of times; prints what it did.
@@ -173,6 +173,16 @@ install_client_libraries() {
   if ! "$venv/bin/python" -c 'import stripe, sys; sys.exit(stripe.VERSION != "16.1.0")' 2>/dev/null; then
     say "installing stripe into $venv (from PyPI)"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'stripe==16.1.0'
+  fi
+  # The OpenAI-compatible Videos API (api/tests/it/openai_sdk.rs) is driven by the official
+  # SDK, its responses checked against docs/specs/openai-videos.openapi.json with jsonschema.
+  if ! "$venv/bin/python" -c 'import openai, sys; sys.exit(openai.__version__ != "3.63.0")' 2>/dev/null; then
+    say "installing openai into $venv (from PyPI)"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'openai==3.63.0'
+  fi
+  if ! "$venv/bin/python" -c 'import jsonschema, sys; from importlib.metadata import version; sys.exit(version("jsonschema") != "4.26.0")' 2>/dev/null; then
+    say "installing jsonschema into $venv (from PyPI)"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'jsonschema==4.26.0'
   fi
 }
 

@@ -27,6 +27,7 @@ use framegate_workers::providers::sora::{Sora, SoraConfig};
 use framegate_workers::providers::veo::{Veo, VeoConfig};
 use framegate_workers::settlement::{self, Settlement};
 use framegate_workers::simulator::{Simulator, SimulatorConfig};
+use framegate_workers::video_cleanup::{self, VideoCleanup};
 use framegate_workers::webhooks::{self, WebhookConfig, WebhookEnqueuer};
 use sqlx::PgPool;
 
@@ -234,6 +235,13 @@ pub async fn worker(
         Subscription::new(image_cleanup::SUBSCRIPTION, pool.clone())
             .with_notifications(notifications.clone()),
         Arc::new(ImageCleanup::new(blobs.clone())),
+    );
+    subscription(
+        tasks,
+        video_cleanup::SUBSCRIPTION,
+        Subscription::new(video_cleanup::SUBSCRIPTION, pool.clone())
+            .with_notifications(notifications.clone()),
+        Arc::new(VideoCleanup::new(blobs.clone())),
     );
     webhook_delivery(
         tasks,

@@ -4,6 +4,7 @@
 //! deadline, panic catching, rate limits, idempotency keys and body limits; `serve` runs it
 //! on our own accept loop (`server`), which bounds connections and slow clients. Handlers live in `handlers/`, one
 //! file per group; authentication in `auth/`; every error is an `ApiError` (problem+json).
+//! The OpenAI-compatible Videos API (`openai/`) is nested under `FRAMEGATE_OPENAI_PREFIX`.
 
 pub mod auth;
 pub mod billing;
@@ -19,12 +20,14 @@ pub mod images;
 pub mod mail;
 pub mod metrics;
 pub mod notifications;
+pub mod openai;
 pub mod openapi;
 pub mod rate_limit;
 pub mod server;
 pub mod state;
 pub mod streams;
 mod strict_json;
+pub mod video_requests;
 
 use std::future::Future;
 
@@ -144,8 +147,10 @@ pub fn router(state: AppState) -> Router {
             "/webhooks/{id}/deliveries/{delivery_id}/attempts",
             get(deliveries::attempts),
         );
+    let openai_prefix: std::sync::Arc<str> = state.config.openai_prefix.as_str().into();
     Router::new()
         .nest("/v1", v1)
+        .nest(&openai_prefix, openai::router(image_upload_limit))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/openapi.json", get(openapi::document))
@@ -171,6 +176,12 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             body_deadline::layer,
+        ))
+        // Outside every layer that may refuse a request: its problem documents leave the
+        // OpenAI-compatible door in OpenAI's error shape.
+        .layer(middleware::from_fn_with_state(
+            openai_prefix,
+            openai::errors::layer,
         ))
         .layer(middleware::from_fn(request_context))
         // Outermost: every answer counts, whichever layer made it.

@@ -143,6 +143,10 @@ pub enum VideoCommand {
     Cancel {
         charged: bool,
     },
+    /// Hides a finished video from every read and has its files removed (the OpenAI-compatible
+    /// `DELETE /videos/{id}`). Its credits are already settled by its final event, which the
+    /// deletion does not change (docs/adr/0039-openai-compatible-videos-api.md).
+    Delete,
 }
 
 impl VideoCommand {
@@ -161,6 +165,7 @@ impl VideoCommand {
             VideoCommand::Fail { .. } => "fail",
             VideoCommand::RequestCancel { .. } => "request_cancel",
             VideoCommand::Cancel { .. } => "cancel",
+            VideoCommand::Delete => "delete",
         }
     }
 }
@@ -217,6 +222,9 @@ pub enum VideoEvent {
         #[serde(default)]
         charged: bool,
     },
+    /// The owner deleted the finished video: reads no longer show it and its files are
+    /// removed. Its history stays in the log.
+    VideoDeleted {},
 }
 
 impl DomainEvent for VideoEvent {
@@ -233,6 +241,7 @@ impl DomainEvent for VideoEvent {
             VideoEvent::VideoFailed { .. } => "VideoFailed",
             VideoEvent::CancelRequested { .. } => "CancelRequested",
             VideoEvent::VideoCancelled { .. } => "VideoCancelled",
+            VideoEvent::VideoDeleted {} => "VideoDeleted",
         };
         name.to_string()
     }
@@ -265,6 +274,10 @@ pub enum VideoError {
     AlreadyTerminal { status: VideoStatus },
     #[error("cancellation has already been requested")]
     AlreadyCancelRequested,
+    #[error("the video is {status}; only a finished video can be deleted")]
+    NotFinished { status: VideoStatus },
+    #[error("the video has already been deleted")]
+    AlreadyDeleted,
     #[error("submission attempt {requested} does not follow attempt {current}")]
     AttemptNotIncreasing { current: u32, requested: u32 },
     #[error("progress {percent}% is out of range")]
@@ -287,6 +300,8 @@ impl VideoError {
             VideoError::InvalidTransition { .. } => "invalid_transition",
             VideoError::AlreadyTerminal { .. } => "already_terminal",
             VideoError::AlreadyCancelRequested => "already_cancel_requested",
+            VideoError::NotFinished { .. } => "video_not_finished",
+            VideoError::AlreadyDeleted => "already_deleted",
             VideoError::AttemptNotIncreasing { .. } => "attempt_not_increasing",
             VideoError::ProgressOutOfRange { .. } => "progress_out_of_range",
             VideoError::EmptyBlobKey => "empty_blob_key",
@@ -336,6 +351,9 @@ pub struct Video {
     /// When a queued video that failed a submission may be tried again.
     retry_at: Option<DateTime<Utc>>,
     failed_attempts: Vec<FailedAttempt>,
+    /// Deleted by its owner (`VideoDeleted`); still in its final status.
+    #[serde(default)]
+    deleted: bool,
 }
 
 /// A submission attempt that the provider never accepted.
@@ -419,6 +437,10 @@ impl Video {
         self.cancel_reason.as_deref()
     }
 
+    pub fn is_deleted(&self) -> bool {
+        self.deleted
+    }
+
     /// The status of a requested, unfinished video: the guard of every command but
     /// `Request`.
     fn live_status(&self) -> Result<VideoStatus, VideoError> {
@@ -437,6 +459,18 @@ impl Video {
             spec.validate()?;
             return Ok(vec![VideoEvent::VideoRequested { video_id, spec }]);
         }
+        if let VideoCommand::Delete = command {
+            let status = self.status.ok_or(VideoError::NotRequested)?;
+            if self.deleted {
+                return Err(VideoError::AlreadyDeleted);
+            }
+            // A video still running holds a reservation that its final event settles; it
+            // must end (or be cancelled) first, so the deletion never touches credits.
+            if !status.is_terminal() {
+                return Err(VideoError::NotFinished { status });
+            }
+            return Ok(vec![VideoEvent::VideoDeleted {}]);
+        }
 
         let status = self.live_status()?;
         let invalid = VideoError::InvalidTransition {
@@ -446,6 +480,7 @@ impl Video {
         let event = match command {
             // Decided above; kept so that this match stays exhaustive over the commands.
             VideoCommand::Request { .. } => return Err(VideoError::AlreadyRequested),
+            VideoCommand::Delete => return Err(VideoError::AlreadyTerminal { status }),
             VideoCommand::StartSubmission {
                 attempt,
                 provider,
@@ -750,6 +785,7 @@ impl Aggregate for Video {
                 self.cancel_reason = Some(reason);
             }
             VideoEvent::VideoCancelled { .. } => self.status = Some(VideoStatus::Cancelled),
+            VideoEvent::VideoDeleted {} => self.deleted = true,
         }
     }
 }

@@ -11,6 +11,7 @@ mod dev;
 mod healing;
 mod kafka;
 mod observability;
+mod openai_sdk;
 mod providers;
 mod traces;
 mod worker;

@@ -36,21 +36,23 @@ impl ImageCleanup {
     pub fn new(blobs: Blobs) -> Self {
         Self { blobs }
     }
+}
 
-    async fn remove(&self, key: &BlobKey) -> Result<(), BlobError> {
-        let mut pause = FIRST_RETRY;
-        let mut attempt = 1;
-        loop {
-            match self.blobs.delete(key).await {
-                Ok(()) => return Ok(()),
-                Err(error) if attempt < ATTEMPTS => {
-                    warn!(%error, %key, attempt, "could not remove a deleted image's blob; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause *= 4;
-                    attempt += 1;
-                }
-                Err(error) => return Err(error),
+/// Removes one blob of something deleted, retrying a storage failure briefly (shared with
+/// `video_cleanup`).
+pub(crate) async fn remove(blobs: &Blobs, key: &BlobKey) -> Result<(), BlobError> {
+    let mut pause = FIRST_RETRY;
+    let mut attempt = 1;
+    loop {
+        match blobs.delete(key).await {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt < ATTEMPTS => {
+                warn!(%error, %key, attempt, "could not remove a deleted blob; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 4;
+                attempt += 1;
             }
+            Err(error) => return Err(error),
         }
     }
 }
@@ -63,7 +65,7 @@ impl EventHandler for ImageCleanup {
             return Ok(());
         }
         for key in uploaded_keys(conn, event).await? {
-            self.remove(&key).await?;
+            remove(&self.blobs, &key).await?;
         }
         info!("deleted image's blobs removed");
         Ok(())

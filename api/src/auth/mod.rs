@@ -42,6 +42,20 @@ pub enum Access {
     Full,
 }
 
+/// Set on a request by a door mounted at another prefix (the OpenAI-compatible API,
+/// `crate::openai`): its routes are `/v1` routes under another name, and scopes apply to them
+/// as to those.
+#[derive(Debug, Clone)]
+pub struct MountedAt(pub std::sync::Arc<str>);
+
+/// The path that scopes are decided on: without the prefix of the door it came through.
+pub fn policy_path<'a>(path: &'a str, extensions: &axum::http::Extensions) -> &'a str {
+    match extensions.get::<MountedAt>() {
+        Some(MountedAt(prefix)) => path.strip_prefix(&**prefix).unwrap_or(path),
+        None => path,
+    }
+}
+
 /// The first segment of an API path, with or without the `/v1` that nesting strips from the
 /// handlers' view of the URI.
 pub(crate) fn route_family(path: &str) -> &str {
@@ -270,7 +284,7 @@ impl FromRequestParts<AppState> for Principal {
             .extensions
             .get::<axum::extract::OriginalUri>()
             .map_or_else(|| parts.uri.path().to_owned(), |uri| uri.path().to_owned());
-        let access = Access::of(&parts.method, &path);
+        let access = Access::of(&parts.method, policy_path(&path, &parts.extensions));
         // Resolved (and charged) by the rate-limit layer already.
         if let Some(principal) = parts.extensions.get::<Principal>() {
             principal.check_access(access)?;

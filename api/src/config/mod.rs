@@ -94,6 +94,9 @@ pub struct ApiConfig {
     pub billing: BillingConfig,
     /// The bearer token `GET /metrics` asks for (`FRAMEGATE_METRICS_TOKEN`); none: open.
     pub metrics_token: Option<crate::metrics::MetricsToken>,
+    /// Where the OpenAI-compatible Videos API is mounted (`FRAMEGATE_OPENAI_PREFIX`; see
+    /// `openai`).
+    pub openai_prefix: String,
 }
 
 impl ApiConfig {
@@ -130,6 +133,7 @@ impl ApiConfig {
             streams: StreamConfig::default(),
             billing: BillingConfig::development("http://127.0.0.1:8080"),
             metrics_token: None,
+            openai_prefix: crate::openai::DEFAULT_PREFIX.to_owned(),
         }
     }
 
@@ -207,6 +211,13 @@ impl ApiConfig {
         if let Some(v) = get("FRAMEGATE_IDEMPOTENCY_LEASE_SECONDS") {
             let seconds = positive("FRAMEGATE_IDEMPOTENCY_LEASE_SECONDS", &v)?;
             config.idempotency_lease = Duration::from_secs(u64::from(seconds));
+        }
+        if let Some(v) = get("FRAMEGATE_OPENAI_PREFIX") {
+            config.openai_prefix =
+                crate::openai::parse_prefix(&v).map_err(|message| ConfigError {
+                    variable: "FRAMEGATE_OPENAI_PREFIX",
+                    message,
+                })?;
         }
         if let Some(v) = get("FRAMEGATE_BODY_LIMIT_BYTES") {
             config.body_limit = parse("FRAMEGATE_BODY_LIMIT_BYTES", &v)?;

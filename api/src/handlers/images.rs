@@ -17,9 +17,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse as _, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use framegate_commands::blobs::{BlobError, BlobKey};
-use framegate_commands::CommandError;
-use framegate_domain::{ImageCommand, ImageError as ImageRefusal, ImageId, ModerationDecision};
+use framegate_commands::blobs::BlobKey;
+use framegate_domain::{ImageCommand, ImageId, ModerationDecision};
 use framegate_projections::read_models::images::{self, ImageRow};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -30,9 +29,8 @@ use super::{metadata, page_limit, time_cursor, Page};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::{user_agent, ApiPath, ApiQuery, ClientIp};
-use crate::images::{
-    image_id, upload_command, ImageError, ImageLimits, ProcessedImage, StorageKeys,
-};
+use crate::images::upload::{blob_error, command_error, record_upload, Recorded};
+use crate::images::ImageLimits;
 use crate::state::AppState;
 
 /// The multipart part that carries the image.
@@ -166,13 +164,6 @@ async fn sign(state: &AppState, key: Option<&str>) -> Result<Option<DownloadLink
     Ok(Some(signed.into()))
 }
 
-fn blob_error(error: BlobError) -> ApiError {
-    match error {
-        BlobError::Unavailable(_) => ApiError::Unavailable("blob storage".to_owned()),
-        other => ApiError::internal(other),
-    }
-}
-
 /// The caller's image `id`, unless it is deleted.
 async fn own_image(
     state: &AppState,
@@ -217,51 +208,11 @@ pub async fn upload(
         message: format!("send the image as multipart/form-data in a part named `{FILE_FIELD}`"),
     })?;
     let upload = read_file(multipart, max_bytes).await?;
-    let image = state.images.process(upload).await.map_err(refused)?;
-
-    let owner = principal.user_id;
-    let image_id = image_id(owner, &image);
-    let aggregate = image_id.to_string();
-    let current = state
-        .store
-        .images()
-        .load(&aggregate)
-        .await
-        .map_err(command_error)?;
-    if current.is_available() {
-        return existing(&state, &principal, image_id).await;
-    }
-
-    let decision = state.moderation.review(&image);
-    if !decision.allowed {
-        framegate_commands::metrics::image_rejected("image_rejected");
-    }
-    let keys = StorageKeys::new(owner, image_id, Uuid::now_v7(), image.format);
-    if decision.allowed {
-        store_blobs(&state, &image, &keys).await?;
-    }
-    let command = upload_command(owner, &image, &keys, decision.clone());
     let meta = metadata(Some(&principal), ip, user_agent(&headers));
-    if let Err(error) = state
-        .store
-        .images()
-        .execute(&aggregate, command, &meta)
-        .await
-    {
-        if decision.allowed {
-            remove_blobs(&state, &keys).await;
-        }
-        return match error {
-            // A concurrent upload of the same file won: it is the answer.
-            CommandError::Domain(ImageRefusal::AlreadyUploaded) => {
-                existing(&state, &principal, image_id).await
-            }
-            other => Err(command_error(other)),
-        };
-    }
-    if !decision.allowed {
-        return Ok(rejection(image_id, &decision).into_response());
-    }
+    let image_id = match record_upload(&state, &principal, &meta, upload).await? {
+        Recorded::Existing(image_id) => return existing(&state, &principal, image_id).await,
+        Recorded::New(image_id) => image_id,
+    };
     match images::get(&state.pool, image_id.as_uuid()).await? {
         Some(row) if row.is_available() => {
             let body = respond(&state, row).await?;
@@ -294,15 +245,6 @@ fn not_yet_visible(image_id: ImageId) -> Response {
         Json(serde_json::json!({"id": image_id.as_uuid(), "status": images::AVAILABLE})),
     )
         .into_response()
-}
-
-fn rejection(image_id: ImageId, decision: &ModerationDecision) -> ApiError {
-    let rule = decision.rule.as_deref().unwrap_or("unnamed");
-    let reason = decision.reason.as_deref().unwrap_or("not accepted");
-    ApiError::Unprocessable {
-        code: "image_rejected",
-        message: format!("moderation rule `{rule}` rejected image {image_id}: {reason}"),
-    }
 }
 
 /// The bytes of the `file` part. Other parts are skipped; a second `file` part is refused
@@ -351,83 +293,6 @@ fn multipart_error(error: &MultipartError, max_bytes: usize) -> ApiError {
             status: StatusCode::BAD_REQUEST,
             code: "malformed_multipart",
             message: format!("the multipart body cannot be read: {}", error.body_text()),
-        }
-    }
-}
-
-/// A refused upload as the client's error, with the processing's own status and code.
-fn refused(error: ImageError) -> ApiError {
-    match error {
-        ImageError::Internal(cause) => ApiError::internal(cause),
-        other => ApiError::BadRequest {
-            status: other.status(),
-            code: other.code(),
-            message: other.to_string(),
-        },
-    }
-}
-
-/// `CommandError<ImageError>` as the API's error. Refusals that concern an image the caller
-/// cannot see (someone else's, never uploaded, rejected or already deleted) are 404.
-fn command_error(error: CommandError<ImageRefusal>) -> ApiError {
-    match error {
-        CommandError::Domain(
-            ImageRefusal::NotOwner | ImageRefusal::NotUploaded | ImageRefusal::AlreadyDeleted,
-        ) => ApiError::NotFound,
-        CommandError::Domain(refusal) => ApiError::Unprocessable {
-            code: refusal.code(),
-            message: refusal.to_string(),
-        },
-        CommandError::Conflict => ApiError::Conflict {
-            code: "conflict",
-            message: "the image was changed concurrently; retry the request".to_owned(),
-        },
-        CommandError::Unavailable(_) => ApiError::Unavailable("the event store".to_owned()),
-        other @ (CommandError::EmailTaken | CommandError::Internal(_)) => ApiError::internal(other),
-    }
-}
-
-/// Stores the original (without its metadata) and the thumbnail. On failure nothing of this
-/// upload is left behind.
-async fn store_blobs(
-    state: &AppState,
-    image: &ProcessedImage,
-    keys: &StorageKeys,
-) -> Result<(), ApiError> {
-    let original_key = BlobKey::new(keys.original.as_str()).map_err(ApiError::internal)?;
-    let thumbnail_key = BlobKey::new(keys.thumbnail.as_str()).map_err(ApiError::internal)?;
-    let original = Bytes::copy_from_slice(&image.original);
-    let thumbnail = Bytes::copy_from_slice(&image.thumbnail_jpeg);
-    let stored = match state
-        .blobs
-        .put(&original_key, original, image.format.content_type())
-        .await
-    {
-        Ok(()) => {
-            state
-                .blobs
-                .put(&thumbnail_key, thumbnail, "image/jpeg")
-                .await
-        }
-        Err(error) => Err(error),
-    };
-    if let Err(error) = stored {
-        remove_blobs(state, keys).await;
-        return Err(blob_error(error));
-    }
-    Ok(())
-}
-
-/// Removes the blobs of an upload that was not recorded. A failure leaves an orphan that no
-/// event points to: logged with its key, as nothing else will ever find it.
-async fn remove_blobs(state: &AppState, keys: &StorageKeys) {
-    for key in [&keys.original, &keys.thumbnail] {
-        let removed = match BlobKey::new(key.as_str()) {
-            Ok(blob) => state.blobs.delete(&blob).await,
-            Err(error) => Err(error),
-        };
-        if let Err(error) = removed {
-            tracing::warn!(%error, key = %key, "could not remove the blob of an unrecorded upload");
         }
     }
 }

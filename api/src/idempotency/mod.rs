@@ -72,6 +72,44 @@ pub fn fingerprint(method: &Method, uri: &Uri, body: &[u8]) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// A multipart body with its boundary replaced by a fixed marker: clients draw a new random
+/// boundary for every attempt, and a retry of the same form is still the same request. Any
+/// other body as it is.
+fn without_boundary<'a>(
+    headers: &axum::http::HeaderMap,
+    body: &'a [u8],
+) -> std::borrow::Cow<'a, [u8]> {
+    let boundary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/")
+        })
+        .and_then(|v| {
+            v.split(';').find_map(|param| {
+                let (name, value) = param.split_once('=')?;
+                (name.trim().eq_ignore_ascii_case("boundary"))
+                    .then(|| value.trim().trim_matches('"'))
+            })
+        })
+        .filter(|b| !b.is_empty());
+    let Some(boundary) = boundary else {
+        return std::borrow::Cow::Borrowed(body);
+    };
+    let needle = boundary.as_bytes();
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(at) = rest.windows(needle.len()).position(|w| w == needle) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(b"\0boundary\0");
+        rest = &rest[at + needle.len()..];
+    }
+    out.extend_from_slice(rest);
+    std::borrow::Cow::Owned(out)
+}
+
 /// The key of a request this layer applies to: `None` for anything but a POST with an
 /// `Idempotency-Key` header; an error for a malformed key (1 to 255 visible ASCII characters).
 pub fn requested_key(request: &Request) -> Option<Result<String, ApiError>> {
@@ -106,7 +144,8 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     };
     let scope = match resolved {
         Ok(Some(principal)) => {
-            if let Err(refused) = principal.authorize(request.method(), request.uri().path()) {
+            let path = crate::auth::policy_path(request.uri().path(), request.extensions());
+            if let Err(refused) = principal.authorize(request.method(), path) {
                 return refused.into_response();
             }
             principal.scope()
@@ -124,8 +163,10 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         // The handler's extractor refuses it with the proper 401.
         Err(_) => return next.run(request).await,
     };
-    // Uploads have their own, larger limit; everything else the global one.
-    let body_limit = if request.uri().path() == "/v1/images" {
+    // Uploads have their own, larger limit (an OpenAI-style video request may carry its
+    // reference image); everything else the global one.
+    let path = request.uri().path();
+    let body_limit = if path == "/v1/images" || crate::openai::takes_upload(&state, path) {
         crate::handlers::images::upload_body_limit(&state.config.images)
     } else {
         state.config.body_limit
@@ -199,7 +240,11 @@ pub async fn execute_once(
         Ok(bytes) => bytes,
         Err(error) => return error.into_response(),
     };
-    let request_hash = fingerprint(&parts.method, &parts.uri, &bytes);
+    let request_hash = fingerprint(
+        &parts.method,
+        &parts.uri,
+        &without_boundary(&parts.headers, &bytes),
+    );
     let claim = match begin(pool, scope, key, &request_hash, lease).await {
         Err(error) => return ApiError::from(error).into_response(),
         Ok(Begin::Replay(mut stored)) => {

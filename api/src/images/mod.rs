@@ -21,6 +21,7 @@ pub mod restrip;
 mod strip;
 #[cfg(test)]
 mod test_images;
+pub mod upload;
 
 use std::sync::Arc;
 

@@ -18,6 +18,7 @@ mod middleware_idempotency;
 mod middleware_rate_limit;
 mod notification_preferences;
 mod notifications;
+mod openai;
 mod password_reset;
 mod security;
 mod server_shutdown;

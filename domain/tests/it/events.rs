@@ -215,6 +215,7 @@ fn all_video_events() -> Vec<VideoEvent> {
             reason: "user asked".to_string(),
         },
         VideoEvent::VideoCancelled { charged: true },
+        VideoEvent::VideoDeleted {},
     ]
 }
 
@@ -259,6 +260,7 @@ fn video_ordinal(event: &VideoEvent) -> usize {
         VideoEvent::VideoFailed { .. } => 8,
         VideoEvent::CancelRequested { .. } => 9,
         VideoEvent::VideoCancelled { .. } => 10,
+        VideoEvent::VideoDeleted {} => 11,
     }
 }
 
@@ -361,8 +363,8 @@ fn every_credit_event_matches_its_snapshot() {
 
 #[test]
 fn every_video_event_matches_its_snapshot() {
-    let [requested, submission_started, submitted, submission_failed, progressed, generated, stored, completed, failed, cancel_requested, cancelled] =
-        <[VideoEvent; 11]>::try_from(all_video_events()).expect("eleven video events");
+    let [requested, submission_started, submitted, submission_failed, progressed, generated, stored, completed, failed, cancel_requested, cancelled, deleted] =
+        <[VideoEvent; 12]>::try_from(all_video_events()).expect("twelve video events");
     assert_json_snapshot!("video_requested", requested);
     assert_json_snapshot!("submission_started", submission_started);
     assert_json_snapshot!("video_submitted", submitted);
@@ -374,6 +376,7 @@ fn every_video_event_matches_its_snapshot() {
     assert_json_snapshot!("video_failed", failed);
     assert_json_snapshot!("cancel_requested", cancel_requested);
     assert_json_snapshot!("video_cancelled", cancelled);
+    assert_json_snapshot!("video_deleted", deleted);
 }
 
 /// The secret values a user event carries, as they appear in its JSON.

@@ -983,3 +983,53 @@ fn a_submission_that_failed_after_its_cancel_was_requested_ends_the_video_free()
         .when(VideoCommand::Cancel { charged: true })
         .then_expect_events(vec![VideoEvent::VideoCancelled { charged: false }]);
 }
+
+#[test]
+fn a_finished_video_can_be_deleted_once() {
+    for status in TERMINAL {
+        framework()
+            .given(history(status))
+            .when(VideoCommand::Delete)
+            .then_expect_events(vec![VideoEvent::VideoDeleted {}]);
+        let mut deleted = history(status);
+        deleted.push(VideoEvent::VideoDeleted {});
+        framework()
+            .given(deleted)
+            .when(VideoCommand::Delete)
+            .then_expect_error(VideoError::AlreadyDeleted);
+    }
+}
+
+#[test]
+fn a_video_that_has_not_finished_cannot_be_deleted() {
+    for status in LIVE {
+        framework()
+            .given(history(status))
+            .when(VideoCommand::Delete)
+            .then_expect_error(VideoError::NotFinished { status });
+    }
+    framework()
+        .given_no_previous_events()
+        .when(VideoCommand::Delete)
+        .then_expect_error(VideoError::NotRequested);
+}
+
+#[test]
+fn a_deleted_video_keeps_its_final_status_and_takes_no_other_command() {
+    let mut events = history(VideoStatus::Completed);
+    events.push(VideoEvent::VideoDeleted {});
+    let mut video = Video::default();
+    for event in events.clone() {
+        video.apply(event);
+    }
+    assert!(video.is_deleted());
+    assert_eq!(video.status(), Some(VideoStatus::Completed));
+    framework()
+        .given(events)
+        .when(VideoCommand::RequestCancel {
+            reason: "too late".to_string(),
+        })
+        .then_expect_error(VideoError::AlreadyTerminal {
+            status: VideoStatus::Completed,
+        });
+}

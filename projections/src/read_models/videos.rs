@@ -65,6 +65,8 @@ pub struct VideoRow {
     pub attempts: sqlx::types::Json<Vec<serde_json::Value>>,
     /// Once cancelled: whether the cancellation is billed (the provider could not stop it).
     pub cancel_charged: Option<bool>,
+    /// When its owner deleted it (`VideoDeleted`): reads of the API no longer show it.
+    pub deleted_at: Option<DateTime<Utc>>,
 }
 
 pub struct VideosProjector;
@@ -202,6 +204,7 @@ pub fn requested_row(event: &StoredEvent) -> Result<Option<VideoRow>, Projection
         next_attempt_at: None,
         attempts: sqlx::types::Json(Vec::new()),
         cancel_charged: None,
+        deleted_at: None,
     }))
 }
 
@@ -304,6 +307,14 @@ async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), Box
                 .execute(&mut *conn)
                 .await?
         }
+        VideoEvent::VideoDeleted {} => {
+            // The status stays the final one; settlement and audit still read the row.
+            sqlx::query("UPDATE videos SET deleted_at = $2, updated_at = $2 WHERE id = $1")
+                .bind(id)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?
+        }
         VideoEvent::VideoCancelled { charged } => {
             update(
                 VideoStatus::Cancelled, "UPDATE videos SET status = $3, cancel_charged = $4, updated_at = $2,
@@ -334,7 +345,7 @@ pub const COLUMNS: &str =
     provider_job_id, prompt, negative_prompt, duration_seconds, aspect_ratio, resolution, image_id,
     seed, external_id, estimated_cost, final_cost, error_code, error_message, error_retryable,
     error_charged, blob_key, bytes, sha256, duration_ms, width, height, created_at, updated_at,
-    completed_at, next_attempt_at, attempts, cancel_charged";
+    completed_at, next_attempt_at, attempts, cancel_charged, deleted_at";
 
 /// One video, through a pool or inside a transaction (the one that just requested it).
 pub async fn get<'e>(
@@ -356,7 +367,7 @@ pub struct VideoFilter {
     pub before: Option<(DateTime<Utc>, Uuid)>,
 }
 
-/// An owner's videos, newest first.
+/// An owner's videos, newest first; deleted ones are left out.
 pub async fn list(
     pool: &PgPool,
     owner: UserId,
@@ -366,7 +377,7 @@ pub async fn list(
     let (before_at, before_id) = filter.before.unzip();
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM videos
-          WHERE owner_id = $1
+          WHERE owner_id = $1 AND deleted_at IS NULL
             AND ($2::text IS NULL OR status = $2)
             AND ($3::text IS NULL OR provider = $3)
             AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5))
@@ -378,6 +389,36 @@ pub async fn list(
     .bind(&filter.provider)
     .bind(before_at)
     .bind(before_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// A page of an owner's live videos in creation order (`ascending`, or newest first), after
+/// the position `after` (created_at, id) of the last one of the previous page.
+pub async fn page(
+    pool: &PgPool,
+    owner: UserId,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    ascending: bool,
+    limit: i64,
+) -> Result<Vec<VideoRow>, sqlx::Error> {
+    let (after_at, after_id) = after.unzip();
+    let (direction, beyond) = if ascending {
+        ("ASC", ">")
+    } else {
+        ("DESC", "<")
+    };
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM videos
+          WHERE owner_id = $1 AND deleted_at IS NULL
+            AND ($2::timestamptz IS NULL OR (created_at, id) {beyond} ($2, $3))
+          ORDER BY created_at {direction}, id {direction}
+          LIMIT $4"
+    ))
+    .bind(owner.as_uuid())
+    .bind(after_at)
+    .bind(after_id)
     .bind(limit)
     .fetch_all(pool)
     .await

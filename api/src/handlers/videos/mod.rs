@@ -3,19 +3,16 @@
 //! A request is validated against the chosen provider's capabilities in the catalog (422
 //! naming the allowed values), priced, and accepted only if the estimate can be reserved
 //! (402 otherwise). Reads come from the `videos` read model and only show the caller's own.
-//! What a request may ask for and what it costs is `pricing`; how a video is shown is
-//! `response`; a video's event stream is `event_stream`.
+//! What a request may ask for and what it costs is `crate::video_requests`; how a video is
+//! shown is `response`; a video's event stream is `event_stream`.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse as _, Response};
 use axum::Json;
-use framegate_commands::error::BoxError;
-use framegate_commands::videos::{request_video, RequestError, WithinRequest};
-use framegate_commands::{CommandError, StoredEvent};
+use framegate_commands::CommandError;
 use framegate_domain::{
-    CreditError, ProviderKind, PublicStatus, VideoCommand, VideoError, VideoId, VideoSpec,
-    VideoStatus,
+    ProviderKind, PublicStatus, VideoCommand, VideoError, VideoId, VideoSpec, VideoStatus,
 };
 use framegate_projections::read_models::{credits, videos, VideoRow};
 use serde::{Deserialize, Serialize};
@@ -26,16 +23,13 @@ use super::{check_reason, metadata, page_limit, time_cursor, Page};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::{from_json_slice, user_agent, ApiJson, ApiPath, ApiQuery, ClientIp};
-use crate::idempotency::{store_with_commit, ResponseSeal, StoredWithCommit};
 use crate::state::AppState;
+use crate::video_requests::{self, price, unhealthy_providers, usable_image, webhook};
 
 pub mod event_stream;
-mod pricing;
 mod response;
-mod webhook;
 
-pub use pricing::VideoRequestBody;
-use pricing::{price, unhealthy_providers, usable_image};
+pub use crate::video_requests::VideoRequestBody;
 use response::{link, public_status, respond};
 pub use response::{DownloadLink, Variant, VideoCancellation, VideoFailure, VideoResponse};
 
@@ -86,72 +80,8 @@ pub async fn create(
         webhook,
     };
     let meta = metadata(Some(&principal), ip, user_agent(&headers));
-    let respond = RespondWithin {
-        video_id,
-        seal: state.response_seal.clone(),
-        body: std::sync::Mutex::new(None),
-    };
-    request_video(&state.store, video_id, spec, &meta, Some(&respond))
-        .await
-        .map_err(|error| match error {
-            RequestError::Credits(CommandError::Domain(CreditError::InsufficientCredits {
-                requested,
-                available,
-            })) => ApiError::InsufficientCredits {
-                requested: requested.value(),
-                available: available.value(),
-            },
-            RequestError::Credits(other) => other.into(),
-            RequestError::Video(other) => other.into(),
-        })?;
-    let (body, stored) = respond
-        .body
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .ok_or_else(|| ApiError::internal("the request committed without its response"))?;
-    let mut response = (
-        StatusCode::CREATED,
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response();
-    if stored {
-        response.extensions_mut().insert(StoredWithCommit);
-    }
-    Ok(response)
-}
-
-/// Builds the response of a video request inside its transaction, from the `VideoRequested`
-/// just appended, as the row the inline projection wrote from it (what `GET /v1/videos/{id}`
-/// shows), and stores it for the request's Idempotency-Key there too: a failure after the
-/// commit can only replay it.
-struct RespondWithin {
-    video_id: VideoId,
-    seal: ResponseSeal,
-    /// The JSON body, and whether it was stored for a key.
-    body: std::sync::Mutex<Option<(Vec<u8>, bool)>>,
-}
-
-#[async_trait::async_trait]
-impl WithinRequest for RespondWithin {
-    async fn run(
-        &self,
-        conn: &mut sqlx::PgConnection,
-        written: &[StoredEvent],
-    ) -> Result<bool, BoxError> {
-        let video = self.video_id.as_uuid().to_string();
-        let mut rows = written.iter().filter(|e| e.aggregate_id == video);
-        let row = rows
-            .find_map(|event| videos::requested_row(event).transpose())
-            .ok_or("the request committed no VideoRequested")??;
-        let body = serde_json::to_vec(&VideoResponse::from(row))?;
-        let stored = store_with_commit(conn, &self.seal, StatusCode::CREATED, &body).await?;
-        *self
-            .body
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((body, stored));
-        Ok(stored)
-    }
+    let render: video_requests::Render = |row| Ok(serde_json::to_vec(&VideoResponse::from(row))?);
+    video_requests::submit(&state, video_id, spec, &meta, StatusCode::CREATED, render).await
 }
 
 /// Prices a request without creating anything.
@@ -185,8 +115,10 @@ async fn own_video(
     id: Uuid,
 ) -> Result<VideoRow, ApiError> {
     match videos::get(&state.pool, VideoId::from_uuid(id)).await? {
-        // Another user's video is indistinguishable from a missing one.
-        Some(row) if row.owner_id == principal.user_id.as_uuid() => Ok(row),
+        // Another user's video, or a deleted one, is indistinguishable from a missing one.
+        Some(row) if row.owner_id == principal.user_id.as_uuid() && row.deleted_at.is_none() => {
+            Ok(row)
+        }
         _ => Err(ApiError::NotFound),
     }
 }

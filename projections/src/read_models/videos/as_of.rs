@@ -148,6 +148,11 @@ pub fn apply(row: &mut VideoRow, event: VideoEvent, at: DateTime<Utc>) {
             VideoStatus::Failed
         }
         VideoEvent::CancelRequested { .. } => VideoStatus::CancelRequested,
+        VideoEvent::VideoDeleted {} => {
+            row.deleted_at = Some(at);
+            row.updated_at = at;
+            return;
+        }
         VideoEvent::VideoCancelled { charged } => {
             row.cancel_charged = Some(charged);
             row.completed_at = Some(at);

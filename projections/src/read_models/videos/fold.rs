@@ -37,7 +37,9 @@ impl SetBased for VideosProjector {
         let mut pending = Pending::default();
         for event in decode_all::<VideoEvent>(events, Video::TYPE)? {
             let at = event.event.recorded_at;
-            if let VideoEvent::SubmissionFailed { .. } = event.body {
+            // Rare, and neither sets the columns every other event sets (a deletion leaves
+            // the status as it was): one by one, after what folded before them.
+            if let VideoEvent::SubmissionFailed { .. } | VideoEvent::VideoDeleted {} = event.body {
                 std::mem::take(&mut pending).write(conn).await?;
                 project(conn, event.event).await?;
                 continue;
@@ -265,7 +267,9 @@ impl Patch {
                 self.cancel_charged = Some(charged);
                 VideoStatus::Cancelled.as_str()
             }
-            VideoEvent::VideoRequested { .. } | VideoEvent::SubmissionFailed { .. } => self.status,
+            VideoEvent::VideoRequested { .. }
+            | VideoEvent::SubmissionFailed { .. }
+            | VideoEvent::VideoDeleted {} => self.status,
         };
     }
 }

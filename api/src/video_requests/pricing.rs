@@ -14,7 +14,7 @@ use crate::auth::Principal;
 use crate::error::{ApiError, FieldError};
 use crate::state::AppState;
 
-pub(super) const MAX_PROMPT: usize = 4000;
+pub const MAX_PROMPT: usize = 4000;
 /// The largest seed: the range every provider that takes one accepts (Veo's is 32 bits).
 const MAX_SEED: u64 = u32::MAX as u64;
 
@@ -59,7 +59,7 @@ fn quote_error(error: &QuoteError) -> ApiError {
 }
 
 /// Validates a request and prices it with the provider that will take it.
-pub(super) async fn price(
+pub async fn price(
     state: &AppState,
     body: &VideoRequestBody,
 ) -> Result<(ProviderPreference, Quote), ApiError> {
@@ -172,7 +172,7 @@ pub(super) async fn price(
 }
 
 /// Providers whose circuit breaker is open (see `framegate_workers::health`).
-pub(super) async fn unhealthy_providers(state: &AppState) -> Vec<ProviderKind> {
+pub async fn unhealthy_providers(state: &AppState) -> Vec<ProviderKind> {
     let open: Result<Vec<String>, sqlx::Error> =
         sqlx::query_scalar("SELECT provider FROM provider_health WHERE open_until > now()")
             .fetch_all(&state.pool)
@@ -196,7 +196,7 @@ fn names(providers: &[ProviderKind]) -> String {
 
 /// The caller's available image `id`; someone else's, a deleted or a rejected image is a 422
 /// on `image_id` (indistinguishable from a missing one).
-pub(super) async fn usable_image(
+pub async fn usable_image(
     state: &AppState,
     principal: &Principal,
     id: Uuid,

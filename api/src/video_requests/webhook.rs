@@ -9,7 +9,7 @@ use super::VideoRequestBody;
 use crate::error::FieldError;
 
 /// The request's webhook, or why it is refused. Without a URL a filter is refused too.
-pub(super) fn parse(body: &VideoRequestBody) -> Result<Option<VideoWebhook>, Vec<FieldError>> {
+pub fn parse(body: &VideoRequestBody) -> Result<Option<VideoWebhook>, Vec<FieldError>> {
     let Some(url) = body.webhook_url.clone() else {
         return match body.webhook_events_filter {
             Some(_) => Err(vec![FieldError::new(
