@@ -45,9 +45,8 @@ pub fn server(flag: Option<&str>, file: &CredentialsFile) -> Result<String, Clie
 /// `http(s)://host[:port][/prefix]` without a trailing slash.
 pub fn normalise(server: &str) -> Result<String, ClientError> {
     let trimmed = server.trim().trim_end_matches('/');
-    let url = reqwest::Url::parse(trimmed).map_err(|e| {
-        ClientError::Usage(format!("--server {server:?} is not a URL: {e}"))
-    })?;
+    let url = reqwest::Url::parse(trimmed)
+        .map_err(|e| ClientError::Usage(format!("--server {server:?} is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(ClientError::Usage(format!(
             "--server {server:?}: expected http://host:port or https://host"
@@ -205,11 +204,13 @@ impl Api {
         };
         let _lock = store.lock()?;
         let mut file = store.load()?;
-        if let Some(stored @ Credentials::Tokens {
-            access_token: stored_access,
-            access_expires_at,
-            ..
-        }) = file.servers.get(&self.base)
+        if let Some(
+            stored @ Credentials::Tokens {
+                access_token: stored_access,
+                access_expires_at,
+                ..
+            },
+        ) = file.servers.get(&self.base)
         {
             if *stored_access != access_token && *access_expires_at - EXPIRY_MARGIN > Utc::now() {
                 self.credentials = Some(stored.clone());
@@ -304,7 +305,11 @@ fn problem(status: StatusCode, body: &[u8]) -> ClientError {
             code: format!("http_{}", status.as_u16()),
             detail: format!(
                 "the server answered {status}{}",
-                if body.is_empty() { "" } else { " without a problem document" }
+                if body.is_empty() {
+                    ""
+                } else {
+                    " without a problem document"
+                }
             ),
             errors: Vec::new(),
             request_id: None,
@@ -316,7 +321,10 @@ pub async fn read_json(response: Response) -> Result<Value, ClientError> {
     if response.status() == StatusCode::NO_CONTENT {
         return Ok(Value::Null);
     }
-    let bytes = response.bytes().await.map_err(|e| ClientError::network(&e))?;
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| ClientError::network(&e))?;
     if bytes.is_empty() {
         return Ok(Value::Null);
     }
@@ -362,7 +370,10 @@ mod tests {
             normalise("http://127.0.0.1:8080/").expect("ok"),
             "http://127.0.0.1:8080"
         );
-        assert!(matches!(normalise("127.0.0.1:8080"), Err(ClientError::Usage(_))));
+        assert!(matches!(
+            normalise("127.0.0.1:8080"),
+            Err(ClientError::Usage(_))
+        ));
         assert!(matches!(normalise("ftp://x"), Err(ClientError::Usage(_))));
     }
 }

@@ -137,7 +137,9 @@ pub async fn logout(server: Option<&str>, output: Output) -> Result<Exit, Client
             .await
         {
             Ok(_) => ended = true,
-            Err(error) => output.note(format_args!("note: the server did not end the session: {error}")),
+            Err(error) => output.note(format_args!(
+                "note: the server did not end the session: {error}"
+            )),
         }
     }
     if file.default_server.as_deref() == Some(base.as_str()) {

@@ -111,7 +111,8 @@ impl Store {
     pub fn save(&self, file: &CredentialsFile) -> Result<(), ClientError> {
         let dir = self.dir();
         create_private_dir(dir)?;
-        let body = serde_json::to_vec_pretty(file).map_err(|e| ClientError::local("credentials", e))?;
+        let body =
+            serde_json::to_vec_pretty(file).map_err(|e| ClientError::local("credentials", e))?;
         let temporary = dir.join(format!(".{FILE_NAME}.{}", uuid::Uuid::new_v4().simple()));
         let written = (|| {
             let mut out = private_file(&temporary)?;

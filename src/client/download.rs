@@ -46,7 +46,11 @@ pub async fn fetch(
         let mut file = std::fs::File::create(&partial)
             .map_err(|e| ClientError::local(partial.display(), e))?;
         let mut total = 0u64;
-        while let Some(chunk) = response.chunk().await.map_err(|e| ClientError::network(&e))? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| ClientError::network(&e))?
+        {
             file.write_all(&chunk)
                 .map_err(|e| ClientError::local(partial.display(), e))?;
             total += chunk.len() as u64;

@@ -100,7 +100,8 @@ impl ClientError {
             ClientError::Network(_) => "network",
             ClientError::Local(_) => "local",
         };
-        let mut error = json!({ "kind": kind, "message": self.to_string(), "exit_code": self.exit().code() });
+        let mut error =
+            json!({ "kind": kind, "message": self.to_string(), "exit_code": self.exit().code() });
         if let ClientError::Api {
             status,
             code,

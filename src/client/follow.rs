@@ -45,16 +45,14 @@ pub enum Progress {
 }
 
 impl Progress {
-    pub fn new(output: Output, video_id: &str) -> Progress {
+    pub fn new(output: Output) -> Progress {
         if output.interactive() {
             let bar = ProgressBar::with_draw_target(Some(100), ProgressDrawTarget::stderr());
-            let style = ProgressStyle::with_template(
-                "{spinner} {prefix} {msg:<10} [{bar:30}] {pos:>3}%  {elapsed}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+            let style =
+                ProgressStyle::with_template("{spinner} {msg:<10} [{bar:30}] {pos:>3}%  {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> ");
             bar.set_style(style);
-            bar.set_prefix(video_id.chars().take(8).collect::<String>());
             bar.set_message("waiting");
             bar.enable_steady_tick(Duration::from_millis(120));
             Progress::Bar(bar)
@@ -78,25 +76,27 @@ impl Progress {
                 bar.set_position(u64::try_from(percent).unwrap_or(0));
             }
             Progress::Lines { started, last } => {
-                let state = (status, percent);
-                if last.as_ref() != Some(&state) {
-                    eprintln!(
-                        "{} {:>3}%  {}s",
-                        state.0,
-                        state.1,
-                        started.elapsed().as_secs()
-                    );
-                    *last = Some(state);
+                // A line per status, and per tenth of the way: enough for a log, not a flood.
+                let news = match last {
+                    Some((seen, seen_percent)) => {
+                        *seen != status || percent / 10 > *seen_percent / 10
+                    }
+                    None => true,
+                };
+                if news {
+                    eprintln!("{status} {percent:>3}%  {}s", started.elapsed().as_secs());
+                    *last = Some((status, percent));
                 }
             }
             Progress::Silent => {}
         }
     }
 
-    /// Stops drawing, leaving the last state on screen.
+    /// Stops drawing, leaving the last state on screen (and the cursor on the next line).
     pub fn stop(&self) {
         if let Progress::Bar(bar) = self {
             bar.abandon();
+            eprintln!();
         }
     }
 }
@@ -132,7 +132,10 @@ pub async fn until_finished(
             }
             Ok(response) => response,
             Err(error)
-                if matches!(error.code(), Some("too_many_streams" | "streams_at_capacity")) =>
+                if matches!(
+                    error.code(),
+                    Some("too_many_streams" | "streams_at_capacity")
+                ) =>
             {
                 return poll(api, id, progress, latest).await;
             }
@@ -169,7 +172,10 @@ pub async fn until_finished(
                     }
                     "error" => {
                         let problem: Value = serde_json::from_str(&event.data).unwrap_or_default();
-                        let code = problem["code"].as_str().unwrap_or("stream_error").to_owned();
+                        let code = problem["code"]
+                            .as_str()
+                            .unwrap_or("stream_error")
+                            .to_owned();
                         if code == "token_expired" && api.refresh().await.is_ok() {
                             news = true;
                             break;

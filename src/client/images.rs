@@ -72,10 +72,7 @@ pub async fn run(
                         ]
                     })
                     .collect();
-                let mut text = table(
-                    &["ID", "STATUS", "TYPE", "SIZE", "BYTES", "CREATED"],
-                    &rows,
-                );
+                let mut text = table(&["ID", "STATUS", "TYPE", "SIZE", "BYTES", "CREATED"], &rows);
                 if let Some(cursor) = page["next_cursor"].as_str() {
                     text.push_str(&format!("\nmore: --cursor {cursor}"));
                 }

@@ -66,7 +66,15 @@ pub async fn run(command: KeysCommand, api: &mut Api, output: Output) -> Result<
                     })
                     .collect();
                 table(
-                    &["ID", "NAME", "PREFIX", "SCOPES", "CREATED", "LAST USED", "REVOKED"],
+                    &[
+                        "ID",
+                        "NAME",
+                        "PREFIX",
+                        "SCOPES",
+                        "CREATED",
+                        "LAST USED",
+                        "REVOKED",
+                    ],
                     &rows,
                 )
             });

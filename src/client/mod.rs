@@ -24,9 +24,11 @@ use error::{ClientError, Exit};
 use output::Output;
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Exit codes: 0 done, 1 error (the server refused, network, local file), \
+#[command(
+    after_help = "Exit codes: 0 done, 1 error (the server refused, network, local file), \
 2 usage, 3 a waited-for video failed or was cancelled, 4 not logged in or credentials refused, \
-130 interrupted (Ctrl-C).")]
+130 interrupted (Ctrl-C)."
+)]
 pub struct ClientArgs {
     /// The Framegate server [default: the last login's, else http://127.0.0.1:8080].
     #[arg(long, env = "FRAMEGATE_SERVER", global = true)]

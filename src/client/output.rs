@@ -31,7 +31,10 @@ impl Output {
     /// The command's result: `value` as JSON, or what `human` makes of it.
     pub fn result(self, value: &Value, human: impl FnOnce(&Value) -> String) {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_default()
+            );
         } else {
             let text = human(value);
             if !text.is_empty() {
@@ -124,7 +127,10 @@ mod tests {
             vec!["a".to_owned(), cell(&serde_json::json!({"x": null}), "x")],
             vec!["longer".to_owned(), "2".to_owned()],
         ];
-        assert_eq!(table(&["id", "n"], &rows), "id      n\na       -\nlonger  2");
+        assert_eq!(
+            table(&["id", "n"], &rows),
+            "id      n\na       -\nlonger  2"
+        );
         assert_eq!(shorten("a\nbcdef", 4), "a b…");
     }
 }

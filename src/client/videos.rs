@@ -146,11 +146,7 @@ pub async fn run(
                 )
                 .await?;
             output.result(&video, |video| {
-                format!(
-                    "{}: {}",
-                    cell(video, "id"),
-                    wait::cancel_outcome(video)
-                )
+                format!("{}: {}", cell(video, "id"), wait::cancel_outcome(video))
             });
             Ok(Exit::Success)
         }
@@ -206,7 +202,15 @@ async fn create(args: CreateArgs, api: &mut Api, output: Output) -> Result<Exit,
             body.insert(name.into(), value);
         }
     }
-    let shape = shape(api, &args.provider, args.model.as_deref(), args.duration, args.aspect_ratio, args.resolution).await?;
+    let shape = shape(
+        api,
+        &args.provider,
+        args.model.as_deref(),
+        args.duration,
+        args.aspect_ratio,
+        args.resolution,
+    )
+    .await?;
     body.insert("duration_seconds".into(), json!(shape.0));
     body.insert("aspect_ratio".into(), json!(shape.1));
     body.insert("resolution".into(), json!(shape.2));
@@ -219,11 +223,7 @@ async fn create(args: CreateArgs, api: &mut Api, output: Output) -> Result<Exit,
     let response = loop {
         attempt += 1;
         let sent = api
-            .send(|http| {
-                http.post(&url)
-                    .header("Idempotency-Key", &key)
-                    .json(&body)
-            })
+            .send(|http| http.post(&url).header("Idempotency-Key", &key).json(&body))
             .await;
         match sent {
             Err(ClientError::Network(_)) if attempt < 3 => {
@@ -351,7 +351,9 @@ async fn list(args: ListArgs, api: &mut Api, output: Output) -> Result<Exit, Cli
             })
             .collect();
         let mut text = table(
-            &["ID", "STATUS", "DONE", "PROVIDER", "LENGTH", "CREATED", "PROMPT"],
+            &[
+                "ID", "STATUS", "DONE", "PROVIDER", "LENGTH", "CREATED", "PROMPT",
+            ],
             &rows,
         );
         if let Some(cursor) = page["next_cursor"].as_str() {

@@ -39,7 +39,15 @@ pub async fn follow(
 ) -> Result<Exit, ClientError> {
     let id = path_id(video["id"].as_str().unwrap_or_default())?.to_owned();
     let mut interrupt = Interrupt::listen()?;
-    let mut progress = Progress::new(output, &id);
+    output.note(format_args!(
+        "Following video {id}; Ctrl-C {}.",
+        if args.cancel_on_interrupt {
+            "cancels it"
+        } else {
+            "detaches (the video is not cancelled)"
+        }
+    ));
+    let mut progress = Progress::new(output);
     progress.show(&video);
     let mut latest = Some(video);
     let outcome = tokio::select! {
@@ -68,7 +76,9 @@ async fn finished(
             match video["status"].as_str() {
                 Some("failed") => format!(
                     "Video {id} failed: {} ({}); {}.",
-                    video["error"]["message"].as_str().unwrap_or("no reason given"),
+                    video["error"]["message"]
+                        .as_str()
+                        .unwrap_or("no reason given"),
                     video["error"]["code"].as_str().unwrap_or("?"),
                     if video["error"]["charged"] == json!(true) {
                         "it was charged"
@@ -109,7 +119,8 @@ async fn interrupted(
     output: Output,
 ) -> Result<Exit, ClientError> {
     if !args.cancel_on_interrupt {
-        let result = json!({ "video": latest, "interrupted": true, "detached": true, "cancelled": false });
+        let result =
+            json!({ "video": latest, "interrupted": true, "detached": true, "cancelled": false });
         output.result(&result, |_| {
             format!(
                 "Interrupted: stopped following video {id}; it keeps running on the server (not cancelled).\n\
@@ -141,7 +152,8 @@ async fn interrupted(
         }
         Err(error) => return Err(error),
     };
-    let result = json!({ "video": video, "interrupted": true, "detached": false, "cancelled": true });
+    let result =
+        json!({ "video": video, "interrupted": true, "detached": false, "cancelled": true });
     output.result(&result, |_| {
         format!("Interrupted: video {id} {}", cancel_outcome(&video))
     });
@@ -172,9 +184,8 @@ impl Interrupt {
     fn listen() -> Result<Self, ClientError> {
         #[cfg(unix)]
         {
-            let signal =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-                    .map_err(|e| ClientError::local("listening for Ctrl-C", e))?;
+            let signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .map_err(|e| ClientError::local("listening for Ctrl-C", e))?;
             Ok(Interrupt { signal })
         }
         #[cfg(not(unix))]
