@@ -81,7 +81,9 @@ async fn password_login(
     stdin_is_terminal: bool,
 ) -> Result<(Credentials, Value), ClientError> {
     let password = if stdin_is_terminal {
-        eprint!("Password for {email}: ");
+        // One write: the prompt whole, then echo off.
+        let prompt = format!("Password for {email}: ");
+        eprint!("{prompt}");
         console::Term::stderr()
             .read_secure_line()
             .map_err(|e| ClientError::local("reading the password", e))?

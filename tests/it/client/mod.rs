@@ -92,16 +92,21 @@ impl Client {
     }
 
     /// Runs it in a pseudo-terminal through `pty_run.py`: each step types its keys once its
-    /// text has appeared. Returns the exit code and everything written to the terminal.
-    pub fn in_terminal(&self, steps: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
+    /// text has appeared (a secret once the terminal's echo is off, too). Returns the exit
+    /// code and everything written to the terminal.
+    pub fn in_terminal(&self, steps: &[Step<'_>], args: &[&str]) -> (Option<i32>, String) {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/client/pty_run.py");
         let transcript = self.workdir.path().join("transcript.txt");
         let python =
             std::env::var("FRAMEGATE_TEST_CLIENTS_PYTHON").unwrap_or_else(|_| "python3".into());
         let mut command = Command::new(&python);
         command.arg(&script).arg(&transcript);
-        for (text, keys) in steps {
-            command.arg("--step").arg(format!("{text}=>{keys}"));
+        for step in steps {
+            let (flag, text, keys) = match step {
+                Step::Type(text, keys) => ("--step", text, keys),
+                Step::Secret(text, keys) => ("--secret-step", text, keys),
+            };
+            command.arg(flag).arg(format!("{text}=>{keys}"));
         }
         command
             .arg("--")
@@ -119,6 +124,13 @@ impl Client {
             String::from_utf8_lossy(&written).into_owned(),
         )
     }
+}
+
+/// What `in_terminal` types, and when: `(text to wait for, keys)` in Python escapes.
+pub enum Step<'a> {
+    Type(&'a str, &'a str),
+    /// Typed only once echo is off: a password prompt flushes what was typed before.
+    Secret(&'a str, &'a str),
 }
 
 pub fn text(output: &Output) -> String {
@@ -152,10 +164,10 @@ pub async fn register(dev: &Dev, email: &str) {
     dev.verify_email(&http, email).await;
 }
 
-/// A 320×240 PNG, red on the left and blue on the right.
+/// A 640×480 PNG, red on the left and blue on the right.
 pub fn png() -> Vec<u8> {
-    let image = image::RgbImage::from_fn(320, 240, |x, _| {
-        if x < 160 {
+    let image = image::RgbImage::from_fn(640, 480, |x, _| {
+        if x < 320 {
             image::Rgb([220, 30, 30])
         } else {
             image::Rgb([30, 30, 220])

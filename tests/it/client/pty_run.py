@@ -1,14 +1,14 @@
 """Runs a command in a pseudo-terminal, as a person at a terminal would, for the client tests.
 
-usage: pty_run.py TRANSCRIPT [--step TEXT=>KEYS ...] -- COMMAND [ARG ...]
+usage: pty_run.py TRANSCRIPT [--step|--secret-step TEXT=>KEYS ...] -- COMMAND [ARG ...]
 
 The command gets a new session whose controlling terminal is the pty (stdin, stdout and
 stderr all on it, 100 columns), so Ctrl-C typed as the byte 0x03 reaches it as SIGINT through
 the terminal's line discipline, exactly as from a keyboard. Each step waits until TEXT has
 appeared in the output (after the previous step's) and then types KEYS (Python escapes:
-\\x03 is Ctrl-C, \\n is Enter). Everything the command wrote, escape codes included, goes
-to TRANSCRIPT. Exits with the command's exit code (128 + N if signal N ended it), or 124 if
-it did not end within 120 s.
+\\x03 is Ctrl-C, \\n is Enter); a secret step also waits until the terminal's echo is off.
+Everything the command wrote, escape codes included, goes to TRANSCRIPT. Exits with the
+command's exit code (128 + N if signal N ended it), or 124 if it did not end within 120 s.
 """
 
 import codecs
@@ -29,9 +29,10 @@ def main() -> int:
     args = sys.argv[1:]
     transcript_path = args.pop(0)
     steps = []
-    while args and args[0] == "--step":
+    while args and args[0] in ("--step", "--secret-step"):
         text, keys = args[1].split("=>", 1)
-        steps.append((text.encode(), codecs.decode(keys, "unicode_escape").encode("latin-1")))
+        keys = codecs.decode(keys, "unicode_escape").encode("latin-1")
+        steps.append((text.encode(), keys, args[0] == "--secret-step"))
         args = args[2:]
     if not args or args[0] != "--":
         print(__doc__, file=sys.stderr)
@@ -66,7 +67,9 @@ def main() -> int:
             output += chunk
         if steps:
             at = output.find(steps[0][0], searched_from)
-            if at >= 0:
+            # On Linux the master reports the terminal's settings: echo off = a secret prompt.
+            echo_off = not termios.tcgetattr(master)[3] & termios.ECHO
+            if at >= 0 and (echo_off or not steps[0][2]):
                 searched_from = at + len(steps[0][0])
                 os.write(master, steps.pop(0)[1])
     _, status = os.waitpid(pid, 0)

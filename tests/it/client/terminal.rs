@@ -4,7 +4,7 @@
 
 use framegate_commands::testing::TestDatabase;
 
-use super::{assert_playable, register, wait_for, Client, PASSWORD};
+use super::{assert_playable, register, wait_for, Client, Step, PASSWORD};
 use crate::common::Dev;
 
 const CTRL_C: &str = "\\x03";
@@ -26,7 +26,10 @@ async fn at_a_terminal_the_wait_draws_a_progress_bar_and_ctrl_c_detaches_or_canc
 
     // The password is typed at a prompt and not echoed.
     let (code, screen) = client.in_terminal(
-        &[("Password for", &format!("{PASSWORD}\\n"))],
+        &[Step::Secret(
+            &format!("Password for {email}: "),
+            &format!("{PASSWORD}\\n"),
+        )],
         &["login", "--email", email],
     );
     assert_eq!(code, Some(0), "{screen}");
@@ -65,7 +68,7 @@ async fn at_a_terminal_the_wait_draws_a_progress_bar_and_ctrl_c_detaches_or_canc
 
     // Ctrl-C while it runs: the client detaches, says so, and the video completes anyway.
     let (code, screen) = client.in_terminal(
-        &[(RUNNING_BAR, CTRL_C)],
+        &[Step::Type(RUNNING_BAR, CTRL_C)],
         &[
             "videos",
             "create",
@@ -102,7 +105,7 @@ async fn at_a_terminal_the_wait_draws_a_progress_bar_and_ctrl_c_detaches_or_canc
     let before = client.json(&["credits"]);
     assert_eq!(before["reserved"], 0, "{before}");
     let (code, screen) = client.in_terminal(
-        &[(RUNNING_BAR, CTRL_C)],
+        &[Step::Type(RUNNING_BAR, CTRL_C)],
         &[
             "videos",
             "create",
