@@ -17,7 +17,7 @@ use super::wait::{self, WaitArgs};
 pub enum VideosCommand {
     /// Request a video, reserving its estimated cost in credits; with --wait, follow it to
     /// the end and download the MP4.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// Your videos, newest first.
     List(ListArgs),
     /// One video; with --wait, follow it to the end and download the MP4.
@@ -126,7 +126,7 @@ pub async fn run(
     output: Output,
 ) -> Result<Exit, ClientError> {
     match command {
-        VideosCommand::Create(args) => create(args, api, output).await,
+        VideosCommand::Create(args) => create(*args, api, output).await,
         VideosCommand::List(args) => list(args, api, output).await,
         VideosCommand::Get { id, wait } => {
             let video = api.get(&format!("/v1/videos/{}", path_id(&id)?)).await?;
