@@ -74,6 +74,7 @@ pub struct CreateArgs {
     /// What the video shows.
     #[arg(long)]
     prompt: String,
+    /// What the video should not show.
     #[arg(long)]
     negative_prompt: Option<String>,
     /// A start image: uploaded first (the same file again is the same image).
@@ -97,6 +98,7 @@ pub struct CreateArgs {
     /// 480p, 720p, 1080p or 4k [default: 720p where the model has it].
     #[arg(long)]
     resolution: Option<String>,
+    /// 0 to 4294967295, for providers that take one.
     #[arg(long)]
     seed: Option<u64>,
     /// Your own reference for this request.
