@@ -209,3 +209,17 @@ pub fn wait_for(client: &Client, id: &str, done: impl Fn(&Value) -> bool) -> Val
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// The credits once nothing is reserved any more (settlement captures or releases a finished
+/// video's reservation shortly after its end).
+pub fn settled_credits(client: &Client) -> Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let credits = client.json(&["credits"]);
+        if credits["reserved"] == 0 {
+            return credits;
+        }
+        assert!(Instant::now() < deadline, "still reserved: {credits}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

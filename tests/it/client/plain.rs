@@ -197,19 +197,7 @@ async fn without_a_terminal_every_command_prints_plain_text_or_one_json_document
     let ended = super::wait_for(&client, &kite, |v| v["status"] == "cancelled");
     assert_eq!(ended["final_cost"].as_i64().unwrap_or(0), 0, "{ended}");
     // Released by settlement once the cancellation is recorded.
-    let deadline = std::time::Instant::now() + crate::common::PATIENCE;
-    loop {
-        let credits = client.json(&["credits"]);
-        if credits["reserved"] == 0 {
-            assert_eq!(credits["balance"], 97, "{credits}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still reserved: {credits}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    assert_eq!(super::settled_credits(&client)["balance"], 97);
 
     client.json(&["images", "delete", &image_id]);
     assert!(!ids(&client.json(&["images", "list"])).contains(&image_id));

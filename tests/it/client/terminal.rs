@@ -4,7 +4,7 @@
 
 use framegate_commands::testing::TestDatabase;
 
-use super::{assert_playable, register, wait_for, Client, Step, PASSWORD};
+use super::{assert_playable, register, settled_credits, wait_for, Client, Step, PASSWORD};
 use crate::common::Dev;
 
 const CTRL_C: &str = "\\x03";
@@ -102,8 +102,7 @@ async fn at_a_terminal_the_wait_draws_a_progress_bar_and_ctrl_c_detaches_or_canc
     );
 
     // With --cancel-on-interrupt, Ctrl-C cancels it and the reserved credits come back.
-    let before = client.json(&["credits"]);
-    assert_eq!(before["reserved"], 0, "{before}");
+    let before = settled_credits(&client);
     let (code, screen) = client.in_terminal(
         &[Step::Type(RUNNING_BAR, CTRL_C)],
         &[
@@ -135,20 +134,9 @@ async fn at_a_terminal_the_wait_draws_a_progress_bar_and_ctrl_c_detaches_or_canc
         )
     });
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
-    let deadline = std::time::Instant::now() + crate::common::PATIENCE;
-    loop {
-        let after = client.json(&["credits"]);
-        if after["reserved"] == 0 {
-            assert_eq!(
-                after["available"], before["available"],
-                "the cancellation was free"
-            );
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still reserved: {after}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    let after = settled_credits(&client);
+    assert_eq!(
+        after["available"], before["available"],
+        "the cancellation was free"
+    );
 }
