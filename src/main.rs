@@ -4,6 +4,7 @@
 //! roles themselves live in the member crates.
 
 mod audit;
+mod client;
 mod dev;
 mod dev_postgres;
 mod healthcheck;
@@ -41,7 +42,16 @@ struct Cli {
     database_url: String,
 
     #[command(subcommand)]
-    command: Command,
+    command: TopCommand,
+}
+
+#[derive(Subcommand)]
+enum TopCommand {
+    /// The command-line client of a Framegate server's REST API: login, credits, videos
+    /// (with a progress bar), images, API keys. Talks HTTP only.
+    Client(client::ClientArgs),
+    #[command(flatten)]
+    Platform(Command),
 }
 
 #[derive(Subcommand)]
@@ -111,6 +121,12 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The client is a program of its own: no logs, no traces, its own exit codes.
+    let command = match cli.command {
+        TopCommand::Client(args) => std::process::exit(client::run(args).await),
+        TopCommand::Platform(command) => command,
+    };
     let json_logs = std::env::var("FRAMEGATE_LOG_FORMAT").is_ok_and(|v| v == "json");
     let traces = telemetry::TraceSettings::from_lookup(|name| std::env::var(name).ok())?;
     let telemetry = telemetry::Telemetry::init(json_logs, traces.as_ref())?;
@@ -121,30 +137,29 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_default();
         tracing::info!(%collector, "exporting traces over OTLP/HTTP");
     }
-    let result = run(Cli::parse()).await;
+    let result = run(&cli.database_url, command).await;
     // Whatever the outcome, the spans of the last moments go out (SIGTERM and Ctrl-C end
     // the roles through `shutdown_signal`, and so come here).
     telemetry.shutdown().await;
     result
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(database_url: &str, command: Command) -> anyhow::Result<()> {
     // What FRAMEGATE_ENV asks of this process, before anything connects: in production every
     // secret in the environment is checked (`framegate dev` is development by definition;
     // the health probe reads no secret).
-    match &cli.command {
+    match &command {
         Command::Dev { .. } | Command::Healthcheck { .. } => {}
         _ => {
             let deployment = Deployment::from_env()?;
             deployment.check_secrets(|name| std::env::var(name).ok())?;
             // `--database-url` may bring the password instead of the environment.
-            if let Some(password) = deployment::url_password(&cli.database_url) {
+            if let Some(password) = deployment::url_password(database_url) {
                 deployment.check_secret("DATABASE_URL", password, SecretKind::DatabasePassword)?;
             }
         }
     }
     // Each role's pool, sized by FRAMEGATE_DATABASE_POOL_SIZE or the role's default (README).
-    let database_url = cli.database_url.as_str();
     let pool = |role: &'static str, default_size: u32| async move {
         let settings =
             PoolSettings::from_lookup(role, default_size, |name| std::env::var(name).ok())
@@ -153,7 +168,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
             .context("cannot connect to DATABASE_URL")
     };
-    match cli.command {
+    match command {
         Command::Dev {
             state_dir,
             private_db,
@@ -212,13 +227,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tasks.supervise(shutdown_signal()).await?;
         }
         Command::Projector | Command::Worker => {
-            let settings = match cli.command {
+            let settings = match command {
                 Command::Worker => Some(roles::WorkerSettings::from_lookup(|name| {
                     std::env::var(name).ok()
                 })?),
                 _ => None,
             };
-            let pool = match cli.command {
+            let pool = match command {
                 Command::Projector => pool("projector", 8).await?,
                 _ => pool("worker", 12).await?,
             };
@@ -236,13 +251,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             tasks.supervise(shutdown_signal()).await?;
         }
-        Command::Users { command } => users::run(command, &cli.database_url).await?,
+        Command::Users { command } => users::run(command, database_url).await?,
         Command::Replay(args) => replay::run_replay(&pool("replay", 8).await?, args).await?,
         Command::Projections { command } => {
             replay::run_projections(&pool("replay", 8).await?, command).await?
         }
-        Command::Audit(args) => audit::run_audit(args, &cli.database_url).await?,
-        Command::Events { command } => audit::run_events(command, &cli.database_url).await?,
+        Command::Audit(args) => audit::run_audit(args, database_url).await?,
+        Command::Events { command } => audit::run_events(command, database_url).await?,
     }
     Ok(())
 }

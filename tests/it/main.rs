@@ -5,6 +5,7 @@ mod common;
 
 mod audit;
 mod cli;
+mod client;
 mod connections;
 mod crash_idempotency;
 mod dev;
