@@ -6,6 +6,7 @@ mod common;
 mod audit;
 mod cli;
 mod connections;
+mod console;
 mod crash_idempotency;
 mod dev;
 mod healing;
