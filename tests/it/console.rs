@@ -111,8 +111,14 @@ async fn the_console_takes_a_user_from_sign_up_to_a_playing_video_in_a_real_brow
         assert!(bytes.starts_with(b"\x89PNG"), "{shot} is a PNG");
     }
     let playback = &seen["playback"];
-    assert!(playback["t"].as_f64().expect("currentTime") > 0.5, "{playback}");
-    assert!(playback["w"].as_i64().expect("videoWidth") > 0, "{playback}");
+    assert!(
+        playback["t"].as_f64().expect("currentTime") > 0.5,
+        "{playback}"
+    );
+    assert!(
+        playback["w"].as_i64().expect("videoWidth") > 0,
+        "{playback}"
+    );
 
     // What the pages showed is what the API holds: the admin's view of the user's account.
     let login: Value = client

@@ -252,6 +252,7 @@ class Run:
                   message=f"the estimate shows {expected}")
         estimate_text = self.driver.find_element(By.ID, "estimate").text
         assert f"{expected} credit" in estimate_text, estimate_text
+        self.driver.execute_script("document.getElementById('estimate').scrollIntoView({block: 'end'})")
         self.shot("request-form-with-preview-and-estimate")
         submit = self.driver.find_element(By.CSS_SELECTOR, "#request-form button[type=submit]")
         submit.send_keys(Keys.ENTER)  # a keyboard user's Enter on the focused button

@@ -160,7 +160,10 @@ mod tests {
                 continue;
             }
             let text = std::str::from_utf8(bytes).expect("utf-8");
-            assert!(!text.contains("https://"), "{name} refers to another origin");
+            assert!(
+                !text.contains("https://"),
+                "{name} refers to another origin"
+            );
             assert!(!text.contains("http://"), "{name} refers to another origin");
             // The CSP forbids inline scripts: every <script> has a src.
             for tag in text.split("<script").skip(1) {

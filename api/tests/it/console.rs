@@ -20,16 +20,33 @@ fn no_redirects() -> reqwest::Client {
 #[tokio::test]
 async fn every_console_page_path_serves_the_console_under_a_strict_policy() {
     let app = TestApp::spawn().await;
-    for path in ["/console", "/console/", "/console/videos", "/console/verify-email?token=x"] {
+    for path in [
+        "/console",
+        "/console/",
+        "/console/videos",
+        "/console/verify-email?token=x",
+    ] {
         let response = app.get(path, None).await;
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         let headers = response.headers().clone();
         assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
-        let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().expect("csp");
-        assert!(csp.starts_with("default-src 'self'; script-src 'self';"), "{csp}");
-        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+        let csp = headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .expect("csp");
+        assert!(
+            csp.starts_with("default-src 'self'; script-src 'self';"),
+            "{csp}"
+        );
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+            "{csp}"
+        );
         assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
-        assert_eq!(headers[header::REFERRER_POLICY], "no-referrer", "tokens stay here");
+        assert_eq!(
+            headers[header::REFERRER_POLICY],
+            "no-referrer",
+            "tokens stay here"
+        );
         let body = response.text().await.expect("body");
         assert!(body.contains(r#"<script type="module" src="/console/js/main.js">"#));
     }
@@ -104,7 +121,10 @@ async fn console_files_are_not_charged_to_the_anonymous_rate_limit() {
     for _ in 0..4 {
         statuses.push(app.get("/v1/providers", None).await.status());
     }
-    assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
 }
 
 #[tokio::test]
@@ -115,7 +135,10 @@ async fn the_emailed_links_open_console_pages_and_the_old_paths_redirect_there()
     let token = app.mailed_token("linked@example.com").await;
     let link = format!("{}/console/verify-email?token={token}", app.url(""));
     assert!(
-        verification.body.lines().any(|line| line.trim().ends_with(&link)),
+        verification
+            .body
+            .lines()
+            .any(|line| line.trim().ends_with(&link)),
         "{}",
         verification.body
     );
@@ -129,13 +152,8 @@ async fn the_emailed_links_open_console_pages_and_the_old_paths_redirect_there()
         .await;
     assert_eq!(asked.status(), StatusCode::ACCEPTED);
     let reset = app.mail_to("linked@example.com", "Reset").await;
-    let reset_token = app
-        .mailed_token_about("linked@example.com", "Reset")
-        .await;
-    let link = format!(
-        "{}/console/reset-password?token={reset_token}",
-        app.url("")
-    );
+    let reset_token = app.mailed_token_about("linked@example.com", "Reset").await;
+    let link = format!("{}/console/reset-password?token={reset_token}", app.url(""));
     assert!(
         reset.body.lines().any(|line| line.trim().ends_with(&link)),
         "{}",
