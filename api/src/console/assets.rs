@@ -154,6 +154,26 @@ mod tests {
     }
 
     #[test]
+    fn every_file_in_the_console_directory_is_served() {
+        fn walk(dir: &std::path::Path, root: &std::path::Path, found: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).expect("console dir") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    walk(&path, root, found);
+                } else {
+                    let relative = path.strip_prefix(root).expect("under root");
+                    found.push(relative.to_string_lossy().replace('\\', "/"));
+                }
+            }
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("console");
+        let mut found = Vec::new();
+        walk(&root, &root, &mut found);
+        let missing: Vec<&String> = found.iter().filter(|f| get(f).is_none()).collect();
+        assert!(missing.is_empty(), "not in FILES: {missing:?}");
+    }
+
+    #[test]
     fn no_page_loads_a_script_or_style_from_another_origin() {
         for (name, bytes, content_type) in FILES {
             if *content_type != HTML {
