@@ -410,6 +410,7 @@ class Run:
         assert any("Completed" in t for t in types), types
         self.seen["timeline"] = types
         self.check_page("admin timeline")
+        self.driver.execute_script("document.getElementById('timeline').scrollIntoView({block: 'start'})")
         self.shot("admin-timeline")
 
     def old_links_and_docs(self):
