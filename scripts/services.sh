@@ -8,8 +8,9 @@
 # - tansu on 127.0.0.1:9092: an Apache-Kafka-protocol broker (in-memory storage) for the relay
 #   and consumer-group tests (scripts/install-tansu.sh builds it once; FRAMEGATE_KAFKA_PORT).
 # - kafka-python in a venv: an independent Kafka client the tests read the topics with.
-# - official client libraries (standardwebhooks, stripe, openai; jsonschema) in a venv: the tests check our wire
-#   formats with them.
+# - official client libraries (standardwebhooks, stripe, openai; jsonschema) in a venv: the
+#   tests check our wire formats with them; selenium in the same venv drives the console's
+#   browser test.
 #
 # Safe to run any number of times; prints what it did.
 set -euo pipefail
@@ -183,6 +184,12 @@ install_client_libraries() {
   if ! "$venv/bin/python" -c 'import jsonschema, sys; from importlib.metadata import version; sys.exit(version("jsonschema") != "4.26.0")' 2>/dev/null; then
     say "installing jsonschema into $venv (from PyPI)"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'jsonschema==4.26.0'
+  fi
+  # The browser end-to-end test of the web console (tests/it/console.rs) drives Debian's
+  # chromium (scripts/install-chromium.sh) through its WebDriver with selenium.
+  if ! "$venv/bin/python" -c 'import selenium, sys; sys.exit(selenium.__version__ != "4.51.0")' 2>/dev/null; then
+    say "installing selenium into $venv (from PyPI)"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'selenium==4.51.0'
   fi
 }
 

@@ -30,6 +30,8 @@ fi
 ./scripts/install-ffmpeg.sh
 # promtool and prometheus for the observability tests (exposition, rules, a real scrape).
 ./scripts/install-prometheus.sh
+# Debian's chromium and chromium-driver for the web console's browser test.
+./scripts/install-chromium.sh
 ./scripts/services.sh
 TOOLS_DIR="${FRAMEGATE_TOOLS_DIR:-$HOME/.cache/framegate}"
 export FRAMEGATE_TEST_S3_ENDPOINT="${FRAMEGATE_TEST_S3_ENDPOINT:-http://127.0.0.1:9000}"

@@ -143,6 +143,7 @@ async fn serve(
 
     println!(
         "\nFramegate is running.\n\
+         \n  Console   {base}/console\
          \n  API       {base}/v1\
          \n  Docs      {base}/docs\
          \n  Metrics   {base}/metrics\

@@ -5,12 +5,15 @@
 //! on our own accept loop (`server`), which bounds connections and slow clients. Handlers live in `handlers/`, one
 //! file per group; authentication in `auth/`; every error is an `ApiError` (problem+json).
 //! The OpenAI-compatible Videos API (`openai/`) is nested under `FRAMEGATE_OPENAI_PREFIX`.
+//! The web console (`/console`) and the API reference (`/docs`) are files embedded in the
+//! binary (`console`).
 
 pub mod auth;
 pub mod billing;
 pub mod body_deadline;
 pub mod client_ip;
 pub mod config;
+pub mod console;
 pub mod control_chars;
 pub mod error;
 pub mod extract;
@@ -154,7 +157,6 @@ pub fn router(state: AppState) -> Router {
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/openapi.json", get(openapi::document))
-        .route("/docs", get(openapi::docs_page))
         .merge(metrics_endpoint)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -167,6 +169,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             rate_limit::layer,
         ))
+        // Fixed bytes from memory: outside the rate limits and idempotency (`console`).
+        .merge(console::router(&state.config.blobs))
         .layer(CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
                 ApiError::internal("handler panicked").into_response()

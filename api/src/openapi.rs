@@ -1,6 +1,6 @@
-//! The OpenAPI 3.1 document (`/openapi.json`) and a browsable docs page (`/docs`).
+//! The OpenAPI 3.1 document (`/openapi.json`); the browsable page reading it (`/docs`) is
+//! one of the `console` files.
 
-use axum::response::Html;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -72,23 +72,4 @@ impl Modify for BearerAuth {
 
 pub async fn document() -> axum::Json<utoipa::openapi::OpenApi> {
     axum::Json(ApiDoc::openapi())
-}
-
-/// Scalar's API reference, reading /openapi.json (the script loads in the reader's browser).
-pub async fn docs_page() -> Html<&'static str> {
-    Html(
-        r#"<!doctype html>
-<html>
-  <head>
-    <title>Framegate API</title>
-    <meta charset="utf-8" />
-    <meta name="viewport" content="width=device-width, initial-scale=1" />
-  </head>
-  <body>
-    <noscript>The machine-readable document is at <a href="/openapi.json">/openapi.json</a>.</noscript>
-    <script id="api-reference" data-url="/openapi.json"></script>
-    <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
-  </body>
-</html>"#,
-    )
 }

@@ -7,6 +7,7 @@ mod audit;
 mod cli;
 mod client;
 mod connections;
+mod console;
 mod crash_idempotency;
 mod dev;
 mod healing;

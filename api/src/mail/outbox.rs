@@ -292,8 +292,9 @@ async fn reset_token(state: &AppState, email: &str, meta: &CommandMetadata) -> R
         Err(CommandError::Domain(_)) => return Ok(()),
         Err(other) => return Err(other.to_string()),
     }
+    let link = crate::console::email_link(&state.config.public_url, "reset-password", &token);
     let text = format!(
-        "Someone asked to reset your Framegate password.\n\nReset token:\n\n{token}\n\nIt expires in {} minutes. If it was not you, ignore this email.\n",
+        "Someone asked to reset your Framegate password.\n\nReset token:\n\n{token}\n\nor choose a new password at {link}\n\nIt expires in {} minutes. If it was not you, ignore this email.\n",
         state.config.reset_ttl.as_secs() / 60
     );
     state

@@ -9,6 +9,7 @@ mod billing;
 mod billing_signature;
 mod billing_webhook;
 mod client_ip;
+mod console;
 mod control_characters;
 mod credentials_cache;
 mod image_restrip;

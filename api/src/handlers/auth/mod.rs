@@ -227,7 +227,7 @@ impl SignupCredits {
 }
 
 async fn send_verification(state: &AppState, email: &str, token: &str) {
-    let link = format!("{}/verify-email?token={token}", state.config.public_url);
+    let link = crate::console::email_link(&state.config.public_url, "verify-email", token);
     let text = format!(
         "Welcome to Framegate.\n\nConfirm your email address with this token:\n\n{token}\n\nor open {link}\n\nThe token expires in {} hours.\n",
         state.config.verification_ttl.as_secs() / 3600
