@@ -139,8 +139,8 @@ async fn template(admin: &PgConnectOptions) -> String {
     name
 }
 
-/// Renames the built template. A closed connection's server process may still be on its way
-/// out for a moment ("being accessed by other users"): the rename waits for it.
+/// Renames the built template. A connection of the closed pool may still be open on the
+/// server ("being accessed by other users"): it is ended and the rename tried again.
 async fn rename(conn: &mut sqlx::PgConnection, building: &str, name: &str) {
     let mut tries = 0;
     loop {
@@ -149,11 +149,18 @@ async fn rename(conn: &mut sqlx::PgConnection, building: &str, name: &str) {
             .await;
         match renamed {
             Ok(_) => return,
-            Err(sqlx::Error::Database(e))
-                if e.code().as_deref() == Some("55006") && tries < 100 =>
-            {
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55006") && tries < 5 => {
                 tries += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                // The database is ours alone until renamed: whatever is still connected to it
+                // (a pooled connection the pool's close left open) is ended.
+                sqlx::query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                      WHERE datname = $1 AND pid <> pg_backend_pid()",
+                )
+                .bind(building)
+                .execute(&mut *conn)
+                .await
+                .ok();
             }
             Err(e) => panic!("cannot name the template: {e}"),
         }

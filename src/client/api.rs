@@ -52,6 +52,19 @@ pub fn normalise(server: &str) -> Result<String, ClientError> {
             "--server {server:?}: expected http://host:port or https://host"
         )));
     }
+    // Credentials in the URL would be printed and stored as the file's key; a query or a
+    // fragment would break every path appended to it.
+    if !url.username().is_empty()
+        || url.password().is_some()
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(ClientError::Usage(format!(
+            "--server: expected scheme://host[:port][/prefix], without user, password, query or fragment (got {}://{}…)",
+            url.scheme(),
+            url.host_str().unwrap_or_default()
+        )));
+    }
     Ok(trimmed.to_owned())
 }
 
@@ -204,9 +217,11 @@ impl Api {
         };
         let _lock = store.lock()?;
         let mut file = store.load()?;
+        let mut refresh_token = refresh_token;
         if let Some(
             stored @ Credentials::Tokens {
                 access_token: stored_access,
+                refresh_token: stored_refresh,
                 access_expires_at,
                 ..
             },
@@ -215,6 +230,11 @@ impl Api {
             if *stored_access != access_token && *access_expires_at - EXPIRY_MARGIN > Utc::now() {
                 self.credentials = Some(stored.clone());
                 return Ok(());
+            }
+            // Another command rotated ours: ours is spent (sending it again would end the
+            // session everywhere), the file's is the live one.
+            if *stored_refresh != refresh_token {
+                refresh_token = stored_refresh.clone();
             }
         }
         let url = self.url("/v1/auth/refresh");
@@ -235,9 +255,15 @@ impl Api {
                 ..
             }) => {
                 // The session is over (logged out elsewhere, expired): the file's entry is
-                // no use any more.
-                file.servers.remove(&self.base);
-                store.save(&file)?;
+                // no use any more, unless it has been replaced meanwhile (a new login).
+                let spent = matches!(
+                    file.servers.get(&self.base),
+                    Some(Credentials::Tokens { refresh_token: stored, .. }) if *stored == refresh_token
+                );
+                if spent {
+                    file.servers.remove(&self.base);
+                    store.save(&file)?;
+                }
                 return Err(ClientError::Api {
                     status: 401,
                     detail: format!(
@@ -375,5 +401,15 @@ mod tests {
             Err(ClientError::Usage(_))
         ));
         assert!(matches!(normalise("ftp://x"), Err(ClientError::Usage(_))));
+        for bad in [
+            "http://user:secret@example.com",
+            "https://example.com/?a=1",
+            "https://example.com/#x",
+        ] {
+            assert!(
+                matches!(normalise(bad), Err(ClientError::Usage(_))),
+                "{bad}"
+            );
+        }
     }
 }

@@ -33,7 +33,7 @@ pub async fn login(
     output: Output,
 ) -> Result<Exit, ClientError> {
     let store = Store::locate()?;
-    let mut file = store.load()?;
+    let file = store.load()?;
     let base = api::server(server, &file)?;
     let stdin_is_terminal = std::io::stdin().is_terminal();
     let credentials = match (args.api_key, args.email) {
@@ -47,6 +47,9 @@ pub async fn login(
         }
     };
     let (credentials, me) = credentials;
+    // Read again under the lock: a refresh or another login may have saved meanwhile.
+    let _lock = store.lock()?;
+    let mut file = store.load()?;
     file.servers.insert(base.clone(), credentials);
     file.default_server = Some(base.clone());
     store.save(&file)?;
@@ -121,11 +124,17 @@ async fn whoami(base: &str, credentials: &Credentials) -> Result<Value, ClientEr
 
 pub async fn logout(server: Option<&str>, output: Output) -> Result<Exit, ClientError> {
     let store = Store::locate()?;
+    let lock = store.lock()?;
     let mut file = store.load()?;
     let base = api::server(server, &file)?;
     let Some(credentials) = file.servers.remove(&base) else {
         return Err(ClientError::NotLoggedIn { server: base });
     };
+    if file.default_server.as_deref() == Some(base.as_str()) {
+        file.default_server = None;
+    }
+    store.save(&file)?;
+    drop(lock);
     // A session is ended on the server too; an API key stays valid (revoke it with `keys`).
     let mut ended = false;
     if let Credentials::Tokens { refresh_token, .. } = &credentials {
@@ -144,10 +153,6 @@ pub async fn logout(server: Option<&str>, output: Output) -> Result<Exit, Client
             )),
         }
     }
-    if file.default_server.as_deref() == Some(base.as_str()) {
-        file.default_server = None;
-    }
-    store.save(&file)?;
     let result = json!({ "server": base, "session_ended": ended });
     output.result(&result, |_| format!("Logged out of {base}."));
     Ok(Exit::Success)

@@ -163,29 +163,6 @@ impl Drop for Killed {
     }
 }
 
-/// Registers, verifies and logs in `email` on `dev`; returns the access token.
-async fn user(dev: &Dev, client: &reqwest::Client, email: &str) -> String {
-    let password = "correct horse battery staple";
-    let registered = client
-        .post(dev.url("/v1/auth/register"))
-        .json(&json!({"email": email, "password": password}))
-        .send()
-        .await
-        .expect("register");
-    assert_eq!(registered.status(), StatusCode::CREATED);
-    dev.verify_email(client, email).await;
-    let login: Value = client
-        .post(dev.url("/v1/auth/login"))
-        .json(&json!({"email": email, "password": password}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
-    login["access_token"].as_str().expect("token").to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_video_moves_the_series_by_route_template_and_a_real_prometheus_scrapes_them() {
     let db = TestDatabase::unmigrated(2).await;
@@ -212,7 +189,7 @@ async fn a_video_moves_the_series_by_route_template_and_a_real_prometheus_scrape
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
 
     // A user requests a video and reads it; someone asks for a path that does not exist.
-    let token = user(&dev, &client, "metrics@example.com").await;
+    let token = dev.sign_up(&client, "metrics@example.com").await;
     let requested = client
         .post(dev.url("/v1/videos"))
         .bearer_auth(&token)

@@ -12,7 +12,6 @@ use std::process::Command;
 use common::Dev;
 use framegate_commands::testing::TestDatabase;
 use framegate_workers::media::{probe, MediaTools};
-use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 const SCRIPT: &str = include_str!("openai_sdk.py");
@@ -23,29 +22,10 @@ fn python() -> String {
 
 /// Registers, verifies and signs in a user on `dev`, and returns a new API key of theirs.
 async fn api_key(dev: &Dev, client: &reqwest::Client) -> String {
-    let email = "sdk@example.com";
-    let password = "correct horse battery staple";
-    let registered = client
-        .post(dev.url("/v1/auth/register"))
-        .json(&json!({"email": email, "password": password}))
-        .send()
-        .await
-        .expect("register");
-    assert_eq!(registered.status(), StatusCode::CREATED);
-    dev.verify_email(client, email).await;
-    let login: Value = client
-        .post(dev.url("/v1/auth/login"))
-        .json(&json!({"email": email, "password": password}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
-    let token = login["access_token"].as_str().expect("token");
+    let token = dev.sign_up(client, "sdk@example.com").await;
     let key: Value = client
         .post(dev.url("/v1/api-keys"))
-        .bearer_auth(token)
+        .bearer_auth(&token)
         .json(&json!({"name": "openai sdk", "scopes": ["videos:write", "images:write"]}))
         .send()
         .await

@@ -128,29 +128,6 @@ async fn until(shared: &Shared, what: &str, done: impl Fn(&Received) -> bool) {
     }
 }
 
-/// Registers, verifies and signs in a user; returns the access token.
-async fn sign_in(dev: &Dev, client: &reqwest::Client) -> String {
-    let (email, password) = ("tracer@example.com", "correct horse battery staple");
-    let registered = client
-        .post(dev.url("/v1/auth/register"))
-        .json(&json!({"email": email, "password": password}))
-        .send()
-        .await
-        .expect("register");
-    assert_eq!(registered.status(), StatusCode::CREATED);
-    dev.verify_email(client, email).await;
-    let login: Value = client
-        .post(dev.url("/v1/auth/login"))
-        .json(&json!({"email": email, "password": password}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
-    login["access_token"].as_str().expect("token").to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_runs_from_the_request_through_the_simulator_to_the_webhook() {
     let db = TestDatabase::unmigrated(2).await;
@@ -169,7 +146,7 @@ async fn one_trace_runs_from_the_request_through_the_simulator_to_the_webhook() 
     );
     let client = reqwest::Client::new();
     dev.wait_ready(&client).await;
-    let token = sign_in(&dev, &client).await;
+    let token = dev.sign_up(&client, "tracer@example.com").await;
 
     // The caller's own trace: the API continues it.
     let trace_id = uuid::Uuid::new_v4().simple().to_string();

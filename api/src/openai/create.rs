@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::mapping::{self, in_openai_terms};
 use super::object::Video;
-use crate::auth::Principal;
+use crate::auth::{Access, Principal};
 use crate::error::ApiError;
 use crate::extract::{from_json_slice, user_agent, ApiJson, ClientIp};
 use crate::handlers::metadata;
@@ -93,6 +93,12 @@ pub async fn create(
         webhook_url: None,
         webhook_events_filter: None,
     };
+    if file.is_some() {
+        // An uploaded reference is an image upload: the key must be allowed to make one.
+        principal
+            .check_access(Access::Scope("images:write"))
+            .map_err(in_openai_terms)?;
+    }
     let (preference, quote) = price(&state, &request).await.map_err(in_openai_terms)?;
 
     let image_id = match (file, file_id) {

@@ -72,7 +72,16 @@ pub fn parse_prefix(value: &str) -> Result<String, String> {
             "{value:?} is not a path prefix: expected `/` and segments of letters, digits, `.`, `_` or `-`, without a trailing slash (e.g. {DEFAULT_PREFIX})"
         ));
     }
-    const TAKEN: &[&str] = &["v1", "health", "openapi.json", "docs", "metrics"];
+    const TAKEN: &[&str] = &[
+        "v1",
+        "health",
+        "openapi.json",
+        "docs",
+        "metrics",
+        "console",
+        "verify-email",
+        "reset-password",
+    ];
     if TAKEN.contains(&segments[0]) {
         return Err(format!(
             "{value:?} is under /{}, which the API serves itself",

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use framegate_commands::testing::TestDatabase;
 use reqwest::StatusCode;
 
+/// The password `Dev::sign_up` registers with.
+pub const PASSWORD: &str = "correct horse battery staple";
+
 /// How long any one wait may take before a test gives up.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -119,6 +122,29 @@ impl Dev {
 }
 
 impl Dev {
+    /// Registers `email` (the password is `PASSWORD`), verifies it and logs in; returns the
+    /// access token.
+    pub async fn sign_up(&self, client: &reqwest::Client, email: &str) -> String {
+        let registered = client
+            .post(self.url("/v1/auth/register"))
+            .json(&serde_json::json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .expect("register");
+        assert_eq!(registered.status(), StatusCode::CREATED);
+        self.verify_email(client, email).await;
+        let login: serde_json::Value = client
+            .post(self.url("/v1/auth/login"))
+            .json(&serde_json::json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .expect("login")
+            .json()
+            .await
+            .expect("json");
+        login["access_token"].as_str().expect("token").to_owned()
+    }
+
     /// Verifies `email` with the token `framegate dev` mailed to it (the newest), as a user
     /// would: the sign-up credits arrive with it.
     pub async fn verify_email(&self, client: &reqwest::Client, email: &str) {

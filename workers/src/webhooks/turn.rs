@@ -49,12 +49,20 @@ pub(super) async fn take(sender: &Sender, run: Vec<Claimed>) -> Result<(), BoxEr
                     warn!(%error, "webhooks: cannot lease the next run");
                     Vec::new()
                 }
-                Err(error) => return Err(error.into()),
+                Err(error) => {
+                    give_back(sender, &sent, &[]).await;
+                    return Err(error.into());
+                }
             },
             None => Vec::new(),
         };
-        // The run before this one is not recorded: neither is this one, nor anything after.
-        before?;
+        if let Err(error) = before {
+            // The run before this one is not recorded, so neither is this one: its leases
+            // lapse and both are sent again, in order (the unrecorded run still holds the
+            // queue's head). What was never attempted goes back now, uncounted.
+            give_back(sender, &sent, &ahead).await;
+            return Err(error);
+        }
         let (attempted, unsent, whole) = match sent {
             Ok(Sent::Attempted {
                 attempted,
@@ -91,6 +99,20 @@ fn lease_ahead(sender: &Sender, rows: &[Claimed]) -> JoinHandle<Result<Vec<Claim
     let (pool, queue, after) = (sender.pool.clone(), last.queue.clone(), last.seq);
     let lease = lease(&sender.config);
     tokio::spawn(async move { claim::next_run(&pool, &queue, after, lease).await })
+}
+
+/// Gives back, uncounted, the rows of a turn that stops unrecorded and were never attempted:
+/// `sent`'s unsent rows and the run leased `ahead`. Best effort: what it cannot give back
+/// lapses with its lease.
+async fn give_back(sender: &Sender, sent: &Result<Sent, BoxError>, ahead: &[Claimed]) {
+    let unsent = match sent {
+        Ok(Sent::Attempted { unsent, .. }) => unsent.as_slice(),
+        _ => &[],
+    };
+    let rows: Vec<Claimed> = unsent.iter().chain(ahead).cloned().collect();
+    if let Err(error) = claim::release(&sender.pool, &rows).await {
+        warn!(%error, "webhooks: cannot give back unsent rows; their leases lapse");
+    }
 }
 
 /// Waits for the record of the run before, if one is under way.

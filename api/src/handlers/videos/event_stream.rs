@@ -73,8 +73,10 @@ pub async fn events(
     let first = videos
         .current(&state.pool, id, &mut watching)
         .await?
-        // Another user's video is indistinguishable from a missing one.
-        .filter(|video| video.row.owner_id == principal.user_id.as_uuid())
+        // Another user's video, or a deleted one, is indistinguishable from a missing one.
+        .filter(|video| {
+            video.row.owner_id == principal.user_id.as_uuid() && video.row.deleted_at.is_none()
+        })
         .ok_or(ApiError::NotFound)?;
     // An id beyond the video's version is not one we sent: the client gets the current state.
     let resumed_at = last_event_id(&headers).filter(|seen| *seen <= first.version);
@@ -240,6 +242,11 @@ impl VideoEvents {
     /// stream done after a terminal state.
     async fn render(&mut self, video: &Snapshot) -> Option<Event> {
         if video.version <= self.sent.version {
+            return None;
+        }
+        if video.row.deleted_at.is_some() {
+            // Deleted meanwhile: nothing more to show.
+            self.done = true;
             return None;
         }
         let state = (video.row.status.clone(), video.row.progress);
