@@ -10,8 +10,9 @@
 //! to provider, model, duration, aspect ratio and resolution), `object` (the video, list and
 //! deletion objects of docs/specs/openai-videos.openapi.json), `errors` (every problem
 //! document of the API as OpenAI's `{"error": {message, type, param, code}}`), and the
-//! handlers in `create` and `routes` (docs/adr/0039-openai-compatible-videos-api.md).
+//! handlers in `create`, `routes` and `content` (docs/adr/0039-openai-compatible-videos-api.md).
 
+pub mod content;
 pub mod create;
 pub mod errors;
 pub mod mapping;
@@ -39,7 +40,7 @@ pub fn router(upload_limit: usize) -> Router<AppState> {
             "/videos/{video_id}",
             get(routes::retrieve).delete(routes::delete),
         )
-        .route("/videos/{video_id}/content", get(routes::content))
+        .route("/videos/{video_id}/content", get(content::content))
 }
 
 /// Whether `path` is this door's video request, whose body may carry an image (the

@@ -1,16 +1,14 @@
-//! `GET /videos/{id}`, `GET /videos` (cursor pages: `after`, `limit`, `order`),
-//! `DELETE /videos/{id}` and `GET /videos/{id}/content`: the caller's videos, from the
-//! `videos` read model, in OpenAI's objects. Someone else's video, a deleted one and an id
+//! `GET /videos/{id}`, `GET /videos` (cursor pages: `after`, `limit`, `order`) and
+//! `DELETE /videos/{id}`: the caller's videos, from the `videos` read model, in OpenAI's
+//! objects (their content is served by `content`). Someone else's video, a deleted one and an id
 //! that is not ours all answer 404.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse as _, Response};
+use axum::http::HeaderMap;
 use axum::Json;
 use framegate_commands::CommandError;
-use framegate_domain::{VideoCommand, VideoError, VideoId, VideoStatus};
+use framegate_domain::{VideoCommand, VideoError, VideoId};
 use framegate_projections::read_models::{videos, VideoRow};
-use framegate_projections::video_object::{link, Variant};
 use serde::Deserialize;
 
 use super::object::{parse_video_id, DeletedVideo, Video, VideoList};
@@ -21,7 +19,7 @@ use crate::handlers::metadata;
 use crate::state::AppState;
 
 /// The caller's live video `id` names.
-async fn own_video(
+pub(super) async fn own_video(
     state: &AppState,
     principal: &Principal,
     id: &str,
@@ -136,59 +134,4 @@ pub async fn delete(
             other => other.into(),
         })?;
     Ok(Json(DeletedVideo::new(row.id)))
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ContentQuery {
-    pub variant: Option<String>,
-}
-
-/// Redirects (302) to a signed link to the MP4 (`variant=video`, the default) or the JPEG
-/// thumbnail; there is no spritesheet (404 `variant_not_available`).
-pub async fn content(
-    State(state): State<AppState>,
-    principal: Principal,
-    ApiPath(video_id): ApiPath<String>,
-    ApiQuery(query): ApiQuery<ContentQuery>,
-) -> Result<Response, ApiError> {
-    let variant = match query.variant.as_deref() {
-        None | Some("video") => Variant::Video,
-        Some("thumbnail") => Variant::Thumbnail,
-        Some("spritesheet") => {
-            // What OpenAI answers for an asset it does not have.
-            return Err(ApiError::BadRequest {
-                status: StatusCode::NOT_FOUND,
-                code: "variant_not_available",
-                message: "no spritesheet is made for videos here; variants: video, thumbnail"
-                    .to_owned(),
-            });
-        }
-        Some(other) => {
-            return Err(ApiError::field(
-                "variant",
-                "invalid_variant",
-                format!("unknown variant {other:?}; allowed: video, thumbnail, spritesheet"),
-            ))
-        }
-    };
-    let row = own_video(&state, &principal, &video_id).await?;
-    if row.status != VideoStatus::Completed.as_str() {
-        return Err(ApiError::Conflict {
-            code: "video_not_ready",
-            message: format!(
-                "the video is {}; its content is available once it has completed",
-                super::object::status(&row.status)
-            ),
-        });
-    }
-    let signed = link(&state.blobs, row.id, variant, state.config.download_ttl)
-        .await
-        .map_err(crate::images::upload::blob_error)?;
-    let mut response = StatusCode::FOUND.into_response();
-    let location = HeaderValue::from_str(&signed.url).map_err(ApiError::internal)?;
-    response.headers_mut().insert(header::LOCATION, location);
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
 }

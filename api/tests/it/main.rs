@@ -20,6 +20,7 @@ mod middleware_rate_limit;
 mod notification_preferences;
 mod notifications;
 mod openai;
+mod openai_content;
 mod password_reset;
 mod security;
 mod server_shutdown;

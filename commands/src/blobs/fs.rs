@@ -20,9 +20,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use super::{check_content_type, BlobError, BlobKey, BlobStore, SignedUrl};
+use super::{check_content_type, BlobError, BlobKey, BlobRead, BlobStore, ByteRange, SignedUrl};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -225,6 +225,28 @@ impl BlobStore for FilesystemStore {
             .await
             .map(Bytes::from)
             .map_err(|error| not_found_or_io(key, error))
+    }
+
+    async fn read(&self, key: &BlobKey, range: Option<ByteRange>) -> Result<BlobRead, BlobError> {
+        let (mut file, size, content_type) = self.open(key).await?;
+        let Some(range) = range else {
+            return Ok(BlobRead {
+                body: Box::pin(file),
+                size,
+                range: None,
+                content_type,
+            });
+        };
+        let (start, end) = range
+            .within(size)
+            .ok_or(BlobError::RangeNotSatisfiable { size: Some(size) })?;
+        file.seek(std::io::SeekFrom::Start(start)).await?;
+        Ok(BlobRead {
+            body: Box::pin(file.take(end - start + 1)),
+            size,
+            range: Some((start, end)),
+            content_type,
+        })
     }
 
     async fn head(&self, key: &BlobKey) -> Result<Option<u64>, BlobError> {

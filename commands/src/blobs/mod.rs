@@ -10,6 +10,7 @@
 
 mod config;
 mod fs;
+mod read;
 mod s3;
 
 use std::fmt;
@@ -22,6 +23,7 @@ use chrono::{DateTime, Utc};
 
 pub use config::{build, BlobBackend, BlobConfig};
 pub use fs::FilesystemStore;
+pub use read::{BlobRead, ByteRange};
 pub use s3::{S3Config, S3Store};
 
 /// Shared handle to whichever blob store the configuration chose.
@@ -156,6 +158,9 @@ pub enum BlobError {
     /// A local I/O failure (disk full, permissions, a file where a directory should be).
     #[error("blob storage I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// A byte range that starts past the end of the blob (of `size` bytes, when known).
+    #[error("the requested range is not within the blob")]
+    RangeNotSatisfiable { size: Option<u64> },
     /// Anything else: bad configuration, an unexpected backend answer, a bug.
     #[error("blob storage error: {0}")]
     Other(String),
@@ -170,6 +175,7 @@ impl BlobError {
             BlobError::InvalidSignature => "invalid_signature",
             BlobError::Expired => "link_expired",
             BlobError::Unavailable(_) => "dependency_unavailable",
+            BlobError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             BlobError::Io(_) | BlobError::Other(_) => "internal",
         }
     }
@@ -196,6 +202,10 @@ pub trait BlobStore: Send + Sync {
 
     /// The whole blob, in memory. Prefer a signed URL for anything served to clients.
     async fn get(&self, key: &BlobKey) -> Result<Bytes, BlobError>;
+
+    /// Streams the blob, or the byte `range` of it, with its size and content type, without
+    /// holding it in memory: what the API serves downloads from.
+    async fn read(&self, key: &BlobKey, range: Option<ByteRange>) -> Result<BlobRead, BlobError>;
 
     /// The blob's size in bytes, or `None` when there is no blob under `key`.
     async fn head(&self, key: &BlobKey) -> Result<Option<u64>, BlobError>;

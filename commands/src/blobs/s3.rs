@@ -25,7 +25,7 @@ use aws_sdk_s3::Client;
 use bytes::Bytes;
 use chrono::{DateTime, SubsecRound, Utc};
 
-use super::{check_content_type, BlobError, BlobKey, BlobStore, SignedUrl};
+use super::{check_content_type, BlobError, BlobKey, BlobRead, BlobStore, ByteRange, SignedUrl};
 
 /// Where the S3 store keeps blobs and how it reaches the server.
 #[derive(Clone, PartialEq, Eq)]
@@ -233,6 +233,50 @@ impl BlobStore for S3Store {
         Ok(body.into_bytes())
     }
 
+    async fn read(&self, key: &BlobKey, range: Option<ByteRange>) -> Result<BlobRead, BlobError> {
+        let result = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .set_range(range.map(|range| range.to_string()))
+            .send()
+            .await;
+        let object = match result {
+            Ok(object) => object,
+            Err(error) if error.code() == Some("InvalidRange") => {
+                return Err(BlobError::RangeNotSatisfiable {
+                    size: self.head(key).await?,
+                })
+            }
+            Err(error) => return Err(sdk_error(error, key.as_str())),
+        };
+        let length = object
+            .content_length()
+            .and_then(|length| u64::try_from(length).ok())
+            .ok_or_else(|| BlobError::Other(format!("S3 sent no length for {key}")))?;
+        // A ranged answer says which bytes it holds: `bytes 0-99/1000`.
+        let (size, range) = match (range, object.content_range()) {
+            (Some(_), Some(content_range)) => {
+                let (start, end, size) = parse_content_range(content_range).ok_or_else(|| {
+                    BlobError::Other(format!("S3 sent Content-Range {content_range:?} for {key}"))
+                })?;
+                (size, Some((start, end)))
+            }
+            _ => (length, None),
+        };
+        let content_type = object
+            .content_type()
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        Ok(BlobRead {
+            body: Box::pin(object.body.into_async_read()),
+            size,
+            range,
+            content_type,
+        })
+    }
+
     async fn head(&self, key: &BlobKey) -> Result<Option<u64>, BlobError> {
         let result = self
             .client
@@ -310,6 +354,13 @@ impl BlobStore for S3Store {
             },
         }
     }
+}
+
+/// The start, inclusive end and total size in a `Content-Range: bytes start-end/size`.
+fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
+    let (range, size) = value.trim().strip_prefix("bytes ")?.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    Some((start.parse().ok()?, end.parse().ok()?, size.parse().ok()?))
 }
 
 /// Sorts an SDK failure into our errors: 404 is `NotFound(what)`, no answer or a 5xx/throttling

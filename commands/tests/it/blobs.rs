@@ -14,8 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::Utc;
 use framegate_commands::blobs::{
-    build, BlobBackend, BlobConfig, BlobError, BlobKey, BlobStore, Blobs, FilesystemStore,
-    S3Config, S3Store,
+    build, BlobBackend, BlobConfig, BlobError, BlobKey, BlobRead, BlobStore, Blobs, ByteRange,
+    FilesystemStore, S3Config, S3Store,
 };
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -239,6 +239,74 @@ mod contract {
         );
     }
 
+    async fn drain(mut read: BlobRead) -> Vec<u8> {
+        use tokio::io::AsyncReadExt as _;
+        let mut bytes = Vec::new();
+        read.body.read_to_end(&mut bytes).await.expect("read body");
+        bytes
+    }
+
+    pub async fn a_blob_streams_whole_or_by_range(store: &dyn BlobStore) {
+        let k = key("videos/0190f3c2/video.mp4");
+        let content = pattern(300_007, 5);
+        store
+            .put(&k, Bytes::from(content.clone()), "video/mp4")
+            .await
+            .expect("put");
+
+        let whole = store.read(&k, None).await.expect("read");
+        assert_eq!(
+            (
+                whole.size,
+                whole.range,
+                whole.len(),
+                whole.content_type.as_str()
+            ),
+            (300_007, None, 300_007, "video/mp4")
+        );
+        assert_eq!(drain(whole).await, content);
+
+        let middle = ByteRange {
+            start: 1000,
+            end: Some(1999),
+        };
+        let part = store.read(&k, Some(middle)).await.expect("read range");
+        assert_eq!(
+            (part.size, part.range, part.len()),
+            (300_007, Some((1000, 1999)), 1000)
+        );
+        assert_eq!(drain(part).await, &content[1000..2000]);
+
+        // An open or overlong end stops at the last byte.
+        let tail = ByteRange {
+            start: 300_000,
+            end: Some(400_000),
+        };
+        let part = store.read(&k, Some(tail)).await.expect("read tail");
+        assert_eq!(part.range, Some((300_000, 300_006)));
+        assert_eq!(drain(part).await, &content[300_000..]);
+
+        let past = ByteRange {
+            start: 300_007,
+            end: None,
+        };
+        let refused = store.read(&k, Some(past)).await;
+        assert!(
+            matches!(
+                refused,
+                Err(BlobError::RangeNotSatisfiable {
+                    size: Some(300_007)
+                })
+            ),
+            "{refused:?}"
+        );
+        let missing = store.read(&key("videos/none/video.mp4"), None).await;
+        assert!(
+            matches!(missing, Err(BlobError::NotFound(_))),
+            "{missing:?}"
+        );
+    }
+
     pub async fn a_working_store_is_healthy(store: &dyn BlobStore) {
         store.health().await.expect("healthy");
     }
@@ -270,6 +338,7 @@ macro_rules! contract_suite {
             keys_that_extend_one_another_are_separate_blobs,
             a_content_type_that_cannot_be_a_header_is_refused,
             a_signed_url_names_the_key_and_expires_after_the_ttl,
+            a_blob_streams_whole_or_by_range,
             a_working_store_is_healthy,
         );
     };

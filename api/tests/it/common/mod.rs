@@ -16,6 +16,7 @@ use argon2::Params;
 use framegate_api::config::ApiConfig;
 use framegate_api::mail::read_mailbox;
 use framegate_api::AppState;
+use framegate_commands::blobs::Blobs;
 use framegate_commands::passwords::PasswordHasher;
 use framegate_commands::testing::TestDatabase;
 use framegate_projections::notify::Notifications;
@@ -46,6 +47,19 @@ impl TestApp {
     }
 
     pub async fn with_config(adjust: impl FnOnce(&mut ApiConfig)) -> Self {
+        Self::with_config_and_blobs(adjust, None).await
+    }
+
+    /// Like [`TestApp::spawn`], storing files in `blobs` (an S3 store, say) instead of the
+    /// configured filesystem directory.
+    pub async fn with_blobs(blobs: Blobs) -> Self {
+        Self::with_config_and_blobs(|_| {}, Some(blobs)).await
+    }
+
+    async fn with_config_and_blobs(
+        adjust: impl FnOnce(&mut ApiConfig),
+        blobs: Option<Blobs>,
+    ) -> Self {
         let db = TestDatabase::new().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -62,7 +76,11 @@ impl TestApp {
         adjust(&mut config);
         let params = Params::new(1024, 1, 1, None).expect("argon2 params");
         let passwords = PasswordHasher::with_params(params, 4).expect("hasher");
-        let state = AppState::with_passwords(config, db.pool.clone(), passwords).expect("state");
+        let mut state =
+            AppState::with_passwords(config, db.pool.clone(), passwords).expect("state");
+        if let Some(blobs) = blobs {
+            state = state.with_blobs(blobs);
+        }
         let (stop, stopped) = watch::channel(false);
         // As `framegate api` runs it: one listener for the process, the credential cache in
         // play in every API test, projectors that can be stopped on their own.
