@@ -3,8 +3,9 @@
 //! The API records the deletion of a finished video and answers at once (the OpenAI-compatible
 //! `DELETE /videos/{id}`, docs/adr/0039-openai-compatible-videos-api.md); this subscription
 //! then deletes its MP4, poster and thumbnail. Their keys are fixed by the video id
-//! (`video_keys`), and a video is deleted only once it is final, so no worker writes them
-//! again afterwards. Removing a missing blob succeeds (a failed or cancelled video has none),
+//! (`video_keys`), and a video is deleted only once it is final; a worker whose download was
+//! under way when it ended removes what it uploads itself, once `Deliver` is refused
+//! (`pipeline::finishing`). Removing a missing blob succeeds (a failed or cancelled video has none),
 //! so handling an event twice does no harm. A storage failure is retried briefly and then
 //! stops the subscription naming the event, as for images: skipping it would keep the owner's
 //! files for good.

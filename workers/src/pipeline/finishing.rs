@@ -1,12 +1,17 @@
 //! Finishing a job the provider says succeeded: download, validate, store with a poster
 //! and thumbnail, record completion.
+//!
+//! The status is checked before the download, but the video can end meanwhile (cancelled,
+//! failed past its deadline) and even be deleted, its files cleaned up by
+//! `process.video_cleanup` before ours land. So when `Deliver` is refused because the video
+//! ended otherwise, the files just written are removed again: nothing else would.
 
-use framegate_commands::blobs::video_keys;
-use framegate_commands::CommandMetadata;
-use framegate_domain::{VideoCommand, VideoId, VideoStatus};
-use framegate_projections::read_models::videos::VideoRow;
+use framegate_commands::blobs::{video_keys, VideoKeys};
+use framegate_commands::{CommandError, CommandMetadata};
+use framegate_domain::{VideoCommand, VideoError, VideoId, VideoStatus};
+use framegate_projections::read_models::videos::{self, VideoRow};
 use framegate_projections::subscription::BoxError;
-use tracing::{info, Instrument as _};
+use tracing::{info, warn, Instrument as _};
 
 use super::{fail_command, Poller};
 use crate::media::{extract_stills, validate_video, Expectation, Stills};
@@ -101,8 +106,37 @@ impl Poller {
             height: report.height,
             final_cost: framegate_domain::Credits::new(row.estimated_cost),
         };
-        self.store.videos().execute(&id, deliver, meta).await?;
+        match self.store.videos().execute(&id, deliver, meta).await {
+            Ok(_) => {}
+            Err(CommandError::Domain(VideoError::AlreadyTerminal { status })) => {
+                return self.discard_late_upload(row, status, &keys).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
         info!(video = %row.id, bytes = report.bytes, "video completed");
+        Ok(())
+    }
+
+    /// Removes the files of a delivery the video refused because it had ended meanwhile,
+    /// unless they are a completed video's own (another delivery won the race: same keys)
+    /// that is still there.
+    async fn discard_late_upload(
+        &self,
+        row: &VideoRow,
+        status: VideoStatus,
+        keys: &VideoKeys,
+    ) -> Result<(), BoxError> {
+        let deleted = videos::get(&self.pool, VideoId::from_uuid(row.id))
+            .await?
+            .is_none_or(|current| current.deleted_at.is_some());
+        if status == VideoStatus::Completed && !deleted {
+            info!(video = %row.id, "video already delivered; its files stay");
+            return Ok(());
+        }
+        for key in [&keys.video, &keys.poster, &keys.thumbnail] {
+            self.blobs.delete(key).await?;
+        }
+        warn!(video = %row.id, %status, deleted, "video ended during delivery; its files were removed");
         Ok(())
     }
 

@@ -5,6 +5,7 @@ mod cancellation;
 mod downloads;
 mod fair_poller;
 mod kling;
+mod late_delivery;
 mod media;
 mod pipeline;
 mod routing;
