@@ -15,10 +15,6 @@ use serde_json::{json, Value};
 use super::config::{Credentials, CredentialsFile, Store};
 use super::error::ClientError;
 
-/// Where the client goes when neither `--server`, `FRAMEGATE_SERVER` nor a login says
-/// otherwise: `framegate dev`'s default address.
-pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
-
 /// How long before its expiry an access token is renewed rather than sent.
 const EXPIRY_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 
@@ -33,41 +29,6 @@ pub struct Api {
     store: Option<Store>,
 }
 
-/// The server a command talks to: the flag or variable, else the last login's, else the default.
-pub fn server(flag: Option<&str>, file: &CredentialsFile) -> Result<String, ClientError> {
-    let server = flag
-        .map(str::to_owned)
-        .or_else(|| file.default_server.clone())
-        .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
-    normalise(&server)
-}
-
-/// `http(s)://host[:port][/prefix]` without a trailing slash.
-pub fn normalise(server: &str) -> Result<String, ClientError> {
-    let trimmed = server.trim().trim_end_matches('/');
-    let url = reqwest::Url::parse(trimmed)
-        .map_err(|e| ClientError::Usage(format!("--server {server:?} is not a URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(ClientError::Usage(format!(
-            "--server {server:?}: expected http://host:port or https://host"
-        )));
-    }
-    // Credentials in the URL would be printed and stored as the file's key; a query or a
-    // fragment would break every path appended to it.
-    if !url.username().is_empty()
-        || url.password().is_some()
-        || url.query().is_some()
-        || url.fragment().is_some()
-    {
-        return Err(ClientError::Usage(format!(
-            "--server: expected scheme://host[:port][/prefix], without user, password, query or fragment (got {}://{}…)",
-            url.scheme(),
-            url.host_str().unwrap_or_default()
-        )));
-    }
-    Ok(trimmed.to_owned())
-}
-
 pub fn http_client() -> Result<reqwest::Client, ClientError> {
     reqwest::Client::builder()
         .user_agent(concat!("framegate-cli/", env!("CARGO_PKG_VERSION")))
@@ -75,6 +36,16 @@ pub fn http_client() -> Result<reqwest::Client, ClientError> {
         .connect_timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| ClientError::network(&e))
+}
+
+/// The key in `FRAMEGATE_API_KEY`, if one is set: it overrides the stored credentials.
+pub fn env_api_key() -> Option<Credentials> {
+    std::env::var("FRAMEGATE_API_KEY")
+        .ok()
+        .filter(|key| !key.trim().is_empty())
+        .map(|key| Credentials::ApiKey {
+            key: key.trim().to_owned(),
+        })
 }
 
 impl Api {
@@ -94,13 +65,7 @@ impl Api {
         store: Option<Store>,
         file: &CredentialsFile,
     ) -> Result<Api, ClientError> {
-        let from_env = std::env::var("FRAMEGATE_API_KEY")
-            .ok()
-            .filter(|key| !key.trim().is_empty())
-            .map(|key| Credentials::ApiKey {
-                key: key.trim().to_owned(),
-            });
-        let (credentials, store) = match from_env {
+        let (credentials, store) = match env_api_key() {
             Some(credentials) => (credentials, None),
             None => match file.servers.get(&base) {
                 Some(credentials) => (credentials.clone(), store),
@@ -388,28 +353,5 @@ mod tests {
         assert_eq!(error.code(), Some("http_502"));
         let unauthorised = problem(StatusCode::UNAUTHORIZED, br#"{"code":"token_expired"}"#);
         assert_eq!(unauthorised.exit(), super::super::error::Exit::Auth);
-    }
-
-    #[test]
-    fn servers_are_urls_without_a_trailing_slash() {
-        assert_eq!(
-            normalise("http://127.0.0.1:8080/").expect("ok"),
-            "http://127.0.0.1:8080"
-        );
-        assert!(matches!(
-            normalise("127.0.0.1:8080"),
-            Err(ClientError::Usage(_))
-        ));
-        assert!(matches!(normalise("ftp://x"), Err(ClientError::Usage(_))));
-        for bad in [
-            "http://user:secret@example.com",
-            "https://example.com/?a=1",
-            "https://example.com/#x",
-        ] {
-            assert!(
-                matches!(normalise(bad), Err(ClientError::Usage(_))),
-                "{bad}"
-            );
-        }
     }
 }

@@ -14,6 +14,7 @@ use super::api::{self, Api};
 use super::config::{Credentials, Store};
 use super::error::{ClientError, Exit};
 use super::output::Output;
+use super::server;
 
 #[derive(Debug, clap::Args)]
 pub struct LoginArgs {
@@ -34,7 +35,11 @@ pub async fn login(
 ) -> Result<Exit, ClientError> {
     let store = Store::locate()?;
     let file = store.load()?;
-    let base = api::server(server, &file)?;
+    let (base, _) = server::choose(server, &file)?;
+    if let Some(warning) = server::plain_http_warning(&base) {
+        // Said even with --json (stderr only): it is about the user's secret.
+        eprintln!("{warning}");
+    }
     let stdin_is_terminal = std::io::stdin().is_terminal();
     let credentials = match (args.api_key, args.email) {
         (Some(key), _) if key != "-" => api_key(&base, key).await?,
@@ -126,7 +131,7 @@ pub async fn logout(server: Option<&str>, output: Output) -> Result<Exit, Client
     let store = Store::locate()?;
     let lock = store.lock()?;
     let mut file = store.load()?;
-    let base = api::server(server, &file)?;
+    let (base, _) = server::choose(server, &file)?;
     let Some(credentials) = file.servers.remove(&base) else {
         return Err(ClientError::NotLoggedIn { server: base });
     };

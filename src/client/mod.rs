@@ -16,6 +16,7 @@ mod follow;
 mod images;
 mod keys;
 mod output;
+mod server;
 mod sse;
 mod videos;
 mod wait;
@@ -82,25 +83,32 @@ async fn dispatch(args: ClientArgs, output: Output) -> Result<Exit, ClientError>
     match args.command {
         ClientCommand::Login(login) => auth::login(login, server, output).await,
         ClientCommand::Logout => auth::logout(server, output).await,
-        ClientCommand::Credits => credits::run(&mut connect(server)?, output).await,
+        ClientCommand::Credits => credits::run(&mut connect(server, output)?, output).await,
         ClientCommand::Videos { command } => {
-            videos::run(command, &mut connect(server)?, output).await
+            videos::run(command, &mut connect(server, output)?, output).await
         }
         ClientCommand::Images { command } => {
-            images::run(command, &mut connect(server)?, output).await
+            images::run(command, &mut connect(server, output)?, output).await
         }
-        ClientCommand::Keys { command } => keys::run(command, &mut connect(server)?, output).await,
+        ClientCommand::Keys { command } => {
+            keys::run(command, &mut connect(server, output)?, output).await
+        }
     }
 }
 
 /// The API with this user's credentials for the server the command names.
-fn connect(server: Option<&str>) -> Result<api::Api, ClientError> {
+fn connect(server: Option<&str>, output: Output) -> Result<api::Api, ClientError> {
     // Without a config directory, FRAMEGATE_API_KEY can still do.
     let store = config::Store::locate().ok();
     let file = match &store {
         Some(store) => store.load()?,
         None => config::CredentialsFile::default(),
     };
-    let base = api::server(server, &file)?;
+    let (base, source) = server::choose(server, &file)?;
+    if api::env_api_key().is_some() {
+        if let Some(note) = server::env_key_note(source, &base) {
+            output.note(note);
+        }
+    }
     api::Api::authenticated(base, store, &file)
 }

@@ -91,6 +91,20 @@ async fn without_a_terminal_every_command_prints_plain_text_or_one_json_document
         .output()
         .expect("run");
     assert_eq!(by_env.status.code(), Some(0), "{}", text(&by_env));
+    // Named nowhere, the server is the last login's: the key goes there, and the client says so.
+    let unnamed = robot
+        .command(&["credits"])
+        .env_remove("FRAMEGATE_SERVER")
+        .env("FRAMEGATE_API_KEY", &secret)
+        .output()
+        .expect("run");
+    assert_eq!(unnamed.status.code(), Some(0), "{}", text(&unnamed));
+    let note = String::from_utf8_lossy(&unnamed.stderr);
+    assert!(
+        note.contains("FRAMEGATE_API_KEY") && note.contains(&dev.base),
+        "{}",
+        text(&unnamed)
+    );
     client.json(&["keys", "revoke", &key_id]);
     let revoked = robot.run(&["--json", "credits"], "");
     assert_eq!(revoked.status.code(), Some(4), "{}", text(&revoked));
