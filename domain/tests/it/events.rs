@@ -163,6 +163,7 @@ fn spec() -> VideoSpec {
         ))),
         seed: Some(42),
         estimated_cost: Credits::new(80),
+        generate_audio: false,
         external_id: None,
         webhook: Some(VideoWebhook {
             url: "https://hooks.example.com/framegate?token=abc".to_string(),

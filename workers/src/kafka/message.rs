@@ -7,7 +7,9 @@
 //! same bytes as the first delivery.
 
 use chrono::SecondsFormat;
-use framegate_domain::redact_payload;
+use std::borrow::Cow;
+
+use framegate_domain::{redact_payload, versions};
 use framegate_projections::StoredEvent;
 
 use super::config::snake_case;
@@ -36,9 +38,32 @@ pub fn ce_type(aggregate_type: &str, event_type: &str) -> String {
     format!("framegate.{}.{event_type}", snake_case(aggregate_type))
 }
 
+/// The `ce_dataschema` of an event version: its JSON Schema's path in the repository's
+/// docs/events/ folder (`video/VideoRequested.v2.0.schema.json`), relative so that a mirror of
+/// the docs serves the same names.
+pub fn dataschema(aggregate_type: &str, event_type: &str, version: &str) -> String {
+    format!(
+        "docs/events/{}/{event_type}.v{version}.schema.json",
+        snake_case(aggregate_type)
+    )
+}
+
 /// Builds the message for `event`, to go to `topic` with `ce_source` = `source`.
 pub fn to_message(event: &StoredEvent, topic: String, source: &str) -> OutgoingMessage {
-    let payload = redact_payload(&event.aggregate_type, &event.event_type, &event.payload);
+    // Consumers get the current version of every event (`ce_schemaversion`, `ce_dataschema`),
+    // whatever version the row was written in. A row the chain cannot upcast (a version this
+    // build does not know) goes out as stored, under its stored version, so the headers never
+    // claim a schema the value does not follow; the projectors stop on the same row.
+    let (payload, version) =
+        match versions::upcast(&event.event_type, &event.event_version, &event.payload) {
+            Ok((payload, version)) => (payload, version.to_owned()),
+            Err(error) => {
+                tracing::warn!(%error, event_id = %event.event_id, "relaying an event as stored");
+                (Cow::Borrowed(&event.payload), event.event_version.clone())
+            }
+        };
+    let payload = redact_payload(&event.aggregate_type, &event.event_type, &payload);
+    let dataschema = dataschema(&event.aggregate_type, &event.event_type, &version);
     // Serializing a `Value` cannot fail: its map keys are strings.
     let value = serde_json::to_vec(&payload).unwrap_or_default();
     let mut headers = vec![
@@ -57,7 +82,8 @@ pub fn to_message(event: &StoredEvent, topic: String, source: &str) -> OutgoingM
         ("ce_aggregatetype", event.aggregate_type.clone()),
         ("ce_sequence", event.sequence.to_string()),
         ("ce_globalposition", event.global_position.to_string()),
-        ("ce_schemaversion", event.event_version.clone()),
+        ("ce_dataschema", dataschema),
+        ("ce_schemaversion", version),
     ];
     if let Some(correlation) = event.meta("correlation_id") {
         headers.push(("ce_correlationid", correlation.to_owned()));

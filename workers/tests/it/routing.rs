@@ -177,6 +177,7 @@ impl Rig {
             image_id: None,
             seed: None,
             estimated_cost: Credits::new(320),
+            generate_audio: false,
             external_id: None,
             webhook: None,
         };
