@@ -7,7 +7,14 @@ use crate::support::catch_up;
 
 use framegate_commands::testing::TestDatabase;
 use framegate_commands::EventStore;
+use framegate_commands::videos::request_video;
+use framegate_commands::{Actor, CommandMetadata};
+use framegate_domain::{CreditCommand, Credits, ProviderPreference, VideoId, VideoSpec};
+use framegate_projections::read_models;
 use framegate_projections::replay::ReplayOptions;
+use uuid::Uuid;
+
+use crate::support::{credit_command, register, system};
 use sqlx::PgPool;
 
 /// Rewrites every other `VideoRequested` row into the 1.0 format, as rows written before the
@@ -46,6 +53,39 @@ async fn read_models(pool: &PgPool) -> Vec<(String, String)> {
     tables
 }
 
+/// A 2.0 request with a soundtrack, which the 1.0 format could not express.
+async fn request_with_audio(store: &EventStore) -> VideoId {
+    let (owner, _) = register(store, "audio@example.com").await;
+    let grant = CreditCommand::Grant {
+        amount: Credits::new(100),
+        reason: "welcome".into(),
+        granted_by: "system".into(),
+    };
+    credit_command(store, owner, grant, &system()).await;
+    let video = VideoId::from_uuid(Uuid::now_v7());
+    let spec = VideoSpec {
+        owner,
+        prompt: "waves on a pebble beach".into(),
+        negative_prompt: None,
+        provider: ProviderPreference::Auto,
+        model: Some("veo-3".into()),
+        duration_seconds: 4,
+        aspect_ratio: "16:9".into(),
+        resolution: "720p".into(),
+        image_id: None,
+        seed: None,
+        estimated_cost: Credits::new(4),
+        generate_audio: true,
+        external_id: None,
+        webhook: None,
+    };
+    let meta = CommandMetadata::new_request(Actor::User(owner));
+    request_video(store, video, spec, &meta, None)
+        .await
+        .expect("video request");
+    video
+}
+
 async fn count_versions(pool: &PgPool) -> (i64, i64) {
     sqlx::query_as(
         "SELECT count(*) FILTER (WHERE event_version = '1.0'),
@@ -62,6 +102,7 @@ async fn a_log_with_version_1_and_2_requests_replays_to_the_read_models_of_versi
     let db = TestDatabase::new().await;
     let store = EventStore::new(db.pool.clone());
     mixed_workload(&store, 4).await;
+    let with_audio = request_with_audio(&store).await;
     catch_up(&db.pool).await;
     assert_eq!(count_versions(&db.pool).await.0, 0, "new requests are 2.0");
     let only_version_2 = read_models(&db.pool).await;
@@ -74,6 +115,19 @@ async fn a_log_with_version_1_and_2_requests_replays_to_the_read_models_of_versi
     let report = replay_all(&db.pool, ReplayOptions::default()).await;
     assert!(report.finished && report.swapped && report.identical(), "{report:?}");
     assert_eq!(read_models(&db.pool).await, only_version_2);
+
+    let audio: Vec<(bool, i64)> = sqlx::query_as(
+        "SELECT generate_audio, count(*) FROM videos GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("audio");
+    assert_eq!(audio.last(), Some(&(true, 1)), "only the 2.0 request with audio");
+    let row = read_models::videos::get(&db.pool, with_audio)
+        .await
+        .expect("get")
+        .expect("row");
+    assert!(row.generate_audio);
 
     // Aggregates load through the same chain (a fresh store: nothing cached).
     let fresh = EventStore::new(db.pool.clone());
