@@ -13,6 +13,7 @@ mod console;
 mod control_characters;
 mod credentials_cache;
 mod image_restrip;
+mod generate_audio;
 mod images;
 mod login_throttle;
 mod middleware_idempotency;
