@@ -168,8 +168,47 @@ mod tests {
         assert_eq!(message.header("ce_globalposition"), Some("42"));
         assert_eq!(message.header("ce_schemaversion"), Some("1.0"));
         assert_eq!(
+            message.header("ce_dataschema"),
+            Some("docs/events/user/UserRegistered.v1.0.schema.json")
+        );
+        assert_eq!(
             message.header("ce_causationid"),
             Some("request:0193a3f0-0000-7000-8000-0000000000cc")
+        );
+    }
+
+    #[test]
+    fn an_event_stored_in_an_old_version_goes_out_in_the_current_one() {
+        let mut event = registered();
+        event.aggregate_type = "Video".into();
+        event.event_type = "VideoRequested".into();
+        // `VideoRequested` 1.0 as stored before 2.0: no `generate_audio`.
+        event.payload = json!({"VideoRequested": {
+            "video_id": "0193a3f0-0000-7000-8000-0000000000bb",
+            "spec": {"owner": "0193a3f0-0000-7000-8000-0000000000aa", "prompt": "a kite",
+                     "negative_prompt": null, "provider": "auto", "model": "simulator-v1",
+                     "duration_seconds": 4, "aspect_ratio": "16:9", "resolution": "480p",
+                     "image_id": null, "seed": null, "estimated_cost": 4, "external_id": null}}});
+        let message = to_message(&event, "framegate.video.events".into(), "urn:framegate");
+        assert_eq!(message.header("ce_schemaversion"), Some("2.0"));
+        let schema = message.header("ce_dataschema").expect("ce_dataschema");
+        assert_eq!(schema, "docs/events/video/VideoRequested.v2.0.schema.json");
+        let repository = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        assert!(repository.join(schema).is_file(), "{schema} is published");
+        let value: serde_json::Value = serde_json::from_slice(&message.value).expect("json");
+        assert_eq!(value["VideoRequested"]["spec"]["generate_audio"], false);
+        assert_eq!(value["VideoRequested"]["spec"]["prompt"], "a kite");
+    }
+
+    #[test]
+    fn a_version_this_build_does_not_know_goes_out_as_stored_under_its_own_version() {
+        let mut event = registered();
+        event.event_version = "9.0".into();
+        let message = to_message(&event, "t".into(), "s");
+        assert_eq!(message.header("ce_schemaversion"), Some("9.0"));
+        assert_eq!(
+            message.header("ce_dataschema"),
+            Some("docs/events/user/UserRegistered.v9.0.schema.json")
         );
     }
 
