@@ -14,7 +14,9 @@
 
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
-use framegate_domain::{redact_payload, versions, CreditAccount, Image, User, Video, WebhookEndpoint};
+use framegate_domain::{
+    redact_payload, versions, CreditAccount, Image, User, Video, WebhookEndpoint,
+};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};

@@ -192,7 +192,12 @@ fn no_audio(providers: &[ProviderKind]) -> ApiError {
         format!(
             "{} cannot make audio; providers with audio: {}",
             names(providers),
-            names(&ProviderKind::ALL.into_iter().filter(|p| p.makes_audio()).collect::<Vec<_>>())
+            names(
+                &ProviderKind::ALL
+                    .into_iter()
+                    .filter(|p| p.makes_audio())
+                    .collect::<Vec<_>>()
+            )
         ),
     )
 }

@@ -32,8 +32,14 @@ async fn audio_is_refused_where_no_provider_makes_it_and_nothing_is_reserved() {
                 "validation_failed",
             )
             .await;
-            assert_eq!(problem["errors"][0]["field"], "generate_audio", "{path} {provider}");
-            assert_eq!(problem["errors"][0]["code"], "audio_unsupported", "{path} {provider}");
+            assert_eq!(
+                problem["errors"][0]["field"], "generate_audio",
+                "{path} {provider}"
+            );
+            assert_eq!(
+                problem["errors"][0]["code"], "audio_unsupported",
+                "{path} {provider}"
+            );
         }
     }
     let credits: Value = app

@@ -37,9 +37,8 @@ fn spec_of(event: VideoEvent) -> VideoSpec {
 
 #[test]
 fn a_version_1_video_request_decodes_without_audio() {
-    let spec = spec_of(
-        versions::decode("VideoRequested", "1.0", &video_requested_v1()).expect("upcast"),
-    );
+    let spec =
+        spec_of(versions::decode("VideoRequested", "1.0", &video_requested_v1()).expect("upcast"));
     assert!(!spec.generate_audio);
     assert_eq!(spec.prompt, "a heron lifting off a misty lake at dawn");
     assert_eq!(spec.external_id.as_deref(), Some("order-7"));
@@ -60,7 +59,10 @@ fn upcasting_a_version_1_request_gives_what_version_2_stores() {
     assert_eq!(version, "2.0");
     let event: VideoEvent = serde_json::from_value(upcast.clone().into_owned()).expect("v2");
     assert_eq!(event.event_version(), "2.0");
-    assert_eq!(serde_json::to_value(&event).expect("json"), upcast.into_owned());
+    assert_eq!(
+        serde_json::to_value(&event).expect("json"),
+        upcast.into_owned()
+    );
 }
 
 #[test]

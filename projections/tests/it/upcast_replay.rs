@@ -6,8 +6,8 @@ use crate::replay::{mixed_workload, public_digest, replay_all};
 use crate::support::catch_up;
 
 use framegate_commands::testing::TestDatabase;
-use framegate_commands::EventStore;
 use framegate_commands::videos::request_video;
+use framegate_commands::EventStore;
 use framegate_commands::{Actor, CommandMetadata};
 use framegate_domain::{CreditCommand, Credits, ProviderPreference, VideoId, VideoSpec};
 use framegate_projections::read_models;
@@ -109,20 +109,29 @@ async fn a_log_with_version_1_and_2_requests_replays_to_the_read_models_of_versi
 
     let rewritten = store_half_the_requests_as_version_1(&db.pool).await;
     let (v1, v2) = count_versions(&db.pool).await;
-    assert!(v1 > 0 && v2 > 0, "both versions stored: {v1} × 1.0, {v2} × 2.0");
+    assert!(
+        v1 > 0 && v2 > 0,
+        "both versions stored: {v1} × 1.0, {v2} × 2.0"
+    );
     assert_eq!(rewritten.len() as i64, v1);
 
     let report = replay_all(&db.pool, ReplayOptions::default()).await;
-    assert!(report.finished && report.swapped && report.identical(), "{report:?}");
+    assert!(
+        report.finished && report.swapped && report.identical(),
+        "{report:?}"
+    );
     assert_eq!(read_models(&db.pool).await, only_version_2);
 
-    let audio: Vec<(bool, i64)> = sqlx::query_as(
-        "SELECT generate_audio, count(*) FROM videos GROUP BY 1 ORDER BY 1",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("audio");
-    assert_eq!(audio.last(), Some(&(true, 1)), "only the 2.0 request with audio");
+    let audio: Vec<(bool, i64)> =
+        sqlx::query_as("SELECT generate_audio, count(*) FROM videos GROUP BY 1 ORDER BY 1")
+            .fetch_all(&db.pool)
+            .await
+            .expect("audio");
+    assert_eq!(
+        audio.last(),
+        Some(&(true, 1)),
+        "only the 2.0 request with audio"
+    );
     let row = read_models::videos::get(&db.pool, with_audio)
         .await
         .expect("get")
