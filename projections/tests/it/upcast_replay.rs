@@ -10,8 +10,8 @@ use framegate_commands::videos::request_video;
 use framegate_commands::EventStore;
 use framegate_commands::{Actor, CommandMetadata};
 use framegate_domain::{CreditCommand, Credits, ProviderPreference, VideoId, VideoSpec};
-use framegate_projections::read_models;
 use framegate_projections::replay::ReplayOptions;
+use framegate_projections::{audit, read_models};
 use uuid::Uuid;
 
 use crate::support::{credit_command, register, system};
@@ -144,5 +144,16 @@ async fn a_log_with_version_1_and_2_requests_replays_to_the_read_models_of_versi
         let video = fresh.videos().load(id).await.expect("a 1.0 request loads");
         let spec = video.spec().expect("requested");
         assert!(!spec.generate_audio, "1.0 upcasts to no audio");
+        // The audit view shows the current version too.
+        let history = audit::stream(&db.pool, "Video", id).await.expect("audit");
+        let requested = history
+            .iter()
+            .find(|entry| entry.event_type == "VideoRequested")
+            .expect("requested");
+        assert_eq!(requested.event_version, "2.0");
+        assert_eq!(
+            requested.payload["VideoRequested"]["spec"]["generate_audio"],
+            false
+        );
     }
 }
