@@ -143,6 +143,7 @@ async fn story(store: &EventStore) -> StoryIds {
         image_id: None,
         seed: Some(7),
         estimated_cost: Credits::new(4),
+        generate_audio: false,
         external_id: None,
         webhook: None,
     };

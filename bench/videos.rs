@@ -441,6 +441,7 @@ fn spec(owner: UserId) -> VideoSpec {
         image_id: None,
         seed: None,
         estimated_cost: Credits::new(1),
+        generate_audio: false,
         external_id: None,
         webhook: None,
     }

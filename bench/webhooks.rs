@@ -355,6 +355,7 @@ async fn drive(store: &EventStore, owner: UserId, meta: &CommandMetadata) -> Vid
         image_id: None,
         seed: None,
         estimated_cost: Credits::new(4),
+        generate_audio: false,
         external_id: None,
         webhook: None,
     };

@@ -89,7 +89,7 @@ async fn video_notice(
         return Ok(None);
     }
     let video_id: VideoId = event.aggregate_id.parse()?;
-    let payload: VideoEvent = serde_json::from_value(event.payload.clone())?;
+    let payload: VideoEvent = event.decode()?;
     // Written inline with the request, so only a store without inline models leaves it out.
     let Some(video) = videos::get(&mut *conn, video_id).await? else {
         return Err(

@@ -27,6 +27,7 @@ pub mod stored;
 pub mod testing;
 pub mod trace_context;
 pub mod unit;
+pub mod upcasting;
 pub mod users;
 pub mod verification;
 pub mod videos;

@@ -76,7 +76,8 @@ impl<A: Aggregate> SnapshotStore<A> {
         cache: Option<Arc<StateCache<A>>>,
     ) -> Self {
         Self {
-            events: PersistedEventStore::new_event_store(repository()),
+            events: PersistedEventStore::new_event_store(repository())
+                .with_upcasters(crate::upcasting::DomainUpcasters::boxed()),
             repository: repository(),
             pool,
             policy,
@@ -284,7 +285,7 @@ impl<A: Aggregate> SnapshotStore<A> {
         };
         let applied = tail.len();
         for event in tail {
-            let envelope: EventEnvelope<A> = event
+            let envelope: EventEnvelope<A> = crate::upcasting::upcast(event)
                 .try_into()
                 .map_err(|error: PersistenceError| AggregateError::from(error))?;
             context.current_sequence = envelope.sequence;

@@ -35,6 +35,14 @@ impl StoredEvent {
         }
     }
 
+    /// The event as the current version of its type (`framegate_domain::versions`: the one
+    /// place a stored event is decoded, upcasters included).
+    pub fn decode<E: serde::de::DeserializeOwned>(
+        &self,
+    ) -> Result<E, framegate_domain::versions::DecodeError> {
+        framegate_domain::versions::decode(&self.event_type, &self.event_version, &self.payload)
+    }
+
     /// A metadata entry (actor, correlation_id, ...), if present.
     pub fn meta(&self, key: &str) -> Option<&str> {
         self.metadata.get(key).and_then(Value::as_str)

@@ -123,7 +123,7 @@ impl DomainEvent for CreditEvent {
     }
 
     fn event_version(&self) -> String {
-        crate::EVENT_VERSION.to_string()
+        crate::versions::current_version(&self.event_type()).to_string()
     }
 }
 

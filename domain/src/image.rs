@@ -278,7 +278,7 @@ impl DomainEvent for ImageEvent {
     }
 
     fn event_version(&self) -> String {
-        crate::EVENT_VERSION.to_string()
+        crate::versions::current_version(&self.event_type()).to_string()
     }
 }
 

@@ -18,6 +18,7 @@ pub mod routing;
 pub mod secrets;
 pub mod services;
 pub mod user;
+pub mod versions;
 pub mod video;
 pub mod webhook;
 
@@ -32,6 +33,6 @@ pub use user::*;
 pub use video::*;
 pub use webhook::{WebhookCommand, WebhookEndpoint, WebhookError, WebhookEvent};
 
-/// The schema version every event of this crate is written with. Bumped per event type
-/// only when its JSON shape changes incompatibly, so that upcasters know what they read.
+/// The first schema version of every event type. A type whose JSON changed is written with
+/// the version its last upcaster produces (`versions::current_version`).
 pub const EVENT_VERSION: &str = "1.0";

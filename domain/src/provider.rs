@@ -28,6 +28,13 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
+    /// Whether the provider's videos can carry a soundtrack (`generate_audio`): Veo 3 and
+    /// Sora 2 render audio with every video; Kling's adapter and the simulator make silent
+    /// videos (docs/adr/0042-versioned-events.md).
+    pub fn makes_audio(self) -> bool {
+        matches!(self, ProviderKind::Veo | ProviderKind::Sora)
+    }
+
     pub const ALL: [ProviderKind; 4] = [
         ProviderKind::Veo,
         ProviderKind::Sora,

@@ -170,7 +170,7 @@ impl DomainEvent for UserEvent {
     }
 
     fn event_version(&self) -> String {
-        crate::EVENT_VERSION.to_string()
+        crate::versions::current_version(&self.event_type()).to_string()
     }
 }
 

@@ -40,6 +40,8 @@ pub struct VideoSpec {
     pub image_id: Option<ImageId>,
     pub seed: Option<u64>,
     pub estimated_cost: Credits,
+    /// Whether the video has a soundtrack (`VideoRequested` 2.0; 1.0 events upcast to false).
+    pub generate_audio: bool,
     /// The caller's own reference for the request, if it gave one.
     pub external_id: Option<String>,
     /// Where this video's webhook events also go (the request's `webhook_url`), signed with
@@ -247,7 +249,7 @@ impl DomainEvent for VideoEvent {
     }
 
     fn event_version(&self) -> String {
-        crate::EVENT_VERSION.to_string()
+        crate::versions::current_version(&self.event_type()).to_string()
     }
 }
 

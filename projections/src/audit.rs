@@ -14,7 +14,9 @@
 
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
-use framegate_domain::{redact_payload, CreditAccount, Image, User, Video, WebhookEndpoint};
+use framegate_domain::{
+    redact_payload, versions, CreditAccount, Image, User, Video, WebhookEndpoint,
+};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
@@ -138,7 +140,19 @@ const COLUMNS: &str = "global_position, event_id, recorded_at, aggregate_type, a
 
 impl AuditEntry {
     fn from_stored(row: Row) -> Self {
-        let payload = redact_payload(&row.aggregate_type, &row.event_type, &row.payload);
+        // The current version of the event, like every other reader sees it; a row the chain
+        // cannot upcast is shown as stored (an audit view must show what is there).
+        let (payload, event_version) =
+            match versions::upcast(&row.event_type, &row.event_version, &row.payload) {
+                Ok((payload, version)) => (
+                    redact_payload(&row.aggregate_type, &row.event_type, &payload),
+                    version.to_owned(),
+                ),
+                Err(_) => (
+                    redact_payload(&row.aggregate_type, &row.event_type, &row.payload),
+                    row.event_version,
+                ),
+            };
         // Metadata holds no secrets today; the same pass blanks any `*_hash` key that a
         // future writer might add.
         let metadata = redact_payload(&row.aggregate_type, &row.event_type, &row.metadata);
@@ -154,7 +168,7 @@ impl AuditEntry {
             recorded_at: row.recorded_at,
             aggregate,
             sequence: row.sequence,
-            event_version: row.event_version,
+            event_version,
             actor: meta("actor"),
             request_id: meta("request_id"),
             correlation_id: meta("correlation_id"),

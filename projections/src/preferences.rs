@@ -8,7 +8,7 @@
 //! order, read backwards on the stream's primary key (a user's stream is short).
 
 use cqrs_es::Aggregate as _;
-use framegate_domain::{NotificationPreferences, User, UserEvent};
+use framegate_domain::{versions, NotificationPreferences, User, UserEvent};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -22,8 +22,8 @@ pub async fn as_of(
     user_id: Uuid,
     before: LogPosition,
 ) -> Result<NotificationPreferences, ProjectionError> {
-    let payload: Option<serde_json::Value> = sqlx::query_scalar(
-        "SELECT payload FROM events
+    let row: Option<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT event_version, payload FROM events
           WHERE aggregate_type = $1 AND aggregate_id = $2
             AND event_type = 'NotificationPreferencesChanged'
             AND (tx_id, global_position) < ($3::bigint::text::xid8, $4)
@@ -36,17 +36,14 @@ pub async fn as_of(
     .bind(before.global_position)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some(payload) = payload else {
+    let Some((version, payload)) = row else {
         return Ok(NotificationPreferences::default());
     };
-    match serde_json::from_value::<UserEvent>(payload) {
+    match versions::decode::<UserEvent>("NotificationPreferencesChanged", &version, &payload) {
         Ok(UserEvent::NotificationPreferencesChanged { preferences }) => Ok(preferences),
         Ok(_) => Err(ProjectionError::Inconsistent(format!(
             "a NotificationPreferencesChanged row of user {user_id} holds another event"
         ))),
-        Err(source) => Err(ProjectionError::Payload {
-            event_type: "NotificationPreferencesChanged".to_owned(),
-            source,
-        }),
+        Err(error) => Err(error.into()),
     }
 }

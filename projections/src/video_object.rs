@@ -58,6 +58,8 @@ pub struct VideoResponse {
     pub duration_seconds: i32,
     pub aspect_ratio: String,
     pub resolution: String,
+    /// Asked for with a soundtrack (`generate_audio` of the request).
+    pub generate_audio: bool,
     pub image_id: Option<Uuid>,
     pub seed: Option<i64>,
     pub external_id: Option<String>,
@@ -111,6 +113,7 @@ impl From<VideoRow> for VideoResponse {
             duration_seconds: row.duration_seconds,
             aspect_ratio: row.aspect_ratio,
             resolution: row.resolution,
+            generate_audio: row.generate_audio,
             image_id: row.image_id,
             seed: row.seed,
             external_id: row.external_id,

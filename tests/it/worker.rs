@@ -67,6 +67,7 @@ async fn a_worker_killed_at_random_points_finishes_every_job_exactly_once() {
             image_id: None,
             seed: None,
             estimated_cost: Credits::new(2),
+            generate_audio: false,
             external_id: None,
             webhook: None,
         };

@@ -78,8 +78,8 @@ async fn uploaded_keys(
     conn: &mut PgConnection,
     deleted: &StoredEvent,
 ) -> Result<[BlobKey; 2], BoxError> {
-    let payload: Option<serde_json::Value> = sqlx::query_scalar(
-        "SELECT payload FROM events
+    let row: Option<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT event_version, payload FROM events
           WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence < $3
             AND event_type = 'ImageUploaded'
           ORDER BY sequence DESC
@@ -90,14 +90,14 @@ async fn uploaded_keys(
     .bind(deleted.sequence)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some(payload) = payload else {
+    let Some((version, payload)) = row else {
         return Err(format!(
             "image {} was deleted but no upload precedes the deletion",
             deleted.aggregate_id
         )
         .into());
     };
-    match serde_json::from_value::<ImageEvent>(payload)? {
+    match framegate_domain::versions::decode::<ImageEvent>("ImageUploaded", &version, &payload)? {
         ImageEvent::ImageUploaded {
             blob_key,
             thumbnail_key,

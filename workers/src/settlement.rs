@@ -62,7 +62,7 @@ impl EventHandler for Settlement {
         if event.aggregate_type != Video::TYPE || !SETTLING.contains(&event.event_type.as_str()) {
             return Ok(());
         }
-        let payload: VideoEvent = serde_json::from_value(event.payload.clone())?;
+        let payload: VideoEvent = event.decode()?;
         let video_id: VideoId = event.aggregate_id.parse()?;
         let (owner, reserved) = self.owner(conn, video_id).await?;
         let command = match payload {

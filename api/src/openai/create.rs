@@ -92,6 +92,9 @@ pub async fn create(
         external_id: None,
         webhook_url: None,
         webhook_events_filter: None,
+        // The Videos API has no switch: Sora 2's videos come with sound, and so does any
+        // model here of a provider that makes audio.
+        generate_audio: provider.makes_audio(),
     };
     if file.is_some() {
         // An uploaded reference is an image upload: the key must be allowed to make one.
@@ -129,6 +132,7 @@ pub async fn create(
         image_id,
         seed: None,
         estimated_cost: quote.cost,
+        generate_audio: request.generate_audio,
         external_id: None,
         webhook: None,
     };

@@ -44,6 +44,10 @@ pub struct VideoRequestBody {
     /// `video.completed`, `video.failed`, `video.cancelled`); default: all but
     /// `video.progress`.
     pub webhook_events_filter: Option<Vec<String>>,
+    /// Ask for a soundtrack (default false). Only providers that make audio take it (Veo,
+    /// Sora); with `auto`, only they are considered. Otherwise 422 `audio_unsupported`.
+    #[serde(default)]
+    pub generate_audio: bool,
 }
 
 fn auto() -> String {
@@ -155,8 +159,14 @@ pub async fn price(
         None => {
             // Auto: the best healthy provider by the routing policy; if none is healthy,
             // the best of all (the dispatcher waits for it to recover).
-            let ranked = routing::rank(catalog, &state.config.routing, enabled, &request)
+            let mut ranked = routing::rank(catalog, &state.config.routing, enabled, &request)
                 .map_err(|e| quote_error(&e))?;
+            if body.generate_audio {
+                ranked.retain(|quote| quote.provider.makes_audio());
+                if ranked.is_empty() {
+                    return Err(no_audio(enabled));
+                }
+            }
             let unhealthy = unhealthy_providers(state).await;
             let healthy = ranked
                 .iter()
@@ -168,7 +178,28 @@ pub async fn price(
             }
         }
     };
+    if body.generate_audio && !quote.provider.makes_audio() {
+        return Err(no_audio(&[quote.provider]));
+    }
     Ok((preference, quote))
+}
+
+/// `generate_audio` asked of providers none of which makes audio.
+fn no_audio(providers: &[ProviderKind]) -> ApiError {
+    ApiError::field(
+        "generate_audio",
+        "audio_unsupported",
+        format!(
+            "{} cannot make audio; providers with audio: {}",
+            names(providers),
+            names(
+                &ProviderKind::ALL
+                    .into_iter()
+                    .filter(|p| p.makes_audio())
+                    .collect::<Vec<_>>()
+            )
+        ),
+    )
 }
 
 /// Providers whose circuit breaker is open (see `framegate_workers::health`).

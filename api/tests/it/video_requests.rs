@@ -253,6 +253,7 @@ async fn a_request_whose_key_was_taken_over_commits_nothing() {
         image_id: None,
         seed: None,
         estimated_cost: framegate_domain::Credits::new(4),
+        generate_audio: false,
         external_id: None,
         webhook: None,
     };

@@ -49,6 +49,7 @@ async fn video(store: &EventStore, owner: UserId, turn: usize) {
         image_id: None,
         seed: None,
         estimated_cost: Credits::new(4),
+        generate_audio: false,
         external_id: None,
         webhook: None,
     };

@@ -30,6 +30,7 @@ fn spec(owner: UserId, cost: i64) -> VideoSpec {
         image_id: None,
         seed: None,
         estimated_cost: Credits::new(cost),
+        generate_audio: false,
         external_id: None,
         webhook: None,
     }

@@ -163,6 +163,7 @@ fn spec() -> VideoSpec {
         ))),
         seed: Some(42),
         estimated_cost: Credits::new(80),
+        generate_audio: false,
         external_id: None,
         webhook: Some(VideoWebhook {
             url: "https://hooks.example.com/framegate?token=abc".to_string(),
@@ -278,7 +279,10 @@ fn assert_tagged_by_event_type<E: DomainEvent>(events: &[E]) {
         let json = serde_json::to_value(event).expect("events serialize");
         let tags: Vec<&String> = json.as_object().expect("an object").keys().collect();
         assert_eq!(tags, vec![&event.event_type()]);
-        assert_eq!(event.event_version(), "1.0");
+        assert_eq!(
+            event.event_version(),
+            framegate_domain::versions::current_version(&event.event_type())
+        );
         let back: E = serde_json::from_value(json).expect("events deserialize");
         assert_eq!(&back, event);
     }

@@ -10,5 +10,6 @@ mod image;
 mod user;
 mod user_notifications;
 mod values;
+mod versions;
 mod video;
 mod webhook;

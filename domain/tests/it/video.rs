@@ -35,6 +35,7 @@ fn spec() -> VideoSpec {
         ))),
         seed: Some(42),
         estimated_cost: Credits::new(80),
+        generate_audio: false,
         external_id: Some("client-ref-1".to_string()),
         webhook: None,
     }

@@ -48,14 +48,9 @@ pub use framegate_commands::sessions::{CREDENTIALS_ALL, CREDENTIALS_CHANNEL};
 /// Why a projector refused an event (wrapped in a `HandlerError` that names the event).
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
-    #[error("the payload does not decode as {event_type}: {source}")]
-    Payload {
-        event_type: String,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("the payload is tagged {tag:?} but the event type is {event_type}")]
-    TagMismatch { tag: String, event_type: String },
+    /// The stored event cannot be read as the current version of its type.
+    #[error(transparent)]
+    Decode(#[from] framegate_domain::versions::DecodeError),
     #[error("the aggregate id {0:?} is not a UUID")]
     AggregateId(String),
     #[error("{0}")]
@@ -64,31 +59,11 @@ pub enum ProjectionError {
     Database(#[from] sqlx::Error),
 }
 
-/// Decodes an event's payload into the domain's event type.
-///
-/// Events are stored externally tagged (`{"UserRegistered": {...}}`); the tag must match the
-/// `event_type` column, so a row whose columns disagree is refused rather than projected as
-/// whatever its payload happens to say.
+/// Decodes an event into the current version of the domain's event type: the one decoding
+/// place, `framegate_domain::versions::decode` (tag checked against `event_type`, upcasters
+/// run).
 pub(crate) fn decode<E: DeserializeOwned>(event: &StoredEvent) -> Result<E, ProjectionError> {
-    let tag = event
-        .payload
-        .as_object()
-        .filter(|object| object.len() == 1)
-        .and_then(|object| object.keys().next());
-    match tag {
-        Some(tag) if *tag == event.event_type => {}
-        other => {
-            return Err(ProjectionError::TagMismatch {
-                tag: other.cloned().unwrap_or_default(),
-                event_type: event.event_type.clone(),
-            })
-        }
-    }
-    // From a reference: a replay decodes every event, and cloning each payload first costs.
-    E::deserialize(&event.payload).map_err(|source| ProjectionError::Payload {
-        event_type: event.event_type.clone(),
-        source,
-    })
+    Ok(event.decode()?)
 }
 
 /// The aggregate id as a UUID: users and credit accounts are keyed by the user's id.

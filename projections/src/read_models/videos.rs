@@ -67,6 +67,8 @@ pub struct VideoRow {
     pub cancel_charged: Option<bool>,
     /// When its owner deleted it (`VideoDeleted`): reads of the API no longer show it.
     pub deleted_at: Option<DateTime<Utc>>,
+    /// Asked for with a soundtrack (`VideoRequested` 2.0).
+    pub generate_audio: bool,
 }
 
 pub struct VideosProjector;
@@ -133,8 +135,9 @@ async fn insert_requested(
     let result = sqlx::query(
         "INSERT INTO videos (id, owner_id, status, provider_preference, model, prompt,
              negative_prompt, duration_seconds, aspect_ratio, resolution, image_id, seed,
-             external_id, estimated_cost, created_at, updated_at, version)
-         VALUES ($1, $2, $15, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $16)
+             external_id, estimated_cost, created_at, updated_at, version, generate_audio)
+         VALUES ($1, $2, $15, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $16,
+                 $17)
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(id)
@@ -153,6 +156,7 @@ async fn insert_requested(
     .bind(at)
     .bind(VideoStatus::Queued.as_str())
     .bind(version)
+    .bind(spec.generate_audio)
     .execute(conn)
     .await?;
     Ok(result.rows_affected() == 1)
@@ -205,6 +209,7 @@ pub fn requested_row(event: &StoredEvent) -> Result<Option<VideoRow>, Projection
         attempts: sqlx::types::Json(Vec::new()),
         cancel_charged: None,
         deleted_at: None,
+        generate_audio: spec.generate_audio,
     }))
 }
 
@@ -345,7 +350,7 @@ pub const COLUMNS: &str =
     provider_job_id, prompt, negative_prompt, duration_seconds, aspect_ratio, resolution, image_id,
     seed, external_id, estimated_cost, final_cost, error_code, error_message, error_retryable,
     error_charged, blob_key, bytes, sha256, duration_ms, width, height, created_at, updated_at,
-    completed_at, next_attempt_at, attempts, cancel_charged, deleted_at";
+    completed_at, next_attempt_at, attempts, cancel_charged, deleted_at, generate_audio";
 
 /// One video, through a pool or inside a transaction (the one that just requested it).
 pub async fn get<'e>(

@@ -256,6 +256,7 @@ async fn request(store: &EventStore, owner: UserId) -> VideoId {
         image_id: None,
         seed: Some(7),
         estimated_cost: Credits::new(4),
+        generate_audio: false,
         external_id: Some(format!("ext-{video}")),
         webhook: None,
     };

@@ -92,6 +92,7 @@ fn requested(video: Uuid, owner: Uuid, prompt: &str) -> VideoEvent {
             image_id: None,
             seed: None,
             estimated_cost: Credits::new(4),
+            generate_audio: false,
             external_id: None,
             webhook: None,
         },

@@ -15,3 +15,4 @@ mod ordered_log;
 mod read_model_runner;
 mod read_models;
 mod replay;
+mod upcast_replay;

@@ -28,7 +28,7 @@ use support::{
 /// Users with keys (one revoked, one user disabled), credits granted, purchased, reserved,
 /// captured and released, videos completed, failed and cancelled, images uploaded, rejected
 /// and deleted.
-async fn mixed_workload(store: &EventStore, users: usize) {
+pub(crate) async fn mixed_workload(store: &EventStore, users: usize) {
     for n in 0..users {
         let (user, _) = register(store, &format!("replay{n}@example.com")).await;
         let key = issue_key(store, user, "ci", &format!("fg_live_{n:08}_secret")).await;
@@ -143,6 +143,7 @@ async fn request(store: &EventStore, owner: UserId) -> VideoId {
         image_id: None,
         seed: Some(7),
         estimated_cost: Credits::new(4),
+        generate_audio: false,
         external_id: None,
         webhook: None,
     };
@@ -153,7 +154,7 @@ async fn request(store: &EventStore, owner: UserId) -> VideoId {
     video
 }
 
-async fn replay_all(pool: &PgPool, options: ReplayOptions) -> ReplayReport {
+pub(crate) async fn replay_all(pool: &PgPool, options: ReplayOptions) -> ReplayReport {
     let models = replay::all_models(pool).expect("models");
     replay::replay(pool, &models, &options, &Silent)
         .await
@@ -168,7 +169,7 @@ fn dry_run() -> ReplayOptions {
 }
 
 /// Every table in `public` with an order-independent digest of its rows.
-async fn public_digest(pool: &PgPool) -> Vec<(String, String)> {
+pub(crate) async fn public_digest(pool: &PgPool) -> Vec<(String, String)> {
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT table_name::text FROM information_schema.tables
           WHERE table_schema = 'public' ORDER BY table_name",

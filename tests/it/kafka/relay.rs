@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use framegate_commands::testing::TestDatabase;
+use framegate_commands::videos::request_video;
 use framegate_commands::{Actor, CommandMetadata, EventStore, TraceContext};
+use framegate_domain::versions;
 use framegate_domain::{
-    hash_token, redact_payload, CreditCommand, Credits, PasswordHash, Role, UserCommand, UserId,
+    hash_token, redact_payload, CreditCommand, Credits, PasswordHash, ProviderPreference, Role,
+    UserCommand, UserId, VideoId, VideoSpec,
 };
 use framegate_projections::{log, StoredEvent, Subscription};
 use framegate_workers::kafka::relay::{self, RelayHealth, KNOWN_AGGREGATES};
@@ -150,9 +153,12 @@ fn assert_all_delivered(events: &[StoredEvent], messages: &[Received], config: &
         assert_eq!(message.topic, config.topic(&event.aggregate_type));
         assert_eq!(message.key, event.aggregate_id);
         let value: Value = serde_json::from_slice(&message.value).expect("JSON value");
+        let (current, version) =
+            versions::upcast(&event.event_type, &event.event_version, &event.payload)
+                .expect("a known version");
         assert_eq!(
             value,
-            redact_payload(&event.aggregate_type, &event.event_type, &event.payload)
+            redact_payload(&event.aggregate_type, &event.event_type, &current)
         );
         assert_eq!(message.header("ce_specversion"), "1.0");
         assert_eq!(message.header("ce_subject"), event.aggregate_id);
@@ -163,7 +169,7 @@ fn assert_all_delivered(events: &[StoredEvent], messages: &[Received], config: &
             message.header("ce_globalposition"),
             event.global_position.to_string()
         );
-        assert_eq!(message.header("ce_schemaversion"), event.event_version);
+        assert_eq!(message.header("ce_schemaversion"), version);
         assert_eq!(
             message.header("ce_correlationid"),
             event.meta("correlation_id").unwrap_or_default()
@@ -501,4 +507,88 @@ fn relay_counts() -> (f64, f64) {
         sum("framegate_kafka_messages_acked_total{"),
         sum("framegate_kafka_relay_healthy "),
     )
+}
+
+/// A `VideoRequested` stored as 1.0 (before `generate_audio`) and one written today as 2.0
+/// both reach the topic as 2.0, naming the 2.0 schema: consumers only see current versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_requests_stored_as_version_1_and_2_are_both_published_as_version_2() {
+    let db = TestDatabase::new().await;
+    let store = EventStore::new(db.pool.clone());
+    let owner = UserId::from_uuid(Uuid::now_v7());
+    grants(&store, owner, 9).await;
+    let spec = VideoSpec {
+        owner,
+        prompt: "a kite over dunes".into(),
+        negative_prompt: None,
+        provider: ProviderPreference::Auto,
+        model: Some("simulator-v1".into()),
+        duration_seconds: 4,
+        aspect_ratio: "16:9".into(),
+        resolution: "480p".into(),
+        image_id: None,
+        seed: None,
+        estimated_cost: Credits::new(4),
+        generate_audio: false,
+        external_id: None,
+        webhook: None,
+    };
+    let meta = CommandMetadata::new_request(Actor::User(owner));
+    let today = VideoId::from_uuid(Uuid::now_v7());
+    request_video(&store, today, spec.clone(), &meta, None)
+        .await
+        .expect("request");
+    // The same request in the 1.0 format, as rows written before 2.0 are.
+    let before = VideoId::from_uuid(Uuid::now_v7());
+    let mut old = serde_json::to_value(&spec).expect("spec");
+    old.as_object_mut()
+        .expect("object")
+        .remove("generate_audio");
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                             payload, metadata)
+         VALUES ('Video', $1, 1, 'VideoRequested', '1.0', $2, '{}')",
+    )
+    .bind(before.to_string())
+    .bind(serde_json::json!({"VideoRequested": {"video_id": before, "spec": old}}))
+    .execute(&db.pool)
+    .await
+    .expect("a 1.0 row");
+    let versions: Vec<String> = sqlx::query_scalar(
+        "SELECT event_version FROM events WHERE event_type = 'VideoRequested' ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("versions");
+    assert_eq!(versions, ["1.0", "2.0"]);
+
+    let config = config(&brokers(), &unique_prefix(), &[]);
+    let (stop, task) = spawn_relay(&db, config.clone(), RelayHealth::default());
+    relayed(&db).await;
+    let events = stored(&db).await;
+    let messages = read_all(&config.brokers, &topics(&config), events.len(), PATIENCE);
+    let requests: Vec<&Received> = messages
+        .iter()
+        .filter(|m| m.header("ce_type") == "framegate.video.VideoRequested")
+        .collect();
+    let keys: HashSet<&str> = requests.iter().map(|m| m.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        HashSet::from([today.to_string().as_str(), before.to_string().as_str()])
+    );
+    for message in requests {
+        assert_eq!(message.header("ce_schemaversion"), "2.0", "{}", message.key);
+        assert_eq!(
+            message.header("ce_dataschema"),
+            "docs/events/video/VideoRequested.v2.0.schema.json"
+        );
+        let value: Value = serde_json::from_slice(&message.value).expect("JSON value");
+        assert_eq!(value["VideoRequested"]["spec"]["generate_audio"], false);
+        assert_eq!(
+            value["VideoRequested"]["spec"]["prompt"],
+            "a kite over dunes"
+        );
+    }
+    stop.send(true).expect("stop");
+    task.await.expect("relay task").expect("relay");
 }

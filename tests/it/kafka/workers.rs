@@ -172,6 +172,7 @@ async fn two_workers_in_one_group_share_jobs_and_a_killed_ones_jobs_finish_on_th
             image_id: None,
             seed: None,
             estimated_cost: Credits::new(2),
+            generate_audio: false,
             external_id: None,
             webhook: None,
         };

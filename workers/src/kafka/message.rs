@@ -7,7 +7,9 @@
 //! same bytes as the first delivery.
 
 use chrono::SecondsFormat;
-use framegate_domain::redact_payload;
+use std::borrow::Cow;
+
+use framegate_domain::{redact_payload, versions};
 use framegate_projections::StoredEvent;
 
 use super::config::snake_case;
@@ -36,9 +38,32 @@ pub fn ce_type(aggregate_type: &str, event_type: &str) -> String {
     format!("framegate.{}.{event_type}", snake_case(aggregate_type))
 }
 
+/// The `ce_dataschema` of an event version: its JSON Schema's path in the repository's
+/// docs/events/ folder (`video/VideoRequested.v2.0.schema.json`), relative so that a mirror of
+/// the docs serves the same names.
+pub fn dataschema(aggregate_type: &str, event_type: &str, version: &str) -> String {
+    format!(
+        "docs/events/{}/{event_type}.v{version}.schema.json",
+        snake_case(aggregate_type)
+    )
+}
+
 /// Builds the message for `event`, to go to `topic` with `ce_source` = `source`.
 pub fn to_message(event: &StoredEvent, topic: String, source: &str) -> OutgoingMessage {
-    let payload = redact_payload(&event.aggregate_type, &event.event_type, &event.payload);
+    // Consumers get the current version of every event (`ce_schemaversion`, `ce_dataschema`),
+    // whatever version the row was written in. A row the chain cannot upcast (a version this
+    // build does not know) goes out as stored, under its stored version, so the headers never
+    // claim a schema the value does not follow; the projectors stop on the same row.
+    let (payload, version) =
+        match versions::upcast(&event.event_type, &event.event_version, &event.payload) {
+            Ok((payload, version)) => (payload, version.to_owned()),
+            Err(error) => {
+                tracing::warn!(%error, event_id = %event.event_id, "relaying an event as stored");
+                (Cow::Borrowed(&event.payload), event.event_version.clone())
+            }
+        };
+    let payload = redact_payload(&event.aggregate_type, &event.event_type, &payload);
+    let dataschema = dataschema(&event.aggregate_type, &event.event_type, &version);
     // Serializing a `Value` cannot fail: its map keys are strings.
     let value = serde_json::to_vec(&payload).unwrap_or_default();
     let mut headers = vec![
@@ -57,7 +82,8 @@ pub fn to_message(event: &StoredEvent, topic: String, source: &str) -> OutgoingM
         ("ce_aggregatetype", event.aggregate_type.clone()),
         ("ce_sequence", event.sequence.to_string()),
         ("ce_globalposition", event.global_position.to_string()),
-        ("ce_schemaversion", event.event_version.clone()),
+        ("ce_dataschema", dataschema),
+        ("ce_schemaversion", version),
     ];
     if let Some(correlation) = event.meta("correlation_id") {
         headers.push(("ce_correlationid", correlation.to_owned()));
@@ -142,8 +168,47 @@ mod tests {
         assert_eq!(message.header("ce_globalposition"), Some("42"));
         assert_eq!(message.header("ce_schemaversion"), Some("1.0"));
         assert_eq!(
+            message.header("ce_dataschema"),
+            Some("docs/events/user/UserRegistered.v1.0.schema.json")
+        );
+        assert_eq!(
             message.header("ce_causationid"),
             Some("request:0193a3f0-0000-7000-8000-0000000000cc")
+        );
+    }
+
+    #[test]
+    fn an_event_stored_in_an_old_version_goes_out_in_the_current_one() {
+        let mut event = registered();
+        event.aggregate_type = "Video".into();
+        event.event_type = "VideoRequested".into();
+        // `VideoRequested` 1.0 as stored before 2.0: no `generate_audio`.
+        event.payload = json!({"VideoRequested": {
+            "video_id": "0193a3f0-0000-7000-8000-0000000000bb",
+            "spec": {"owner": "0193a3f0-0000-7000-8000-0000000000aa", "prompt": "a kite",
+                     "negative_prompt": null, "provider": "auto", "model": "simulator-v1",
+                     "duration_seconds": 4, "aspect_ratio": "16:9", "resolution": "480p",
+                     "image_id": null, "seed": null, "estimated_cost": 4, "external_id": null}}});
+        let message = to_message(&event, "framegate.video.events".into(), "urn:framegate");
+        assert_eq!(message.header("ce_schemaversion"), Some("2.0"));
+        let schema = message.header("ce_dataschema").expect("ce_dataschema");
+        assert_eq!(schema, "docs/events/video/VideoRequested.v2.0.schema.json");
+        let repository = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        assert!(repository.join(schema).is_file(), "{schema} is published");
+        let value: serde_json::Value = serde_json::from_slice(&message.value).expect("json");
+        assert_eq!(value["VideoRequested"]["spec"]["generate_audio"], false);
+        assert_eq!(value["VideoRequested"]["spec"]["prompt"], "a kite");
+    }
+
+    #[test]
+    fn a_version_this_build_does_not_know_goes_out_as_stored_under_its_own_version() {
+        let mut event = registered();
+        event.event_version = "9.0".into();
+        let message = to_message(&event, "t".into(), "s");
+        assert_eq!(message.header("ce_schemaversion"), Some("9.0"));
+        assert_eq!(
+            message.header("ce_dataschema"),
+            Some("docs/events/user/UserRegistered.v9.0.schema.json")
         );
     }
 

@@ -453,10 +453,14 @@ impl Dispatcher {
     /// fewest failed attempts for this video, then the routing policy. Providers that
     /// refused it for good, or failed it too often, are left out.
     fn candidates(&self, spec: &VideoSpec, failed: &[FailedAttempt]) -> Vec<(Quote, usize)> {
-        let enabled: Vec<ProviderKind> = match spec.provider.pinned() {
+        let mut enabled: Vec<ProviderKind> = match spec.provider.pinned() {
             Some(pinned) => vec![pinned],
             None => self.providers.keys().copied().collect(),
         };
+        // A video asked for with sound never falls back to a provider that makes none.
+        if spec.generate_audio {
+            enabled.retain(|provider| provider.makes_audio());
+        }
         let request = QuoteRequest {
             provider: ProviderKind::Simulator,
             model: spec.model.as_deref(),

@@ -184,7 +184,7 @@ async fn credit_deliveries(
         amount,
         payment_reference,
         ..
-    } = serde_json::from_value(event.payload.clone())?
+    } = event.decode()?
     else {
         return Ok(Vec::new());
     };

@@ -181,6 +181,7 @@ impl Rig {
             image_id: None,
             seed: None,
             estimated_cost: Credits::new(COST),
+            generate_audio: false,
             external_id: None,
             webhook: None,
         };

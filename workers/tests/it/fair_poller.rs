@@ -79,6 +79,7 @@ async fn request(store: &EventStore, owner: UserId) -> VideoId {
         image_id: None,
         seed: None,
         estimated_cost: Credits::new(320),
+        generate_audio: false,
         external_id: None,
         webhook: None,
     };
@@ -265,6 +266,7 @@ async fn three_hundred_jobs_at_a_one_slot_provider_complete_in_request_order() {
             image_id: None,
             seed: Some(1),
             estimated_cost: Credits::new(1),
+            generate_audio: false,
             external_id: None,
             webhook: None,
         };

@@ -100,6 +100,7 @@ impl Rig {
             image_id,
             seed: Some(7),
             estimated_cost: Credits::new(i64::from(seconds)),
+            generate_audio: false,
             external_id: None,
             webhook: None,
         };
@@ -511,6 +512,7 @@ async fn a_request_that_cannot_be_recorded_reserves_nothing() {
         image_id: None,
         seed: None,
         estimated_cost: Credits::new(4),
+        generate_audio: false,
         external_id: None,
         webhook: None,
     };

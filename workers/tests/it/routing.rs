@@ -117,11 +117,19 @@ struct Rig {
 }
 
 async fn rig(sora: &Arc<Scripted>, veo: &Arc<Scripted>, limits: ProviderLimits) -> Rig {
+    rig_of(&[sora, veo], limits).await
+}
+
+async fn rig_of(scripted: &[&Arc<Scripted>], limits: ProviderLimits) -> Rig {
     let db = TestDatabase::new().await;
     let store = EventStore::new(db.pool.clone());
     let mut map: HashMap<ProviderKind, Arc<dyn VideoProvider>> = HashMap::new();
-    map.insert(ProviderKind::Sora, sora.clone());
-    map.insert(ProviderKind::Veo, veo.clone());
+    for provider in scripted {
+        map.insert(
+            provider.kind,
+            Arc::clone(provider) as Arc<dyn VideoProvider>,
+        );
+    }
     let providers: Providers = Arc::new(map);
     let blobs_dir = tempfile::tempdir().expect("blobs");
     let blobs: Blobs = Arc::new(FilesystemStore::new(
@@ -164,6 +172,10 @@ impl Rig {
     /// 8 s at 720p, which both Sora (10 credits/s) and Veo (40 credits/s) offer; priced at
     /// Veo's rate so that either may take it.
     async fn request(&self, provider: ProviderPreference) -> VideoId {
+        self.request_with_audio(provider, false).await
+    }
+
+    async fn request_with_audio(&self, provider: ProviderPreference, audio: bool) -> VideoId {
         let video = VideoId::from_uuid(Uuid::now_v7());
         let spec = VideoSpec {
             owner: self.owner,
@@ -177,6 +189,7 @@ impl Rig {
             image_id: None,
             seed: None,
             estimated_cost: Credits::new(320),
+            generate_audio: audio,
             external_id: None,
             webhook: None,
         };
@@ -454,4 +467,31 @@ async fn two_dispatchers_reaching_one_video_together_submit_it_once() {
     assert_eq!(sora.calls(), 1, "submitted once");
     let row = rig.row(video).await;
     assert_eq!((row.status.as_str(), row.attempt), ("submitted", 1));
+}
+
+#[tokio::test]
+async fn a_video_with_audio_never_falls_back_to_a_provider_without_it() {
+    let simulator = Scripted::new(ProviderKind::Simulator, vec![]);
+    let veo = Scripted::new(
+        ProviderKind::Veo,
+        vec![failure(codes::UPSTREAM_UNAVAILABLE, true)],
+    );
+    let rig = rig_of(&[&simulator, &veo], ProviderLimits::default()).await;
+    // Without audio the simulator takes the same request: it is a candidate.
+    let silent = rig.request(ProviderPreference::Auto).await;
+    rig.dispatch().await;
+    assert_eq!(simulator.accepted(), vec![silent]);
+    assert_eq!(veo.calls(), 0);
+
+    let loud = rig.request_with_audio(ProviderPreference::Auto, true).await;
+    rig.dispatch().await;
+    let row = rig.row(loud).await;
+    assert!(row.generate_audio);
+    assert_eq!(veo.calls(), 1, "Veo was tried");
+    assert_eq!(
+        simulator.accepted(),
+        vec![silent],
+        "and nothing fell back: {row:?}"
+    );
+    assert_ne!(row.provider.as_deref(), Some("simulator"));
 }

@@ -76,6 +76,7 @@ pub async fn create(
         image_id,
         seed: body.seed,
         estimated_cost: quote.cost,
+        generate_audio: body.generate_audio,
         external_id: body.external_id,
         webhook,
     };

@@ -54,6 +54,7 @@ pub(super) struct NewRows {
     updated_at: Vec<DateTime<Utc>>,
     completed_at: Vec<Option<DateTime<Utc>>>,
     attempt_lists: Vec<Value>,
+    generate_audio: Vec<bool>,
 }
 
 impl NewRows {
@@ -71,6 +72,7 @@ impl NewRows {
         self.seeds.push(spec.seed.map(|s| s as i64));
         self.external_ids.push(spec.external_id.clone());
         self.estimated_costs.push(spec.estimated_cost.value());
+        self.generate_audio.push(spec.generate_audio);
         self.created_at.push(*at);
         // The row as the request inserts it: queued, progress and attempt 0, no attempts.
         self.statuses
@@ -127,14 +129,14 @@ impl NewRows {
                  aspect_ratio, resolution, image_id, seed, external_id, estimated_cost,
                  final_cost, error_code, error_message, error_retryable, error_charged,
                  blob_key, bytes, sha256, duration_ms, width, height, created_at, updated_at,
-                 completed_at, attempts, cancel_charged)
+                 completed_at, attempts, cancel_charged, generate_audio)
              SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int2[], $5::text[],
                  $6::text[], $7::text[], $8::int4[], $9::text[], $10::text[], $11::text[],
                  $12::int4[], $13::text[], $14::text[], $15::uuid[], $16::int8[], $17::text[],
                  $18::int8[], $19::int8[], $20::text[], $21::text[], $22::bool[], $23::bool[],
                  $24::text[], $25::int8[], $26::text[], $27::int8[], $28::int4[], $29::int4[],
                  $30::timestamptz[], $31::timestamptz[], $32::timestamptz[], $33::jsonb[],
-                 $34::bool[])
+                 $34::bool[], $35::bool[])
              ON CONFLICT (id) DO NOTHING
              RETURNING id",
         )
@@ -172,6 +174,7 @@ impl NewRows {
         .bind(&self.completed_at)
         .bind(&self.attempt_lists)
         .bind(&self.cancel_charged)
+        .bind(&self.generate_audio)
         .fetch_all(conn)
         .await?;
         Ok(inserted.into_iter().collect())

@@ -154,6 +154,7 @@ impl Rig {
             image_id: None,
             seed: None,
             estimated_cost: Credits::new(4),
+            generate_audio: false,
             external_id: Some("boat-1".into()),
             webhook,
         };
