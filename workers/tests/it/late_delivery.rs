@@ -170,6 +170,7 @@ async fn files_left(meanwhile: Meanwhile) -> (videos::VideoRow, [bool; 3]) {
         estimated_cost: Credits::new(2),
         external_id: None,
         webhook: None,
+        generate_audio: false,
     };
     let meta = CommandMetadata::new_request(Actor::User(owner));
     request_video(&store, video, spec, &meta, None)
