@@ -459,3 +459,20 @@ fn the_schemas_reject_what_serde_would_not_write() {
         );
     }
 }
+
+/// The upcaster chain (`framegate_domain::versions`) is keyed by event type alone: no two
+/// aggregates may name an event alike.
+#[test]
+fn event_type_names_are_unique_across_aggregates() {
+    let mut owners: BTreeMap<String, &'static str> = BTreeMap::new();
+    for contract in contracts() {
+        if let Some(other) = owners.insert(contract.event_type.clone(), contract.aggregate_type) {
+            assert_eq!(
+                other, contract.aggregate_type,
+                "{} is an event of both {other} and {}",
+                contract.event_type, contract.aggregate_type
+            );
+        }
+    }
+    assert!(owners.len() > 30, "{owners:?}");
+}
