@@ -106,3 +106,41 @@ fn each_chain_steps_from_version_to_version_without_gaps() {
         }
     }
 }
+
+/// Every reader of stored events goes through the chain: no source file of the readers
+/// deserializes an event row's payload directly (the dispatcher once did, and a 1.0
+/// `VideoRequested` would never have been dispatched).
+#[test]
+fn no_reader_decodes_a_stored_payload_around_the_chain() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut offenders = Vec::new();
+    let mut dirs: Vec<std::path::PathBuf> = [
+        "api/src",
+        "commands/src",
+        "projections/src",
+        "src",
+        "workers/src",
+    ]
+    .iter()
+    .map(|dir| root.join(dir))
+    .collect();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("source dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "rs") {
+                let text = std::fs::read_to_string(&path).expect("source");
+                for pattern in ["deserialize(&event.payload", "from_value(event.payload"] {
+                    if text.contains(pattern) {
+                        offenders.push(format!("{}: {pattern}", path.display()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "decode through versions::decode: {offenders:?}"
+    );
+}

@@ -20,7 +20,6 @@ use framegate_domain::{
 use framegate_projections::read_models::videos;
 use framegate_projections::subscription::BoxError;
 use framegate_projections::{EventHandler, StoredEvent};
-use serde::Deserialize as _;
 use sqlx::{PgConnection, PgPool};
 use tracing::field::Empty;
 use tracing::{debug, info_span, warn, Instrument as _};
@@ -578,7 +577,7 @@ impl EventHandler for Dispatcher {
             return Ok(());
         }
         let video_id: VideoId = event.aggregate_id.parse()?;
-        let requested = VideoEvent::deserialize(&event.payload)?;
+        let requested: VideoEvent = event.decode()?;
         // A child of the request: the submission's events carry its trace on.
         let span = dispatch_span(video_id, event.trace_context().as_ref());
         async {
