@@ -13,25 +13,6 @@ use futures::StreamExt as _;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-/// A 640×480 PNG, red on the left and blue on the right.
-fn png() -> Vec<u8> {
-    let image = image::RgbImage::from_fn(640, 480, |x, _| {
-        if x < 320 {
-            image::Rgb([220, 30, 30])
-        } else {
-            image::Rgb([30, 30, 220])
-        }
-    });
-    let mut bytes = Vec::new();
-    image::DynamicImage::ImageRgb8(image)
-        .write_to(
-            &mut std::io::Cursor::new(&mut bytes),
-            image::ImageFormat::Png,
-        )
-        .expect("png");
-    bytes
-}
-
 /// Reads `video` events off the SSE stream until the stream ends.
 async fn follow(client: &reqwest::Client, url: &str, token: &str) -> Vec<Value> {
     let response = client
@@ -131,7 +112,7 @@ async fn the_walk_through_ends_with_a_downloaded_playable_mp4() {
     // Upload a reference image.
     let form = reqwest::multipart::Form::new().part(
         "file",
-        reqwest::multipart::Part::bytes(png())
+        reqwest::multipart::Part::bytes(common::png())
             .file_name("reference.png")
             .mime_str("image/png")
             .expect("mime"),

@@ -9,11 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub use crate::common::{png, PASSWORD};
 use crate::common::{Dev, PATIENCE};
 use framegate_workers::media::{probe, MediaTools};
-use serde_json::{json, Value};
-
-pub const PASSWORD: &str = "correct horse battery staple";
+use serde_json::Value;
 
 /// The client as one user on one machine: their own config directory and working directory.
 pub struct Client {
@@ -149,38 +148,6 @@ pub fn assert_no_escapes(output: &Output) {
         "escape codes without a terminal: {}",
         text(output)
     );
-}
-
-/// A verified user with the sign-up credits, registered over HTTP.
-pub async fn register(dev: &Dev, email: &str) {
-    let http = reqwest::Client::new();
-    let registered = http
-        .post(dev.url("/v1/auth/register"))
-        .json(&json!({"email": email, "password": PASSWORD}))
-        .send()
-        .await
-        .expect("register");
-    assert_eq!(registered.status(), reqwest::StatusCode::CREATED);
-    dev.verify_email(&http, email).await;
-}
-
-/// A 640×480 PNG, red on the left and blue on the right.
-pub fn png() -> Vec<u8> {
-    let image = image::RgbImage::from_fn(640, 480, |x, _| {
-        if x < 320 {
-            image::Rgb([220, 30, 30])
-        } else {
-            image::Rgb([30, 30, 220])
-        }
-    });
-    let mut bytes = Vec::new();
-    image::DynamicImage::ImageRgb8(image)
-        .write_to(
-            &mut std::io::Cursor::new(&mut bytes),
-            image::ImageFormat::Png,
-        )
-        .expect("png");
-    bytes
 }
 
 /// ffprobe reads `file` as an H.264 video of about `seconds`.

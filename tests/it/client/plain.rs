@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use framegate_commands::testing::TestDatabase;
 use serde_json::Value;
 
-use super::{assert_no_escapes, assert_playable, png, register, text, Client, PASSWORD};
+use super::{assert_no_escapes, assert_playable, png, text, Client, PASSWORD};
 use crate::common::Dev;
 
 fn mode(path: &std::path::Path) -> u32 {
@@ -37,7 +37,7 @@ async fn without_a_terminal_every_command_prints_plain_text_or_one_json_document
     );
     dev.wait_ready(&reqwest::Client::new()).await;
     let email = "script@example.com";
-    register(&dev, email).await;
+    dev.register(&reqwest::Client::new(), email).await;
     let client = Client::new(&dev);
 
     // Not logged in yet: exit 4, saying how to log in.

@@ -4,7 +4,7 @@
 
 use framegate_commands::testing::TestDatabase;
 
-use super::{assert_playable, register, settled_credits, wait_for, Client, Step, PASSWORD};
+use super::{assert_playable, settled_credits, wait_for, Client, Step, PASSWORD};
 use crate::common::Dev;
 
 const CTRL_C: &str = "\\x03";
@@ -21,7 +21,7 @@ async fn at_a_terminal_the_wait_draws_a_progress_bar_and_ctrl_c_detaches_or_canc
     );
     dev.wait_ready(&reqwest::Client::new()).await;
     let email = "person@example.com";
-    register(&dev, email).await;
+    dev.register(&reqwest::Client::new(), email).await;
     let client = Client::new(&dev);
 
     // The password is typed at a prompt and not echoed.

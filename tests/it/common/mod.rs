@@ -11,7 +11,26 @@ use std::time::{Duration, Instant};
 use framegate_commands::testing::TestDatabase;
 use reqwest::StatusCode;
 
-/// The password `Dev::sign_up` registers with.
+/// A 640×480 PNG, red on the left and blue on the right.
+pub fn png() -> Vec<u8> {
+    let image = image::RgbImage::from_fn(640, 480, |x, _| {
+        if x < 320 {
+            image::Rgb([220, 30, 30])
+        } else {
+            image::Rgb([30, 30, 220])
+        }
+    });
+    let mut bytes = Vec::new();
+    image::DynamicImage::ImageRgb8(image)
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .expect("png");
+    bytes
+}
+
+/// The password `Dev::register` registers with.
 pub const PASSWORD: &str = "correct horse battery staple";
 
 /// How long any one wait may take before a test gives up.
@@ -122,9 +141,9 @@ impl Dev {
 }
 
 impl Dev {
-    /// Registers `email` (the password is `PASSWORD`), verifies it and logs in; returns the
-    /// access token.
-    pub async fn sign_up(&self, client: &reqwest::Client, email: &str) -> String {
+    /// Registers `email` (the password is `PASSWORD`) and verifies it, as a user would: a
+    /// verified user with the sign-up credits.
+    pub async fn register(&self, client: &reqwest::Client, email: &str) {
         let registered = client
             .post(self.url("/v1/auth/register"))
             .json(&serde_json::json!({"email": email, "password": PASSWORD}))
@@ -133,6 +152,11 @@ impl Dev {
             .expect("register");
         assert_eq!(registered.status(), StatusCode::CREATED);
         self.verify_email(client, email).await;
+    }
+
+    /// Registers and verifies `email` and logs in; returns the access token.
+    pub async fn sign_up(&self, client: &reqwest::Client, email: &str) -> String {
+        self.register(client, email).await;
         let login: serde_json::Value = client
             .post(self.url("/v1/auth/login"))
             .json(&serde_json::json!({"email": email, "password": PASSWORD}))
