@@ -74,6 +74,19 @@ impl EventRepository {
     }
 }
 
+impl EventRepository {
+    /// Events read for an aggregate with their personal data opened (`crate::pii`).
+    async fn open(
+        &self,
+        mut events: Vec<SerializedEvent>,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        crate::pii::open_serialized(&self.pool, &mut events)
+            .await
+            .map_err(|error| PersistenceError::UnknownError(Box::new(error)))?;
+        Ok(events)
+    }
+}
+
 /// How postgres-es classifies errors, kept: a unique violation (another command appended the
 /// same sequence first, or the email index) is an optimistic-lock conflict.
 fn persistence_error(error: AppendError) -> PersistenceError {
@@ -91,7 +104,8 @@ impl PersistedEventRepository for EventRepository {
         &self,
         aggregate_id: &str,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.reader.get_events::<A>(aggregate_id).await
+        let events = self.reader.get_events::<A>(aggregate_id).await?;
+        self.open(events).await
     }
 
     async fn get_last_events<A: Aggregate>(
@@ -99,9 +113,11 @@ impl PersistedEventRepository for EventRepository {
         aggregate_id: &str,
         last_sequence: usize,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.reader
+        let events = self
+            .reader
             .get_last_events::<A>(aggregate_id, last_sequence)
-            .await
+            .await?;
+        self.open(events).await
     }
 
     async fn get_snapshot<A: Aggregate>(

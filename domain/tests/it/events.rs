@@ -6,7 +6,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use cqrs_es::DomainEvent;
 use framegate_domain::{
     hash_token, redact_event, redact_payload, sensitive_fields, ApiKeyHash, ApiKeyId,
-    CreditAccount, CreditEvent, Credits, ImageId, NotificationPreferences, PasswordHash,
+    CreditAccount, CreditEvent, Credits, ErasedBy, ImageId, NotificationPreferences, PasswordHash,
     PaymentDetails, PaymentProvider, ProviderKind, ProviderPreference, Role, User, UserEvent,
     UserId, Video, VideoEvent, VideoId, VideoSpec, VideoWebhook, REDACTED,
 };
@@ -101,6 +101,9 @@ fn all_user_events() -> Vec<UserEvent> {
                 credits_low: false,
                 credits_low_threshold: Credits::new(250),
             },
+        },
+        UserEvent::UserErased {
+            by: ErasedBy::Owner,
         },
     ]
 }
@@ -234,6 +237,7 @@ fn user_ordinal(event: &UserEvent) -> usize {
         UserEvent::RoleChanged { .. } => 8,
         UserEvent::UserDisabled { .. } => 9,
         UserEvent::NotificationPreferencesChanged { .. } => 10,
+        UserEvent::UserErased { .. } => 11,
     }
 }
 
@@ -407,7 +411,8 @@ fn secrets_of(event: &UserEvent) -> Vec<String> {
         | UserEvent::ApiKeyRevoked { .. }
         | UserEvent::RoleChanged { .. }
         | UserEvent::UserDisabled { .. }
-        | UserEvent::NotificationPreferencesChanged { .. } => vec![],
+        | UserEvent::NotificationPreferencesChanged { .. }
+        | UserEvent::UserErased { .. } => vec![],
     }
 }
 
