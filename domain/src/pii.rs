@@ -5,7 +5,7 @@
 //! Below the domain types, the write side takes the personal fields of an event out of its
 //! body (and `client_ip`/`user_agent` out of its metadata), encrypts them together under the
 //! data key of the user they belong to, and stores one string in their place:
-//! `{"UserRegistered": {"user_id": ..., "$pii": "v1.<user>.<fields>.<ciphertext>"}}`. Every
+//! `{"UserRegistered": {"user_id": ..., "$pii": "v1:<user>:<fields>:<ciphertext>"}}`. Every
 //! reader opens the envelope before decoding (`framegate_commands::pii`); when the user's key
 //! was destroyed, the fields read as [`ERASED`]. This module is pure: it knows the fields and
 //! the envelope's JSON, not the cryptography.
@@ -124,7 +124,8 @@ pub fn has_plaintext(body: &Value, fields: &[&str]) -> bool {
     })
 }
 
-/// A parsed envelope: `v1.<user>.<field,field>.<base64url ciphertext>`.
+/// A parsed envelope: `v1:<user>:<field,field>:<base64url ciphertext>` (none of the parts can
+/// hold a `:`; field paths hold dots).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sealed<'s> {
     pub subject: &'s str,
@@ -134,7 +135,7 @@ pub struct Sealed<'s> {
 
 impl<'s> Sealed<'s> {
     pub fn parse(text: &'s str) -> Option<Self> {
-        let mut parts = text.splitn(4, '.');
+        let mut parts = text.splitn(4, ':');
         if parts.next()? != "v1" {
             return None;
         }
@@ -149,7 +150,7 @@ impl<'s> Sealed<'s> {
     }
 
     pub fn format(subject: &str, fields: &[&str], ciphertext: &str) -> String {
-        format!("v1.{subject}.{}.{ciphertext}", fields.join(","))
+        format!("v1:{subject}:{}:{ciphertext}", fields.join(","))
     }
 }
 
@@ -191,6 +192,7 @@ mod tests {
         assert_eq!(sealed.subject, "0193");
         assert_eq!(sealed.fields, ["spec.prompt", "spec.negative_prompt"]);
         assert_eq!(sealed.ciphertext, "AbC-_");
-        assert_eq!(Sealed::parse("v2.x.y.z"), None);
+        assert_eq!(Sealed::parse("v2:x:y:z"), None);
+        assert_eq!(Sealed::parse("v1:x:y"), None);
     }
 }

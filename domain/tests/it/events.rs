@@ -332,7 +332,12 @@ fn a_request_recorded_before_per_request_webhooks_decodes_without_one() {
 }
 
 #[test]
-fn the_registered_email_sits_where_the_unique_index_reads_it() {
+fn the_registered_email_sits_where_the_personal_fields_list_names_it() {
+    // The store seals it from there (framegate_domain::pii, ADR 0043).
+    assert_eq!(
+        framegate_domain::pii::personal_fields("UserRegistered"),
+        ["email"]
+    );
     let json = serde_json::to_value(user_registered()).expect("events serialize");
     assert_eq!(
         json.pointer("/UserRegistered/email"),
@@ -342,8 +347,8 @@ fn the_registered_email_sits_where_the_unique_index_reads_it() {
 
 #[test]
 fn every_user_event_matches_its_snapshot() {
-    let [registered, verification_issued, verified, password_changed, reset_requested, reset_completed, key_issued, key_revoked, role_changed, disabled, notifications] =
-        <[UserEvent; 11]>::try_from(all_user_events()).expect("eleven user events");
+    let [registered, verification_issued, verified, password_changed, reset_requested, reset_completed, key_issued, key_revoked, role_changed, disabled, notifications, erased] =
+        <[UserEvent; 12]>::try_from(all_user_events()).expect("twelve user events");
     assert_json_snapshot!("user_registered", registered);
     assert_json_snapshot!("email_verification_issued", verification_issued);
     assert_json_snapshot!("email_verified", verified);
@@ -355,6 +360,7 @@ fn every_user_event_matches_its_snapshot() {
     assert_json_snapshot!("role_changed", role_changed);
     assert_json_snapshot!("user_disabled", disabled);
     assert_json_snapshot!("notification_preferences_changed", notifications);
+    assert_json_snapshot!("user_erased", erased);
 }
 
 #[test]
