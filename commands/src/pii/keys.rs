@@ -83,7 +83,7 @@ impl DataKeys {
         }
         let fresh = SecretKey::generate();
         sqlx::query(
-            "INSERT INTO data_keys (user_id, wrapped_key, master_key_version)
+            "INSERT INTO public.data_keys (user_id, wrapped_key, master_key_version)
              VALUES ($1, $2, $3) ON CONFLICT (user_id) DO NOTHING",
         )
         .bind(user)
@@ -105,7 +105,7 @@ impl DataKeys {
         users: &[String],
     ) -> Result<HashMap<String, KeyState>, PiiError> {
         let rows: Vec<(String, Option<Vec<u8>>, Option<i32>)> = sqlx::query_as(
-            "SELECT user_id, wrapped_key, master_key_version FROM data_keys
+            "SELECT user_id, wrapped_key, master_key_version FROM public.data_keys
               WHERE user_id = ANY($1)",
         )
         .bind(users)

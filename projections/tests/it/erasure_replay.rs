@@ -92,7 +92,7 @@ async fn replay_after_an_erasure_gives_the_read_models_of_before_but_the_erased_
         &db.pool,
         "users",
         owner.as_uuid(),
-        &["email", "disabled", "updated_at"],
+        &["email", "disabled", "updated_at", "version"],
     )
     .await;
     let video_before = row(
@@ -124,7 +124,7 @@ async fn replay_after_an_erasure_gives_the_read_models_of_before_but_the_erased_
             &db.pool,
             "users",
             owner.as_uuid(),
-            &["email", "disabled", "updated_at"]
+            &["email", "disabled", "updated_at", "version"]
         )
         .await,
         user_before
