@@ -33,15 +33,16 @@ pub fn personal_fields(event_type: &str) -> &'static [&'static str] {
     }
 }
 
-/// The user an event's personal data belongs to: the user of a `User` stream, the owner of a
-/// requested video. `None` for events that hold nobody's personal data in their body.
+/// The user an event's personal data belongs to: the user of a `User` stream or of a credit
+/// account (which shares the user's id), the owner of a requested video or an uploaded image.
+/// `None` for events that belong to nobody in particular.
 pub fn subject(
     aggregate_type: &str,
     aggregate_id: &str,
     event_type: &str,
     payload: &Value,
 ) -> Option<String> {
-    if aggregate_type == "User" {
+    if aggregate_type == "User" || aggregate_type == "CreditAccount" {
         return Some(aggregate_id.to_owned());
     }
     let body = payload.get(event_type)?;
