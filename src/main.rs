@@ -165,15 +165,15 @@ async fn run(database_url: &str, command: Command) -> anyhow::Result<()> {
         _ => {
             let deployment = Deployment::from_env()?;
             deployment.check_secrets(|name| std::env::var(name).ok())?;
+            // `--database-url` may bring the password instead of the environment.
+            if let Some(password) = deployment::url_password(database_url) {
+                deployment.check_secret("DATABASE_URL", password, SecretKind::DatabasePassword)?;
+            }
             // The keys personal data in events is sealed with (ADR 0043).
             framegate_commands::pii::install(framegate_commands::pii::Keyring::from_lookup(
                 deployment,
                 |name| std::env::var(name).ok(),
             )?);
-            // `--database-url` may bring the password instead of the environment.
-            if let Some(password) = deployment::url_password(database_url) {
-                deployment.check_secret("DATABASE_URL", password, SecretKind::DatabasePassword)?;
-            }
         }
     }
     // Each role's pool, sized by FRAMEGATE_DATABASE_POOL_SIZE or the role's default (README).

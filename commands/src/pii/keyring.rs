@@ -60,22 +60,21 @@ impl Keyring {
         let (masters, email) = match (masters, email) {
             (Some(masters), Some(email)) => (masters, email),
             (None, None) if !deployment.is_production() => return Ok(Self::development()),
-            (masters, _) => {
+            (masters, email) => {
+                let (variable, other) = if masters.is_none() {
+                    (MASTER_KEYS_VAR, email.map(|_| EMAIL_HASH_KEY_VAR))
+                } else {
+                    (EMAIL_HASH_KEY_VAR, Some(MASTER_KEYS_VAR))
+                };
                 return Err(DeploymentError {
-                    variable: if masters.is_none() {
-                        MASTER_KEYS_VAR
-                    } else {
-                        EMAIL_HASH_KEY_VAR
-                    },
-                    message: format!(
-                        "is required with {} (and with FRAMEGATE_ENV=production)",
-                        if masters.is_none() {
-                            EMAIL_HASH_KEY_VAR
-                        } else {
-                            MASTER_KEYS_VAR
+                    variable,
+                    message: match other {
+                        Some(other) if !deployment.is_production() => {
+                            format!("is required with {other}")
                         }
-                    ),
-                })
+                        _ => "is required when FRAMEGATE_ENV=production".to_owned(),
+                    },
+                });
             }
         };
         let refused = |variable: &'static str, message: &str| DeploymentError {
