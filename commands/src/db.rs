@@ -155,7 +155,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     crate::pii::current()
         .claim_plaintext_emails(pool)
         .await
-        .map_err(|error| sqlx::migrate::MigrateError::Execute(error))?;
+        .map_err(sqlx::migrate::MigrateError::Execute)?;
     Ok(())
 }
 

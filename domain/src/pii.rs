@@ -164,14 +164,17 @@ mod tests {
     fn nested_fields_are_taken_and_put_back() {
         let original = json!({"spec": {"owner": "u", "prompt": "a cat", "negative_prompt": null}});
         let mut body = original.clone();
-        let taken = take(&mut body, personal_fields("VideoRequested")).unwrap();
+        let taken = take(&mut body, personal_fields("VideoRequested")).expect("a prompt");
         assert_eq!(
             body,
             json!({"spec": {"owner": "u", "negative_prompt": null}})
         );
         assert_eq!(
             taken,
-            json!({"spec.prompt": "a cat"}).as_object().unwrap().clone()
+            json!({"spec.prompt": "a cat"})
+                .as_object()
+                .expect("map")
+                .clone()
         );
         put(&mut body, taken);
         assert_eq!(body, original);
@@ -189,7 +192,7 @@ mod tests {
     #[test]
     fn envelopes_round_trip() {
         let text = Sealed::format("0193", &["spec.prompt", "spec.negative_prompt"], "AbC-_");
-        let sealed = Sealed::parse(&text).unwrap();
+        let sealed = Sealed::parse(&text).expect("parses");
         assert_eq!(sealed.subject, "0193");
         assert_eq!(sealed.fields, ["spec.prompt", "spec.negative_prompt"]);
         assert_eq!(sealed.ciphertext, "AbC-_");

@@ -95,7 +95,7 @@ fn dump(app: &TestApp) -> String {
         std::process::Command::new(std::env::var("PG_DUMP").unwrap_or_else(|_| "pg_dump".into()))
             .arg("--no-owner")
             // libpq refuses sqlx's own URL parameters.
-        .arg(app.db.url().split('?').next().expect("a URL"))
+            .arg(app.db.url().split('?').next().expect("a URL"))
             .output()
             .expect("pg_dump runs");
     assert!(

@@ -146,7 +146,7 @@ mod tests {
             EMAIL_HASH_KEY_VAR => Some(b64(9, 32)),
             _ => None,
         };
-        let keyring = Keyring::from_lookup(Deployment::Production, env).unwrap();
+        let keyring = Keyring::from_lookup(Deployment::Production, env).expect("valid");
         assert_eq!(keyring.current_version(), 2);
         assert!(keyring.master(1).is_some());
         assert!(keyring.master(3).is_none());
@@ -155,11 +155,11 @@ mod tests {
     #[test]
     fn production_requires_both_keys_and_refuses_bad_ones() {
         let none = |_: &str| None;
-        let error = Keyring::from_lookup(Deployment::Production, none).unwrap_err();
+        let error = Keyring::from_lookup(Deployment::Production, none).expect_err("required");
         assert_eq!(error.variable, MASTER_KEYS_VAR);
         assert_eq!(
             Keyring::from_lookup(Deployment::Development, none)
-                .unwrap()
+                .expect("development keys")
                 .current_version(),
             0
         );
@@ -168,7 +168,7 @@ mod tests {
             EMAIL_HASH_KEY_VAR => Some(b64(9, 32)),
             _ => None,
         };
-        let error = Keyring::from_lookup(Deployment::Test, short).unwrap_err();
+        let error = Keyring::from_lookup(Deployment::Test, short).expect_err("too short");
         assert_eq!(error.variable, MASTER_KEYS_VAR);
     }
 }

@@ -610,8 +610,10 @@ async fn events_published_after_an_erasure_carry_none_of_the_users_personal_data
     customer(&store, 1).await;
     let owner = UserId::from_uuid(Uuid::now_v7());
     let from_client = |actor| {
-        CommandMetadata::new_request(actor)
-            .with_client(Some("198.51.100.201".into()), Some("kafka-erasure/1".into()))
+        CommandMetadata::new_request(actor).with_client(
+            Some("198.51.100.201".into()),
+            Some("kafka-erasure/1".into()),
+        )
     };
     let register = UserCommand::Register {
         user_id: owner,
@@ -671,7 +673,10 @@ async fn events_published_after_an_erasure_carry_none_of_the_users_personal_data
     }
     assert!(everything.contains("[erased]"));
     assert!(everything.contains(r#"{"UserErased":{"by":"admin"}}"#));
-    assert!(everything.contains("relay1@example.com"), "other users untouched");
+    assert!(
+        everything.contains("relay1@example.com"),
+        "other users untouched"
+    );
     stop.send(true).expect("stop");
     task.await.expect("relay task").expect("relay");
 }
