@@ -4,7 +4,12 @@
 
 use crate::common;
 
+use axum::body::Bytes;
 use common::{assert_problem, TestApp, PASSWORD};
+use framegate_commands::blobs::{video_keys, BlobKey};
+use framegate_domain::VideoId;
+use framegate_projections::Subscription;
+use framegate_workers::erasure_cleanup::{self, ErasureCleanup};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -196,4 +201,96 @@ async fn an_admin_erasure_is_audited_and_the_history_reads_erased() {
     assert_eq!(last["actor"], format!("user:{admin}"));
     let left = personal_data_in(&dump(&app), email);
     assert!(left.is_empty(), "still in the dump: {left:?}");
+}
+
+/// Runs the erasure's blob cleanup (a worker subscription) over everything committed so far.
+async fn clean_up(app: &TestApp) {
+    Subscription::new(erasure_cleanup::SUBSCRIPTION, app.db.pool.clone())
+        .drain(&ErasureCleanup::new(app.state.blobs.clone()))
+        .await
+        .expect("cleanup drains");
+}
+
+#[tokio::test]
+async fn an_erased_users_files_are_deleted_and_their_videos_and_credits_stay_as_facts() {
+    let app = app().await;
+    let (id, access) = user_with_a_video(&app, "files@example.com").await;
+    let part = reqwest::multipart::Part::bytes(common::pictures::png(600, 400))
+        .file_name("me.png")
+        .mime_str("image/png")
+        .expect("mime");
+    let uploaded = app
+        .client
+        .post(app.url("/v1/images"))
+        .bearer_auth(&access)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(uploaded.status(), StatusCode::CREATED);
+    let (original, thumbnail): (String, String) =
+        sqlx::query_as("SELECT blob_key, thumbnail_key FROM images WHERE owner_id = $1")
+            .bind(id)
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("image row");
+    // The video's files, as a finished video has them.
+    let video: uuid::Uuid = sqlx::query_scalar("SELECT id FROM videos WHERE owner_id = $1")
+        .bind(id)
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("video row");
+    let keys = video_keys(VideoId::from_uuid(video)).expect("keys");
+    let mut files = vec![keys.video, keys.poster, keys.thumbnail];
+    for key in &files {
+        app.state
+            .blobs
+            .put(
+                key,
+                Bytes::from_static(b"frames"),
+                "application/octet-stream",
+            )
+            .await
+            .expect("put");
+    }
+    files.push(BlobKey::new(original).expect("key"));
+    files.push(BlobKey::new(thumbnail).expect("key"));
+    for key in &files {
+        assert!(
+            app.state.blobs.head(key).await.expect("head").is_some(),
+            "{key:?} stored"
+        );
+    }
+
+    let erased = send(
+        &app,
+        Method::DELETE,
+        "/v1/me",
+        Some(&access),
+        json!({"password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(erased.status(), StatusCode::NO_CONTENT);
+    clean_up(&app).await;
+
+    for key in &files {
+        assert_eq!(
+            app.state.blobs.head(key).await.expect("head"),
+            None,
+            "{key:?} deleted"
+        );
+    }
+    let (videos, ledger): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM videos WHERE owner_id = $1),
+                (SELECT count(*) FROM credit_ledger WHERE user_id = $1)",
+    )
+    .bind(id)
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("facts");
+    assert_eq!(videos, 1, "the video stays");
+    assert!(
+        ledger >= 2,
+        "the sign-up grant and the reservation stay: {ledger}"
+    );
 }
