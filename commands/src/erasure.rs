@@ -85,11 +85,18 @@ async fn scrub(
     .bind(email)
     .execute(&mut *conn)
     .await?;
-    // Stored responses hold prompts and addresses; deliveries hold prompts in their bodies.
-    sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1")
-        .bind(format!("user:{id}"))
-        .execute(&mut *conn)
-        .await?;
+    // Stored responses hold prompts and addresses (a registration's, under its IP's scope);
+    // deliveries hold prompts in their bodies.
+    sqlx::query(
+        "DELETE FROM idempotency_keys
+          WHERE scope = $1
+             OR ($2::text IS NOT NULL
+                 AND position(convert_to($2::text, 'UTF8') IN response_body) > 0)",
+    )
+    .bind(format!("user:{id}"))
+    .bind(email)
+    .execute(&mut *conn)
+    .await?;
     sqlx::query("DELETE FROM webhook_deliveries WHERE owner_id = $1")
         .bind(id)
         .execute(&mut *conn)

@@ -35,6 +35,8 @@ async fn send(
         .request(method, app.url(path))
         .header("x-forwarded-for", IP)
         .header("user-agent", AGENT)
+        // Stored responses hold what was asked and answered: they go with the erasure too.
+        .header("idempotency-key", uuid::Uuid::new_v4().to_string())
         .json(&body);
     if let Some(token) = token {
         request = request.bearer_auth(token);

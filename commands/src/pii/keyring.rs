@@ -125,6 +125,13 @@ impl Keyring {
     pub fn email_hash(&self, normalized_email: &str) -> Vec<u8> {
         self.email_hash.mac(normalized_email.as_bytes())
     }
+
+    /// A stable pseudonym of `value` for tables that need to match it but not to read it (the
+    /// Idempotency-Key scope of an anonymous client's IP): 128 bits of a keyed hash, as hex.
+    pub fn pseudonym(&self, kind: &str, value: &str) -> String {
+        let mac = self.email_hash.mac(format!("{kind}\0{value}").as_bytes());
+        hex::encode(&mac[..16])
+    }
 }
 
 fn decode_key(text: &str) -> Option<SecretKey> {
