@@ -205,3 +205,72 @@ async fn rotation_rewraps_every_data_key_and_everything_still_opens() {
     .expect("rows");
     assert!(pii::open_stored(&db.pool, &mut rows).await.is_err());
 }
+
+/// A registration stored before encryption: plaintext in the row (the trigger forbids
+/// changing it), readable as such, its address still taken; once the user is erased every
+/// reader shows `[erased]` for it, and the address is free again.
+#[tokio::test]
+async fn a_registration_stored_before_encryption_reads_as_erased_after_the_erasure() {
+    let db = TestDatabase::new().await;
+    let store = EventStore::new(db.pool.clone());
+    let user = UserId::from_uuid(Uuid::now_v7());
+    let old = serde_json::to_value(framegate_domain::UserEvent::UserRegistered {
+        user_id: user,
+        email: "legacy@example.com".into(),
+        password_hash: PasswordHash::new("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"),
+        role: Role::User,
+        verification_token_hash: hash_token("verify-me"),
+        verification_expires_at: Utc::now() + Duration::hours(24),
+    })
+    .expect("payload");
+    assert!(old.pointer("/UserRegistered/email").is_some());
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                             payload, metadata)
+         VALUES ('User', $1, 1, 'UserRegistered', '1.0', $2, $3)",
+    )
+    .bind(user.to_string())
+    .bind(&old)
+    .bind(serde_json::json!({"actor": "system", "client_ip": IP, "user_agent": AGENT}))
+    .execute(&db.pool)
+    .await
+    .expect("a row from before encryption");
+    // What `framegate migrate` does at start-up: the old address is claimed.
+    let claimed = pii::current()
+        .claim_plaintext_emails(&db.pool)
+        .await
+        .expect("claim");
+    assert_eq!(claimed, 1);
+    let taken = register(&store, registration("legacy@example.com"), &from_client()).await;
+    assert!(matches!(taken, Err(CommandError::EmailTaken)), "{taken:?}");
+    let event = opened_registration(&db.pool, user).await;
+    assert_eq!(
+        event.payload["UserRegistered"]["email"],
+        "legacy@example.com"
+    );
+    assert_eq!(event.meta("client_ip"), Some(IP));
+
+    erase(
+        &store,
+        user,
+        ErasedBy::Owner,
+        &CommandMetadata::new_request(Actor::User(user)),
+    )
+    .await
+    .expect("erase");
+    let event = opened_registration(&db.pool, user).await;
+    assert_eq!(event.payload["UserRegistered"]["email"], ERASED);
+    assert_eq!(event.meta("client_ip"), Some(ERASED));
+    assert_eq!(event.meta("user_agent"), Some(ERASED));
+    // The plaintext itself stays in the row: the ADR says so, and what an operator can do.
+    assert!(log_text(&db.pool).await.contains("legacy@example.com"));
+    assert_eq!(
+        pii::current()
+            .claim_plaintext_emails(&db.pool)
+            .await
+            .expect("claim again"),
+        0,
+        "an erased user's old address is not claimed again"
+    );
+    signed_up(&store, "legacy@example.com").await;
+}
