@@ -44,6 +44,12 @@ POSTGRES_PASSWORD=$(secret)
 FRAMEGATE_JWT_SECRET=$(secret)
 # HMAC key of filesystem blob download links.
 FRAMEGATE_BLOB_SIGNING_KEY=$(secret)
+# Personal data in events (docs/adr/0043-crypto-shredding.md): the master keys that wrap
+# every user's data key (version:base64 of 32 bytes, current first; rotation adds one in
+# front and runs "framegate keys rotate"), and the key of the email lookup hash (never
+# rotated: it would orphan every email claim). Losing either loses the personal data.
+FRAMEGATE_MASTER_KEYS=1:$(head -c 32 /dev/urandom | base64 | tr -d '\n')
+FRAMEGATE_EMAIL_HASH_KEY=$(head -c 32 /dev/urandom | base64 | tr -d '\n')
 # Grafana's admin password (the dashboards in deploy/grafana).
 GRAFANA_ADMIN_PASSWORD=$(secret)
 

@@ -101,6 +101,11 @@ enum Command {
         #[command(subcommand)]
         command: replay::ProjectionsCommand,
     },
+    /// Data keys of personal data in events (ADR 0043).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Manage users from the command line.
     Users {
         #[command(subcommand)]
@@ -117,6 +122,13 @@ enum Command {
         #[arg(long, default_value = "/health/ready")]
         path: String,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Re-wrap every user's data key under the current master key (the first of
+    /// FRAMEGATE_MASTER_KEYS); the older master keys can then be removed.
+    Rotate,
 }
 
 #[tokio::main]
@@ -157,6 +169,11 @@ async fn run(database_url: &str, command: Command) -> anyhow::Result<()> {
             if let Some(password) = deployment::url_password(database_url) {
                 deployment.check_secret("DATABASE_URL", password, SecretKind::DatabasePassword)?;
             }
+            // The keys personal data in events is sealed with (ADR 0043).
+            framegate_commands::pii::install(framegate_commands::pii::Keyring::from_lookup(
+                deployment,
+                |name| std::env::var(name).ok(),
+            )?);
         }
     }
     // Each role's pool, sized by FRAMEGATE_DATABASE_POOL_SIZE or the role's default (README).
@@ -250,6 +267,17 @@ async fn run(database_url: &str, command: Command) -> anyhow::Result<()> {
                 }
             }
             tasks.supervise(shutdown_signal()).await?;
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate,
+        } => {
+            let pool = pool("keys", 2).await?;
+            let pii = framegate_commands::pii::current();
+            let rotated = pii.keys.rotate(&pii.keyring, &pool).await?;
+            println!(
+                "{rotated} data keys re-wrapped under master key version {}",
+                pii.keyring.current_version()
+            );
         }
         Command::Users { command } => users::run(command, database_url).await?,
         Command::Replay(args) => replay::run_replay(&pool("replay", 8).await?, args).await?,

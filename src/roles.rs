@@ -14,6 +14,7 @@ use framegate_domain::ProviderKind;
 use framegate_projections::notify::Notifications;
 use framegate_projections::read_models::{self, READ_MODELS};
 use framegate_projections::{EventHandler, Subscription};
+use framegate_workers::erasure_cleanup::{self, ErasureCleanup};
 use framegate_workers::image_cleanup::{self, ImageCleanup};
 use framegate_workers::kafka::{JobConsumer, KafkaConfig};
 use framegate_workers::media::MediaTools;
@@ -242,6 +243,13 @@ pub async fn worker(
         Subscription::new(video_cleanup::SUBSCRIPTION, pool.clone())
             .with_notifications(notifications.clone()),
         Arc::new(VideoCleanup::new(blobs.clone())),
+    );
+    subscription(
+        tasks,
+        erasure_cleanup::SUBSCRIPTION,
+        Subscription::new(erasure_cleanup::SUBSCRIPTION, pool.clone())
+            .with_notifications(notifications.clone()),
+        Arc::new(ErasureCleanup::new(blobs.clone())),
     );
     webhook_delivery(
         tasks,

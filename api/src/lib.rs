@@ -88,7 +88,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/me",
-            get(auth_handlers::me).patch(auth_handlers::update_me),
+            get(auth_handlers::me)
+                .patch(auth_handlers::update_me)
+                .delete(auth_handlers::delete_me),
         )
         .route("/api-keys", post(api_keys::create).get(api_keys::list))
         .route("/api-keys/{id}", axum::routing::delete(api_keys::revoke))
@@ -105,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/users/{id}/credits", post(admin::grant_credits))
         .route("/admin/users/{id}/role", post(admin::change_role))
         .route("/admin/users/{id}/disable", post(admin::disable))
+        .route("/admin/users/{id}/erase", post(admin::erase))
         .route("/admin/audit", get(handlers::audit::list))
         .route(
             "/admin/events/{aggregate}/{id}",

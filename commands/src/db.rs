@@ -147,8 +147,16 @@ pub fn explain(error: sqlx::Error, settings: &PoolSettings) -> ConnectError {
 }
 
 /// Applies every pending migration.
+///
+/// Then claims the email addresses of registrations stored before crypto-shredding in
+/// `email_claims` (idempotent; `crate::pii`), so that they stay taken.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    MIGRATOR.run(pool).await
+    MIGRATOR.run(pool).await?;
+    crate::pii::current()
+        .claim_plaintext_emails(pool)
+        .await
+        .map_err(sqlx::migrate::MigrateError::Execute)?;
+    Ok(())
 }
 
 #[cfg(test)]

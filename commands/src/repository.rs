@@ -1,10 +1,11 @@
 //! The event repository behind cqrs-es: postgres-es for reading, one statement for writing.
 //!
 //! Loading delegates to postgres-es's `PostgresEventRepository` (event-store mode: the whole
-//! stream is replayed). Appending is ours: postgres-es opens a transaction and inserts event by
-//! event (BEGIN, INSERT per event, COMMIT); we append all of a command's events with a single
-//! multi-row `INSERT ... SELECT FROM unnest(...)`, atomic on its own, which also returns the
-//! events as stored. When inline read models follow the aggregate, or the request holds an
+//! stream is replayed), then opens the personal fields (`crate::pii`). Appending is ours:
+//! postgres-es opens a transaction and inserts event by event (BEGIN, INSERT per event,
+//! COMMIT); we append all of a command's events with a single multi-row
+//! `INSERT ... SELECT FROM unnest(...)`, atomic on its own, which also returns the events as
+//! stored. When inline read models follow the aggregate, or the request holds an
 //! Idempotency-Key, the append runs in a unit of work so that they commit with it
 //! (docs/adr/0001-event-store-mode-only.md, docs/adr/0015-one-transaction-video-request.md).
 
@@ -72,6 +73,17 @@ impl EventRepository {
         };
         Ok(written.iter().map(StoredEvent::position).max())
     }
+
+    /// Events read for an aggregate with their personal data opened (`crate::pii`).
+    async fn open(
+        &self,
+        mut events: Vec<SerializedEvent>,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        crate::pii::open_serialized(&self.pool, &mut events)
+            .await
+            .map_err(|error| PersistenceError::UnknownError(Box::new(error)))?;
+        Ok(events)
+    }
 }
 
 /// How postgres-es classifies errors, kept: a unique violation (another command appended the
@@ -91,7 +103,8 @@ impl PersistedEventRepository for EventRepository {
         &self,
         aggregate_id: &str,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.reader.get_events::<A>(aggregate_id).await
+        let events = self.reader.get_events::<A>(aggregate_id).await?;
+        self.open(events).await
     }
 
     async fn get_last_events<A: Aggregate>(
@@ -99,9 +112,11 @@ impl PersistedEventRepository for EventRepository {
         aggregate_id: &str,
         last_sequence: usize,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.reader
+        let events = self
+            .reader
             .get_last_events::<A>(aggregate_id, last_sequence)
-            .await
+            .await?;
+        self.open(events).await
     }
 
     async fn get_snapshot<A: Aggregate>(

@@ -34,6 +34,8 @@ pub enum AppendError {
     Serialize(#[from] serde_json::Error),
     #[error("an inline read model refused the events: {0}")]
     Inline(BoxError),
+    #[error("personal data could not be sealed: {0}")]
+    Pii(crate::pii::PiiError),
     #[error(transparent)]
     Database(sqlx::Error),
 }
@@ -45,6 +47,15 @@ impl From<sqlx::Error> for AppendError {
                 AppendError::Conflict
             }
             _ => AppendError::Database(error),
+        }
+    }
+}
+
+impl From<crate::pii::PiiError> for AppendError {
+    fn from(error: crate::pii::PiiError) -> Self {
+        match error {
+            crate::pii::PiiError::Database(error) => error.into(),
+            other => AppendError::Pii(other),
         }
     }
 }
@@ -114,13 +125,47 @@ struct Generated {
     sequence: i64,
 }
 
-/// Appends `events` through `conn`, in one statement, and returns them as stored, in order.
-/// They may belong to several streams (each with consecutive sequences): a concurrent
-/// append to any of them fails the whole statement.
+/// Appends `events` through `conn`, in one statement, and returns them as stored, in order
+/// (with their personal data in plaintext, as decided: the rows hold it sealed, see
+/// [`crate::pii`]). They may belong to several streams (each with consecutive sequences): a
+/// concurrent append to any of them fails the whole statement. A registration's email claim
+/// is inserted with it, in one transaction (a savepoint inside a unit of work).
 pub(crate) async fn insert(
     conn: &mut PgConnection,
     events: &[SerializedEvent],
+) -> Result<Vec<StoredEvent>, AppendError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut sealed = events.to_vec();
+    let claims = crate::pii::seal_serialized(conn, &mut sealed).await?;
+    if claims.is_empty() {
+        return Ok(insert_sealed(conn, &sealed, events).await?);
+    }
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let (hashes, users): (Vec<Vec<u8>>, Vec<String>) = claims
+        .into_iter()
+        .map(|claim| (claim.email_hash, claim.user_id))
+        .unzip();
+    sqlx::query(
+        "INSERT INTO email_claims (email_hash, user_id) SELECT * FROM unnest($1::bytea[], $2::text[])",
+    )
+    .bind(&hashes)
+    .bind(&users)
+    .execute(&mut *tx)
+    .await?;
+    let stored = insert_sealed(&mut tx, &sealed, events).await?;
+    tx.commit().await?;
+    Ok(stored)
+}
+
+/// The statement of [`insert`]: `sealed` is stored, `events` (the same, in plaintext) returned.
+async fn insert_sealed(
+    conn: &mut PgConnection,
+    sealed: &[SerializedEvent],
+    plain: &[SerializedEvent],
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let events = sealed;
     let generated: Vec<Generated> = match events {
         [] => return Ok(Vec::new()),
         [event] => {
@@ -150,7 +195,7 @@ pub(crate) async fn insert(
     };
     let mut stored = Vec::with_capacity(events.len());
     for row in generated {
-        let sent = events
+        let sent = plain
             .iter()
             .find(|e| {
                 e.sequence as i64 == row.sequence

@@ -1,10 +1,11 @@
 //! User commands that need more than one aggregate's view: registration with unique emails.
 //!
-//! Uniqueness is enforced by a partial unique index on the events table over the email of
-//! `UserRegistered` (migrations/0001). Two concurrent registrations of one address race to
-//! insert that event; exactly one commits. postgres-es reports the loser's unique violation
-//! as an aggregate conflict, which we translate back into "email taken" by looking the
-//! address up (docs/adr/0003-unique-emails.md).
+//! Uniqueness is enforced by `email_claims` (migrations/0026), whose key is the HMAC of the
+//! normalised address (`crate::pii`): the claim is inserted in the transaction that appends
+//! `UserRegistered`, so of two concurrent registrations of one address exactly one commits.
+//! The loser's unique violation is an aggregate conflict, which we translate back into
+//! "email taken" by looking the claim up (docs/adr/0003-unique-emails.md, 0043). An erased
+//! user's claim is released.
 
 use chrono::{DateTime, Utc};
 use framegate_domain::{
@@ -59,19 +60,14 @@ pub async fn register(
     }
 }
 
-/// The user who registered `normalized_email`, straight from the event store (the source of
-/// truth for uniqueness; read models may lag).
+/// The user who holds `normalized_email`, from the claims (written with the events; read
+/// models may lag).
 pub async fn registered_user_by_email(
     pool: &PgPool,
     normalized_email: &str,
 ) -> Result<Option<UserId>, sqlx::Error> {
-    let id: Option<String> = sqlx::query_scalar(
-        "SELECT aggregate_id FROM events
-          WHERE aggregate_type = 'User' AND event_type = 'UserRegistered'
-            AND payload -> 'UserRegistered' ->> 'email' = $1",
-    )
-    .bind(normalized_email)
-    .fetch_optional(pool)
-    .await?;
+    let id = crate::pii::current()
+        .email_owner(pool, normalized_email)
+        .await?;
     Ok(id.and_then(|id| id.parse().ok()))
 }

@@ -11,6 +11,7 @@ pub mod credit_account;
 pub mod credits;
 pub mod ids;
 pub mod image;
+pub mod pii;
 pub mod provider;
 pub mod redact;
 pub mod retry;

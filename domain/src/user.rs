@@ -101,6 +101,22 @@ pub enum UserCommand {
     ChangeNotificationPreferences {
         change: PreferencesChange,
     },
+    /// The right to erasure: the account ends for good and its personal data becomes
+    /// unreadable (the command layer destroys the data key in the same transaction,
+    /// docs/adr/0043-crypto-shredding.md).
+    Erase {
+        by: ErasedBy,
+    },
+}
+
+/// Who asked for an erasure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErasedBy {
+    /// The user, confirming with their password (`DELETE /v1/me`).
+    Owner,
+    /// An administrator (`POST /v1/admin/users/{id}/erase`); the event's actor says who.
+    Admin,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -149,6 +165,12 @@ pub enum UserEvent {
     NotificationPreferencesChanged {
         preferences: NotificationPreferences,
     },
+    /// The user was erased: their data key is destroyed, so the personal fields of all their
+    /// events read `[erased]`; credits and videos stay as anonymous facts. Consumers of
+    /// published events must erase what they keep of this user.
+    UserErased {
+        by: ErasedBy,
+    },
 }
 
 impl DomainEvent for UserEvent {
@@ -165,6 +187,7 @@ impl DomainEvent for UserEvent {
             UserEvent::RoleChanged { .. } => "RoleChanged",
             UserEvent::UserDisabled { .. } => "UserDisabled",
             UserEvent::NotificationPreferencesChanged { .. } => "NotificationPreferencesChanged",
+            UserEvent::UserErased { .. } => "UserErased",
         };
         name.to_string()
     }
@@ -189,6 +212,8 @@ pub struct User {
     verified_with: Option<TokenHash>,
     /// In issue order; revoked keys stay so that a key id can never be reused.
     api_keys: Vec<ApiKey>,
+    #[serde(default)]
+    erased: bool,
     /// Set once disabled; an empty reason still means disabled.
     disabled_reason: Option<String>,
     #[serde(default)]
@@ -219,6 +244,11 @@ impl User {
 
     pub fn is_email_verified(&self) -> bool {
         self.email_verified
+    }
+
+    /// Erased: disabled for good, personal data unreadable.
+    pub fn is_erased(&self) -> bool {
+        self.erased
     }
 
     pub fn is_disabled(&self) -> bool {
@@ -306,9 +336,12 @@ impl User {
             if self.is_registered() {
                 return Err(UserError::AlreadyRegistered);
             }
-        } else if let UserCommand::Disable { .. } = command {
+        } else if let UserCommand::Disable { .. } | UserCommand::Erase { .. } = command {
             if !self.is_registered() {
                 return Err(UserError::NotRegistered);
+            }
+            if self.erased {
+                return Err(UserError::AlreadyErased);
             }
         } else {
             self.ensure_active()?;
@@ -416,6 +449,7 @@ impl User {
                 }
                 UserEvent::UserDisabled { reason }
             }
+            UserCommand::Erase { by } => UserEvent::UserErased { by },
             UserCommand::ChangeNotificationPreferences { change } => {
                 let preferences = self.notifications.with(change)?;
                 if preferences == self.notifications {
@@ -525,6 +559,14 @@ impl Aggregate for User {
             }
             UserEvent::NotificationPreferencesChanged { preferences } => {
                 self.notifications = preferences;
+            }
+            UserEvent::UserErased { .. } => {
+                self.erased = true;
+                self.email = None;
+                self.disabled_reason = Some(crate::pii::ERASED.to_owned());
+                self.pending_verification = None;
+                self.pending_reset = None;
+                self.api_keys.iter_mut().for_each(|key| key.revoked = true);
             }
         }
     }

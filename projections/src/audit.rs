@@ -14,6 +14,7 @@
 
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
+use framegate_commands::pii::{self, EventParts};
 use framegate_domain::{
     redact_payload, versions, CreditAccount, Image, User, Video, WebhookEndpoint,
 };
@@ -184,6 +185,26 @@ impl AuditEntry {
     }
 }
 
+/// The entries of `rows`, their personal fields opened (or `[erased]`) with one key lookup.
+async fn entries(pool: &PgPool, mut rows: Vec<Row>) -> Result<Vec<AuditEntry>, sqlx::Error> {
+    let mut parts: Vec<EventParts<'_>> = rows
+        .iter_mut()
+        .map(|row| EventParts {
+            aggregate_type: &row.aggregate_type,
+            aggregate_id: &row.aggregate_id,
+            sequence: row.sequence,
+            event_type: &row.event_type,
+            payload: &mut row.payload,
+            metadata: &mut row.metadata,
+        })
+        .collect();
+    pii::current()
+        .open(pool, &mut parts)
+        .await
+        .map_err(crate::log::pii_error)?;
+    Ok(rows.into_iter().map(AuditEntry::from_stored).collect())
+}
+
 /// Up to `limit` events matching `filter`, in time order, after the entry whose
 /// `global_position` is `after` (the cursor of the previous page).
 pub async fn query(
@@ -196,7 +217,7 @@ pub async fn query(
         .build_query_as()
         .fetch_all(pool)
         .await?;
-    Ok(rows.into_iter().map(AuditEntry::from_stored).collect())
+    entries(pool, rows).await
 }
 
 /// `EXPLAIN (ANALYZE, FORMAT JSON)` of the query [`query`] runs, for tests and the ADR.
@@ -227,7 +248,7 @@ pub async fn stream(
     .bind(aggregate_id)
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().map(AuditEntry::from_stored).collect())
+    entries(pool, rows).await
 }
 
 /// The query with only the conditions the filter uses: a condition like

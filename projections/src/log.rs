@@ -20,7 +20,7 @@ pub async fn read_batch(
     after: LogPosition,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    sqlx::query_as::<_, StoredEvent>(
+    let mut events = sqlx::query_as::<_, StoredEvent>(
         "SELECT global_position, tx_id::text::bigint AS tx_id, event_id, recorded_at,
                 aggregate_type, aggregate_id, sequence, event_type, event_version,
                 payload, metadata
@@ -33,8 +33,21 @@ pub async fn read_batch(
     .bind(after.tx_id)
     .bind(after.global_position)
     .bind(limit)
-    .fetch_all(conn)
-    .await
+    .fetch_all(&mut *conn)
+    .await?;
+    // Personal fields opened (or `[erased]`) for the whole batch with one key lookup.
+    framegate_commands::pii::open_stored(&mut *conn, &mut events)
+        .await
+        .map_err(pii_error)?;
+    Ok(events)
+}
+
+/// A key store failure as the error readers of the log already handle.
+pub fn pii_error(error: framegate_commands::pii::PiiError) -> sqlx::Error {
+    match error {
+        framegate_commands::pii::PiiError::Database(error) => error,
+        other => sqlx::Error::Configuration(Box::new(other)),
+    }
 }
 
 /// Events that exist after `after` but are not yet readable or not yet read: how far a

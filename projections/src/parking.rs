@@ -85,7 +85,7 @@ pub async fn requested(
     .await?;
     let mut found = Vec::with_capacity(parked.len());
     for row in parked {
-        let event = sqlx::query_as::<_, StoredEvent>(
+        let mut event = sqlx::query_as::<_, StoredEvent>(
             "SELECT global_position, tx_id::text::bigint AS tx_id, event_id, recorded_at,
                     aggregate_type, aggregate_id, sequence, event_type, event_version,
                     payload, metadata
@@ -94,6 +94,11 @@ pub async fn requested(
         .bind(row.global_position)
         .fetch_optional(pool)
         .await?;
+        if let Some(event) = event.as_mut() {
+            framegate_commands::pii::open_stored(pool, std::slice::from_mut(event))
+                .await
+                .map_err(crate::log::pii_error)?;
+        }
         found.push((row, event));
     }
     Ok(found)

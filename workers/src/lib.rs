@@ -5,6 +5,7 @@
 //! generated video with ffmpeg; `provider` is the port adapters implement, `simulator` the
 //! local one, and `pipeline` the dispatcher and poller.
 
+pub mod erasure_cleanup;
 pub mod health;
 pub mod image_cleanup;
 pub mod kafka;

@@ -1,11 +1,12 @@
-//! Administration: list users, grant credits, change roles, disable accounts.
+//! Administration: list users, grant credits, change roles, disable and erase accounts.
 
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use framegate_commands::erasure;
 use framegate_commands::sessions::{self, EndReason};
-use framegate_domain::{CreditCommand, Credits, Role, UserCommand, UserId};
+use framegate_domain::{CreditCommand, Credits, ErasedBy, Role, UserCommand, UserId};
 use framegate_projections::read_models::{credits, users};
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -163,6 +164,29 @@ pub async fn disable(
         None,
     )
     .await?;
+    state.credentials.forget_user(user_id.as_uuid());
+    Ok(Json(UserResponse::from(user_or_404(&state, user_id).await?)).into_response())
+}
+
+/// Erases a user for good (the right to erasure): email, IP addresses and prompts become
+/// unreadable everywhere, files are deleted; credits and videos stay as anonymous records.
+/// The event names the admin who asked (docs/adr/0043-crypto-shredding.md).
+#[utoipa::path(post, path = "/v1/admin/users/{id}/erase", tag = "admin",
+    params(("id" = Uuid, Path, description = "user id")),
+    responses((status = 200, body = UserResponse), (status = 404, description = "not_found"),
+              (status = 422, description = "already_erased")),
+    security(("bearer" = [])))]
+pub async fn erase(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let user_id = UserId::from_uuid(id);
+    user_or_404(&state, user_id).await?;
+    let meta = metadata(Some(&admin), ip, user_agent(&headers));
+    erasure::erase(&state.store, user_id, ErasedBy::Admin, &meta).await?;
     state.credentials.forget_user(user_id.as_uuid());
     Ok(Json(UserResponse::from(user_or_404(&state, user_id).await?)).into_response())
 }

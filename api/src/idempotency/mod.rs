@@ -1,8 +1,8 @@
 //! `Idempotency-Key` for POST requests: a retried request gets the first response back instead
 //! of doing the work twice.
 //!
-//! Records live in `idempotency_keys`, keyed by scope (`user:<id>`, or `ip:<addr>` for
-//! anonymous callers) and key, for 24 hours. The first request inserts a row with a NULL
+//! Records live in `idempotency_keys`, keyed by scope (`user:<id>`, or `ip:<pseudonym>` for
+//! anonymous callers: a keyed hash of the address, ADR 0043) and key, for 24 hours. The first request inserts a row with a NULL
 //! status (in progress), runs, and stores its final response; a repeat with the same body
 //! replays it (`Idempotency-Replayed: true`); a repeat with a different body is refused (422
 //! `idempotency_key_reused`); a repeat while the first still runs gets 409
@@ -155,10 +155,10 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
                 .extensions()
                 .get::<ConnectInfo<std::net::SocketAddr>>()
                 .map(|ConnectInfo(addr)| *addr);
-            format!(
-                "ip:{}",
-                client_ip(request.headers(), connect, &state.config.proxies)
-            )
+            // A pseudonym, not the address: the record outlives nobody's erasure (ADR 0043).
+            let ip = client_ip(request.headers(), connect, &state.config.proxies);
+            let pii = framegate_commands::pii::current();
+            format!("ip:{}", pii.keyring.pseudonym("ip", &ip.to_string()))
         }
         // The handler's extractor refuses it with the proper 401.
         Err(_) => return next.run(request).await,

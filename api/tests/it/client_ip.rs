@@ -96,12 +96,21 @@ async fn rotating_the_left_of_x_forwarded_for_does_not_escape_the_registration_l
             StatusCode::TOO_MANY_REQUESTS,
         ]
     );
-    let recorded: Vec<Option<String>> = sqlx::query_scalar(
-        "SELECT metadata ->> 'client_ip' FROM events WHERE event_type = 'UserRegistered'",
+    // Through the audit log: the address is stored sealed (ADR 0043).
+    let recorded: Vec<Option<String>> = framegate_projections::audit::query(
+        &app.db.pool,
+        &framegate_projections::audit::AuditFilter {
+            event_type: Some("UserRegistered".into()),
+            ..Default::default()
+        },
+        None,
+        10,
     )
-    .fetch_all(&app.db.pool)
     .await
-    .expect("metadata");
+    .expect("audit")
+    .into_iter()
+    .map(|entry| entry.client_ip)
+    .collect();
     assert_eq!(recorded, vec![Some(CLIENT.to_owned()); 3], "the audit log");
 }
 
@@ -132,12 +141,21 @@ async fn hops_inside_the_trusted_proxies_are_skipped_to_find_the_client() {
     }
     let limited = register(2).await.expect("send");
     assert_problem(limited, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
-    let recorded: Vec<Option<String>> = sqlx::query_scalar(
-        "SELECT metadata ->> 'client_ip' FROM events WHERE event_type = 'UserRegistered'",
+    // Through the audit log: the address is stored sealed (ADR 0043).
+    let recorded: Vec<Option<String>> = framegate_projections::audit::query(
+        &app.db.pool,
+        &framegate_projections::audit::AuditFilter {
+            event_type: Some("UserRegistered".into()),
+            ..Default::default()
+        },
+        None,
+        10,
     )
-    .fetch_all(&app.db.pool)
     .await
-    .expect("metadata");
+    .expect("audit")
+    .into_iter()
+    .map(|entry| entry.client_ip)
+    .collect();
     assert_eq!(recorded, vec![Some(CLIENT.to_owned()); 2]);
 }
 

@@ -47,6 +47,8 @@ fn valid_body(method: &str, path: &str, fixture: &Fixture) -> Option<Value> {
         }
         ("post", "/v1/api-keys") => json!({"name": "deploy", "scopes": ["credits:read"]}),
         ("patch", "/v1/me") => json!({"notify": {"video_failed": true}}),
+        // Not the password: the fixture's user must survive the test.
+        ("delete", "/v1/me") => json!({"password": "not the password"}),
         ("post", "/v1/admin/users/{id}/credits") => json!({"amount": 5, "reason": "support"}),
         ("post", "/v1/admin/users/{id}/role") => json!({"role": "user"}),
         ("post", "/v1/admin/users/{id}/disable") => json!({"reason": "abuse"}),

@@ -12,6 +12,7 @@ mod client_ip;
 mod console;
 mod control_characters;
 mod credentials_cache;
+mod erasure;
 mod generate_audio;
 mod image_restrip;
 mod images;

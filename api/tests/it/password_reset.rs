@@ -120,12 +120,21 @@ async fn the_sender_mails_a_token_to_accounts_that_may_reset_and_nothing_to_othe
         app.login("alice@example.com", PASSWORD).await.status(),
         StatusCode::UNAUTHORIZED
     );
-    let client_ip: Option<String> = sqlx::query_scalar(
-        "SELECT metadata->>'client_ip' FROM events
-          WHERE event_type = 'PasswordResetRequested' LIMIT 1",
+    // Through the audit log: the address is stored sealed (ADR 0043).
+    let client_ip: Option<String> = framegate_projections::audit::query(
+        &app.db.pool,
+        &framegate_projections::audit::AuditFilter {
+            event_type: Some("PasswordResetRequested".into()),
+            ..Default::default()
+        },
+        None,
+        10,
     )
-    .fetch_one(&app.db.pool)
     .await
+    .expect("audit")
+    .into_iter()
+    .map(|entry| entry.client_ip)
+    .next()
     .expect("event");
     assert_eq!(client_ip.as_deref(), Some("127.0.0.1"));
 }

@@ -56,6 +56,8 @@ pub enum Part {
 pub const SECRETS: &[(&str, SecretKind, Part)] = &[
     ("FRAMEGATE_JWT_SECRET", SecretKind::Key, Part::Whole),
     ("FRAMEGATE_BLOB_SIGNING_KEY", SecretKind::Key, Part::Whole),
+    ("FRAMEGATE_MASTER_KEYS", SecretKind::Key, Part::Whole),
+    ("FRAMEGATE_EMAIL_HASH_KEY", SecretKind::Key, Part::Whole),
     (
         "FRAMEGATE_METRICS_TOKEN",
         SecretKind::Credential,

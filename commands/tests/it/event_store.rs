@@ -49,14 +49,28 @@ async fn every_stored_event_carries_the_command_metadata() {
         .expect("grant")
         .expect("an event was written");
 
-    let (metadata, event_id, tx_id, position): (Value, Uuid, i64, i64) = sqlx::query_as(
-        "SELECT metadata, event_id, tx_id::text::bigint, global_position
+    let mut stored: Vec<framegate_commands::StoredEvent> = sqlx::query_as(
+        "SELECT global_position, tx_id::text::bigint AS tx_id, event_id, recorded_at,
+                aggregate_type, aggregate_id, sequence, event_type, event_version,
+                payload, metadata
            FROM events WHERE aggregate_id = $1",
     )
     .bind(user.to_string())
-    .fetch_one(&db.pool)
+    .fetch_all(&db.pool)
     .await
     .expect("stored event");
+    // The client's address and agent are personal data, stored sealed (ADR 0043).
+    assert!(stored[0].metadata.get("client_ip").is_none());
+    framegate_commands::pii::open_stored(&db.pool, &mut stored)
+        .await
+        .expect("open");
+    let event = stored.pop().expect("one event");
+    let (metadata, event_id, tx_id, position): (Value, Uuid, i64, i64) = (
+        event.metadata,
+        event.event_id,
+        event.tx_id,
+        event.global_position,
+    );
     assert_eq!(metadata["actor"], format!("user:{user}"));
     assert_eq!(metadata["request_id"], meta.request_id.to_string());
     assert_eq!(metadata["correlation_id"], meta.correlation_id.to_string());

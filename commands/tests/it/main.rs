@@ -2,6 +2,7 @@
 //! than running them; issue 14): each module is one former test file.
 
 mod blobs;
+mod crypto_shredding;
 mod event_store;
 mod snapshots;
 mod state_cache;

@@ -32,6 +32,8 @@ pub enum UserError {
     AlreadyDisabled,
     #[error("the low-credit threshold must be zero or more")]
     NegativeThreshold,
+    #[error("the user is already erased")]
+    AlreadyErased,
 }
 
 impl UserError {
@@ -51,6 +53,7 @@ impl UserError {
             UserError::ApiKeyAlreadyRevoked => "api_key_already_revoked",
             UserError::AlreadyDisabled => "already_disabled",
             UserError::NegativeThreshold => "negative_threshold",
+            UserError::AlreadyErased => "already_erased",
         }
     }
 }

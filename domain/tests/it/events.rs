@@ -6,7 +6,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use cqrs_es::DomainEvent;
 use framegate_domain::{
     hash_token, redact_event, redact_payload, sensitive_fields, ApiKeyHash, ApiKeyId,
-    CreditAccount, CreditEvent, Credits, ImageId, NotificationPreferences, PasswordHash,
+    CreditAccount, CreditEvent, Credits, ErasedBy, ImageId, NotificationPreferences, PasswordHash,
     PaymentDetails, PaymentProvider, ProviderKind, ProviderPreference, Role, User, UserEvent,
     UserId, Video, VideoEvent, VideoId, VideoSpec, VideoWebhook, REDACTED,
 };
@@ -101,6 +101,9 @@ fn all_user_events() -> Vec<UserEvent> {
                 credits_low: false,
                 credits_low_threshold: Credits::new(250),
             },
+        },
+        UserEvent::UserErased {
+            by: ErasedBy::Owner,
         },
     ]
 }
@@ -234,6 +237,7 @@ fn user_ordinal(event: &UserEvent) -> usize {
         UserEvent::RoleChanged { .. } => 8,
         UserEvent::UserDisabled { .. } => 9,
         UserEvent::NotificationPreferencesChanged { .. } => 10,
+        UserEvent::UserErased { .. } => 11,
     }
 }
 
@@ -328,7 +332,12 @@ fn a_request_recorded_before_per_request_webhooks_decodes_without_one() {
 }
 
 #[test]
-fn the_registered_email_sits_where_the_unique_index_reads_it() {
+fn the_registered_email_sits_where_the_personal_fields_list_names_it() {
+    // The store seals it from there (framegate_domain::pii, ADR 0043).
+    assert_eq!(
+        framegate_domain::pii::personal_fields("UserRegistered"),
+        ["email"]
+    );
     let json = serde_json::to_value(user_registered()).expect("events serialize");
     assert_eq!(
         json.pointer("/UserRegistered/email"),
@@ -338,8 +347,8 @@ fn the_registered_email_sits_where_the_unique_index_reads_it() {
 
 #[test]
 fn every_user_event_matches_its_snapshot() {
-    let [registered, verification_issued, verified, password_changed, reset_requested, reset_completed, key_issued, key_revoked, role_changed, disabled, notifications] =
-        <[UserEvent; 11]>::try_from(all_user_events()).expect("eleven user events");
+    let [registered, verification_issued, verified, password_changed, reset_requested, reset_completed, key_issued, key_revoked, role_changed, disabled, notifications, erased] =
+        <[UserEvent; 12]>::try_from(all_user_events()).expect("twelve user events");
     assert_json_snapshot!("user_registered", registered);
     assert_json_snapshot!("email_verification_issued", verification_issued);
     assert_json_snapshot!("email_verified", verified);
@@ -351,6 +360,7 @@ fn every_user_event_matches_its_snapshot() {
     assert_json_snapshot!("role_changed", role_changed);
     assert_json_snapshot!("user_disabled", disabled);
     assert_json_snapshot!("notification_preferences_changed", notifications);
+    assert_json_snapshot!("user_erased", erased);
 }
 
 #[test]
@@ -407,7 +417,8 @@ fn secrets_of(event: &UserEvent) -> Vec<String> {
         | UserEvent::ApiKeyRevoked { .. }
         | UserEvent::RoleChanged { .. }
         | UserEvent::UserDisabled { .. }
-        | UserEvent::NotificationPreferencesChanged { .. } => vec![],
+        | UserEvent::NotificationPreferencesChanged { .. }
+        | UserEvent::UserErased { .. } => vec![],
     }
 }
 

@@ -5,8 +5,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use cqrs_es::test::TestFramework;
 use cqrs_es::Aggregate;
 use framegate_domain::{
-    hash_token, ApiKeyHash, ApiKeyId, FixedClock, PasswordHash, Role, TokenHash, User, UserCommand,
-    UserError, UserEvent, UserId,
+    hash_token, ApiKeyHash, ApiKeyId, ErasedBy, FixedClock, PasswordHash, Role, TokenHash, User,
+    UserCommand, UserError, UserEvent, UserId,
 };
 use uuid::Uuid;
 
@@ -658,4 +658,74 @@ fn a_registered_user_holds_the_pending_verification_token() {
         TokenHash::new(hash_token(VERIFY_TOKEN).into_inner())
     );
     assert_eq!(pending.expires_at, in_an_hour());
+}
+
+fn erased() -> UserEvent {
+    UserEvent::UserErased {
+        by: ErasedBy::Owner,
+    }
+}
+
+#[test]
+fn a_registered_user_even_a_disabled_one_can_be_erased_once() {
+    framework()
+        .given(vec![registered()])
+        .when(UserCommand::Erase {
+            by: ErasedBy::Owner,
+        })
+        .then_expect_events(vec![erased()]);
+    framework()
+        .given(vec![registered(), disabled()])
+        .when(UserCommand::Erase {
+            by: ErasedBy::Admin,
+        })
+        .then_expect_events(vec![UserEvent::UserErased {
+            by: ErasedBy::Admin,
+        }]);
+    framework()
+        .given(vec![registered(), erased()])
+        .when(UserCommand::Erase {
+            by: ErasedBy::Admin,
+        })
+        .then_expect_error(UserError::AlreadyErased);
+    framework()
+        .given_no_previous_events()
+        .when(UserCommand::Erase {
+            by: ErasedBy::Admin,
+        })
+        .then_expect_error(UserError::NotRegistered);
+}
+
+#[test]
+fn an_erased_user_forgets_the_address_keeps_no_key_and_refuses_every_command() {
+    let mut user = User::default();
+    for event in [registered(), key_issued(1), reset_requested(), erased()] {
+        user.apply(event);
+    }
+    assert!(user.is_erased() && user.is_disabled());
+    assert_eq!(user.email(), None);
+    assert_eq!(user.active_api_keys().count(), 0);
+    assert!(user.pending_password_reset().is_none());
+    let mut commands = commands_for_an_existing_user();
+    commands.push(UserCommand::Disable {
+        reason: "abuse".to_string(),
+    });
+    for command in commands {
+        let expected = if carries_a_token(&command) {
+            UserError::InvalidToken
+        } else if matches!(command, UserCommand::Disable { .. }) {
+            UserError::AlreadyErased
+        } else {
+            UserError::UserDisabled
+        };
+        framework()
+            .given(vec![
+                registered(),
+                key_issued(1),
+                reset_requested(),
+                erased(),
+            ])
+            .when(command)
+            .then_expect_error(expected);
+    }
 }

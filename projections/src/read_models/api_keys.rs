@@ -96,7 +96,9 @@ impl SetBased for ApiKeysProjector {
                     }
                 }
                 // They act on keys issued before them: those go in first.
-                UserEvent::ApiKeyRevoked { .. } | UserEvent::UserDisabled { .. } => {
+                UserEvent::ApiKeyRevoked { .. }
+                | UserEvent::UserDisabled { .. }
+                | UserEvent::UserErased { .. } => {
                     std::mem::take(&mut pending).insert(conn).await?;
                     project(conn, event.event).await?;
                 }
@@ -223,7 +225,7 @@ async fn project_as(
             }
             announce_credentials_changed(conn, &[user_id]).await?;
         }
-        UserEvent::UserDisabled { .. } => {
+        UserEvent::UserDisabled { .. } | UserEvent::UserErased { .. } => {
             sqlx::query(
                 "UPDATE api_keys SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
             )

@@ -15,6 +15,7 @@ use std::collections::{HashMap, HashSet};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate as _;
+use framegate_domain::pii::ERASED;
 use framegate_domain::{Credits, NotificationPreferences, User, UserEvent, UserId};
 use serde::Serialize;
 use sqlx::{FromRow, PgConnection, PgPool};
@@ -132,6 +133,7 @@ impl SetBased for UsersProjector {
                 UserEvent::EmailVerified {} => fold.touch(at).verified = true,
                 UserEvent::RoleChanged { role } => fold.touch(at).role = Some(role.as_str()),
                 UserEvent::UserDisabled { .. } => fold.touch(at).disabled = true,
+                UserEvent::UserErased { .. } => fold.touch(at).erased = true,
                 UserEvent::NotificationPreferencesChanged { preferences } => {
                     fold.touch(at).preferences = Some(preferences);
                 }
@@ -148,7 +150,7 @@ impl SetBased for UsersProjector {
         write_folds(conn, &folds).await?;
         let changed: Vec<Uuid> = folds
             .iter()
-            .filter(|f| f.role.is_some() || f.disabled)
+            .filter(|f| f.role.is_some() || f.disabled || f.erased)
             .map(|f| f.id)
             .collect();
         announce_credentials_changed(conn, &changed).await?;
@@ -166,6 +168,8 @@ struct UserFold {
     updated_at: Option<DateTime<Utc>>,
     verified: bool,
     disabled: bool,
+    /// Erased in the batch: the email is blanked and the account disabled.
+    erased: bool,
     role: Option<&'static str>,
     /// The last preferences recorded in the batch (each event carries the whole set).
     preferences: Option<NotificationPreferences>,
@@ -180,6 +184,7 @@ impl UserFold {
             updated_at: None,
             verified: false,
             disabled: false,
+            erased: false,
             role: None,
             preferences: None,
         }
@@ -205,13 +210,15 @@ async fn write_folds(conn: &mut PgConnection, folds: &[UserFold]) -> Result<(), 
     let ids: Vec<Uuid> = updates.iter().map(|f| f.id).collect();
     let verified: Vec<bool> = updates.iter().map(|f| f.verified).collect();
     let disabled: Vec<bool> = updates.iter().map(|f| f.disabled).collect();
+    let erased: Vec<bool> = updates.iter().map(|f| f.erased).collect();
     let roles: Vec<Option<&str>> = updates.iter().map(|f| f.role).collect();
     let ats: Vec<Option<DateTime<Utc>>> = updates.iter().map(|f| f.updated_at).collect();
     let preferences = PreferenceColumns::of(updates.iter().map(|f| f.preferences));
     let result = sqlx::query(
         "UPDATE users u
             SET email_verified = u.email_verified OR c.verified,
-                disabled = u.disabled OR c.disabled,
+                disabled = u.disabled OR c.disabled OR c.erased,
+                email = CASE WHEN c.erased THEN $11 ELSE u.email END,
                 role = COALESCE(c.role, u.role),
                 notify_video_completed = COALESCE(c.completed, u.notify_video_completed),
                 notify_video_failed = COALESCE(c.failed, u.notify_video_failed),
@@ -219,8 +226,8 @@ async fn write_folds(conn: &mut PgConnection, folds: &[UserFold]) -> Result<(), 
                 credits_low_threshold = COALESCE(c.threshold, u.credits_low_threshold),
                 updated_at = GREATEST(u.updated_at, c.at)
            FROM unnest($1::uuid[], $2::bool[], $3::bool[], $4::text[], $5::timestamptz[],
-                       $6::bool[], $7::bool[], $8::bool[], $9::int8[])
-                AS c(id, verified, disabled, role, at, completed, failed, low, threshold)
+                       $6::bool[], $7::bool[], $8::bool[], $9::int8[], $10::bool[])
+                AS c(id, verified, disabled, role, at, completed, failed, low, threshold, erased)
           WHERE u.id = c.id",
     )
     .bind(&ids)
@@ -232,6 +239,8 @@ async fn write_folds(conn: &mut PgConnection, folds: &[UserFold]) -> Result<(), 
     .bind(&preferences.failed)
     .bind(&preferences.low)
     .bind(&preferences.threshold)
+    .bind(&erased)
+    .bind(ERASED)
     .execute(&mut *conn)
     .await?;
     expect_rows(&result, ids.len(), "users updated by a batch")
@@ -278,10 +287,11 @@ async fn insert_new(
             continue;
         };
         rows.ids.push(fold.id);
-        rows.emails.push(email.as_str());
+        rows.emails
+            .push(if fold.erased { ERASED } else { email.as_str() });
         rows.verified.push(fold.verified);
         rows.roles.push(fold.role.unwrap_or(*role));
-        rows.disabled.push(fold.disabled);
+        rows.disabled.push(fold.disabled || fold.erased);
         rows.created_at.push(*at);
         rows.updated_at
             .push(fold.updated_at.map_or(*at, |updated| updated.max(*at)));
@@ -390,6 +400,20 @@ async fn project(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), Pro
             )
             .bind(id)
             .bind(at)
+            .execute(&mut *conn)
+            .await?;
+            announce_credentials_changed(conn, &[id]).await?;
+            result
+        }
+        UserEvent::UserErased { .. } => {
+            let result = sqlx::query(
+                "UPDATE users SET email = $3, disabled = true,
+                                  updated_at = GREATEST(updated_at, $2)
+                  WHERE id = $1",
+            )
+            .bind(id)
+            .bind(at)
+            .bind(ERASED)
             .execute(&mut *conn)
             .await?;
             announce_credentials_changed(conn, &[id]).await?;

@@ -216,7 +216,7 @@ async fn read_range(
     upto: LogPosition,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    sqlx::query_as::<_, StoredEvent>(
+    let mut events = sqlx::query_as::<_, StoredEvent>(
         "SELECT global_position, tx_id::text::bigint AS tx_id, event_id, recorded_at,
                 aggregate_type, aggregate_id, sequence, event_type, event_version,
                 payload, metadata
@@ -231,6 +231,11 @@ async fn read_range(
     .bind(upto.tx_id)
     .bind(upto.global_position)
     .bind(limit)
-    .fetch_all(conn)
-    .await
+    .fetch_all(&mut *conn)
+    .await?;
+    // Personal fields opened (or `[erased]`) like the live log's (`log::read_batch`).
+    framegate_commands::pii::open_stored(&mut *conn, &mut events)
+        .await
+        .map_err(crate::log::pii_error)?;
+    Ok(events)
 }

@@ -8,6 +8,7 @@ mod audit_plans;
 mod batch_projection;
 mod batch_unusual_orders;
 mod credentials_announcements;
+mod erasure_replay;
 mod healing;
 mod images_read_model;
 mod notification_rules;

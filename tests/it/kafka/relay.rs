@@ -88,15 +88,20 @@ async fn grants(store: &EventStore, user: UserId, n: i64) {
         .expect("grant");
 }
 
+/// Every stored event as readers get it (personal fields opened, ADR 0043).
 async fn stored(db: &TestDatabase) -> Vec<StoredEvent> {
-    sqlx::query_as(
+    let mut events = sqlx::query_as(
         "SELECT global_position, tx_id::text::bigint AS tx_id, event_id, recorded_at,
                 aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata
            FROM events ORDER BY global_position",
     )
     .fetch_all(&db.pool)
     .await
-    .expect("events")
+    .expect("events");
+    framegate_commands::pii::open_stored(&db.pool, &mut events)
+        .await
+        .expect("open");
+    events
 }
 
 /// Waits until the relay's checkpoint has passed every stored event.
@@ -589,6 +594,89 @@ async fn video_requests_stored_as_version_1_and_2_are_both_published_as_version_
             "a kite over dunes"
         );
     }
+    stop.send(true).expect("stop");
+    task.await.expect("relay task").expect("relay");
+}
+
+/// A relay that publishes an erased user's events after the erasure (it was behind, or
+/// publishes again) sends `[erased]` for their email and prompts, and `UserErased`: read back
+/// with kafka-python, no topic holds them, while other users' data is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_published_after_an_erasure_carry_none_of_the_users_personal_data() {
+    const EMAIL: &str = "kafka-erased@example.com";
+    const PROMPT: &str = "Bartholomew's orchard at dawn";
+    let db = TestDatabase::new().await;
+    let store = EventStore::new(db.pool.clone());
+    customer(&store, 1).await;
+    let owner = UserId::from_uuid(Uuid::now_v7());
+    let from_client = |actor| {
+        CommandMetadata::new_request(actor).with_client(
+            Some("198.51.100.201".into()),
+            Some("kafka-erasure/1".into()),
+        )
+    };
+    let register = UserCommand::Register {
+        user_id: owner,
+        email: EMAIL.into(),
+        password_hash: PasswordHash::new("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"),
+        verification_token_hash: hash_token("verify"),
+        verification_expires_at: Utc::now() + chrono::Duration::days(1),
+        role: Role::User,
+    };
+    store
+        .users()
+        .execute(&owner.to_string(), register, &from_client(Actor::System))
+        .await
+        .expect("register");
+    grants(&store, owner, 9).await;
+    let spec = VideoSpec {
+        owner,
+        prompt: PROMPT.into(),
+        negative_prompt: Some("Bartholomew's neighbours".into()),
+        provider: ProviderPreference::Auto,
+        model: Some("simulator-v1".into()),
+        duration_seconds: 4,
+        aspect_ratio: "16:9".into(),
+        resolution: "480p".into(),
+        image_id: None,
+        seed: None,
+        estimated_cost: Credits::new(4),
+        generate_audio: false,
+        external_id: None,
+        webhook: None,
+    };
+    let video = VideoId::from_uuid(Uuid::now_v7());
+    request_video(&store, video, spec, &from_client(Actor::User(owner)), None)
+        .await
+        .expect("request");
+    framegate_commands::erasure::erase(
+        &store,
+        owner,
+        framegate_domain::ErasedBy::Admin,
+        &CommandMetadata::new_request(Actor::System),
+    )
+    .await
+    .expect("erase");
+
+    let config = config(&brokers(), &unique_prefix(), &[]);
+    let (stop, task) = spawn_relay(&db, config.clone(), RelayHealth::default());
+    relayed(&db).await;
+    let events = stored(&db).await;
+    let read = read_with_kafka_python(&config, events.len());
+    assert_eq!(read.len(), events.len(), "every event published");
+    let everything: String = read
+        .values()
+        .map(|(key, value)| format!("{key} {value}\n"))
+        .collect();
+    for personal in [EMAIL, "Bartholomew", "198.51.100.201", "kafka-erasure/1"] {
+        assert!(!everything.contains(personal), "{personal} published");
+    }
+    assert!(everything.contains("[erased]"));
+    assert!(everything.contains(r#"{"UserErased":{"by":"admin"}}"#));
+    assert!(
+        everything.contains("relay1@example.com"),
+        "other users untouched"
+    );
     stop.send(true).expect("stop");
     task.await.expect("relay task").expect("relay");
 }

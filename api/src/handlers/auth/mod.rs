@@ -25,10 +25,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+mod erase;
 mod me;
 mod password_reset;
 mod sessions;
 
+pub use erase::*;
 pub use me::*;
 pub use password_reset::*;
 pub use sessions::*;

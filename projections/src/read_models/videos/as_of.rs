@@ -23,7 +23,7 @@ pub async fn as_of(
     id: VideoId,
     sequence: i64,
 ) -> Result<Option<(VideoRow, VideoSpec)>, BoxError> {
-    let events: Vec<StoredEvent> = sqlx::query_as(
+    let mut events: Vec<StoredEvent> = sqlx::query_as(
         "SELECT global_position, tx_id::text::bigint AS tx_id, event_id, recorded_at,
                 aggregate_type, aggregate_id, sequence, event_type, event_version,
                 payload, metadata
@@ -33,8 +33,9 @@ pub async fn as_of(
     )
     .bind(id.to_string())
     .bind(sequence)
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
+    framegate_commands::pii::open_stored(&mut *conn, &mut events).await?;
     Ok(fold(&events)?)
 }
 

@@ -6,9 +6,10 @@ use framegate_projections::replay::ReadModel;
 use framegate_projections::{HandlerError, StoredEvent};
 use sqlx::PgPool;
 
-/// The whole log in log order (everything has committed: no horizon to respect).
+/// The whole log in log order (everything has committed: no horizon to respect), personal
+/// fields opened as every reader of the log gets them.
 pub async fn log(pool: &PgPool) -> Vec<StoredEvent> {
-    sqlx::query_as(
+    let mut events = sqlx::query_as(
         "SELECT global_position, tx_id::text::bigint AS tx_id, event_id, recorded_at,
                 aggregate_type, aggregate_id, sequence, event_type, event_version,
                 payload, metadata
@@ -16,7 +17,11 @@ pub async fn log(pool: &PgPool) -> Vec<StoredEvent> {
     )
     .fetch_all(pool)
     .await
-    .expect("log")
+    .expect("log");
+    framegate_commands::pii::open_stored(pool, &mut events)
+        .await
+        .expect("open");
+    events
 }
 
 /// Empty copies of the model's tables in a schema of their own.

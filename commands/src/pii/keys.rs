@@ -1,0 +1,221 @@
+//! The data key store: one AES-256 key per user in `data_keys`, wrapped by a master key
+//! (migrations/0026_data_keys.sql), with a cache of unwrapped keys.
+//!
+//! Writers take a user's key from the cache: a key destroyed meanwhile by another process
+//! only means the new ciphertext can never be opened, which is what erasure wants. Readers
+//! ask the table which of a batch's users still have a key (one query per batch, so an
+//! erasure shows at once in every process) and use the cache only to skip unwrapping.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use sqlx::{PgConnection, PgPool};
+
+use super::crypto::SecretKey;
+use super::keyring::Keyring;
+use super::PiiError;
+
+/// Unwrapped keys kept in memory at most (a replay touches every user once per batch).
+const CACHE_LIMIT: usize = 100_000;
+
+/// A user's key as a reader finds it.
+#[derive(Debug, Clone)]
+pub enum KeyState {
+    Live(Arc<SecretKey>),
+    /// The user was erased: the key is gone for good.
+    Erased,
+    /// The user never had a key (everything of theirs was written before encryption).
+    Absent,
+}
+
+struct Cached {
+    master_version: i32,
+    wrapped: Vec<u8>,
+    key: Arc<SecretKey>,
+}
+
+#[derive(Default)]
+pub struct DataKeys {
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+impl DataKeys {
+    fn cached(&self, user: &str) -> Option<Arc<SecretKey>> {
+        lock(&self.cache).get(user).map(|c| Arc::clone(&c.key))
+    }
+
+    fn remember(&self, user: &str, master_version: i32, wrapped: Vec<u8>, key: Arc<SecretKey>) {
+        let mut cache = lock(&self.cache);
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(
+            user.to_owned(),
+            Cached {
+                master_version,
+                wrapped,
+                key,
+            },
+        );
+    }
+
+    /// Forgets every unwrapped key (after a rotation or an erasure).
+    pub fn forget(&self, user: Option<&str>) {
+        let mut cache = lock(&self.cache);
+        match user {
+            Some(user) => {
+                cache.remove(user);
+            }
+            None => cache.clear(),
+        }
+    }
+
+    /// The key to seal `user`'s data with, made on first use; `Erased` for an erased user
+    /// (whose tombstone forbids a new key).
+    pub async fn for_write(
+        &self,
+        keyring: &Keyring,
+        conn: &mut PgConnection,
+        user: &str,
+    ) -> Result<KeyState, PiiError> {
+        if let Some(key) = self.cached(user) {
+            return Ok(KeyState::Live(key));
+        }
+        let fresh = SecretKey::generate();
+        sqlx::query(
+            "INSERT INTO public.data_keys (user_id, wrapped_key, master_key_version)
+             VALUES ($1, $2, $3) ON CONFLICT (user_id) DO NOTHING",
+        )
+        .bind(user)
+        .bind(fresh.wrap(keyring.current(), user))
+        .bind(keyring.current_version() as i32)
+        .execute(&mut *conn)
+        .await?;
+        let states = self
+            .for_read(keyring, &mut *conn, &[user.to_owned()])
+            .await?;
+        Ok(states.get(user).cloned().unwrap_or(KeyState::Absent))
+    }
+
+    /// The state of each of `users`' keys, in one query.
+    pub async fn for_read<'c>(
+        &self,
+        keyring: &Keyring,
+        db: impl sqlx::PgExecutor<'c>,
+        users: &[String],
+    ) -> Result<HashMap<String, KeyState>, PiiError> {
+        let rows: Vec<(String, Option<Vec<u8>>, Option<i32>)> = sqlx::query_as(
+            "SELECT user_id, wrapped_key, master_key_version FROM public.data_keys
+              WHERE user_id = ANY($1)",
+        )
+        .bind(users)
+        .fetch_all(db)
+        .await?;
+        let mut states: HashMap<String, KeyState> = users
+            .iter()
+            .map(|user| (user.clone(), KeyState::Absent))
+            .collect();
+        for (user, wrapped, version) in rows {
+            let (Some(wrapped), Some(version)) = (wrapped, version) else {
+                states.insert(user, KeyState::Erased);
+                continue;
+            };
+            let hit = lock(&self.cache)
+                .get(&user)
+                .filter(|c| c.master_version == version && c.wrapped == wrapped)
+                .map(|c| Arc::clone(&c.key));
+            let key = match hit {
+                Some(key) => key,
+                None => {
+                    let key = Arc::new(unwrap(keyring, &wrapped, version, &user)?);
+                    self.remember(&user, version, wrapped, Arc::clone(&key));
+                    key
+                }
+            };
+            states.insert(user, KeyState::Live(key));
+        }
+        Ok(states)
+    }
+
+    /// Destroys `user`'s key for good (a tombstone stays) and releases their email claim.
+    pub async fn destroy(&self, conn: &mut PgConnection, user: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO data_keys (user_id, wrapped_key, master_key_version, erased_at)
+             VALUES ($1, NULL, NULL, now())
+             ON CONFLICT (user_id) DO UPDATE
+                SET wrapped_key = NULL, master_key_version = NULL, erased_at = now()",
+        )
+        .bind(user)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query("DELETE FROM email_claims WHERE user_id = $1")
+            .bind(user)
+            .execute(&mut *conn)
+            .await?;
+        self.forget(Some(user));
+        Ok(())
+    }
+
+    /// Re-wraps every data key not wrapped by the current master key, in batches, each in a
+    /// transaction of its own. Returns how many were re-wrapped.
+    pub async fn rotate(&self, keyring: &Keyring, pool: &PgPool) -> Result<u64, PiiError> {
+        let current = keyring.current_version() as i32;
+        let mut rotated = 0;
+        loop {
+            let mut tx = pool.begin().await?;
+            let rows: Vec<(String, Vec<u8>, i32)> = sqlx::query_as(
+                "SELECT user_id, wrapped_key, master_key_version FROM data_keys
+                  WHERE wrapped_key IS NOT NULL AND master_key_version <> $1
+                  ORDER BY user_id LIMIT 500 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(current)
+            .fetch_all(&mut *tx)
+            .await?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut users = Vec::with_capacity(rows.len());
+            let mut wrapped = Vec::with_capacity(rows.len());
+            for (user, old, version) in rows {
+                let key = unwrap(keyring, &old, version, &user)?;
+                wrapped.push(key.wrap(keyring.current(), &user));
+                users.push(user);
+            }
+            let done = sqlx::query(
+                "UPDATE data_keys d SET wrapped_key = r.wrapped, master_key_version = $3,
+                        rotated_at = now()
+                   FROM unnest($1::text[], $2::bytea[]) AS r(user_id, wrapped)
+                  WHERE d.user_id = r.user_id",
+            )
+            .bind(&users)
+            .bind(&wrapped)
+            .bind(current)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            rotated += done.rows_affected();
+        }
+        self.forget(None);
+        Ok(rotated)
+    }
+}
+
+fn unwrap(
+    keyring: &Keyring,
+    wrapped: &[u8],
+    version: i32,
+    user: &str,
+) -> Result<SecretKey, PiiError> {
+    let master = u32::try_from(version)
+        .ok()
+        .and_then(|version| keyring.master(version))
+        .ok_or(PiiError::UnknownMasterKey(version))?;
+    SecretKey::unwrap(wrapped, master, user).ok_or_else(|| PiiError::Unwrap(user.to_owned()))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}

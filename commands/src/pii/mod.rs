@@ -1,0 +1,335 @@
+//! Crypto-shredding: personal fields of events are stored encrypted under their user's data
+//! key, and erasing a user destroys the key (docs/adr/0043-crypto-shredding.md).
+//!
+//! Two calls carry it, both below the domain types: [`Pii::seal`] on the one append path
+//! (`unit::insert`) and [`Pii::open`] wherever stored rows are read back (the ordered log,
+//! aggregate loading, the audit view), right before `versions::decode`. Which fields are
+//! personal, and whose, is `framegate_domain::pii`; the keys are [`keys`] and [`keyring`].
+//! A destroyed key opens to `[erased]` fields, never to an error.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use framegate_domain::pii::{self as fields, Sealed, ENVELOPE, METADATA_FIELDS};
+use serde_json::{Map, Value};
+use sqlx::{PgConnection, PgPool};
+
+pub mod crypto;
+pub mod keyring;
+pub mod keys;
+mod rows;
+
+pub use keyring::Keyring;
+pub use keys::{DataKeys, KeyState};
+pub use rows::{open_serialized, open_stored, seal_serialized};
+
+/// Why personal data could not be sealed or opened: storage, or a configuration that lacks
+/// the master key a data key was wrapped with (never a destroyed key: that reads as erased).
+#[derive(Debug, thiserror::Error)]
+pub enum PiiError {
+    #[error("data keys: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("a data key is wrapped by master key version {0}, which FRAMEGATE_MASTER_KEYS lacks")]
+    UnknownMasterKey(i32),
+    #[error("the data key of user {0} does not unwrap under its master key")]
+    Unwrap(String),
+}
+
+/// The keyring and the data key cache of this process.
+pub struct Pii {
+    pub keyring: Keyring,
+    pub keys: DataKeys,
+}
+
+static INSTALLED: RwLock<Option<Arc<Pii>>> = RwLock::new(None);
+
+/// Makes `keyring` the one this process seals and opens with (at start-up, from
+/// `Keyring::from_lookup`).
+pub fn install(keyring: Keyring) {
+    let pii = Arc::new(Pii {
+        keyring,
+        keys: DataKeys::default(),
+    });
+    *INSTALLED.write().unwrap_or_else(|p| p.into_inner()) = Some(pii);
+}
+
+/// The installed keyring, or the development one when none was installed (tests, tools).
+pub fn current() -> Arc<Pii> {
+    static DEVELOPMENT: OnceLock<Arc<Pii>> = OnceLock::new();
+    if let Some(pii) = INSTALLED.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        return Arc::clone(pii);
+    }
+    Arc::clone(DEVELOPMENT.get_or_init(|| {
+        Arc::new(Pii {
+            keyring: Keyring::development(),
+            keys: DataKeys::default(),
+        })
+    }))
+}
+
+/// The parts of one stored event that crypto-shredding reads and edits.
+pub struct EventParts<'e> {
+    pub aggregate_type: &'e str,
+    pub aggregate_id: &'e str,
+    pub sequence: i64,
+    pub event_type: &'e str,
+    pub payload: &'e mut Value,
+    pub metadata: &'e mut Value,
+}
+
+impl EventParts<'_> {
+    fn aad(&self, part: &str) -> String {
+        format!(
+            "{}/{}/{}/{}/{part}",
+            self.aggregate_type, self.aggregate_id, self.sequence, self.event_type
+        )
+    }
+
+    fn subject(&self) -> Option<String> {
+        fields::subject(
+            self.aggregate_type,
+            self.aggregate_id,
+            self.event_type,
+            self.payload,
+        )
+    }
+}
+
+/// An email address claimed by a registration: its lookup hash and the user.
+pub struct EmailClaim {
+    pub email_hash: Vec<u8>,
+    pub user_id: String,
+}
+
+impl Pii {
+    /// Replaces the personal fields of `events` (body and metadata) by sealed envelopes under
+    /// their users' keys (`[erased]` for an erased user), and returns the email claims of the
+    /// registrations among them, to be inserted with the events.
+    pub async fn seal(
+        &self,
+        conn: &mut PgConnection,
+        events: &mut [EventParts<'_>],
+    ) -> Result<Vec<EmailClaim>, PiiError> {
+        let mut claims = Vec::new();
+        for event in events.iter_mut() {
+            let subject = event.subject();
+            let event_type = event.event_type;
+            if let (Some(user), Some(body)) = (&subject, event.payload.get_mut(event_type)) {
+                if event_type == "UserRegistered" {
+                    if let Some(email) = body.get("email").and_then(Value::as_str) {
+                        claims.push(EmailClaim {
+                            email_hash: self.keyring.email_hash(email),
+                            user_id: user.clone(),
+                        });
+                    }
+                }
+            }
+            let aad = event.aad("payload");
+            if let (Some(user), Some(body)) = (&subject, event.payload.get_mut(event_type)) {
+                let personal = fields::personal_fields(event_type);
+                self.seal_part(conn, body, personal, user, &aad).await?;
+            }
+            let aad = event.aad("metadata");
+            if let Some(user) = fields::metadata_subject(event.metadata, subject.as_deref()) {
+                self.seal_part(conn, event.metadata, METADATA_FIELDS, &user, &aad)
+                    .await?;
+            }
+        }
+        Ok(claims)
+    }
+
+    async fn seal_part(
+        &self,
+        conn: &mut PgConnection,
+        part: &mut Value,
+        personal: &[&str],
+        user: &str,
+        aad: &str,
+    ) -> Result<(), PiiError> {
+        let Some(taken) = fields::take(part, personal) else {
+            return Ok(());
+        };
+        let names: Vec<&str> = taken.keys().map(String::as_str).collect();
+        let sealed = match self.keys.for_write(&self.keyring, conn, user).await? {
+            KeyState::Live(key) => {
+                let plain = serde_json::to_vec(&taken).expect("a JSON map serializes");
+                Some(Sealed::format(
+                    user,
+                    &names,
+                    &key.seal_text(&plain, aad.as_bytes()),
+                ))
+            }
+            KeyState::Erased | KeyState::Absent => None,
+        };
+        let names: Vec<String> = names.into_iter().map(str::to_owned).collect();
+        match (sealed, part.as_object_mut()) {
+            (Some(sealed), Some(object)) => {
+                object.insert(ENVELOPE.to_owned(), Value::String(sealed));
+            }
+            _ => fields::erase(part, names.iter().map(String::as_str)),
+        }
+        Ok(())
+    }
+
+    /// Opens the envelopes of `events` in place: the personal fields come back, or read
+    /// `[erased]` when their user's key is gone. Plaintext rows written before encryption
+    /// read `[erased]` too once their user is erased. One query for the whole batch.
+    pub async fn open<'c>(
+        &self,
+        db: impl sqlx::PgExecutor<'c>,
+        events: &mut [EventParts<'_>],
+    ) -> Result<(), PiiError> {
+        let mut users = BTreeSet::new();
+        for event in events.iter() {
+            collect_users(event, &mut users);
+        }
+        if users.is_empty() {
+            return Ok(());
+        }
+        let users: Vec<String> = users.into_iter().collect();
+        let keys = self.keys.for_read(&self.keyring, db, &users).await?;
+        for event in events.iter_mut() {
+            let subject = event.subject();
+            let payload_aad = event.aad("payload");
+            let metadata_aad = event.aad("metadata");
+            let event_type = event.event_type;
+            if let Some(body) = event.payload.get_mut(event_type) {
+                let personal = fields::personal_fields(event_type);
+                open_part(body, personal, subject.as_deref(), &keys, &payload_aad);
+            }
+            let owner = fields::metadata_subject(event.metadata, subject.as_deref());
+            open_part(
+                event.metadata,
+                METADATA_FIELDS,
+                owner.as_deref(),
+                &keys,
+                &metadata_aad,
+            );
+        }
+        Ok(())
+    }
+
+    /// The user holding the claim on `normalized_email`, if any.
+    pub async fn email_owner(
+        &self,
+        pool: &PgPool,
+        normalized_email: &str,
+    ) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT user_id FROM email_claims WHERE email_hash = $1")
+            .bind(self.keyring.email_hash(normalized_email))
+            .fetch_optional(pool)
+            .await
+    }
+
+    /// Claims the addresses of registrations written before encryption (their plaintext
+    /// is still indexed by `events_user_email_key`), so that they stay taken. Idempotent; run
+    /// after migrations.
+    pub async fn claim_plaintext_emails(&self, pool: &PgPool) -> Result<u64, sqlx::Error> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT e.aggregate_id, e.payload -> 'UserRegistered' ->> 'email' FROM events e
+              WHERE e.aggregate_type = 'User' AND e.event_type = 'UserRegistered'
+                AND e.payload -> 'UserRegistered' ->> 'email' IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM data_keys d
+                                 WHERE d.user_id = e.aggregate_id AND d.erased_at IS NOT NULL)",
+        )
+        .fetch_all(pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let (users, hashes): (Vec<String>, Vec<Vec<u8>>) = rows
+            .into_iter()
+            .map(|(user, email)| (user, self.keyring.email_hash(&email)))
+            .unzip();
+        let done = sqlx::query(
+            "INSERT INTO email_claims (email_hash, user_id)
+             SELECT * FROM unnest($1::bytea[], $2::text[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(&hashes)
+        .bind(&users)
+        .execute(pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+fn collect_users(event: &EventParts<'_>, users: &mut BTreeSet<String>) {
+    let body = event.payload.get(event.event_type);
+    let sealed_owner = |part: Option<&Value>| {
+        part.and_then(|p| p.get(ENVELOPE))
+            .and_then(Value::as_str)
+            .and_then(Sealed::parse)
+            .map(|sealed| sealed.subject.to_owned())
+    };
+    if let Some(user) = sealed_owner(body) {
+        users.insert(user);
+    } else if body
+        .is_some_and(|b| fields::has_plaintext(b, fields::personal_fields(event.event_type)))
+    {
+        users.extend(event.subject());
+    }
+    if let Some(user) = sealed_owner(Some(event.metadata)) {
+        users.insert(user);
+    } else if fields::has_plaintext(event.metadata, METADATA_FIELDS) {
+        users.extend(fields::metadata_subject(
+            event.metadata,
+            event.subject().as_deref(),
+        ));
+    }
+}
+
+/// Opens one part (a body or the metadata) in place.
+fn open_part(
+    part: &mut Value,
+    personal: &[&str],
+    plaintext_owner: Option<&str>,
+    keys: &HashMap<String, KeyState>,
+    aad: &str,
+) {
+    let sealed = match part
+        .as_object_mut()
+        .and_then(|object| object.remove(ENVELOPE))
+    {
+        Some(Value::String(sealed)) => sealed,
+        Some(_) | None => {
+            // Written before encryption: plaintext, unless its user was erased since.
+            let erased = plaintext_owner
+                .is_some_and(|user| matches!(keys.get(user), Some(KeyState::Erased)));
+            if erased && fields::has_plaintext(part, personal) {
+                let present: Vec<&str> = personal
+                    .iter()
+                    .copied()
+                    .filter(|path| {
+                        part.pointer(&format!("/{}", path.replace('.', "/")))
+                            .is_some_and(|v| !v.is_null())
+                    })
+                    .collect();
+                fields::erase(part, present);
+            }
+            return;
+        }
+    };
+    let Some(envelope) = Sealed::parse(&sealed) else {
+        tracing::warn!("an unreadable personal data envelope reads as erased");
+        fields::erase(part, personal.iter().copied());
+        return;
+    };
+    let opened = match keys.get(envelope.subject) {
+        Some(KeyState::Live(key)) => key
+            .open_text(envelope.ciphertext, aad.as_bytes())
+            .and_then(|plain| serde_json::from_slice::<Map<String, Value>>(&plain).ok()),
+        _ => None,
+    };
+    match opened {
+        Some(plain) => fields::put(part, plain),
+        None => {
+            if matches!(keys.get(envelope.subject), Some(KeyState::Live(_))) {
+                tracing::warn!(
+                    user = envelope.subject,
+                    "a personal data envelope does not open under its user's key"
+                );
+            }
+            fields::erase(part, envelope.fields.iter().copied());
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! [`Pii::seal`] and [`Pii::open`] over the row types the crates pass around: cqrs-es's
+//! `SerializedEvent` (appends, aggregate loading) and our [`StoredEvent`] (the log).
+
+use cqrs_es::persist::SerializedEvent;
+use sqlx::PgConnection;
+
+use super::{current, EmailClaim, EventParts, PiiError};
+use crate::stored::StoredEvent;
+
+fn serialized_parts(event: &mut SerializedEvent) -> EventParts<'_> {
+    EventParts {
+        aggregate_type: &event.aggregate_type,
+        aggregate_id: &event.aggregate_id,
+        sequence: event.sequence as i64,
+        event_type: &event.event_type,
+        payload: &mut event.payload,
+        metadata: &mut event.metadata,
+    }
+}
+
+fn stored_parts(event: &mut StoredEvent) -> EventParts<'_> {
+    EventParts {
+        aggregate_type: &event.aggregate_type,
+        aggregate_id: &event.aggregate_id,
+        sequence: event.sequence,
+        event_type: &event.event_type,
+        payload: &mut event.payload,
+        metadata: &mut event.metadata,
+    }
+}
+
+/// Seals events about to be appended (see [`super::Pii::seal`]).
+pub async fn seal_serialized(
+    conn: &mut PgConnection,
+    events: &mut [SerializedEvent],
+) -> Result<Vec<EmailClaim>, PiiError> {
+    let mut parts: Vec<EventParts<'_>> = events.iter_mut().map(serialized_parts).collect();
+    current().seal(conn, &mut parts).await
+}
+
+/// Opens events read for an aggregate (see [`super::Pii::open`]).
+pub async fn open_serialized<'c>(
+    db: impl sqlx::PgExecutor<'c>,
+    events: &mut [SerializedEvent],
+) -> Result<(), PiiError> {
+    let mut parts: Vec<EventParts<'_>> = events.iter_mut().map(serialized_parts).collect();
+    current().open(db, &mut parts).await
+}
+
+/// Opens events read from the log (see [`super::Pii::open`]): every reader of stored rows
+/// calls this (or [`open_serialized`]) before `StoredEvent::decode`.
+pub async fn open_stored<'c>(
+    db: impl sqlx::PgExecutor<'c>,
+    events: &mut [StoredEvent],
+) -> Result<(), PiiError> {
+    let mut parts: Vec<EventParts<'_>> = events.iter_mut().map(stored_parts).collect();
+    current().open(db, &mut parts).await
+}

@@ -1,0 +1,202 @@
+//! Which event fields are personal data, whose they are, and the stored envelope that holds
+//! them encrypted (crypto-shredding, docs/adr/0043-crypto-shredding.md).
+//!
+//! The domain types keep their plaintext fields; the envelope exists only in the stored row.
+//! Below the domain types, the write side takes the personal fields of an event out of its
+//! body (and `client_ip`/`user_agent` out of its metadata), encrypts them together under the
+//! data key of the user they belong to, and stores one string in their place:
+//! `{"UserRegistered": {"user_id": ..., "$pii": "v1:<user>:<fields>:<ciphertext>"}}`. Every
+//! reader opens the envelope before decoding (`framegate_commands::pii`); when the user's key
+//! was destroyed, the fields read as [`ERASED`]. This module is pure: it knows the fields and
+//! the envelope's JSON, not the cryptography.
+//!
+//! To add a personal field: list its path in [`personal_fields`] and, if its event belongs to
+//! no user by its aggregate, say whose it is in [`subject`].
+
+use serde_json::{Map, Value};
+
+/// What an erased personal field reads as.
+pub const ERASED: &str = "[erased]";
+
+/// The key of the sealed envelope, in an event body and in metadata.
+pub const ENVELOPE: &str = "$pii";
+
+/// The personal entries of an event's metadata (written by the API from the request).
+pub const METADATA_FIELDS: &[&str] = &["client_ip", "user_agent"];
+
+/// The personal fields of an event type's body, as dotted paths inside the body.
+pub fn personal_fields(event_type: &str) -> &'static [&'static str] {
+    match event_type {
+        "UserRegistered" => &["email"],
+        "VideoRequested" => &["spec.prompt", "spec.negative_prompt"],
+        _ => &[],
+    }
+}
+
+/// The user an event's personal data belongs to: the user of a `User` stream or of a credit
+/// account (which shares the user's id), the owner of a requested video or an uploaded image.
+/// `None` for events that belong to nobody in particular.
+pub fn subject(
+    aggregate_type: &str,
+    aggregate_id: &str,
+    event_type: &str,
+    payload: &Value,
+) -> Option<String> {
+    if aggregate_type == "User" || aggregate_type == "CreditAccount" {
+        return Some(aggregate_id.to_owned());
+    }
+    let body = payload.get(event_type)?;
+    match event_type {
+        "VideoRequested" => body
+            .pointer("/spec/owner")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        "ImageUploaded" | "ImageRejected" => {
+            body.get("owner").and_then(Value::as_str).map(str::to_owned)
+        }
+        _ => None,
+    }
+}
+
+/// The user whose request an event's metadata describes: the acting user (`user:<id>`), else
+/// the event's [`subject`] (a registration, a password reset asked for without signing in).
+pub fn metadata_subject(metadata: &Value, event_subject: Option<&str>) -> Option<String> {
+    metadata
+        .get("actor")
+        .and_then(Value::as_str)
+        .and_then(|actor| actor.strip_prefix("user:"))
+        .map(str::to_owned)
+        .or_else(|| event_subject.map(str::to_owned))
+}
+
+fn get_path<'v>(body: &'v mut Value, path: &str) -> Option<(&'v mut Map<String, Value>, String)> {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let last = parts.pop()?.to_owned();
+    let mut node = body;
+    for part in parts {
+        node = node.get_mut(part)?;
+    }
+    node.as_object_mut().map(|object| (object, last))
+}
+
+/// Takes the present, non-null `fields` out of `body`, by path. `None` when there were none.
+pub fn take(body: &mut Value, fields: &[&str]) -> Option<Map<String, Value>> {
+    let mut taken = Map::new();
+    for path in fields {
+        if let Some((object, key)) = get_path(body, path) {
+            match object.remove(&key) {
+                Some(Value::Null) => {
+                    object.insert(key, Value::Null);
+                }
+                Some(value) => {
+                    taken.insert((*path).to_owned(), value);
+                }
+                None => {}
+            }
+        }
+    }
+    (!taken.is_empty()).then_some(taken)
+}
+
+/// Puts fields taken by [`take`] back into `body`.
+pub fn put(body: &mut Value, fields: Map<String, Value>) {
+    for (path, value) in fields {
+        if let Some((object, key)) = get_path(body, &path) {
+            object.insert(key, value);
+        }
+    }
+}
+
+/// Sets `fields` of `body` to [`ERASED`] (each that has a place to go).
+pub fn erase<'f>(body: &mut Value, fields: impl IntoIterator<Item = &'f str>) {
+    for path in fields {
+        if let Some((object, key)) = get_path(body, path) {
+            object.insert(key, Value::String(ERASED.to_owned()));
+        }
+    }
+}
+
+/// Whether `body` holds plaintext personal data of `fields` (a row written before encryption).
+pub fn has_plaintext(body: &Value, fields: &[&str]) -> bool {
+    fields.iter().any(|path| {
+        let pointer = format!("/{}", path.replace('.', "/"));
+        body.pointer(&pointer)
+            .is_some_and(|value| !value.is_null() && value.as_str() != Some(ERASED))
+    })
+}
+
+/// A parsed envelope: `v1:<user>:<field,field>:<base64url ciphertext>` (none of the parts can
+/// hold a `:`; field paths hold dots).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed<'s> {
+    pub subject: &'s str,
+    pub fields: Vec<&'s str>,
+    pub ciphertext: &'s str,
+}
+
+impl<'s> Sealed<'s> {
+    pub fn parse(text: &'s str) -> Option<Self> {
+        let mut parts = text.splitn(4, ':');
+        if parts.next()? != "v1" {
+            return None;
+        }
+        let subject = parts.next()?;
+        let fields = parts.next()?.split(',').collect();
+        let ciphertext = parts.next()?;
+        Some(Self {
+            subject,
+            fields,
+            ciphertext,
+        })
+    }
+
+    pub fn format(subject: &str, fields: &[&str], ciphertext: &str) -> String {
+        format!("v1:{subject}:{}:{ciphertext}", fields.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nested_fields_are_taken_and_put_back() {
+        let original = json!({"spec": {"owner": "u", "prompt": "a cat", "negative_prompt": null}});
+        let mut body = original.clone();
+        let taken = take(&mut body, personal_fields("VideoRequested")).expect("a prompt");
+        assert_eq!(
+            body,
+            json!({"spec": {"owner": "u", "negative_prompt": null}})
+        );
+        assert_eq!(
+            taken,
+            json!({"spec.prompt": "a cat"})
+                .as_object()
+                .expect("map")
+                .clone()
+        );
+        put(&mut body, taken);
+        assert_eq!(body, original);
+    }
+
+    #[test]
+    fn erased_fields_read_as_erased() {
+        let mut body = json!({"spec": {"owner": "u"}});
+        erase(&mut body, ["spec.prompt"]);
+        assert_eq!(body, json!({"spec": {"owner": "u", "prompt": ERASED}}));
+        assert!(!has_plaintext(&body, &["spec.prompt"]));
+        assert!(has_plaintext(&json!({"email": "a@b.c"}), &["email"]));
+    }
+
+    #[test]
+    fn envelopes_round_trip() {
+        let text = Sealed::format("0193", &["spec.prompt", "spec.negative_prompt"], "AbC-_");
+        let sealed = Sealed::parse(&text).expect("parses");
+        assert_eq!(sealed.subject, "0193");
+        assert_eq!(sealed.fields, ["spec.prompt", "spec.negative_prompt"]);
+        assert_eq!(sealed.ciphertext, "AbC-_");
+        assert_eq!(Sealed::parse("v2:x:y:z"), None);
+        assert_eq!(Sealed::parse("v1:x:y"), None);
+    }
+}
