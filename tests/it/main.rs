@@ -16,4 +16,5 @@ mod observability;
 mod openai_sdk;
 mod providers;
 mod traces;
+mod webhook_chaos;
 mod worker;
