@@ -1,10 +1,11 @@
 //! The data key store: one AES-256 key per user in `data_keys`, wrapped by a master key
 //! (migrations/0026_data_keys.sql), with a cache of unwrapped keys.
 //!
-//! Writers take a user's key from the cache: a key destroyed meanwhile by another process
-//! only means the new ciphertext can never be opened, which is what erasure wants. Readers
-//! ask the table which of a batch's users still have a key (one query per batch, so an
-//! erasure shows at once in every process) and use the cache only to skip unwrapping.
+//! Writers read their user's key row under a share lock in the writing transaction (so an
+//! erasure waits for the writes in flight and the writes after it see the tombstone).
+//! Readers ask the table which of a batch's users still have a key (one query per batch, so
+//! an erasure shows at once in every process). Both use the cache only to skip unwrapping,
+//! and never cache a key their own transaction made (it may still roll back).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,21 @@ use super::PiiError;
 
 /// Unwrapped keys kept in memory at most (a replay touches every user once per batch).
 const CACHE_LIMIT: usize = 100_000;
+
+/// A user's key row, read under a share lock: wrapped key, master key version (both `None`
+/// for a tombstone), and whether this transaction made it.
+async fn locked(
+    conn: &mut PgConnection,
+    user: &str,
+) -> Result<Option<(Option<Vec<u8>>, Option<i32>, bool)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT wrapped_key, master_key_version, created_at = transaction_timestamp()
+           FROM public.data_keys WHERE user_id = $1 FOR SHARE",
+    )
+    .bind(user)
+    .fetch_optional(conn)
+    .await
+}
 
 /// A user's key as a reader finds it.
 #[derive(Debug, Clone)]
@@ -40,10 +56,6 @@ pub struct DataKeys {
 }
 
 impl DataKeys {
-    fn cached(&self, user: &str) -> Option<Arc<SecretKey>> {
-        lock(&self.cache).get(user).map(|c| Arc::clone(&c.key))
-    }
-
     fn remember(&self, user: &str, master_version: i32, wrapped: Vec<u8>, key: Arc<SecretKey>) {
         let mut cache = lock(&self.cache);
         if cache.len() >= CACHE_LIMIT {
@@ -72,29 +84,65 @@ impl DataKeys {
 
     /// The key to seal `user`'s data with, made on first use; `Erased` for an erased user
     /// (whose tombstone forbids a new key).
+    ///
+    /// Every write reads its user's key row under a share lock, in the writing transaction:
+    /// an erasure (which updates the row) waits for the writes in flight, so its scrubs see
+    /// what they committed, and a write after it finds the tombstone. A key made here is
+    /// not cached: the transaction may still roll back, and data sealed under a key that was
+    /// never committed could never be opened. The cache only saves the unwrapping.
     pub async fn for_write(
         &self,
         keyring: &Keyring,
         conn: &mut PgConnection,
         user: &str,
     ) -> Result<KeyState, PiiError> {
-        if let Some(key) = self.cached(user) {
-            return Ok(KeyState::Live(key));
-        }
-        let fresh = SecretKey::generate();
-        sqlx::query(
-            "INSERT INTO public.data_keys (user_id, wrapped_key, master_key_version)
-             VALUES ($1, $2, $3) ON CONFLICT (user_id) DO NOTHING",
-        )
-        .bind(user)
-        .bind(fresh.wrap(keyring.current(), user))
-        .bind(keyring.current_version() as i32)
-        .execute(&mut *conn)
-        .await?;
-        let states = self
-            .for_read(keyring, &mut *conn, &[user.to_owned()])
+        let mut row = locked(&mut *conn, user).await?;
+        if row.is_none() {
+            let fresh = SecretKey::generate();
+            sqlx::query(
+                "INSERT INTO public.data_keys (user_id, wrapped_key, master_key_version)
+                 VALUES ($1, $2, $3) ON CONFLICT (user_id) DO NOTHING",
+            )
+            .bind(user)
+            .bind(fresh.wrap(keyring.current(), user))
+            .bind(keyring.current_version() as i32)
+            .execute(&mut *conn)
             .await?;
-        Ok(states.get(user).cloned().unwrap_or(KeyState::Absent))
+            row = locked(&mut *conn, user).await?;
+        }
+        let Some((wrapped, version, mine)) = row else {
+            return Ok(KeyState::Absent);
+        };
+        let (Some(wrapped), Some(version)) = (wrapped, version) else {
+            return Ok(KeyState::Erased);
+        };
+        Ok(KeyState::Live(
+            self.unwrapped(keyring, user, wrapped, version, !mine)?,
+        ))
+    }
+
+    /// `user`'s key from the cache if it holds these wrapped bytes, else unwrapped (and
+    /// remembered if `keep`).
+    fn unwrapped(
+        &self,
+        keyring: &Keyring,
+        user: &str,
+        wrapped: Vec<u8>,
+        version: i32,
+        keep: bool,
+    ) -> Result<Arc<SecretKey>, PiiError> {
+        let hit = lock(&self.cache)
+            .get(user)
+            .filter(|c| c.master_version == version && c.wrapped == wrapped)
+            .map(|c| Arc::clone(&c.key));
+        if let Some(key) = hit {
+            return Ok(key);
+        }
+        let key = Arc::new(unwrap(keyring, &wrapped, version, user)?);
+        if keep {
+            self.remember(user, version, wrapped, Arc::clone(&key));
+        }
+        Ok(key)
     }
 
     /// The state of each of `users`' keys, in one query.
@@ -104,8 +152,11 @@ impl DataKeys {
         db: impl sqlx::PgExecutor<'c>,
         users: &[String],
     ) -> Result<HashMap<String, KeyState>, PiiError> {
-        let rows: Vec<(String, Option<Vec<u8>>, Option<i32>)> = sqlx::query_as(
-            "SELECT user_id, wrapped_key, master_key_version FROM public.data_keys
+        // `mine`: made by this very transaction, which may still roll back: not cached.
+        let rows: Vec<(String, Option<Vec<u8>>, Option<i32>, bool)> = sqlx::query_as(
+            "SELECT user_id, wrapped_key, master_key_version,
+                    created_at = transaction_timestamp()
+               FROM public.data_keys
               WHERE user_id = ANY($1)",
         )
         .bind(users)
@@ -115,23 +166,12 @@ impl DataKeys {
             .iter()
             .map(|user| (user.clone(), KeyState::Absent))
             .collect();
-        for (user, wrapped, version) in rows {
+        for (user, wrapped, version, mine) in rows {
             let (Some(wrapped), Some(version)) = (wrapped, version) else {
                 states.insert(user, KeyState::Erased);
                 continue;
             };
-            let hit = lock(&self.cache)
-                .get(&user)
-                .filter(|c| c.master_version == version && c.wrapped == wrapped)
-                .map(|c| Arc::clone(&c.key));
-            let key = match hit {
-                Some(key) => key,
-                None => {
-                    let key = Arc::new(unwrap(keyring, &wrapped, version, &user)?);
-                    self.remember(&user, version, wrapped, Arc::clone(&key));
-                    key
-                }
-            };
+            let key = self.unwrapped(keyring, &user, wrapped, version, !mine)?;
             states.insert(user, KeyState::Live(key));
         }
         Ok(states)

@@ -274,3 +274,51 @@ async fn a_registration_stored_before_encryption_reads_as_erased_after_the_erasu
     );
     signed_up(&store, "legacy@example.com").await;
 }
+
+/// Whether data `sealer` sealed opens with `opener`.
+fn opens(sealer: &SecretKey, opener: &SecretKey) -> bool {
+    let sealed = sealer.seal_text(b"a paper boat", b"aad");
+    opener.open_text(&sealed, b"aad").is_some()
+}
+
+#[tokio::test]
+async fn a_key_made_by_a_write_that_rolled_back_is_never_used_again() {
+    let db = TestDatabase::new().await;
+    let pii = pii::current();
+    let user = Uuid::now_v7().to_string();
+    // The user's first sealed write makes their key, then rolls back (a lost race, say).
+    let mut tx = db.pool.begin().await.expect("tx");
+    let pii::KeyState::Live(lost) = pii
+        .keys
+        .for_write(&pii.keyring, &mut tx, &user)
+        .await
+        .expect("first key")
+    else {
+        panic!("a live key");
+    };
+    tx.rollback().await.expect("rollback");
+    // The next write in the same process makes (and commits) the key it seals with.
+    let mut tx = db.pool.begin().await.expect("tx");
+    let pii::KeyState::Live(written) = pii
+        .keys
+        .for_write(&pii.keyring, &mut tx, &user)
+        .await
+        .expect("second key")
+    else {
+        panic!("a live key");
+    };
+    tx.commit().await.expect("commit");
+    let read = pii
+        .keys
+        .for_read(&pii.keyring, &db.pool, std::slice::from_ref(&user))
+        .await
+        .expect("read");
+    let Some(pii::KeyState::Live(read)) = read.get(&user) else {
+        panic!("a live key for readers");
+    };
+    assert!(opens(&written, read), "what the write sealed, readers open");
+    assert!(
+        !opens(&lost, read),
+        "the rolled-back key was not used for the write"
+    );
+}
