@@ -19,12 +19,15 @@ use super::PiiError;
 /// Unwrapped keys kept in memory at most (a replay touches every user once per batch).
 const CACHE_LIMIT: usize = 100_000;
 
-/// A user's key row, read under a share lock: wrapped key, master key version (both `None`
-/// for a tombstone), and whether this transaction made it.
-async fn locked(
-    conn: &mut PgConnection,
-    user: &str,
-) -> Result<Option<(Option<Vec<u8>>, Option<i32>, bool)>, sqlx::Error> {
+/// A key row: wrapped key, master key version (both `None` for a tombstone), and whether
+/// this transaction made it.
+type KeyRow = (Option<Vec<u8>>, Option<i32>, bool);
+
+/// A [`KeyRow`] with its user.
+type UserKeyRow = (String, Option<Vec<u8>>, Option<i32>, bool);
+
+/// A user's key row, read under a share lock.
+async fn locked(conn: &mut PgConnection, user: &str) -> Result<Option<KeyRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT wrapped_key, master_key_version, created_at = transaction_timestamp()
            FROM public.data_keys WHERE user_id = $1 FOR SHARE",
@@ -153,7 +156,7 @@ impl DataKeys {
         users: &[String],
     ) -> Result<HashMap<String, KeyState>, PiiError> {
         // `mine`: made by this very transaction, which may still roll back: not cached.
-        let rows: Vec<(String, Option<Vec<u8>>, Option<i32>, bool)> = sqlx::query_as(
+        let rows: Vec<UserKeyRow> = sqlx::query_as(
             "SELECT user_id, wrapped_key, master_key_version,
                     created_at = transaction_timestamp()
                FROM public.data_keys
