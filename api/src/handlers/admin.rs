@@ -174,6 +174,7 @@ pub async fn disable(
 #[utoipa::path(post, path = "/v1/admin/users/{id}/erase", tag = "admin",
     params(("id" = Uuid, Path, description = "user id")),
     responses((status = 200, body = UserResponse), (status = 404, description = "not_found"),
+              (status = 409, description = "erase_yourself, admin_account"),
               (status = 422, description = "already_erased")),
     security(("bearer" = [])))]
 pub async fn erase(
@@ -184,7 +185,22 @@ pub async fn erase(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
     let user_id = UserId::from_uuid(id);
-    user_or_404(&state, user_id).await?;
+    let target = user_or_404(&state, user_id).await?;
+    if user_id == admin.user_id {
+        // `DELETE /v1/me` asks for the password; an admin's key or stolen session must not
+        // be enough to erase its own account.
+        return Err(ApiError::Conflict {
+            code: "erase_yourself",
+            message: "erase your own account with DELETE /v1/me, which asks for your password"
+                .to_owned(),
+        });
+    }
+    if target.role == "admin" {
+        return Err(ApiError::Conflict {
+            code: "admin_account",
+            message: "this account is an admin: change its role to user first".to_owned(),
+        });
+    }
     let meta = metadata(Some(&admin), ip, user_agent(&headers));
     erasure::erase(&state.store, user_id, ErasedBy::Admin, &meta).await?;
     state.credentials.forget_user(user_id.as_uuid());

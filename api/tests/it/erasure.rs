@@ -205,6 +205,39 @@ async fn an_admin_erasure_is_audited_and_the_history_reads_erased() {
     assert!(left.is_empty(), "still in the dump: {left:?}");
 }
 
+#[tokio::test]
+async fn an_admin_cannot_erase_itself_or_another_admin_through_the_admin_door() {
+    let app = app().await;
+    let (admin, admin_token) = app.admin("root@example.com").await;
+    let (other, _) = app.admin("second@example.com").await;
+    let own = app
+        .post(
+            &format!("/v1/admin/users/{admin}/erase"),
+            Some(&admin_token),
+            json!({}),
+        )
+        .await;
+    assert_problem(own, StatusCode::CONFLICT, "erase_yourself").await;
+    let peer = app
+        .post(
+            &format!("/v1/admin/users/{other}/erase"),
+            Some(&admin_token),
+            json!({}),
+        )
+        .await;
+    assert_problem(peer, StatusCode::CONFLICT, "admin_account").await;
+    // Neither was erased.
+    let erased: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE event_type = 'UserErased'
+            OR (aggregate_type = 'User' AND aggregate_id = ANY($1) AND event_type = 'UserDisabled')",
+    )
+    .bind(vec![admin.to_string(), other.to_string()])
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("events");
+    assert_eq!(erased, 0);
+}
+
 /// Runs the erasure's blob cleanup (a worker subscription) over everything committed so far.
 async fn clean_up(app: &TestApp) {
     Subscription::new(erasure_cleanup::SUBSCRIPTION, app.db.pool.clone())
