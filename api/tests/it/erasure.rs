@@ -238,6 +238,45 @@ async fn an_admin_cannot_erase_itself_or_another_admin_through_the_admin_door() 
     assert_eq!(erased, 0);
 }
 
+#[tokio::test]
+async fn wrong_passwords_on_delete_me_are_throttled_like_failed_logins() {
+    let app = TestApp::with_config(|c| {
+        c.proxies = "127.0.0.1/32".parse().expect("networks");
+        c.rate.login_per_minute = 5;
+    })
+    .await;
+    let (_, access) = user_with_a_video(&app, "guessed@example.com").await;
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let wrong = send(
+            &app,
+            Method::DELETE,
+            "/v1/me",
+            Some(&access),
+            json!({"password": "a guess"}),
+        )
+        .await;
+        statuses.push(wrong.status());
+        if wrong.status() == StatusCode::TOO_MANY_REQUESTS {
+            break;
+        }
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    assert!(statuses[..statuses.len() - 1]
+        .iter()
+        .all(|s| *s == StatusCode::UNPROCESSABLE_ENTITY));
+    let erased: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'UserErased'")
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("events");
+    assert_eq!(erased, 0);
+}
+
 /// Runs the erasure's blob cleanup (a worker subscription) over everything committed so far.
 async fn clean_up(app: &TestApp) {
     Subscription::new(erasure_cleanup::SUBSCRIPTION, app.db.pool.clone())

@@ -5,7 +5,7 @@
 //! account's tokens stop working at once, and its email address can register again.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{Extensions, HeaderMap, StatusCode};
 use framegate_commands::erasure;
 use framegate_domain::ErasedBy;
 use serde::Deserialize;
@@ -30,19 +30,26 @@ pub struct EraseMeRequest {
 #[utoipa::path(delete, path = "/v1/me", tag = "auth", request_body = EraseMeRequest,
     responses((status = 204, description = "erased"),
               (status = 403, description = "forbidden (an API key)"),
-              (status = 422, description = "validation_failed: invalid_password")),
+              (status = 422, description = "validation_failed: invalid_password"),
+              (status = 429, description = "rate_limited (wrong passwords count as failed logins)")),
     security(("bearer" = [])))]
 pub async fn delete_me(
     State(state): State<AppState>,
     principal: Principal,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
+    extensions: Extensions,
     ApiJson(body): ApiJson<EraseMeRequest>,
 ) -> Result<StatusCode, ApiError> {
     if matches!(principal.credential, Credential::ApiKey { .. }) {
         return Err(ApiError::Forbidden);
     }
     let id = principal.user_id;
+    // A wrong password here is a failed login: a stolen session must not make this a way to
+    // guess the password faster than the login allows.
+    let attempt = state
+        .limits
+        .check_login_attempt(ip, &format!("user:{id}"), &extensions)?;
     let user = state.store.users().load(&id.to_string()).await?;
     let accepted = state
         .passwords
@@ -56,6 +63,7 @@ pub async fn delete_me(
             "the password is not the account's",
         ));
     }
+    attempt.password_accepted();
     let meta = metadata(Some(&principal), ip, user_agent(&headers));
     erasure::erase(&state.store, id, ErasedBy::Owner, &meta).await?;
     state.credentials.forget_user(id.as_uuid());
