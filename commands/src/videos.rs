@@ -31,6 +31,17 @@ pub enum RequestError {
     Video(CommandError<VideoError>),
 }
 
+impl RequestError {
+    /// Whether the same request may succeed if decided again (a lost optimistic race, the
+    /// store unreachable): [`CommandError::is_transient`] of whichever stream refused it.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RequestError::Credits(error) => error.is_transient(),
+            RequestError::Video(error) => error.is_transient(),
+        }
+    }
+}
+
 /// Statements that must commit together with the request, run in its transaction after its
 /// events were appended and projected inline.
 #[async_trait]

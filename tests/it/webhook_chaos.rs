@@ -14,15 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
+use framegate_commands::retry::conflict_backoff;
 use framegate_commands::testing::TestDatabase;
-use framegate_commands::videos::{request_video, RequestError};
+use framegate_commands::videos::request_video;
 use framegate_commands::webhook_deliveries::message_id;
 use framegate_commands::webhooks::NewEndpoint;
 use framegate_commands::{Actor, CommandMetadata};
-use framegate_domain::{
-    CreditCommand, Credits, ProviderPreference, UserId, VideoCommand, VideoId, VideoSpec,
-    WebhookEndpointId,
-};
+use framegate_domain::{CreditCommand, Credits, UserId, VideoCommand, VideoId, WebhookEndpointId};
 use rand::Rng;
 use uuid::Uuid;
 
@@ -105,13 +103,6 @@ async fn expected(db: &TestDatabase) -> Vec<String> {
     ids.into_iter().map(message_id).collect()
 }
 
-fn transient(error: &RequestError) -> bool {
-    match error {
-        RequestError::Credits(error) => error.is_transient(),
-        RequestError::Video(error) => error.is_transient(),
-    }
-}
-
 async fn terminal(db: &TestDatabase) -> i64 {
     sqlx::query_scalar(
         "SELECT count(*) FROM events WHERE aggregate_type = 'Video'
@@ -163,32 +154,18 @@ async fn a_worker_killed_at_random_delivers_every_event_at_least_once_signed_and
             let meta = CommandMetadata::new_request(Actor::User(owner));
             let mut cancels = Vec::new();
             for n in 0..VIDEOS {
-                let spec = VideoSpec {
-                    owner,
-                    prompt: format!("job {n}"),
-                    negative_prompt: None,
-                    provider: ProviderPreference::Simulator,
-                    model: Some("simulator-v1".into()),
-                    duration_seconds: 2,
-                    aspect_ratio: "16:9".into(),
-                    resolution: "480p".into(),
-                    image_id: None,
-                    seed: None,
-                    estimated_cost: Credits::new(2),
-                    generate_audio: false,
-                    external_id: None,
-                    webhook: None,
-                };
+                let spec = crate::common::simulator_job(owner, n);
                 let video = VideoId::from_uuid(Uuid::now_v7());
                 // The worker settles other videos on the same credit account meanwhile: a
-                // request that lost the race is decided again, as the API does.
+                // request that lost the race is decided again, as a client does on the API's
+                // 409.
                 let mut tries = 0;
                 loop {
                     match request_video(&store, video, spec.clone(), &meta, None).await {
                         Ok(_) => break,
-                        Err(error) if tries < 20 && transient(&error) => {
+                        Err(error) if tries < 20 && error.is_transient() => {
                             tries += 1;
-                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            tokio::time::sleep(conflict_backoff(tries)).await;
                         }
                         Err(error) => panic!("request: {error:?}"),
                     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use framegate_commands::testing::TestDatabase;
 use framegate_commands::videos::request_video;
 use framegate_commands::{Actor, CommandMetadata, EventStore};
-use framegate_domain::{CreditCommand, Credits, ProviderPreference, UserId, VideoId, VideoSpec};
+use framegate_domain::{CreditCommand, Credits, UserId, VideoId};
 use rand::Rng;
 use uuid::Uuid;
 
@@ -55,22 +55,7 @@ async fn a_worker_killed_at_random_points_finishes_every_job_exactly_once() {
         .expect("grant");
     let jobs = 6;
     for n in 0..jobs {
-        let spec = VideoSpec {
-            owner,
-            prompt: format!("job {n}"),
-            negative_prompt: None,
-            provider: ProviderPreference::Simulator,
-            model: Some("simulator-v1".into()),
-            duration_seconds: 2,
-            aspect_ratio: "16:9".into(),
-            resolution: "480p".into(),
-            image_id: None,
-            seed: None,
-            estimated_cost: Credits::new(2),
-            generate_audio: false,
-            external_id: None,
-            webhook: None,
-        };
+        let spec = crate::common::simulator_job(owner, n);
         request_video(
             &store,
             VideoId::from_uuid(Uuid::now_v7()),

@@ -23,6 +23,18 @@ async fn app() -> TestApp {
     TestApp::with_config(|c| c.proxies = "127.0.0.1/32".parse().expect("networks")).await
 }
 
+/// `DELETE /v1/me` with `password`.
+async fn delete_me(app: &TestApp, access: &str, password: &str) -> reqwest::Response {
+    send(
+        app,
+        Method::DELETE,
+        "/v1/me",
+        Some(access),
+        json!({"password": password}),
+    )
+    .await
+}
+
 async fn send(
     app: &TestApp,
     method: Method,
@@ -130,25 +142,11 @@ async fn after_deleting_oneself_a_dump_of_the_database_holds_no_personal_data() 
     // The read models hold it in clear until the erasure (so this test can fail).
     assert!(!personal_data_in(&dump(&app), email).is_empty());
 
-    let wrong = send(
-        &app,
-        Method::DELETE,
-        "/v1/me",
-        Some(&access),
-        json!({"password": "not it"}),
-    )
-    .await;
+    let wrong = delete_me(&app, &access, "not it").await;
     let problem =
         assert_problem(wrong, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     assert_eq!(problem["errors"][0]["code"], "invalid_password");
-    let erased = send(
-        &app,
-        Method::DELETE,
-        "/v1/me",
-        Some(&access),
-        json!({"password": PASSWORD}),
-    )
-    .await;
+    let erased = delete_me(&app, &access, PASSWORD).await;
     assert_eq!(erased.status(), StatusCode::NO_CONTENT);
 
     let left = personal_data_in(&dump(&app), email);
@@ -248,14 +246,7 @@ async fn wrong_passwords_on_delete_me_are_throttled_like_failed_logins() {
     let (_, access) = user_with_a_video(&app, "guessed@example.com").await;
     let mut statuses = Vec::new();
     for _ in 0..10 {
-        let wrong = send(
-            &app,
-            Method::DELETE,
-            "/v1/me",
-            Some(&access),
-            json!({"password": "a guess"}),
-        )
-        .await;
+        let wrong = delete_me(&app, &access, "a guess").await;
         statuses.push(wrong.status());
         if wrong.status() == StatusCode::TOO_MANY_REQUESTS {
             break;
@@ -336,14 +327,7 @@ async fn an_erased_users_files_are_deleted_and_their_videos_and_credits_stay_as_
         );
     }
 
-    let erased = send(
-        &app,
-        Method::DELETE,
-        "/v1/me",
-        Some(&access),
-        json!({"password": PASSWORD}),
-    )
-    .await;
+    let erased = delete_me(&app, &access, PASSWORD).await;
     assert_eq!(erased.status(), StatusCode::NO_CONTENT);
     clean_up(&app).await;
 

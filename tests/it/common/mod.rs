@@ -9,7 +9,28 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use framegate_commands::testing::TestDatabase;
+use framegate_domain::{Credits, ProviderPreference, UserId, VideoSpec};
 use reqwest::StatusCode;
+
+/// Job `n` of `owner`: two seconds of 480p from the simulator, 2 credits.
+pub fn simulator_job(owner: UserId, n: impl std::fmt::Display) -> VideoSpec {
+    VideoSpec {
+        owner,
+        prompt: format!("job {n}"),
+        negative_prompt: None,
+        provider: ProviderPreference::Simulator,
+        model: Some("simulator-v1".into()),
+        duration_seconds: 2,
+        aspect_ratio: "16:9".into(),
+        resolution: "480p".into(),
+        image_id: None,
+        seed: None,
+        estimated_cost: Credits::new(2),
+        generate_audio: false,
+        external_id: None,
+        webhook: None,
+    }
+}
 
 /// A 640×480 PNG, red on the left and blue on the right.
 pub fn png() -> Vec<u8> {

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use framegate_commands::testing::TestDatabase;
 use framegate_commands::videos::request_video;
 use framegate_commands::{Actor, CommandMetadata, EventStore};
-use framegate_domain::{CreditCommand, Credits, ProviderPreference, UserId, VideoId, VideoSpec};
+use framegate_domain::{CreditCommand, Credits, UserId, VideoId};
 use framegate_workers::kafka::relay::{self, RelayHealth};
 use framegate_workers::kafka::KafkaConfig;
 use uuid::Uuid;
@@ -160,22 +160,7 @@ async fn two_workers_in_one_group_share_jobs_and_a_killed_ones_jobs_finish_on_th
         .await
         .expect("grant");
     for n in 0..JOBS {
-        let spec = VideoSpec {
-            owner,
-            prompt: format!("job {n}"),
-            negative_prompt: None,
-            provider: ProviderPreference::Simulator,
-            model: Some("simulator-v1".into()),
-            duration_seconds: 2,
-            aspect_ratio: "16:9".into(),
-            resolution: "480p".into(),
-            image_id: None,
-            seed: None,
-            estimated_cost: Credits::new(2),
-            generate_audio: false,
-            external_id: None,
-            webhook: None,
-        };
+        let spec = crate::common::simulator_job(owner, n);
         request_video(
             &store,
             VideoId::from_uuid(Uuid::now_v7()),
