@@ -84,10 +84,23 @@ pub struct NewDelivery {
 /// Enqueues `deliveries` in the caller's transaction and wakes the senders at its commit. A
 /// delivery of a message its queue already has is ignored (so a handler run twice enqueues
 /// once). Returns the ids of the rows written.
+///
+/// Enqueues take one advisory lock until their transaction ends ([`ENQUEUE_LOCK`]), so rows
+/// draw their `seq` in the order their transactions commit and become visible in `seq`
+/// order: the senders' scan of new rows and a queue's cursor never pass a row that commits
+/// later. Nothing here writes a queue's own row (the senders' scan finds the new rows), so an
+/// enqueue never waits for a sender's record, nor a record for an enqueue (ADR 0034).
 pub async fn enqueue(
     conn: &mut PgConnection,
     deliveries: &[NewDelivery],
 ) -> Result<Vec<Uuid>, sqlx::Error> {
+    if deliveries.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(ENQUEUE_LOCK)
+        .execute(&mut *conn)
+        .await?;
     let mut ids = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
         let (endpoint_id, url) = match &delivery.target {
@@ -128,6 +141,9 @@ pub async fn enqueue(
     Ok(ids)
 }
 
+/// The advisory lock every enqueue holds until its transaction ends (see [`enqueue`]).
+pub const ENQUEUE_LOCK: &str = "framegate.webhook_deliveries.enqueue";
+
 /// Wakes the senders when the caller's transaction commits.
 pub async fn wake(executor: impl PgExecutor<'_>) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_notify($1, '')")
@@ -158,9 +174,10 @@ pub struct DeliveryRow {
     pub seq: i64,
 }
 
-const COLUMNS: &str = "delivery_id, message_id, event_type, status, attempts,
-    CASE WHEN status = 'pending' THEN next_attempt_at END AS next_attempt_at, last_status,
-    last_latency_ms, last_error, created_at, updated_at, delivered_at, seq";
+/// A [`DeliveryRow`] read from `webhook_delivery_states` (migration 0028), the view that
+/// says what a row delivered by a run (no state of its own) came to.
+const COLUMNS: &str = "delivery_id, message_id, event_type, status, attempts, next_attempt_at,
+    last_status, last_latency_ms, last_error, created_at, updated_at, delivered_at, seq";
 
 /// Endpoint `endpoint_id`'s deliveries, newest first, before the `before` cursor (a `seq`).
 pub async fn list(
@@ -170,7 +187,7 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<DeliveryRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM webhook_deliveries
+        "SELECT {COLUMNS} FROM webhook_delivery_states
           WHERE endpoint_id = $1 AND ($2::bigint IS NULL OR seq < $2)
           ORDER BY seq DESC
           LIMIT $3"
@@ -189,7 +206,8 @@ pub async fn get(
     delivery_id: Uuid,
 ) -> Result<Option<DeliveryRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM webhook_deliveries WHERE endpoint_id = $1 AND delivery_id = $2"
+        "SELECT {COLUMNS} FROM webhook_delivery_states
+          WHERE endpoint_id = $1 AND delivery_id = $2"
     ))
     .bind(endpoint_id)
     .bind(delivery_id)
@@ -200,22 +218,82 @@ pub async fn get(
 /// Puts delivery `delivery_id` of endpoint `endpoint_id` back in its queue, due now, with a
 /// fresh retry window (whatever its status: a given-up delivery too). `None` if the endpoint
 /// has no such delivery.
+///
+/// A row its queue's cursor has not reached yet stays in the queue's order: the head (backing
+/// off) makes the queue due now, a row behind it waits for it; a row the queue has moved past is sent on
+/// its own (`retry_due_at`). The queue's row is locked first, as the sender's records lock
+/// it, so the cursor read here is the one the sender leaves: call it in a transaction.
 pub async fn retry(
     conn: &mut PgConnection,
     endpoint_id: Uuid,
     delivery_id: Uuid,
 ) -> Result<Option<DeliveryRow>, sqlx::Error> {
+    let found: Option<(String, i64)> = sqlx::query_as(
+        "SELECT queue, seq FROM webhook_deliveries WHERE endpoint_id = $1 AND delivery_id = $2",
+    )
+    .bind(endpoint_id)
+    .bind(delivery_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((queue, seq)) = found else {
+        return Ok(None);
+    };
+    // The queue's row, made if the senders' scan has not reached its rows yet, and locked.
+    let sent_through: i64 = sqlx::query_scalar(
+        "INSERT INTO webhook_queues (queue) VALUES ($1)
+         ON CONFLICT (queue) DO UPDATE SET queue = EXCLUDED.queue
+         RETURNING sent_through",
+    )
+    .bind(&queue)
+    .fetch_one(&mut *conn)
+    .await?;
+    // A row a run delivered has no attempt of its own yet: its first goes to the log now.
+    sqlx::query(
+        "WITH first AS (
+             INSERT INTO webhook_delivery_attempts
+                 (delivery_id, attempt, started_at, status, latency_ms, response_body)
+             SELECT delivery_id, attempts, COALESCE(run_started_at, updated_at), last_status,
+                    COALESCE(last_latency_ms, 0), run_response_body
+               FROM webhook_delivery_states WHERE delivery_id = $1 AND by_run
+             ON CONFLICT (delivery_id, attempt) DO NOTHING
+             RETURNING delivery_id, attempt, status, latency_ms)
+         UPDATE webhook_deliveries d
+            SET status = 'delivered', attempts = first.attempt, last_status = first.status,
+                last_latency_ms = first.latency_ms, delivered_at = now()
+           FROM first WHERE d.delivery_id = first.delivery_id",
+    )
+    .bind(delivery_id)
+    .execute(&mut *conn)
+    .await?;
+    let passed = seq <= sent_through;
     let row: Option<DeliveryRow> = sqlx::query_as(&format!(
         "UPDATE webhook_deliveries
             SET status = 'pending', next_attempt_at = now(), window_started_at = now(),
-                delivered_at = NULL, updated_at = now()
+                delivered_at = NULL, updated_at = now(),
+                retry_due_at = CASE WHEN $3 THEN now() END
           WHERE endpoint_id = $1 AND delivery_id = $2
           RETURNING {COLUMNS}"
     ))
     .bind(endpoint_id)
     .bind(delivery_id)
+    .bind(passed)
     .fetch_optional(&mut *conn)
     .await?;
+    if !passed {
+        // Due now if it is the queue's head (backing off); one behind the head waits for it.
+        sqlx::query(
+            "UPDATE webhook_queues q SET due_at = LEAST(COALESCE(q.due_at, now()), now())
+              WHERE q.queue = $1
+                AND NOT EXISTS (SELECT 1 FROM webhook_deliveries h
+                                 WHERE h.queue = q.queue AND h.seq > q.sent_through
+                                   AND h.seq < $2 AND h.status = 'pending'
+                                   AND h.retry_due_at IS NULL)",
+        )
+        .bind(&queue)
+        .bind(seq)
+        .execute(&mut *conn)
+        .await?;
+    }
     if row.is_some() {
         wake(&mut *conn).await?;
     }
@@ -239,9 +317,10 @@ pub async fn attempts(
     endpoint_id: Uuid,
     delivery_id: Uuid,
 ) -> Result<Vec<AttemptRow>, sqlx::Error> {
+    // A row a run delivered has its one attempt in the run's record (migration 0028).
     sqlx::query_as(
         "SELECT a.attempt, a.started_at, a.status, a.latency_ms, a.error, a.response_body
-           FROM webhook_delivery_attempts a
+           FROM webhook_attempt_log a
            JOIN webhook_deliveries d USING (delivery_id)
           WHERE d.endpoint_id = $1 AND a.delivery_id = $2
           ORDER BY a.attempt",

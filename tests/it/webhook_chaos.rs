@@ -229,11 +229,11 @@ async fn a_worker_killed_at_random_delivers_every_event_at_least_once_signed_and
     // many counted as logged).
     loop {
         let (undelivered, unlogged): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM webhook_deliveries WHERE status <> 'delivered'),
-                    (SELECT count(*) FROM webhook_deliveries d
-                      WHERE d.attempts < (SELECT count(*) FROM webhook_delivery_attempts a
+            "SELECT (SELECT count(*) FROM webhook_delivery_states WHERE status <> 'delivered'),
+                    (SELECT count(*) FROM webhook_delivery_states d
+                      WHERE d.attempts < (SELECT count(*) FROM webhook_attempt_log a
                                            WHERE a.delivery_id = d.delivery_id)
-                         OR NOT EXISTS (SELECT 1 FROM webhook_delivery_attempts a
+                         OR NOT EXISTS (SELECT 1 FROM webhook_attempt_log a
                                          WHERE a.delivery_id = d.delivery_id
                                            AND a.status BETWEEN 200 AND 299))",
         )

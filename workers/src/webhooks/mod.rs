@@ -1,7 +1,7 @@
 //! Webhook delivery (issue 13, docs/adr/0031-webhook-delivery.md): the subscription that
 //! turns events into rows of the delivery outbox (`enqueue`), and the sender that drains it
-//! (`sender`, runs of a queue leased in `claim`, one HTTP attempt in `attempt`, the
-//! bookkeeping in `outcome`).
+//! (`sender`: queues found and leased in `claim`, taken in turns in `turn`, one HTTP attempt
+//! in `attempt`, what answers come to in `outcome`, and each run's record in `record`).
 //!
 //! The outbox itself (table, enqueue, listing, manual retry) is
 //! `framegate_commands::webhook_deliveries`, shared with the API.
@@ -10,6 +10,7 @@ pub mod attempt;
 pub mod claim;
 pub mod enqueue;
 pub mod outcome;
+mod record;
 pub mod sender;
 mod turn;
 

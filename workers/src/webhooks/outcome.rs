@@ -1,10 +1,9 @@
-//! What a run's attempts leave behind, in one transaction: each delivery's new state
-//! (delivered, due again after the schedule's delay with jitter, or given up once its retry
-//! window is spent), a row each in the attempts log, the endpoint's run of failures, and the
-//! run's unsent rows given back. And what the endpoint's answers decide: a 410 Gone disables
-//! it (before the run is recorded, so the next row of its queue, which waits for this one,
-//! finds it disabled), and so do failures without a success for
-//! [`WebhookConfig::disable_after`] (its owner is mailed).
+//! What a run's attempts come to: each delivery's new state (delivered, due again after the
+//! schedule's delay with jitter, or given up once its retry window is spent), the endpoint's
+//! run of failures, and what the endpoint's answers decide: a 410 Gone disables it (before
+//! the run is recorded, so the next row of its queue, which waits for this one, finds it
+//! disabled), and so do failures without a success for [`WebhookConfig::disable_after`] (its
+//! owner is mailed). The record itself, in one transaction, is `record`.
 
 use chrono::{DateTime, Utc};
 use framegate_commands::{Actor, CommandMetadata, EventStore};
@@ -15,8 +14,11 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::attempt::Answer;
-use super::claim::{self, Claimed};
+use super::claim::{Claimed, Hold};
+use super::record::{move_cursor, retried_meanwhile, Cursor, Rows};
 use super::WebhookConfig;
+
+pub use super::record::record;
 
 /// The kind of the mail-outbox row that tells an owner their endpoint was disabled (the API's
 /// mail sender renders it: `framegate_api::mail::outbox::Outgoing::WebhookDisabled`).
@@ -30,116 +32,30 @@ pub struct Attempted {
     pub answer: Answer,
 }
 
-/// Records the attempts of one run and gives back its `unsent` rows, in one transaction;
-/// says whether the endpoint has now failed without a success for longer than
-/// [`WebhookConfig::disable_after`]. An attempt whose delivery was retried by hand meanwhile
-/// (its window restarted) is logged but leaves the delivery to the retry.
-pub async fn record(
-    pool: &PgPool,
-    config: &WebhookConfig,
-    attempted: &[Attempted],
-    unsent: &[Claimed],
-) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    // Not flushed before going on: lost in a crash, the attempts are only made again (at
-    // least once, the receiver dedupes by `webhook-id`); nothing here is worth a disk flush.
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
-        .await?;
-    let now = Utc::now();
-    let mut rows = Rows::default();
-    for Attempted {
-        claimed,
-        started_at,
-        answer,
-    } in attempted
-    {
-        let (status, next_attempt_at, error) = settle(config, claimed, answer, now);
-        rows.ids.push(claimed.delivery_id);
-        rows.windows.push(claimed.window_started_at);
-        rows.attempts.push(claimed.attempts);
-        rows.started.push(*started_at);
-        rows.statuses.push(status);
-        rows.next.push(next_attempt_at);
-        rows.codes.push(answer.status.map(i32::from));
-        rows.latencies
-            .push(i32::try_from(answer.latency.as_millis()).unwrap_or(i32::MAX));
-        rows.errors.push(error);
-        rows.answer_errors.push(answer.error.clone());
-        rows.bodies.push(answer.body.clone());
-    }
-    sqlx::query(
-        "UPDATE webhook_deliveries d
-            SET status = r.status, next_attempt_at = r.next_attempt_at, leased_until = NULL,
-                last_status = r.code, last_latency_ms = r.latency_ms, last_error = r.error,
-                updated_at = now(),
-                delivered_at = CASE WHEN r.status = 'delivered' THEN now() END
-           FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::timestamptz[],
-                       $5::int4[], $6::int4[], $7::text[])
-                AS r (delivery_id, window_started_at, status, next_attempt_at, code,
-                      latency_ms, error)
-          WHERE d.delivery_id = r.delivery_id AND d.window_started_at = r.window_started_at",
-    )
-    .bind(&rows.ids)
-    .bind(&rows.windows)
-    .bind(&rows.statuses)
-    .bind(&rows.next)
-    .bind(&rows.codes)
-    .bind(&rows.latencies)
-    .bind(&rows.errors)
-    .execute(&mut *tx)
-    .await?;
-    // A delivery retried by hand while in flight: left to the retry, and claimable now.
-    sqlx::query(
-        "UPDATE webhook_deliveries d SET leased_until = NULL
-           FROM unnest($1::uuid[], $2::timestamptz[]) AS r (delivery_id, window_started_at)
-          WHERE d.delivery_id = r.delivery_id AND d.window_started_at <> r.window_started_at",
-    )
-    .bind(&rows.ids)
-    .bind(&rows.windows)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO webhook_delivery_attempts
-             (delivery_id, attempt, started_at, status, latency_ms, error, response_body)
-         SELECT * FROM unnest($1::uuid[], $2::int4[], $3::timestamptz[], $4::int4[],
-                              $5::int4[], $6::text[], $7::text[])
-         ON CONFLICT (delivery_id, attempt) DO NOTHING",
-    )
-    .bind(&rows.ids)
-    .bind(&rows.attempts)
-    .bind(&rows.started)
-    .bind(&rows.codes)
-    .bind(&rows.latencies)
-    .bind(&rows.answer_errors)
-    .bind(&rows.bodies)
-    .execute(&mut *tx)
-    .await?;
-    let failing_too_long = health(&mut tx, config, attempted, now).await?;
-    claim::release(&mut *tx, unsent).await?;
-    tx.commit().await?;
-    Ok(failing_too_long)
+/// How a record leaves the run's hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The turn goes on with the queue: it stays held (its lease renewed).
+    Continue,
+    /// The turn ends: the queue (or the retried row) is let go, due again no sooner than
+    /// `not_before` if rows still wait (our own failure postpones them).
+    Release { not_before: Option<DateTime<Utc>> },
 }
 
-/// The columns of a run's attempts, bound as arrays.
-#[derive(Default)]
-struct Rows {
-    ids: Vec<Uuid>,
-    windows: Vec<DateTime<Utc>>,
-    attempts: Vec<i32>,
-    started: Vec<DateTime<Utc>>,
-    statuses: Vec<&'static str>,
-    next: Vec<DateTime<Utc>>,
-    codes: Vec<Option<i32>>,
-    latencies: Vec<i32>,
-    errors: Vec<Option<String>>,
-    answer_errors: Vec<Option<String>>,
-    bodies: Vec<Option<String>>,
+/// Whether a record found its hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Recorded; says whether the endpoint has now failed without a success for longer than
+    /// [`WebhookConfig::disable_after`].
+    Held { failing_too_long: bool },
+    /// The queue's lease was lost (it lapsed and another sender took the queue): nothing is
+    /// recorded, the rows are that sender's to send again.
+    Lost,
 }
 
 /// What an answer makes of its delivery: delivered, due again after the schedule's delay
 /// with jitter, or failed (410 Gone, or the retry window spent).
-fn settle(
+pub(super) fn settle(
     config: &WebhookConfig,
     claimed: &Claimed,
     answer: &Answer,
@@ -173,7 +89,7 @@ fn settle(
 
 /// The endpoint's run of failures after a run's attempts: a success ends it, a failure after
 /// the last success starts one (or continues it). Says whether it has lasted too long.
-async fn health(
+pub(super) async fn health(
     tx: &mut sqlx::PgConnection,
     config: &WebhookConfig,
     attempted: &[Attempted],
@@ -214,49 +130,46 @@ async fn health(
 }
 
 /// Closes the deliveries of a run whose endpoint was disabled or deleted meanwhile, without
-/// sending them (the claim counted no attempt). `POST .../retry` sends one once the endpoint
-/// is back.
-pub async fn skip(pool: &PgPool, rows: &[Claimed], why: &str) -> Result<(), sqlx::Error> {
+/// sending them (no attempt is counted), and lets go of the run's hold with the cursor past
+/// them. `POST .../retry` sends one once the endpoint is back.
+pub async fn close(
+    pool: &PgPool,
+    config: &WebhookConfig,
+    hold: &Hold,
+    rows: &[Claimed],
+    why: &str,
+) -> Result<Recorded, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    if let Hold::Queue { queue, lease } = hold {
+        let closed = Cursor {
+            through: rows.last().map(|row| row.seq),
+            pending: None,
+            end: End::Release { not_before: None },
+        };
+        if !move_cursor(&mut tx, config, queue, *lease, closed).await? {
+            return Ok(Recorded::Lost);
+        }
+    }
     let ids: Vec<Uuid> = rows.iter().map(|row| row.delivery_id).collect();
     let windows: Vec<DateTime<Utc>> = rows.iter().map(|row| row.window_started_at).collect();
     sqlx::query(
-        // A row retried by hand meanwhile is left to the retry (and unleased).
         "UPDATE webhook_deliveries d
-            SET status = CASE WHEN d.window_started_at = r.window_started_at
-                              THEN 'failed' ELSE d.status END,
-                last_error = CASE WHEN d.window_started_at = r.window_started_at
-                                  THEN $3 ELSE d.last_error END,
-                attempts = d.attempts - 1, leased_until = NULL, updated_at = now()
-           FROM unnest($1::uuid[], $2::timestamptz[]) AS r (delivery_id, window_started_at)
-          WHERE d.delivery_id = r.delivery_id",
-    )
-    .bind(ids)
-    .bind(windows)
-    .bind(format!("not sent: {why}"))
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// Puts back rows we could not prepare (our failure, not the endpoint's): not counted as
-/// attempts, claimable again after `delay`.
-pub async fn postpone(
-    pool: &PgPool,
-    rows: &[Claimed],
-    delay: std::time::Duration,
-) -> Result<(), sqlx::Error> {
-    let ids: Vec<Uuid> = rows.iter().map(|row| row.delivery_id).collect();
-    sqlx::query(
-        "UPDATE webhook_deliveries
-            SET attempts = attempts - 1, leased_until = now() + make_interval(secs => $2),
+            SET status = 'failed', last_error = $3, leased_until = NULL, retry_due_at = NULL,
                 updated_at = now()
-          WHERE delivery_id = ANY($1) AND status = 'pending'",
+           FROM unnest($1::uuid[], $2::timestamptz[]) AS r (delivery_id, window_started_at)
+          WHERE d.delivery_id = r.delivery_id AND d.window_started_at = r.window_started_at",
     )
-    .bind(ids)
-    .bind(delay.as_secs_f64())
-    .execute(pool)
+    .bind(&ids)
+    .bind(&windows)
+    .bind(format!("not sent: {why}"))
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    // A row retried by hand meanwhile is left to the retry (no attempt was made).
+    retried_meanwhile(&mut tx, &Rows::unattempted(rows), i64::MAX).await?;
+    tx.commit().await?;
+    Ok(Recorded::Held {
+        failing_too_long: false,
+    })
 }
 
 /// Disables the endpoint (a no-op if it is already off) and, if this did it, mails its

@@ -3,15 +3,15 @@
 //! delays another endpoint.
 //!
 //! The loop is a state machine over two states, its checkpoint being the outbox itself:
-//! **Claiming** takes as many runs as there are free slots (a run: the due head of a queue
-//! and the rows behind it, `claim`), leasing them, and starts one task each, which sends the
-//! run's rows in order, stops at the first that is not delivered (it is retried later, and
+//! **Claiming** takes as many runs as there are free slots (a run: the first rows of a due
+//! queue from its cursor, the queue leased as a whole; or one row retried by hand, `claim`)
+//! and starts one task each, which takes the queue's turn: it sends the run's rows in order, stops at the first that is not delivered (it is retried later, and
 //! nothing behind it goes before it) or after [`RUN_BUDGET`], and records them in one
 //! transaction; **Waiting** sleeps until a notification on `WEBHOOK_CHANNEL` (a new or
 //! re-queued delivery), a run ending (its queue may have more), the next head falling due, or
 //! [`POLL`] at the latest. Claims use `FOR UPDATE SKIP LOCKED` and a lease: two senders never
-//! send one delivery at once, and a delivery whose sender died mid-send is sent again when its
-//! lease lapses (at least once; receivers deduplicate by `webhook-id`).
+//! send one queue at once, and the rows a sender died sending are sent again when its lease
+//! lapses (at least once; receivers deduplicate by `webhook-id`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,8 +36,8 @@ use tracing::field::Empty;
 use tracing::{debug, info_span, warn, Instrument as _};
 
 use super::attempt::{self, Signed};
-use super::claim::{self, Claimed, Run};
-use super::outcome::{self, Attempted};
+use super::claim::{self, Claimed, Hold, Run};
+use super::outcome::{self, Attempted, End, Recorded};
 use super::turn::{self, Sent};
 use super::WebhookConfig;
 
@@ -156,30 +156,31 @@ impl Sender {
         }
     }
 
-    /// One turn of a queue (`turn`), its runs recorded.
+    /// One turn (`turn`), its runs recorded.
     async fn deliver(&self, run: Run) {
         let head = run.rows[0].delivery_id;
-        if let Err(error) = turn::take(self, run.rows).await {
-            // The leases lapse and the rows are tried again, in order.
+        if let Err(error) = turn::take(self, run).await {
+            // The queue is let go (or its lease lapses) and its rows are tried again, in order.
             warn!(delivery = %head, %error, "webhooks: run not recorded");
         }
     }
 
     /// Sends the rows of a run in order until one is not delivered or the turn that began
-    /// at `turn` has taken [`RUN_BUDGET`]. Rows whose endpoint is off are closed unsent; rows
-    /// we cannot prepare are put back.
+    /// at `turn` has taken [`RUN_BUDGET`]. Rows whose endpoint is off are not sent (the turn
+    /// closes them once the run before is recorded); rows we cannot prepare are postponed.
     pub(super) async fn send_run(
         &self,
         run: Vec<Claimed>,
         secrets: &mut Option<Vec<WebhookSecret>>,
         turn: Instant,
-    ) -> Result<Sent, BoxError> {
+    ) -> Sent {
         let head = &run[0];
         let (Some(url), None) = (head.url.clone(), &head.endpoint_off) else {
             let why = head.endpoint_off.as_deref().unwrap_or("deleted");
-            outcome::skip(&self.pool, &run, &format!("the endpoint is {why}")).await?;
-            framegate_commands::metrics::webhook_skipped(run.len() as u64);
-            return Ok(Sent::Closed);
+            return Sent::Off {
+                why: format!("the endpoint is {why}"),
+                rows: run,
+            };
         };
         let secrets = match secrets {
             Some(secrets) => secrets,
@@ -187,8 +188,13 @@ impl Sender {
                 Ok(read) => secrets.insert(read),
                 Err(error) => {
                     // Our failure, not the endpoint's: no attempt is counted against it.
-                    outcome::postpone(&self.pool, &run, OUR_FAILURE_DELAY).await?;
-                    return Err(error);
+                    warn!(delivery = %head.delivery_id, %error, "webhooks: cannot read the signing secrets");
+                    return Sent::Attempted {
+                        attempted: Vec::new(),
+                        unsent: run,
+                        whole: false,
+                        postponed: true,
+                    };
                 }
             },
         };
@@ -202,9 +208,12 @@ impl Sender {
                     warn!(delivery = %claimed.delivery_id, %error, "webhooks: cannot prepare the body");
                     let rest: Vec<Claimed> =
                         std::iter::once(claimed).chain(rows.by_ref()).collect();
-                    outcome::postpone(&self.pool, &rest, OUR_FAILURE_DELAY).await?;
-                    whole = false;
-                    break;
+                    return Sent::Attempted {
+                        attempted,
+                        unsent: rest,
+                        whole: false,
+                        postponed: true,
+                    };
                 }
             };
             let (started_at, answer) = self.attempt(&claimed, &url, &body, secrets).await;
@@ -219,25 +228,25 @@ impl Sender {
                 break;
             }
         }
-        Ok(Sent::Attempted {
+        Sent::Attempted {
             attempted,
             unsent: rows.collect(),
             whole,
-        })
+            postponed: false,
+        }
     }
 
-    /// Records a run that did not end its turn well (a failure, a 410, the budget spent),
-    /// giving back `unsent`, and disables its endpoint if its answers say so.
+    /// Records the run that ends a turn (a failure, a 410, the budget spent, the queue's
+    /// end), letting go of its hold (due no sooner than `not_before` if rows wait), and
+    /// disables its endpoint if its answers say so.
     pub(super) async fn record_last(
         &self,
+        hold: &Hold,
         attempted: &[Attempted],
         unsent: &[Claimed],
+        not_before: Option<chrono::DateTime<Utc>>,
     ) -> Result<(), BoxError> {
-        let Some(last) = attempted.last() else {
-            claim::release(&self.pool, unsent).await?;
-            return Ok(());
-        };
-        if last.answer.gone() {
+        if let Some(last) = attempted.last().filter(|last| last.answer.gone()) {
             // Whether or not it can be disabled (deleted meanwhile, say), the run is recorded:
             // its deliveries were made.
             if let Err(error) = outcome::disable(
@@ -253,18 +262,27 @@ impl Sender {
                 warn!(delivery = %last.claimed.delivery_id, %error, "webhooks: cannot disable a gone endpoint");
             }
         }
-        if outcome::record(&self.pool, &self.config, attempted, unsent).await? {
-            outcome::disable(
-                &self.pool,
-                &self.store,
-                &last.claimed,
-                DisabledReason::Failing,
-                &last.answer,
-                &self.config,
-            )
-            .await?;
+        let end = End::Release { not_before };
+        match outcome::record(&self.pool, &self.config, hold, attempted, unsent, end).await? {
+            Recorded::Lost => Err("the queue's lease was lost".into()),
+            Recorded::Held {
+                failing_too_long: false,
+            } => Ok(()),
+            Recorded::Held {
+                failing_too_long: true,
+            } => {
+                let last = attempted.last().expect("a failure was attempted");
+                outcome::disable(
+                    &self.pool,
+                    &self.store,
+                    &last.claimed,
+                    DisabledReason::Failing,
+                    &last.answer,
+                    &self.config,
+                )
+                .await
+            }
         }
-        Ok(())
     }
 
     /// One attempt of `claimed`, in its delivery's trace.

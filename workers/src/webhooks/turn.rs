@@ -1,127 +1,149 @@
 //! A queue's turn (ADR 0034): the run a claim gave the sender, then the runs behind it, for
 //! as long as every row is delivered and the turn is under [`RUN_BUDGET`].
 //!
-//! The turn keeps one run ahead and one run behind the run it sends, so the endpoint, not
-//! the database, sets its pace: while a full run is sent, the run behind it is leased
-//! ([`claim::next_run`]), and the run sent before it is recorded. Runs are recorded in order:
-//! a run's record starts only once the record before it has committed, and if one cannot be
-//! recorded the turn stops with the runs after it unrecorded, so their leases lapse and all
-//! of them are sent again from the first, in order (at least once; receivers deduplicate by
-//! `webhook-id`). Rows leased ahead but never sent are given back unattempted.
+//! The queue is held as a whole for the turn, so the run behind is only read, not leased:
+//! while a full run is sent, the run behind it is read ([`claim::next_run`]) and the run
+//! sent before it is recorded, so the endpoint, not the database, sets the pace. Runs are
+//! recorded in order, each moving the queue's cursor: a run's record starts only once the
+//! record before it has committed, and if one cannot be recorded the turn lets go of the
+//! queue with its cursor where the last record left it, so everything after it is sent again
+//! from the first row, in order (at least once; receivers deduplicate by `webhook-id`).
 
+use chrono::Utc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::warn;
+use uuid::Uuid;
 
-use super::claim::{self, Claimed, RUN_ROWS};
-use super::outcome::{self, Attempted};
-use super::sender::{lease, BoxError, Sender, RUN_BUDGET};
+use super::claim::{self, Claimed, Hold, Run, RUN_ROWS};
+use super::outcome::{self, Attempted, End, Recorded};
+use super::sender::{BoxError, Sender, OUR_FAILURE_DELAY, RUN_BUDGET};
 
 /// What sending a run came to.
 pub(super) enum Sent {
-    /// Nothing was attempted: the endpoint is off (the rows were closed).
-    Closed,
+    /// Nothing was attempted: the endpoint is off, and the rows are to be closed.
+    Off { why: String, rows: Vec<Claimed> },
     Attempted {
         attempted: Vec<Attempted>,
-        /// Rows not attempted (behind a failure, past the budget, or put back).
+        /// Rows not attempted (behind a failure, past the budget, or postponed).
         unsent: Vec<Claimed>,
         /// Every row of the run was attempted and delivered.
         whole: bool,
+        /// We could not prepare a row (our failure): the rest waits a little.
+        postponed: bool,
     },
 }
 
-/// Takes a queue's turn, starting with `run` (claimed, in the queue's order).
-pub(super) async fn take(sender: &Sender, run: Vec<Claimed>) -> Result<(), BoxError> {
+/// Takes a turn with `run` (claimed, in its queue's order).
+pub(super) async fn take(sender: &Sender, run: Run) -> Result<(), BoxError> {
+    let Run { hold, mut rows } = run;
     let started = Instant::now();
     let mut secrets = None;
-    let mut rows = run;
-    let mut recording: Option<JoinHandle<Result<bool, sqlx::Error>>> = None;
+    let mut recording: Option<JoinHandle<Result<Recorded, sqlx::Error>>> = None;
     loop {
-        // Only a full run can have more rows right behind it; a short one ends the turn.
-        let ahead = (rows.len() as i64 == RUN_ROWS).then(|| lease_ahead(sender, &rows));
+        // Only a full run of a held queue can have more rows right behind it.
+        let ahead = match &hold {
+            Hold::Queue { queue, lease } if rows.len() as i64 == RUN_ROWS => {
+                Some(read_ahead(sender, queue, *lease, &rows))
+            }
+            _ => None,
+        };
         let sent = sender.send_run(rows, &mut secrets, started).await;
         let before = finish(recording.take()).await;
         let ahead = match ahead {
-            Some(leasing) => match leasing.await {
+            Some(reading) => match reading.await {
                 Ok(Ok(rows)) => rows,
                 Ok(Err(error)) => {
-                    // Whatever it may have leased lapses.
-                    warn!(%error, "webhooks: cannot lease the next run");
+                    warn!(%error, "webhooks: cannot read the next run");
                     Vec::new()
                 }
                 Err(error) => {
-                    give_back(sender, &sent, &[]).await;
+                    let_go(sender, &hold, &sent).await;
                     return Err(error.into());
                 }
             },
             None => Vec::new(),
         };
         if let Err(error) = before {
-            // The run before this one is not recorded, so neither is this one: its leases
-            // lapse and both are sent again, in order (the unrecorded run still holds the
-            // queue's head). What was never attempted goes back now, uncounted.
-            give_back(sender, &sent, &ahead).await;
+            // The run before this one is not recorded, so neither is this one: the queue is
+            // let go with its cursor before both, and both are sent again, in order.
+            let_go(sender, &hold, &sent).await;
             return Err(error);
         }
-        let (attempted, unsent, whole) = match sent {
-            Ok(Sent::Attempted {
+        let (attempted, unsent, whole, postponed) = match sent {
+            Sent::Attempted {
                 attempted,
                 unsent,
                 whole,
-            }) => (attempted, unsent, whole),
-            Ok(Sent::Closed) => {
-                claim::release(&sender.pool, &ahead).await?;
+                postponed,
+            } => (attempted, unsent, whole, postponed),
+            Sent::Off { why, rows } => {
+                // Closed only now that the run before is recorded: the close moves the cursor
+                // and lets go of the queue, which that record needs to find held.
+                outcome::close(&sender.pool, &sender.config, &hold, &rows, &why).await?;
+                framegate_commands::metrics::webhook_skipped(rows.len() as u64);
                 return Ok(());
-            }
-            Err(error) => {
-                claim::release(&sender.pool, &ahead).await?;
-                return Err(error);
             }
         };
         let go_on =
             whole && unsent.is_empty() && !ahead.is_empty() && started.elapsed() < RUN_BUDGET;
         if !go_on {
-            let unsent: Vec<Claimed> = unsent.into_iter().chain(ahead).collect();
-            return sender.record_last(&attempted, &unsent).await;
+            let not_before = postponed.then(|| {
+                Utc::now() + chrono::Duration::from_std(OUR_FAILURE_DELAY).unwrap_or_default()
+            });
+            return sender
+                .record_last(&hold, &attempted, &unsent, not_before)
+                .await;
         }
         // Every row delivered: nothing to disable, so the record can go on behind.
-        let (pool, config) = (sender.pool.clone(), sender.config.clone());
+        let (pool, config, held) = (sender.pool.clone(), sender.config.clone(), hold.clone());
         recording = Some(tokio::spawn(async move {
-            outcome::record(&pool, &config, &attempted, &[]).await
+            outcome::record(&pool, &config, &held, &attempted, &[], End::Continue).await
         }));
         rows = ahead;
     }
 }
 
-/// Leases the run behind `rows` in the background.
-fn lease_ahead(sender: &Sender, rows: &[Claimed]) -> JoinHandle<Result<Vec<Claimed>, sqlx::Error>> {
-    let last = rows.last().expect("a run has rows");
-    let (pool, queue, after) = (sender.pool.clone(), last.queue.clone(), last.seq);
-    let lease = lease(&sender.config);
-    tokio::spawn(async move { claim::next_run(&pool, &queue, after, lease).await })
+/// Reads the run behind `rows` in the background.
+fn read_ahead(
+    sender: &Sender,
+    queue: &str,
+    lease: Uuid,
+    rows: &[Claimed],
+) -> JoinHandle<Result<Vec<Claimed>, sqlx::Error>> {
+    let after = rows.last().expect("a run has rows").seq;
+    let (pool, queue) = (sender.pool.clone(), queue.to_owned());
+    tokio::spawn(async move { claim::next_run(&pool, &queue, lease, after).await })
 }
 
-/// Gives back, uncounted, the rows of a turn that stops unrecorded and were never attempted:
-/// `sent`'s unsent rows and the run leased `ahead`. Best effort: what it cannot give back
-/// lapses with its lease.
-async fn give_back(sender: &Sender, sent: &Result<Sent, BoxError>, ahead: &[Claimed]) {
-    let unsent = match sent {
-        Ok(Sent::Attempted { unsent, .. }) => unsent.as_slice(),
-        _ => &[],
+/// Lets go of a turn's hold unrecorded, so whoever claims it next sends its rows again from
+/// the cursor (a retried row: itself). Best effort: what it cannot let go lapses with its
+/// lease.
+async fn let_go(sender: &Sender, hold: &Hold, sent: &Sent) {
+    let rows: Vec<Claimed> = match sent {
+        Sent::Attempted {
+            attempted, unsent, ..
+        } => attempted
+            .iter()
+            .map(|a| a.claimed.clone())
+            .chain(unsent.iter().cloned())
+            .collect(),
+        Sent::Off { rows, .. } => rows.clone(),
     };
-    let rows: Vec<Claimed> = unsent.iter().chain(ahead).cloned().collect();
-    if let Err(error) = claim::release(&sender.pool, &rows).await {
-        warn!(%error, "webhooks: cannot give back unsent rows; their leases lapse");
+    if let Err(error) = claim::let_go(&sender.pool, hold, &rows).await {
+        warn!(%error, "webhooks: cannot let go of a run; its lease lapses");
     }
 }
 
 /// Waits for the record of the run before, if one is under way.
-async fn finish(recording: Option<JoinHandle<Result<bool, sqlx::Error>>>) -> Result<(), BoxError> {
+async fn finish(
+    recording: Option<JoinHandle<Result<Recorded, sqlx::Error>>>,
+) -> Result<(), BoxError> {
     match recording {
-        Some(recording) => {
-            recording.await??;
-            Ok(())
-        }
+        Some(recording) => match recording.await?? {
+            Recorded::Held { .. } => Ok(()),
+            Recorded::Lost => Err("the queue's lease was lost".into()),
+        },
         None => Ok(()),
     }
 }

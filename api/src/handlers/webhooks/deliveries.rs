@@ -142,8 +142,9 @@ pub async fn attempts(
     Ok(Json(rows.into_iter().map(AttemptResponse::from).collect()))
 }
 
-/// Sends a delivery again now, whatever its status, with a fresh retry window. It keeps its
-/// place in the endpoint's order: deliveries after it wait until it is delivered or given up.
+/// Sends a delivery again now, whatever its status, with a fresh retry window. One its queue
+/// has not reached yet keeps its place in the endpoint's order (the deliveries after it wait
+/// for it); one already delivered or given up is sent again on its own, holding nothing up.
 #[utoipa::path(post, path = "/v1/webhooks/{id}/deliveries/{delivery_id}/retry", tag = "webhooks",
     responses((status = 202, body = DeliveryResponse), (status = 404, description = "not_found"),
               (status = 409, description = "endpoint_disabled")),
@@ -154,10 +155,11 @@ pub async fn retry(
     ApiPath(path): ApiPath<DeliveryPath>,
 ) -> Result<(StatusCode, Json<DeliveryResponse>), ApiError> {
     let endpoint = enabled(owned(&state, &principal, path.id).await?)?;
-    let mut conn = state.pool.acquire().await?;
-    let row = webhook_deliveries::retry(&mut conn, endpoint.endpoint_id, path.delivery_id)
+    let mut tx = state.pool.begin().await?;
+    let row = webhook_deliveries::retry(&mut tx, endpoint.endpoint_id, path.delivery_id)
         .await?
         .ok_or(ApiError::NotFound)?;
+    tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(row.into())))
 }
 

@@ -27,6 +27,8 @@ pub enum Reply {
     Hang,
     /// 200, after this long.
     Slow(Duration),
+    /// This status, after this long.
+    SlowStatus(Duration, u16),
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +158,7 @@ async fn receive(
         Reply::Redirect(_) => 302,
         Reply::Hang => 0,
         Reply::Slow(_) => 200,
+        Reply::SlowStatus(_, code) => *code,
     };
     shared.received.lock().expect("received").push(Received {
         path,
@@ -186,6 +189,12 @@ async fn receive(
         Reply::Slow(delay) => {
             tokio::time::sleep(delay).await;
             StatusCode::OK.into_response()
+        }
+        Reply::SlowStatus(delay, code) => {
+            tokio::time::sleep(delay).await;
+            StatusCode::from_u16(code)
+                .unwrap_or(StatusCode::OK)
+                .into_response()
         }
     }
 }

@@ -226,8 +226,8 @@ impl Rig {
 
     pub async fn delivery_state(&self, endpoint: Uuid) -> Vec<DeliveryState> {
         sqlx::query_as(
-            "SELECT event_type, status, attempts, last_status, last_error FROM webhook_deliveries
-              WHERE endpoint_id = $1 ORDER BY seq",
+            "SELECT event_type, status, attempts, last_status, last_error
+               FROM webhook_delivery_states WHERE endpoint_id = $1 ORDER BY seq",
         )
         .bind(endpoint)
         .fetch_all(&self.db.pool)

@@ -15,7 +15,7 @@ use super::rig::{config, Rig, WAIT};
 
 /// Queues `count` `webhook.test` deliveries for `endpoint`; returns their message ids in
 /// queue order.
-async fn backlog(rig: &Rig, endpoint: Uuid, count: usize) -> Vec<String> {
+pub(super) async fn backlog(rig: &Rig, endpoint: Uuid, count: usize) -> Vec<String> {
     let rows: Vec<NewDelivery> = (0..count)
         .map(|i| NewDelivery {
             target: Target::Endpoint(endpoint),
@@ -38,9 +38,9 @@ async fn backlog(rig: &Rig, endpoint: Uuid, count: usize) -> Vec<String> {
 async fn log(rig: &Rig, endpoint: Uuid) -> Vec<(String, String, i32, i64)> {
     sqlx::query_as(
         "SELECT d.message_id, d.status, d.attempts,
-                (SELECT count(*) FROM webhook_delivery_attempts a
+                (SELECT count(*) FROM webhook_attempt_log a
                   WHERE a.delivery_id = d.delivery_id)
-           FROM webhook_deliveries d WHERE d.endpoint_id = $1 ORDER BY d.seq",
+           FROM webhook_delivery_states d WHERE d.endpoint_id = $1 ORDER BY d.seq",
     )
     .bind(endpoint)
     .fetch_all(&rig.db.pool)
@@ -137,10 +137,11 @@ async fn a_manual_retry_while_the_delivery_is_in_flight_is_sent_again() {
             .await
             .expect("delivery");
     // Retried by its owner while the first attempt still waits for its answer (a 200).
-    let mut conn = rig.db.pool.acquire().await.expect("conn");
-    let retried = webhook_deliveries::retry(&mut conn, endpoint, delivery)
+    let mut tx = rig.db.pool.begin().await.expect("tx");
+    let retried = webhook_deliveries::retry(&mut tx, endpoint, delivery)
         .await
         .expect("retry");
+    tx.commit().await.expect("commit");
     assert!(retried.is_some());
     let received = rig.receiver.wait_for("/slow", 2, WAIT).await;
     assert!(received.iter().all(|r| r.header("webhook-id") == sent[0]));
@@ -165,22 +166,23 @@ async fn a_delivery_we_cannot_sign_is_not_held_against_the_endpoint() {
     assert!(!deleted.is_empty());
     backlog(&rig, endpoint, 2).await;
     rig.start_sender(config());
-    // Claimed (one attempt counted) and put back (the count undone, held for a while).
+    // Claimed and let go with nothing counted, the queue held back for a while.
     let rows: Vec<(String, i32, i64)> = {
         let deadline = std::time::Instant::now() + WAIT;
         loop {
             let rows: Vec<(String, i32, i64, bool)> = sqlx::query_as(
                 "SELECT d.status, d.attempts,
-                        (SELECT count(*) FROM webhook_delivery_attempts a
+                        (SELECT count(*) FROM webhook_attempt_log a
                           WHERE a.delivery_id = d.delivery_id),
-                        COALESCE(d.leased_until > now(), false)
-                   FROM webhook_deliveries d WHERE d.endpoint_id = $1 ORDER BY d.seq",
+                        q.lease IS NULL AND q.due_at > now() + interval '1 second'
+                   FROM webhook_deliveries d JOIN webhook_queues q USING (queue)
+                  WHERE d.endpoint_id = $1 ORDER BY d.seq",
             )
             .bind(endpoint)
             .fetch_all(&rig.db.pool)
             .await
             .expect("rows");
-            if rows.iter().all(|row| row.3 && row.1 == 0) {
+            if rows.iter().all(|row| row.3) {
                 break rows.into_iter().map(|r| (r.0, r.1, r.2)).collect();
             }
             assert!(std::time::Instant::now() < deadline, "{rows:?}");
@@ -189,7 +191,8 @@ async fn a_delivery_we_cannot_sign_is_not_held_against_the_endpoint() {
     };
     assert!(rig.receiver.received("/unsigned").is_empty());
     assert!(
-        rows.iter().all(|row| row.0 == "pending" && row.2 == 0),
+        rows.iter()
+            .all(|row| row.0 == "pending" && row.1 == 0 && row.2 == 0),
         "no attempt counted or logged: {rows:?}"
     );
     let failing: Option<chrono::DateTime<Utc>> = sqlx::query_scalar(
@@ -226,17 +229,30 @@ async fn a_delivery_retried_by_hand_does_not_pull_rows_past_one_backing_off() {
     .execute(&rig.db.pool)
     .await
     .expect("backing off");
+    // The queue's cursor past the first, due when the second's backoff ends.
+    sqlx::query(
+        "INSERT INTO webhook_queues (queue, sent_through, due_at)
+         SELECT queue, seq, now() + interval '1 hour' FROM webhook_deliveries
+          WHERE message_id = $1
+         ON CONFLICT (queue) DO UPDATE
+            SET sent_through = EXCLUDED.sent_through, due_at = EXCLUDED.due_at",
+    )
+    .bind(&sent[0])
+    .execute(&rig.db.pool)
+    .await
+    .expect("cursor");
     let first: Uuid =
         sqlx::query_scalar("SELECT delivery_id FROM webhook_deliveries WHERE message_id = $1")
             .bind(&sent[0])
             .fetch_one(&rig.db.pool)
             .await
             .expect("delivery");
-    let mut conn = rig.db.pool.acquire().await.expect("conn");
-    webhook_deliveries::retry(&mut conn, endpoint, first)
+    let mut tx = rig.db.pool.begin().await.expect("tx");
+    webhook_deliveries::retry(&mut tx, endpoint, first)
         .await
         .expect("retry")
         .expect("retried");
+    tx.commit().await.expect("commit");
     rig.start_sender(config());
     let rows = wait_log(&rig, endpoint, |rows| {
         rows[0].1 == "delivered" && rows[0].2 == 2
@@ -257,59 +273,46 @@ async fn a_delivery_retried_by_hand_does_not_pull_rows_past_one_backing_off() {
 }
 
 #[tokio::test]
-async fn the_run_ahead_is_the_stretch_of_due_unheld_rows_right_behind_and_nothing_past_a_held_one()
-{
+async fn the_run_ahead_is_read_for_the_queues_holder_only_and_passes_rows_sent_on_their_own() {
     let rig = Rig::new().await;
     let (endpoint, _) = rig.endpoint("/ahead", None).await;
     backlog(&rig, endpoint, 10).await;
-    let rows: Vec<(Uuid, String, i64)> = sqlx::query_as(
-        "SELECT delivery_id, queue, seq FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY seq",
-    )
-    .bind(endpoint)
-    .fetch_all(&rig.db.pool)
-    .await
-    .expect("rows");
-    let queue = rows[0].1.clone();
-    // Another sender holds the seventh row.
-    sqlx::query(
-        "UPDATE webhook_deliveries SET leased_until = now() + interval '1 minute'
-          WHERE delivery_id = $1",
-    )
-    .bind(rows[6].0)
-    .execute(&rig.db.pool)
-    .await
-    .expect("hold");
-    let lease = Duration::from_secs(60);
-    let ahead = claim::next_run(&rig.db.pool, &queue, rows[1].2, lease)
+    let runs = claim::claim(&rig.db.pool, 4, Duration::from_secs(60))
         .await
-        .expect("lease ahead");
-    let ids: Vec<Uuid> = ahead.iter().map(|row| row.delivery_id).collect();
-    let expected: Vec<Uuid> = rows[2..6].iter().map(|row| row.0).collect();
-    assert_eq!(
-        ids, expected,
-        "the rows right behind, in order, up to the held one"
-    );
-    assert!(ahead
+        .expect("claim");
+    assert_eq!(runs.len(), 1, "one run for the one queue");
+    let claim::Hold::Queue { queue, lease } = runs[0].hold.clone() else {
+        panic!("a queue's run: {:?}", runs[0].hold);
+    };
+    let rows: Vec<(Uuid, i64)> = runs[0]
+        .rows
         .iter()
-        .all(|row| row.attempts == 1 && row.url.is_some()));
-    // They are held now: leasing behind the same run again takes nothing.
-    let again = claim::next_run(&rig.db.pool, &queue, rows[1].2, lease)
+        .map(|row| (row.delivery_id, row.seq))
+        .collect();
+    assert_eq!(rows.len(), 10);
+    assert!(runs[0].rows.iter().all(|row| row.attempts == 1));
+    // The queue is held: another claim finds nothing.
+    let again = claim::claim(&rig.db.pool, 4, Duration::from_secs(60))
         .await
-        .expect("lease again");
+        .expect("claim again");
     assert!(again.is_empty(), "{again:?}");
-    // Right behind the held row, a row not yet due stops the stretch before it starts.
-    sqlx::query(
-        "UPDATE webhook_deliveries SET next_attempt_at = now() + interval '1 minute'
-          WHERE delivery_id = $1",
-    )
-    .bind(rows[7].0)
-    .execute(&rig.db.pool)
-    .await
-    .expect("not due");
-    let past = claim::next_run(&rig.db.pool, &queue, rows[6].2, lease)
+    // The sixth row was retried by hand and goes on its own: the run ahead passes it.
+    sqlx::query("UPDATE webhook_deliveries SET retry_due_at = now() + interval '1 hour' WHERE delivery_id = $1")
+        .bind(rows[5].0)
+        .execute(&rig.db.pool)
         .await
-        .expect("lease past");
-    assert!(past.is_empty(), "{past:?}");
+        .expect("retry path");
+    let ahead = claim::next_run(&rig.db.pool, &queue, lease, rows[1].1)
+        .await
+        .expect("read ahead");
+    let ids: Vec<Uuid> = ahead.iter().map(|row| row.delivery_id).collect();
+    let expected: Vec<Uuid> = rows[2..]
+        .iter()
+        .filter(|row| row.0 != rows[5].0)
+        .map(|row| row.0)
+        .collect();
+    assert_eq!(ids, expected, "the rows right behind, in order");
+    // Reading ahead leases nothing and counts nothing.
     let counted: Vec<i32> = sqlx::query_scalar(
         "SELECT attempts FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY seq",
     )
@@ -317,5 +320,10 @@ async fn the_run_ahead_is_the_stretch_of_due_unheld_rows_right_behind_and_nothin
     .fetch_all(&rig.db.pool)
     .await
     .expect("attempts");
-    assert_eq!(counted, [0, 0, 1, 1, 1, 1, 0, 0, 0, 0]);
+    assert_eq!(counted, [0; 10]);
+    // A sender whose lease was lost (another one took the queue) reads nothing.
+    let stale = claim::next_run(&rig.db.pool, &queue, Uuid::now_v7(), rows[1].1)
+        .await
+        .expect("stale read");
+    assert!(stale.is_empty(), "{stale:?}");
 }
