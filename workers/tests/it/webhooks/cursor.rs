@@ -64,6 +64,43 @@ async fn a_queues_rows_draw_their_seq_in_commit_order_so_the_cursor_passes_none(
 }
 
 #[tokio::test]
+async fn an_enqueue_never_waits_for_a_record_holding_its_queue_and_the_scan_finds_its_row() {
+    let rig = Rig::new().await;
+    let (endpoint, _) = rig.endpoint("/held", None).await;
+    let sent = backlog(&rig, endpoint, 1).await;
+    // A claim scans the first row and makes its queue.
+    let runs = claim::claim(&rig.db.pool, 1, Duration::from_secs(60))
+        .await
+        .expect("claim");
+    assert_eq!(runs.len(), 1);
+    // A record holds the queue's row (as `record::move_cursor` does) while a row is enqueued.
+    let mut record = rig.db.pool.begin().await.expect("tx");
+    sqlx::query("SELECT 1 FROM webhook_queues WHERE queue = 'endpoint:' || $1::text FOR UPDATE")
+        .bind(endpoint)
+        .execute(&mut *record)
+        .await
+        .expect("hold the queue");
+    let late = delivery(&rig, endpoint, 1);
+    let pool = rig.db.pool.clone();
+    let enqueued = tokio::time::timeout(Duration::from_secs(2), async move {
+        let mut tx = pool.begin().await.expect("tx");
+        enqueue(&mut tx, &[late]).await.expect("enqueue");
+        tx.commit().await.expect("commit");
+    })
+    .await;
+    assert!(enqueued.is_ok(), "the enqueue waited for the record");
+    record.rollback().await.expect("rollback");
+    // The sender finds the new row although its queue is held by the first claim's lease:
+    // that lease is let go, and the scan made the queue due again.
+    claim::let_go(&rig.db.pool, &runs[0].hold, &runs[0].rows)
+        .await
+        .expect("let go");
+    rig.start_sender(config());
+    let received = rig.receiver.wait_for("/held", 2, WAIT).await;
+    assert_eq!(received[0].header("webhook-id"), sent[0]);
+}
+
+#[tokio::test]
 async fn a_record_from_a_sender_that_lost_its_queue_changes_nothing() {
     let rig = Rig::new().await;
     let (endpoint, _) = rig.endpoint("/lost", None).await;
