@@ -4,8 +4,8 @@
 -- it has been sent is one number, `sent_through`: every row of the queue up to that `seq` is
 -- settled (delivered, given up, or moved to the retry path), the rows after it are waiting in
 -- order. A run's record moves the cursor once instead of finding the next rows through a
--- pending-only index, and a delivered row's own update changes no indexed column, so it stays
--- on its page (a HOT update, migration 0023's free space) without new index entries.
+-- pending-only index; the rows it delivered on their first attempt are recorded as one
+-- `webhook_runs` row, and their own rows are never written again.
 CREATE TABLE webhook_queues (
     queue        text        PRIMARY KEY,
     sent_through bigint      NOT NULL DEFAULT 0,
