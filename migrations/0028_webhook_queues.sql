@@ -19,7 +19,10 @@ CREATE TABLE webhook_queues (
     due_at       timestamptz,
     -- Held by one sender's turn; the token guards its records against a sender that lost it.
     leased_until timestamptz,
-    lease        uuid
+    lease        uuid,
+    -- The lease under which a row the cursor had not passed was retried by hand: that turn's
+    -- records look for rows retried in flight (one key lookup per row); others need not.
+    retried_under uuid
 );
 CREATE INDEX webhook_queues_due_idx ON webhook_queues (due_at) WHERE due_at IS NOT NULL;
 

@@ -239,12 +239,18 @@ pub async fn retry(
         return Ok(None);
     };
     // The queue's row, made if the senders' scan has not reached its rows yet, and locked.
+    // A row the cursor has not passed may be in flight in a turn holding the queue: that
+    // turn's records are told to look for it (`retried_under`).
     let sent_through: i64 = sqlx::query_scalar(
         "INSERT INTO webhook_queues (queue) VALUES ($1)
-         ON CONFLICT (queue) DO UPDATE SET queue = EXCLUDED.queue
+         ON CONFLICT (queue) DO UPDATE
+            SET retried_under = CASE WHEN $2 > webhook_queues.sent_through
+                                     THEN webhook_queues.lease
+                                     ELSE webhook_queues.retried_under END
          RETURNING sent_through",
     )
     .bind(&queue)
+    .bind(seq)
     .fetch_one(&mut *conn)
     .await?;
     // A row a run delivered has no attempt of its own yet: its first goes to the log now.

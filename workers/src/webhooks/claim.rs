@@ -143,11 +143,13 @@ async fn scan(tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
 /// whatever the statistics say. Without this, a planner that expects few waiting rows (a
 /// fresh table, or an outbox of mostly delivered rows, whose statistics say almost nothing
 /// is pending) gathers every row after the cursor and sorts them, so each run of 64 read the
-/// whole backlog (measured: 5–9 ms a read behind 16,000 rows, against 0.3 ms).
+/// whole backlog (measured: 5–9 ms a read behind 16,000 rows, against 0.3 ms). The plan is
+/// made once per connection (a generic plan): planning each read cost ~0.2 ms.
 async fn in_order(tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query(
         "SELECT set_config('enable_bitmapscan', 'off', true),
-                set_config('enable_seqscan', 'off', true)",
+                set_config('enable_seqscan', 'off', true),
+                set_config('plan_cache_mode', 'force_generic_plan', true)",
     )
     .execute(tx)
     .await?;

@@ -146,7 +146,10 @@ pub async fn close(
             pending: None,
             end: End::Release { not_before: None },
         };
-        if !move_cursor(&mut tx, config, queue, *lease, closed).await? {
+        if move_cursor(&mut tx, config, queue, *lease, closed)
+            .await?
+            .is_none()
+        {
             return Ok(Recorded::Lost);
         }
     }

@@ -30,12 +30,16 @@ pub async fn record(
     let mut tx = pool.begin().await?;
     // Not flushed before going on: lost in a crash, the attempts are only made again (at
     // least once, the receiver dedupes by `webhook-id`); nothing here is worth a disk flush.
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
-        .await?;
+    // The same statements run for every run: planned once per connection, not at each bind.
+    sqlx::query(
+        "SELECT set_config('synchronous_commit', 'off', true),
+                set_config('plan_cache_mode', 'force_generic_plan', true)",
+    )
+    .execute(&mut *tx)
+    .await?;
     let now = Utc::now();
     let rows = Rows::settled(config, attempted, now);
-    let (retry, passed) = match hold {
+    let (retry, passed, retried_in_flight) = match hold {
         Hold::Queue { queue, lease } => {
             let (through, pending) = rows.cursor();
             let moved = Cursor {
@@ -43,12 +47,12 @@ pub async fn record(
                 pending,
                 end,
             };
-            if !move_cursor(&mut tx, config, queue, *lease, moved).await? {
-                return Ok(Recorded::Lost);
+            match move_cursor(&mut tx, config, queue, *lease, moved).await? {
+                Some(retried) => (false, through.unwrap_or(0), retried),
+                None => return Ok(Recorded::Lost),
             }
-            (false, through.unwrap_or(0))
         }
-        Hold::Retry => (true, i64::MAX),
+        Hold::Retry => (true, i64::MAX, true),
     };
     let (by_run, own) = rows.split(|row| !retry && row.status == "delivered" && row.attempt == 1);
     if let Hold::Queue { queue, .. } = hold {
@@ -59,7 +63,9 @@ pub async fn record(
         update_own(&mut tx, &own, retry).await?;
     }
     log_attempts(&mut tx, &own).await?;
-    retried_meanwhile(&mut tx, &rows, passed).await?;
+    if retried_in_flight {
+        retried_meanwhile(&mut tx, &rows, passed).await?;
+    }
     let failing_too_long = health(&mut tx, config, attempted, now).await?;
     if retry && !unsent.is_empty() {
         // A retried row not attempted (our failure postponed it): let go, due again later.
@@ -189,14 +195,15 @@ pub(super) type Pending = (Uuid, DateTime<Utc>, DateTime<Utc>);
 /// meanwhile: then now); now (or `not_before`) when rows wait behind the cursor; never when
 /// none do. Whether rows wait is the queue's `tail_seq`, which the senders' scan raises
 /// under this row's lock, so a row the scan found while this record ran is not missed.
-/// `false` if the lease was lost.
+/// `None` if the lease was lost; else whether a row the cursor had not passed was retried by
+/// hand under this lease (so one of the run's rows may have been retried in flight).
 pub(super) async fn move_cursor(
     tx: &mut sqlx::PgConnection,
     config: &WebhookConfig,
     queue: &str,
     lease: Uuid,
     cursor: Cursor,
-) -> Result<bool, sqlx::Error> {
+) -> Result<Option<bool>, sqlx::Error> {
     let (keep, not_before) = match cursor.end {
         End::Continue => (true, None),
         End::Release { not_before } => (false, not_before),
@@ -205,7 +212,7 @@ pub(super) async fn move_cursor(
         Some((id, window, at)) => (Some(id), Some(window), Some(at)),
         None => (None, None, None),
     };
-    let moved = sqlx::query(
+    let moved: Option<bool> = sqlx::query_scalar(
         "UPDATE webhook_queues
             SET sent_through = GREATEST(sent_through, COALESCE($3, sent_through)),
                 due_at = CASE
@@ -218,7 +225,8 @@ pub(super) async fn move_cursor(
                     END,
                 leased_until = CASE WHEN $6 THEN now() + make_interval(secs => $7) END,
                 lease = CASE WHEN $6 THEN lease END
-          WHERE queue = $1 AND lease = $2",
+          WHERE queue = $1 AND lease = $2
+         RETURNING COALESCE(retried_under = $2, false)",
     )
     .bind(queue)
     .bind(lease)
@@ -229,9 +237,9 @@ pub(super) async fn move_cursor(
     .bind(super::sender::lease(config).as_secs_f64())
     .bind(pending_id)
     .bind(pending_window)
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(moved.rows_affected() == 1)
+    Ok(moved)
 }
 
 /// Rows retried by hand while they were in flight: their attempt is counted and logged (a

@@ -280,6 +280,58 @@ async fn a_failing_head_retried_by_hand_in_flight_keeps_its_place_and_holds_noth
 }
 
 #[tokio::test]
+async fn a_fresh_delivery_retried_by_hand_in_flight_is_sent_again_and_both_attempts_logged() {
+    let rig = Rig::new().await;
+    let (endpoint, _) = rig.endpoint("/again", None).await;
+    // The first attempt of the first row is delivered, slowly; everything else at once.
+    rig.receiver.script(
+        "/again",
+        [Reply::SlowStatus(Duration::from_millis(800), 200)],
+    );
+    let sent = backlog(&rig, endpoint, 2).await;
+    rig.start_sender(config());
+    rig.receiver.wait_for("/again", 1, WAIT).await;
+    let first: Uuid =
+        sqlx::query_scalar("SELECT delivery_id FROM webhook_deliveries WHERE message_id = $1")
+            .bind(&sent[0])
+            .fetch_one(&rig.db.pool)
+            .await
+            .expect("first");
+    // Retried while its attempt is in flight: the run's record must not take it as settled.
+    let mut tx = rig.db.pool.begin().await.expect("tx");
+    framegate_commands::webhook_deliveries::retry(&mut tx, endpoint, first)
+        .await
+        .expect("retry")
+        .expect("retried");
+    tx.commit().await.expect("commit");
+    let received = rig.receiver.wait_for("/again", 3, WAIT).await;
+    let ids: Vec<&str> = received.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(
+        ids.iter().filter(|id| **id == sent[0]).count(),
+        2,
+        "{ids:?}"
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let state: (String, i32, Vec<i32>) = sqlx::query_as(
+            "SELECT d.status, d.attempts,
+                    ARRAY(SELECT a.attempt FROM webhook_attempt_log a
+                           WHERE a.delivery_id = d.delivery_id ORDER BY a.attempt)
+               FROM webhook_delivery_states d WHERE d.delivery_id = $1",
+        )
+        .bind(first)
+        .fetch_one(&rig.db.pool)
+        .await
+        .expect("state");
+        if state == ("delivered".to_owned(), 2, vec![1, 2]) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{state:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn an_endpoint_disabled_mid_drain_leaves_every_row_delivered_or_closed() {
     let rig = Rig::new().await;
     let (endpoint, _) = rig.endpoint("/drain", None).await;
