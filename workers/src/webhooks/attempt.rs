@@ -72,21 +72,30 @@ impl Answer {
 
 /// The request `post` sends, signed now.
 pub struct Signed<'a> {
-    pub url: &'a str,
+    /// Parsed once per run ([`target`]): every row of a run goes to the same URL.
+    pub url: &'a Result<Url, String>,
     pub message_id: &'a str,
     pub body: &'a str,
     pub secrets: &'a [WebhookSecret],
 }
 
+/// `url` parsed as a delivery's target: an http(s) URL, or why not.
+pub fn target(url: &str) -> Result<Url, String> {
+    match Url::parse(url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(url),
+        _ => Err("the URL is not an http(s) URL".to_owned()),
+    }
+}
+
 /// Sends one attempt. Never fails: whatever went wrong is in the [`Answer`].
 pub async fn post(client: &Client, allow_private: bool, request: Signed<'_>) -> Answer {
     let started = Instant::now();
-    let url = match Url::parse(request.url) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") => url,
-        _ => return Answer::failed(started, "the URL is not an http(s) URL".to_owned()),
+    let url = match request.url {
+        Ok(url) => url,
+        Err(why) => return Answer::failed(started, why.clone()),
     };
     if !allow_private {
-        if let Err(blocked) = check_literal(&url) {
+        if let Err(blocked) = check_literal(url) {
             return Answer::failed(started, blocked.to_string());
         }
     }
@@ -98,7 +107,7 @@ pub async fn post(client: &Client, allow_private: bool, request: Signed<'_>) -> 
         timestamp,
         request.body.as_bytes(),
     );
-    let mut builder = client.post(url);
+    let mut builder = client.post(url.clone());
     // The delivery's trace, passed on the way every traced HTTP call does (W3C).
     if let Some(trace) = TraceContext::current() {
         for (name, value) in trace.headers() {

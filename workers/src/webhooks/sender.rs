@@ -182,6 +182,7 @@ impl Sender {
                 rows: run,
             };
         };
+        let url = attempt::target(&url);
         let secrets = match secrets {
             Some(secrets) => secrets,
             None => match self.secrets(head).await {
@@ -289,7 +290,7 @@ impl Sender {
     async fn attempt(
         &self,
         claimed: &Claimed,
-        url: &str,
+        url: &Result<reqwest::Url, String>,
         body: &str,
         secrets: &[WebhookSecret],
     ) -> (chrono::DateTime<Utc>, attempt::Answer) {

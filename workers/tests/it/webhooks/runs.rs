@@ -68,9 +68,11 @@ async fn wait_log(
 async fn a_backlog_longer_than_a_run_arrives_in_order_each_delivery_logged_once() {
     let rig = Rig::new().await;
     let (endpoint, _) = rig.endpoint("/backlog", None).await;
-    let sent = backlog(&rig, endpoint, 150).await;
+    // Two full runs and a short one.
+    let count = 2 * claim::RUN_ROWS as usize + 22;
+    let sent = backlog(&rig, endpoint, count).await;
     rig.start_sender(config());
-    let received = rig.receiver.wait_for("/backlog", 150, WAIT).await;
+    let received = rig.receiver.wait_for("/backlog", count, WAIT).await;
     let ids: Vec<&str> = received.iter().map(|r| r.header("webhook-id")).collect();
     assert_eq!(ids, sent, "in queue order, each once");
     let rows = wait_log(&rig, endpoint, |rows| {
