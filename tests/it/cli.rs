@@ -537,3 +537,82 @@ async fn keys_rotate_rewraps_every_data_key_under_the_first_master_key() {
         "rotate@example.com"
     );
 }
+
+/// `framegate events seal` seals a registration written before encryption in place: the row
+/// no longer holds the address, every reader still gets it, and a second run has nothing to
+/// do (ADR 0043).
+#[tokio::test]
+async fn events_seal_seals_rows_written_before_encryption_in_place() {
+    let db = TestDatabase::new().await;
+    let user = framegate_domain::UserId::from_uuid(uuid::Uuid::now_v7());
+    let registered = framegate_domain::UserEvent::UserRegistered {
+        user_id: user,
+        email: "sealed.later@example.com".into(),
+        password_hash: framegate_domain::PasswordHash::new(
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
+        ),
+        role: framegate_domain::Role::User,
+        verification_token_hash: framegate_domain::hash_token("verify"),
+        verification_expires_at: chrono::Utc::now() + chrono::Duration::days(1),
+    };
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                             payload, metadata)
+         VALUES ('User', $1, 1, 'UserRegistered', '1.0', $2, $3)",
+    )
+    .bind(user.to_string())
+    .bind(serde_json::to_value(&registered).expect("payload"))
+    .bind(serde_json::json!({"actor": "system", "client_ip": "192.0.2.7"}))
+    .execute(&db.pool)
+    .await
+    .expect("a row from before encryption");
+
+    let seal = || {
+        Command::new(env!("CARGO_BIN_EXE_framegate"))
+            .args(["events", "seal", "--batch", "10"])
+            .env("DATABASE_URL", db.url())
+            // The development keys, as this test opens the rows with.
+            .env_remove("FRAMEGATE_ENV")
+            .env_remove("FRAMEGATE_MASTER_KEYS")
+            .env_remove("FRAMEGATE_EMAIL_HASH_KEY")
+            .output()
+            .expect("run framegate")
+    };
+    let output = seal();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("dropped events_user_email_key"), "{stdout}");
+    assert!(
+        stdout.contains("1 rows sealed, 0 rows of erased users"),
+        "{stdout}"
+    );
+    let row: String = sqlx::query_scalar("SELECT e::text FROM events e WHERE aggregate_id = $1")
+        .bind(user.to_string())
+        .fetch_one(&db.pool)
+        .await
+        .expect("row");
+    assert!(
+        !row.contains("sealed.later@example.com") && !row.contains("192.0.2.7"),
+        "{row}"
+    );
+    let history = framegate_projections::audit::stream(&db.pool, "User", &user.to_string())
+        .await
+        .expect("audit");
+    assert_eq!(
+        history[0].payload["UserRegistered"]["email"],
+        "sealed.later@example.com"
+    );
+    assert_eq!(history[0].client_ip.as_deref(), Some("192.0.2.7"));
+
+    let again = seal();
+    assert!(again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("0 rows sealed"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+}
