@@ -13,7 +13,8 @@ mod write;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate as _;
-use framegate_domain::{UserId, Video, VideoEvent, VideoId, VideoSpec, VideoStatus};
+use framegate_domain::pii::ERASED;
+use framegate_domain::{User, UserId, Video, VideoEvent, VideoId, VideoSpec, VideoStatus};
 use serde::Serialize;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
@@ -76,6 +77,9 @@ pub struct VideosProjector;
 #[async_trait]
 impl EventHandler for VideosProjector {
     async fn handle(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
+        if is_erasure(event) {
+            return Ok(forget_prompts(conn, aggregate_uuid(event)?).await?);
+        }
         if event.aggregate_type != Video::TYPE {
             return Ok(());
         }
@@ -87,8 +91,40 @@ impl EventHandler for VideosProjector {
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> Result<(), HandlerError> {
-        versioned::handle_batch(self, conn, events).await
+        versioned::handle_batch(self, conn, events).await?;
+        // After the batch's video events: any of the user's among them were opened after the
+        // erasure committed (it was in the log when the batch was read), so they read
+        // `[erased]` already; this catches the rows of requests projected before it.
+        for event in events.iter().filter(|event| is_erasure(event)) {
+            let owner = aggregate_uuid(event).map_err(|e| HandlerError::at(event, e))?;
+            forget_prompts(conn, owner)
+                .await
+                .map_err(|e| HandlerError::at(event, e))?;
+        }
+        Ok(())
     }
+}
+
+/// Whether `event` erases a user (`UserErased`), whose videos' prompts then read `[erased]`.
+fn is_erasure(event: &StoredEvent) -> bool {
+    event.aggregate_type == User::TYPE && event.event_type == "UserErased"
+}
+
+/// Sets the prompts of `owner`'s videos to `[erased]`, as the erasure does to the live rows
+/// (`framegate_commands::erasure`). The projector must do it too: a replay that projected
+/// the user's requests into its copy before the erasure (in clear: the key was still there)
+/// would otherwise swap their prompts back in, and so would a live projector that lags.
+async fn forget_prompts(conn: &mut PgConnection, owner: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE videos SET prompt = $2,
+                negative_prompt = CASE WHEN negative_prompt IS NULL THEN NULL ELSE $2 END
+          WHERE owner_id = $1 AND (prompt <> $2 OR negative_prompt <> $2)",
+    )
+    .bind(owner)
+    .bind(ERASED)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Rows carry the sequence of the last event they reflect: the table is also written inline.
