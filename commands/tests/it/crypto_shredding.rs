@@ -364,3 +364,17 @@ async fn rotation_waits_for_keys_that_writes_hold_and_counts_them_all() {
             .expect("count");
     assert_eq!(old, 0);
 }
+
+/// The erasure's scrubs find their rows by index (migrations 0029 and 0030).
+#[tokio::test]
+async fn the_erasures_scrubs_are_indexed() {
+    let db = TestDatabase::new().await;
+    for index in ["webhook_deliveries_owner_idx", "idempotency_keys_user_idx"] {
+        let found: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(format!("public.{index}"))
+            .fetch_one(&db.pool)
+            .await
+            .expect("regclass");
+        assert!(found, "{index}");
+    }
+}
