@@ -7,14 +7,14 @@
 //! (`fold`) and written with one insert and one update statement for the whole batch (`write`).
 
 pub mod as_of;
+mod erasure;
 mod fold;
 mod write;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate as _;
-use framegate_domain::pii::ERASED;
-use framegate_domain::{User, UserId, Video, VideoEvent, VideoId, VideoSpec, VideoStatus};
+use framegate_domain::{UserId, Video, VideoEvent, VideoId, VideoSpec, VideoStatus};
 use serde::Serialize;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
@@ -23,6 +23,7 @@ use super::versioned::{self, Versioned, VersionedModel, Writer};
 use super::{aggregate_uuid, decode, expect_row, ProjectionError};
 use crate::log::StoredEvent;
 use crate::subscription::{BoxError, EventHandler, HandlerError};
+use erasure::{forget_prompts, is_erasure};
 
 pub const SUBSCRIPTION: &str = "read_model.videos";
 
@@ -103,28 +104,6 @@ impl EventHandler for VideosProjector {
         }
         Ok(())
     }
-}
-
-/// Whether `event` erases a user (`UserErased`), whose videos' prompts then read `[erased]`.
-fn is_erasure(event: &StoredEvent) -> bool {
-    event.aggregate_type == User::TYPE && event.event_type == "UserErased"
-}
-
-/// Sets the prompts of `owner`'s videos to `[erased]`, as the erasure does to the live rows
-/// (`framegate_commands::erasure`). The projector must do it too: a replay that projected
-/// the user's requests into its copy before the erasure (in clear: the key was still there)
-/// would otherwise swap their prompts back in, and so would a live projector that lags.
-async fn forget_prompts(conn: &mut PgConnection, owner: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE videos SET prompt = $2,
-                negative_prompt = CASE WHEN negative_prompt IS NULL THEN NULL ELSE $2 END
-          WHERE owner_id = $1 AND (prompt <> $2 OR negative_prompt <> $2)",
-    )
-    .bind(owner)
-    .bind(ERASED)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Rows carry the sequence of the last event they reflect: the table is also written inline.
