@@ -48,6 +48,14 @@ pub enum EventsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Seal the personal data of rows written before encryption in place (ADR 0043): once,
+    /// after upgrading a database that holds such rows. Idempotent and resumable; drops the
+    /// plaintext email index.
+    Seal {
+        /// Rows per transaction.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+        batch: i64,
+    },
 }
 
 pub async fn run_audit(args: AuditArgs, database_url: &str) -> anyhow::Result<()> {
@@ -84,6 +92,9 @@ pub async fn run_events(command: EventsCommand, database_url: &str) -> anyhow::R
                 anyhow::bail!("no events for {aggregate}");
             }
             print_entries(&entries, json, true)
+        }
+        EventsCommand::Seal { batch } => {
+            crate::seal::run(&connect(database_url).await?, batch).await
         }
     }
 }

@@ -12,6 +12,7 @@ mod metrics;
 mod relay;
 mod replay;
 mod roles;
+mod seal;
 mod tasks;
 mod telemetry;
 mod users;

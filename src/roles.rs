@@ -249,7 +249,7 @@ pub async fn worker(
         erasure_cleanup::SUBSCRIPTION,
         Subscription::new(erasure_cleanup::SUBSCRIPTION, pool.clone())
             .with_notifications(notifications.clone()),
-        Arc::new(ErasureCleanup::new(blobs.clone())),
+        Arc::new(ErasureCleanup::new(blobs.clone(), store.clone())),
     );
     webhook_delivery(
         tasks,

@@ -6,10 +6,18 @@
 //! (`crate::pii`), the inline users read model shows the email as `[erased]`, the email claim
 //! is released (the address can register again), and the user's credits and videos stay as
 //! anonymous facts. Their files go by `process.erasure_cleanup` (workers), which follows
-//! `UserErased`.
+//! `UserErased` and, for files stored later by work that was in flight, the video and image
+//! events after it.
+//!
+//! Work in flight is cancelled in the same transaction, by the owner's own rule
+//! (`VideoCommand::RequestCancel`): a video no provider holds yet is cancelled at once and its
+//! reservation released by settlement; one a provider holds is cancelled there by the worker
+//! and billed as any cancellation is. Nothing of the erased user is dispatched afterwards.
 
 use framegate_domain::pii::ERASED;
-use framegate_domain::{ErasedBy, User, UserCommand, UserError, UserId};
+use framegate_domain::{
+    ErasedBy, User, UserCommand, UserError, UserId, Video, VideoCommand, VideoError, VideoStatus,
+};
 use sqlx::PgConnection;
 
 use crate::error::CommandError;
@@ -17,9 +25,15 @@ use crate::metadata::CommandMetadata;
 use crate::position::LogPosition;
 use crate::store::EventStore;
 use crate::stored::StoredEvent;
+use crate::unit::serialize;
+
+/// Why an erasure's cancellations say the videos stopped.
+pub const CANCEL_REASON: &str = "the owner's account was erased";
 
 /// Erases `user`: records `UserErased` (asked for `by` the owner or an admin, the metadata
-/// saying who and from where), destroys the data key and scrubs the copies.
+/// saying who and from where) and the cancellation of every unfinished video of the user,
+/// destroys the data key and scrubs the copies, in one transaction. A stream that moved
+/// meanwhile (a worker recording progress on one of the videos) is decided again.
 pub async fn erase(
     store: &EventStore,
     user: UserId,
@@ -29,24 +43,81 @@ pub async fn erase(
     let id = user.to_string();
     let users = store.users();
     let _serialised = users.lock(&id).await;
-    let email = users.load(&id).await?.email().map(str::to_owned);
-    let decision = users.decide(&id, UserCommand::Erase { by }).await?;
-    let mut unit = store.begin().await?;
-    let position = unit
-        .append::<User>(&id, decision.current_sequence, &decision.events, metadata)
-        .await?
-        .iter()
-        .map(StoredEvent::position)
-        .max();
-    crate::pii::current().keys.destroy(unit.conn(), &id).await?;
-    scrub(unit.conn(), user, email.as_deref()).await?;
-    unit.commit().await?;
-    users.remember(
-        &id,
-        decision.state,
-        decision.current_sequence + decision.events.len(),
-    );
-    Ok(position)
+    let mut attempt = 0;
+    loop {
+        let email = users.load(&id).await?.email().map(str::to_owned);
+        let decision = users.decide(&id, UserCommand::Erase { by }).await?;
+        let mut events =
+            serialize::<User>(&id, decision.current_sequence, &decision.events, metadata)
+                .map_err(|e| CommandError::Internal(e.into()))?;
+        // This process's commands on those videos wait until the erasure is decided.
+        let unfinished = unfinished_videos(store, user).await?;
+        let mut held = Vec::with_capacity(unfinished.len());
+        for video in &unfinished {
+            held.push(store.videos().lock(video).await);
+        }
+        for video in &unfinished {
+            events.extend(cancellation(store, video, metadata).await?);
+        }
+        let Some(mut unit) = store.append_or_retry(&events, &mut attempt).await? else {
+            continue;
+        };
+        let position = unit.written().iter().map(StoredEvent::position).max();
+        crate::pii::current().keys.destroy(unit.conn(), &id).await?;
+        scrub(unit.conn(), user, email.as_deref()).await?;
+        unit.commit().await?;
+        drop(held);
+        users.remember(
+            &id,
+            decision.state,
+            decision.current_sequence + decision.events.len(),
+        );
+        return Ok(position);
+    }
+}
+
+/// The user's videos that have not finished and are not being cancelled already, by the
+/// inline read model (the aggregate decides: one that finished meanwhile is left alone), in
+/// id order (the order their locks are taken in).
+async fn unfinished_videos(
+    store: &EventStore,
+    user: UserId,
+) -> Result<Vec<String>, CommandError<UserError>> {
+    let settled: Vec<&str> = VideoStatus::ALL
+        .into_iter()
+        .filter(|status| status.is_terminal() || *status == VideoStatus::CancelRequested)
+        .map(VideoStatus::as_str)
+        .collect();
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT id FROM videos WHERE owner_id = $1 AND status <> ALL($2) ORDER BY id",
+    )
+    .bind(user.as_uuid())
+    .bind(&settled)
+    .fetch_all(store.pool())
+    .await?;
+    Ok(ids.into_iter().map(|id| id.to_string()).collect())
+}
+
+/// The events that cancel `video` (none when it finished or is being cancelled already).
+async fn cancellation(
+    store: &EventStore,
+    video: &str,
+    metadata: &CommandMetadata,
+) -> Result<Vec<cqrs_es::persist::SerializedEvent>, CommandError<UserError>> {
+    let cancel = VideoCommand::RequestCancel {
+        reason: CANCEL_REASON.to_owned(),
+    };
+    let decision = match store.videos().decide(video, cancel).await {
+        Ok(decision) => decision,
+        Err(CommandError::Domain(
+            VideoError::AlreadyTerminal { .. } | VideoError::AlreadyCancelRequested,
+        )) => return Ok(Vec::new()),
+        Err(CommandError::Conflict) => return Err(CommandError::Conflict),
+        Err(CommandError::Unavailable(error)) => return Err(CommandError::Unavailable(error)),
+        Err(other) => return Err(CommandError::Internal(other.into())),
+    };
+    serialize::<Video>(video, decision.current_sequence, &decision.events, metadata)
+        .map_err(|e| CommandError::Internal(e.into()))
 }
 
 /// Removes the user's personal data from the tables that hold copies of it and are not
@@ -85,18 +156,16 @@ async fn scrub(
     .bind(email)
     .execute(&mut *conn)
     .await?;
-    // Stored responses hold prompts and addresses (a registration's, under its IP's scope);
-    // deliveries hold prompts in their bodies.
-    sqlx::query(
-        "DELETE FROM idempotency_keys
-          WHERE scope = $1
-             OR ($2::text IS NOT NULL
-                 AND position(convert_to($2::text, 'UTF8') IN response_body) > 0)",
-    )
-    .bind(format!("user:{id}"))
-    .bind(email)
-    .execute(&mut *conn)
-    .await?;
+    // Stored responses hold prompts and addresses, sealed (so not to be found by content):
+    // the user's own, and those of requests whose events were about the user (a
+    // registration's, under its IP's scope; an admin's change to the account), which name
+    // the user (`user_id`, set when the request committed). Deliveries hold prompts in their
+    // bodies.
+    sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 OR user_id = $2")
+        .bind(format!("user:{id}"))
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query("DELETE FROM webhook_deliveries WHERE owner_id = $1")
         .bind(id)
         .execute(&mut *conn)

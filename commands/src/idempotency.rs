@@ -36,15 +36,23 @@ pub fn current() -> Option<Claim> {
 }
 
 /// Marks `claim`'s record committed through `conn` (the transaction about to commit its
-/// events); fails with [`LeaseLost`] when the record is no longer this request's.
-pub async fn mark_committed(conn: &mut PgConnection, claim: &Claim) -> Result<(), MarkError> {
+/// events), naming `user`, the user those events are about (their personal data's subject):
+/// the stored reply may hold that user's data sealed, and erasing the user deletes it
+/// (`crate::erasure`). Fails with [`LeaseLost`] when the record is no longer this request's.
+pub async fn mark_committed(
+    conn: &mut PgConnection,
+    claim: &Claim,
+    user: Option<Uuid>,
+) -> Result<(), MarkError> {
     let marked = sqlx::query(
-        "UPDATE idempotency_keys SET committed_at = COALESCE(committed_at, now())
+        "UPDATE idempotency_keys SET committed_at = COALESCE(committed_at, now()),
+                user_id = COALESCE(user_id, $4)
           WHERE scope = $1 AND key = $2 AND owner = $3",
     )
     .bind(&claim.scope)
     .bind(&claim.key)
     .bind(claim.owner)
+    .bind(user)
     .execute(conn)
     .await?;
     if marked.rows_affected() == 0 {

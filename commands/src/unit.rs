@@ -304,7 +304,16 @@ impl UnitOfWork {
     pub async fn commit(mut self) -> Result<Vec<StoredEvent>, AppendError> {
         let claim = idempotency::current().filter(|_| !self.written.is_empty());
         if let Some(claim) = claim.as_ref().filter(|_| !self.claim_marked) {
-            idempotency::mark_committed(&mut self.tx, claim).await?;
+            let user = self.written.iter().find_map(|event| {
+                framegate_domain::pii::subject(
+                    &event.aggregate_type,
+                    &event.aggregate_id,
+                    &event.event_type,
+                    &event.payload,
+                )
+                .and_then(|user| user.parse().ok())
+            });
+            idempotency::mark_committed(&mut self.tx, claim, user).await?;
         }
         self.tx.commit().await?;
         #[cfg(feature = "testing")]

@@ -24,13 +24,20 @@ pub const ENVELOPE: &str = "$pii";
 /// The personal entries of an event's metadata (written by the API from the request).
 pub const METADATA_FIELDS: &[&str] = &["client_ip", "user_agent"];
 
+/// Every event type whose body holds personal data, with the fields (dotted paths inside the
+/// body): the one list [`personal_fields`] reads, and the one a maintenance pass over stored
+/// rows walks (`framegate events seal`).
+pub const PERSONAL: &[(&str, &[&str])] = &[
+    ("UserRegistered", &["email"]),
+    ("VideoRequested", &["spec.prompt", "spec.negative_prompt"]),
+];
+
 /// The personal fields of an event type's body, as dotted paths inside the body.
 pub fn personal_fields(event_type: &str) -> &'static [&'static str] {
-    match event_type {
-        "UserRegistered" => &["email"],
-        "VideoRequested" => &["spec.prompt", "spec.negative_prompt"],
-        _ => &[],
-    }
+    PERSONAL
+        .iter()
+        .find(|(name, _)| *name == event_type)
+        .map_or(&[], |(_, fields)| fields)
 }
 
 /// The user an event's personal data belongs to: the user of a `User` stream or of a credit

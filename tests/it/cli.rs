@@ -162,8 +162,8 @@ fn users_create_refuses_a_password_on_the_command_line() {
 const JWT: &str = "Q7m2Xc9VbN4kLp8RtZ1wYe6HsJd3GfA5uTq0";
 const BLOB_KEY: &str = "b9Vq2kLx7TzR4mWp8YcN3hJd6FgS1aQe0uIo5";
 /// Base64 of 32 bytes each, as `scripts/gen-secrets.sh` writes them (ADR 0043).
-const MASTER_KEYS: &str = "1:V2hvIHdvdWxkIGd1ZXNzIHRoaXMgMzItYnl0ZSBrZXk=";
-const EMAIL_KEY: &str = "QW5vdGhlciAzMi1ieXRlIGtleSBmb3IgdGhlIGhhc2g=";
+pub(crate) const MASTER_KEYS: &str = "1:V2hvIHdvdWxkIGd1ZXNzIHRoaXMgMzItYnl0ZSBrZXk=";
+pub(crate) const EMAIL_KEY: &str = "QW5vdGhlciAzMi1ieXRlIGtleSBmb3IgdGhlIGhhc2g=";
 /// Nothing listens here: a role that got past its configuration fails connecting.
 const UNREACHABLE_DB: &str = "postgres://nobody@127.0.0.1:1/none";
 
@@ -472,68 +472,4 @@ async fn healthcheck_passes_once_the_api_is_ready_and_fails_when_it_is_gone() {
     api.wait().expect("wait");
     let (up, _, _) = healthcheck(&addr);
     assert!(!up, "the API is gone");
-}
-
-/// `framegate keys rotate` re-wraps the data keys made under the old master key with the
-/// new one (the first of FRAMEGATE_MASTER_KEYS), and the personal data still opens with the
-/// new key alone (ADR 0043).
-#[tokio::test]
-async fn keys_rotate_rewraps_every_data_key_under_the_first_master_key() {
-    use framegate_commands::pii::{self, crypto::SecretKey, Keyring};
-
-    let db = TestDatabase::new().await;
-    let email_key = SecretKey::from_bytes(b"Another 32-byte key for the hash").expect("32");
-    let old = SecretKey::from_bytes(b"Who would guess this 32-byte key").expect("32");
-    pii::install(Keyring::new(vec![(1, old)], email_key.clone()).expect("keyring"));
-    let user = framegate_domain::UserId::from_uuid(uuid::Uuid::now_v7());
-    let registration = framegate_commands::users::Registration {
-        user_id: user,
-        email: "rotate@example.com".into(),
-        password_hash: framegate_domain::PasswordHash::new(
-            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
-        ),
-        verification_token_hash: framegate_domain::hash_token("verify"),
-        verification_expires_at: chrono::Utc::now() + chrono::Duration::days(1),
-        role: framegate_domain::Role::User,
-    };
-    let store = framegate_commands::EventStore::new(db.pool.clone());
-    let system =
-        framegate_commands::CommandMetadata::new_request(framegate_commands::Actor::System);
-    framegate_commands::users::register(&store, registration, &system)
-        .await
-        .expect("register");
-    let user = user.to_string();
-
-    let new = "MzIgYnl0ZXMgb2YgYSBicmFuZCBuZXcgbWFzdGVyIGs=";
-    let output = Command::new(env!("CARGO_BIN_EXE_framegate"))
-        .args(["keys", "rotate"])
-        .env("DATABASE_URL", db.url())
-        .env("FRAMEGATE_MASTER_KEYS", format!("2:{new},{MASTER_KEYS}"))
-        .env("FRAMEGATE_EMAIL_HASH_KEY", EMAIL_KEY)
-        .output()
-        .expect("run framegate");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&output.stdout).trim(),
-        "1 data keys re-wrapped under master key version 2"
-    );
-    let versions: Vec<i32> = sqlx::query_scalar("SELECT master_key_version FROM data_keys")
-        .fetch_all(&db.pool)
-        .await
-        .expect("versions");
-    assert_eq!(versions, [2]);
-
-    let new = SecretKey::from_bytes(b"32 bytes of a brand new master k").expect("32");
-    pii::install(Keyring::new(vec![(2, new)], email_key).expect("keyring"));
-    let history = framegate_projections::audit::stream(&db.pool, "User", &user)
-        .await
-        .expect("audit");
-    assert_eq!(
-        history[0].payload["UserRegistered"]["email"],
-        "rotate@example.com"
-    );
 }

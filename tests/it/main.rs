@@ -5,6 +5,7 @@ mod common;
 
 mod audit;
 mod cli;
+mod cli_personal_data;
 mod client;
 mod connections;
 mod console;

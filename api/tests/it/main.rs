@@ -13,6 +13,7 @@ mod console;
 mod control_characters;
 mod credentials_cache;
 mod erasure;
+mod erasure_in_flight;
 mod generate_audio;
 mod image_restrip;
 mod images;

@@ -182,7 +182,7 @@ async fn expire_leases(pool: &PgPool) {
 
 async fn mark_committed(pool: &PgPool, claim: &framegate_api::idempotency::Claim) {
     let mut conn = pool.acquire().await.expect("connection");
-    framegate_commands::idempotency::mark_committed(&mut conn, claim)
+    framegate_commands::idempotency::mark_committed(&mut conn, claim, None)
         .await
         .expect("mark committed");
 }
@@ -204,7 +204,7 @@ async fn a_claim_whose_owner_died_is_taken_over_once_its_lease_ran_out() {
     // The first owner, had it only been frozen, can no longer commit or complete.
     let mut conn = db.pool.acquire().await.expect("connection");
     assert!(
-        framegate_commands::idempotency::mark_committed(&mut conn, &dead)
+        framegate_commands::idempotency::mark_committed(&mut conn, &dead, None)
             .await
             .is_err(),
         "a taken-over claim cannot mark anything committed"

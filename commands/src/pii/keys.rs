@@ -201,46 +201,94 @@ impl DataKeys {
 
     /// Re-wraps every data key not wrapped by the current master key, in batches, each in a
     /// transaction of its own. Returns how many were re-wrapped.
+    ///
+    /// A batch waits for the rows that writes hold (each write reads its user's key under a
+    /// share lock until it commits) instead of skipping them: a skipped row would keep its old
+    /// wrapping while the count said the rotation was done, and the old master key could not
+    /// be dropped. A batch that deadlocks with writes (one touching two users' keys) is run
+    /// again. It ends when no key under another master key is left.
     pub async fn rotate(&self, keyring: &Keyring, pool: &PgPool) -> Result<u64, PiiError> {
-        let current = keyring.current_version() as i32;
         let mut rotated = 0;
+        let mut deadlocks = 0;
         loop {
-            let mut tx = pool.begin().await?;
-            let rows: Vec<(String, Vec<u8>, i32)> = sqlx::query_as(
-                "SELECT user_id, wrapped_key, master_key_version FROM data_keys
-                  WHERE wrapped_key IS NOT NULL AND master_key_version <> $1
-                  ORDER BY user_id LIMIT 500 FOR UPDATE SKIP LOCKED",
-            )
-            .bind(current)
-            .fetch_all(&mut *tx)
-            .await?;
-            if rows.is_empty() {
-                break;
+            match rotate_batch(keyring, pool).await {
+                // Rows another rotation took while this batch waited drop out of it: done
+                // only when none is left at all.
+                Ok(0) if remaining(keyring, pool).await? == 0 => break,
+                Ok(done) => rotated += done,
+                Err(PiiError::Database(error))
+                    if is_deadlock(&error) && deadlocks < MAX_DEADLOCK_RETRIES =>
+                {
+                    deadlocks += 1;
+                    tracing::warn!(%error, "a rotation batch deadlocked with writes; again");
+                }
+                Err(error) => return Err(error),
             }
-            let mut users = Vec::with_capacity(rows.len());
-            let mut wrapped = Vec::with_capacity(rows.len());
-            for (user, old, version) in rows {
-                let key = unwrap(keyring, &old, version, &user)?;
-                wrapped.push(key.wrap(keyring.current(), &user));
-                users.push(user);
-            }
-            let done = sqlx::query(
-                "UPDATE data_keys d SET wrapped_key = r.wrapped, master_key_version = $3,
-                        rotated_at = now()
-                   FROM unnest($1::text[], $2::bytea[]) AS r(user_id, wrapped)
-                  WHERE d.user_id = r.user_id",
-            )
-            .bind(&users)
-            .bind(&wrapped)
-            .bind(current)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            rotated += done.rows_affected();
         }
         self.forget(None);
         Ok(rotated)
     }
+}
+
+/// How often a batch of [`DataKeys::rotate`] is run again after a deadlock before the
+/// rotation gives up (it can be run again: it is idempotent).
+const MAX_DEADLOCK_RETRIES: u32 = 20;
+
+/// Postgres's SQLSTATE for a deadlock.
+const DEADLOCK_DETECTED: &str = "40P01";
+
+pub(crate) fn is_deadlock(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some(DEADLOCK_DETECTED))
+}
+
+/// How many live keys are wrapped by another master key than the current one.
+async fn remaining(keyring: &Keyring, pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM data_keys WHERE wrapped_key IS NOT NULL AND master_key_version <> $1",
+    )
+    .bind(keyring.current_version() as i32)
+    .fetch_one(pool)
+    .await
+}
+
+/// Re-wraps up to 500 keys not under the current master key, waiting for rows that writes
+/// hold; returns how many.
+async fn rotate_batch(keyring: &Keyring, pool: &PgPool) -> Result<u64, PiiError> {
+    let current = keyring.current_version() as i32;
+    let mut tx = pool.begin().await?;
+    // No SKIP LOCKED: see `DataKeys::rotate`. A row another rotation re-wrapped while this
+    // one waited is checked again and left out (its version is current by then).
+    let rows: Vec<(String, Vec<u8>, i32)> = sqlx::query_as(
+        "SELECT user_id, wrapped_key, master_key_version FROM data_keys
+          WHERE wrapped_key IS NOT NULL AND master_key_version <> $1
+          ORDER BY user_id LIMIT 500 FOR UPDATE",
+    )
+    .bind(current)
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut users = Vec::with_capacity(rows.len());
+    let mut wrapped = Vec::with_capacity(rows.len());
+    for (user, old, version) in rows {
+        let key = unwrap(keyring, &old, version, &user)?;
+        wrapped.push(key.wrap(keyring.current(), &user));
+        users.push(user);
+    }
+    let done = sqlx::query(
+        "UPDATE data_keys d SET wrapped_key = r.wrapped, master_key_version = $3,
+                rotated_at = now()
+           FROM unnest($1::text[], $2::bytea[]) AS r(user_id, wrapped)
+          WHERE d.user_id = r.user_id",
+    )
+    .bind(&users)
+    .bind(&wrapped)
+    .bind(current)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(done.rows_affected())
 }
 
 fn unwrap(

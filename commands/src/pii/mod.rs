@@ -15,10 +15,12 @@ use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool};
 
 pub mod crypto;
+pub mod in_place;
 pub mod keyring;
 pub mod keys;
 mod rows;
 
+pub use in_place::SealReport;
 pub use keyring::Keyring;
 pub use keys::{DataKeys, KeyState};
 pub use rows::{open_serialized, open_stored, seal_serialized};
@@ -33,6 +35,11 @@ pub enum PiiError {
     UnknownMasterKey(i32),
     #[error("the data key of user {0} does not unwrap under its master key")]
     Unwrap(String),
+    #[error(
+        "{0} registrations of users not erased have no email claim: the plaintext email index \
+         still guards their uniqueness, so rows are not sealed in place"
+    )]
+    Unclaimed(i64),
 }
 
 /// The keyring and the data key cache of this process.
@@ -223,8 +230,12 @@ impl Pii {
 
     /// Claims the addresses of registrations written before encryption (their plaintext
     /// is still indexed by `events_user_email_key`), so that they stay taken. Idempotent; run
-    /// after migrations.
+    /// after migrations. Once `framegate events seal` dropped that index (after making these
+    /// claims) there is nothing left to claim, and nothing is read.
     pub async fn claim_plaintext_emails(&self, pool: &PgPool) -> Result<u64, sqlx::Error> {
+        if !in_place::plaintext_index_exists(pool).await? {
+            return Ok(0);
+        }
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT e.aggregate_id, e.payload -> 'UserRegistered' ->> 'email' FROM events e
               WHERE e.aggregate_type = 'User' AND e.event_type = 'UserRegistered'

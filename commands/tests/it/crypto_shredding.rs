@@ -322,3 +322,59 @@ async fn a_key_made_by_a_write_that_rolled_back_is_never_used_again() {
         "the rolled-back key was not used for the write"
     );
 }
+
+/// A write in flight holds its user's key row under a share lock until it commits. Rotation
+/// waits for it instead of skipping the row: it reports every key it re-wrapped, and none is
+/// left under the old master key when it says it is done.
+#[tokio::test]
+async fn rotation_waits_for_keys_that_writes_hold_and_counts_them_all() {
+    let db = TestDatabase::new().await;
+    pii::install(keyring(&[(1, 1)]));
+    let store = EventStore::new(db.pool.clone());
+    let mut users = Vec::new();
+    for n in 0..3 {
+        users.push(signed_up(&store, &format!("held{n}@example.com")).await);
+    }
+    pii::install(keyring(&[(2, 2), (1, 1)]));
+
+    // What `DataKeys::for_write` takes for a write of the first user, not yet committed.
+    let mut write = db.pool.begin().await.expect("tx");
+    sqlx::query("SELECT 1 FROM data_keys WHERE user_id = $1 FOR SHARE")
+        .bind(users[0].to_string())
+        .execute(&mut *write)
+        .await
+        .expect("share lock");
+    let pool = db.pool.clone();
+    let rotation = tokio::spawn(async move {
+        let pii = pii::current();
+        pii.keys.rotate(&pii.keyring, &pool).await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !rotation.is_finished(),
+        "rotation finished while a key was held"
+    );
+    write.commit().await.expect("the write commits");
+    let rotated = rotation.await.expect("task").expect("rotate");
+    assert_eq!(rotated, 3, "the held key is re-wrapped and counted");
+    let old: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM data_keys WHERE master_key_version <> 2")
+            .fetch_one(&db.pool)
+            .await
+            .expect("count");
+    assert_eq!(old, 0);
+}
+
+/// The erasure's scrubs find their rows by index (migrations 0029 and 0030).
+#[tokio::test]
+async fn the_erasures_scrubs_are_indexed() {
+    let db = TestDatabase::new().await;
+    for index in ["webhook_deliveries_owner_idx", "idempotency_keys_user_idx"] {
+        let found: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(format!("public.{index}"))
+            .fetch_one(&db.pool)
+            .await
+            .expect("regclass");
+        assert!(found, "{index}");
+    }
+}

@@ -7,6 +7,7 @@
 //! (`fold`) and written with one insert and one update statement for the whole batch (`write`).
 
 pub mod as_of;
+mod erasure;
 mod fold;
 mod write;
 
@@ -22,6 +23,7 @@ use super::versioned::{self, Versioned, VersionedModel, Writer};
 use super::{aggregate_uuid, decode, expect_row, ProjectionError};
 use crate::log::StoredEvent;
 use crate::subscription::{BoxError, EventHandler, HandlerError};
+use erasure::{forget_prompts, is_erasure};
 
 pub const SUBSCRIPTION: &str = "read_model.videos";
 
@@ -76,6 +78,9 @@ pub struct VideosProjector;
 #[async_trait]
 impl EventHandler for VideosProjector {
     async fn handle(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
+        if is_erasure(event) {
+            return Ok(forget_prompts(conn, aggregate_uuid(event)?).await?);
+        }
         if event.aggregate_type != Video::TYPE {
             return Ok(());
         }
@@ -87,7 +92,17 @@ impl EventHandler for VideosProjector {
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> Result<(), HandlerError> {
-        versioned::handle_batch(self, conn, events).await
+        versioned::handle_batch(self, conn, events).await?;
+        // After the batch's video events: any of the user's among them were opened after the
+        // erasure committed (it was in the log when the batch was read), so they read
+        // `[erased]` already; this catches the rows of requests projected before it.
+        for event in events.iter().filter(|event| is_erasure(event)) {
+            let owner = aggregate_uuid(event).map_err(|e| HandlerError::at(event, e))?;
+            forget_prompts(conn, owner)
+                .await
+                .map_err(|e| HandlerError::at(event, e))?;
+        }
+        Ok(())
     }
 }
 

@@ -32,6 +32,18 @@ async fn read_models(pool: &PgPool) -> Vec<(String, String)> {
     tables
 }
 
+/// The columns of a video row that its owner's erasure changes: the prompts, and the status
+/// of a video still queued (the erasure cancels it).
+const VIDEO_ERASED: &[&str] = &[
+    "prompt",
+    "negative_prompt",
+    "status",
+    "updated_at",
+    "completed_at",
+    "cancel_charged",
+    "version",
+];
+
 /// A row of `table` as JSON without the `dropped` columns.
 async fn row(pool: &PgPool, table: &str, id: Uuid, dropped: &[&str]) -> Value {
     let mut row: Value = sqlx::query_scalar(&format!(
@@ -95,13 +107,7 @@ async fn replay_after_an_erasure_gives_the_read_models_of_before_but_the_erased_
         &["email", "disabled", "updated_at", "version"],
     )
     .await;
-    let video_before = row(
-        &db.pool,
-        "videos",
-        video.as_uuid(),
-        &["prompt", "negative_prompt"],
-    )
-    .await;
+    let video_before = row(&db.pool, "videos", video.as_uuid(), VIDEO_ERASED).await;
 
     erase(&store, owner, ErasedBy::Admin, &system())
         .await
@@ -130,19 +136,14 @@ async fn replay_after_an_erasure_gives_the_read_models_of_before_but_the_erased_
         user_before
     );
     assert_eq!(
-        row(
-            &db.pool,
-            "videos",
-            video.as_uuid(),
-            &["prompt", "negative_prompt"]
-        )
-        .await,
+        row(&db.pool, "videos", video.as_uuid(), VIDEO_ERASED).await,
         video_before,
         "the video stays, as an anonymous fact"
     );
     let erased = row(&db.pool, "videos", video.as_uuid(), &[]).await;
     assert_eq!(erased["prompt"], "[erased]");
     assert_eq!(erased["negative_prompt"], "[erased]");
+    assert_eq!(erased["status"], "cancelled", "queued work is cancelled");
     assert_eq!(
         row(&db.pool, "users", owner.as_uuid(), &[]).await["email"],
         "[erased]"
@@ -154,4 +155,53 @@ async fn replay_after_an_erasure_gives_the_read_models_of_before_but_the_erased_
         "{report:?}"
     );
     assert_eq!(read_models(&db.pool).await, after);
+}
+
+/// A replay that projected the user's request into its copy before the erasure (in clear:
+/// the key was still there) and resumes after it must not swap the prompt back in: the
+/// videos projector applies `UserErased` to the copy as the erasure did to the live rows.
+#[tokio::test]
+async fn a_replay_interrupted_across_an_erasure_does_not_bring_prompts_back() {
+    let db = TestDatabase::new().await;
+    let store = EventStore::new(db.pool.clone());
+    let (owner, _) = register(&store, "interrupted@example.com").await;
+    let video = requested(&store, owner).await;
+    let through_request: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count");
+    mixed_workload(&store, 1).await;
+    catch_up(&db.pool).await;
+
+    let first = replay_all(
+        &db.pool,
+        ReplayOptions {
+            batch_size: 1,
+            stop_after: Some(through_request as u64),
+            ..ReplayOptions::default()
+        },
+    )
+    .await;
+    assert!(!first.finished && !first.swapped, "{first:?}");
+    let copied: String =
+        sqlx::query_scalar("SELECT prompt FROM replay_videos.videos WHERE id = $1")
+            .bind(video.as_uuid())
+            .fetch_one(&db.pool)
+            .await
+            .expect("the copy holds the video");
+    assert_eq!(copied, "my neighbour's house at night", "copied in clear");
+
+    erase(&store, owner, ErasedBy::Owner, &system())
+        .await
+        .expect("erase");
+    catch_up(&db.pool).await;
+    let second = replay_all(&db.pool, ReplayOptions::default()).await;
+    assert!(second.finished && second.swapped, "{second:?}");
+    let swapped = row(&db.pool, "videos", video.as_uuid(), &[]).await;
+    assert_eq!(swapped["prompt"], "[erased]");
+    assert_eq!(swapped["negative_prompt"], "[erased]");
+    assert!(
+        second.identical(),
+        "the copy equals the live rows: {second:?}"
+    );
 }

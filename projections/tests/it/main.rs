@@ -16,4 +16,5 @@ mod ordered_log;
 mod read_model_runner;
 mod read_models;
 mod replay;
+mod seal_in_place;
 mod upcast_replay;
