@@ -166,6 +166,16 @@ async fn scrub(
         .bind(id)
         .execute(&mut *conn)
         .await?;
+    // The endpoints' answers to a run's deliveries (often echoing the body) are kept in the
+    // run's row (migration 0028), which names the queue, not the owner: a user's queues are
+    // those of their deliveries.
+    sqlx::query(
+        "DELETE FROM webhook_runs
+          WHERE queue IN (SELECT DISTINCT queue FROM webhook_deliveries WHERE owner_id = $1)",
+    )
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
     sqlx::query("DELETE FROM webhook_deliveries WHERE owner_id = $1")
         .bind(id)
         .execute(&mut *conn)

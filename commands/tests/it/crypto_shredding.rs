@@ -378,3 +378,56 @@ async fn the_erasures_scrubs_are_indexed() {
         assert!(found, "{index}");
     }
 }
+
+#[tokio::test]
+async fn an_erasure_deletes_the_endpoints_answers_kept_in_run_records() {
+    use framegate_commands::webhook_deliveries::{enqueue, NewDelivery, Target};
+    let db = TestDatabase::new().await;
+    let store = EventStore::new(db.pool.clone());
+    let user = signed_up(&store, "runs@example.com").await;
+    let other = signed_up(&store, "other@example.com").await;
+    let mut tx = db.pool.begin().await.expect("tx");
+    for (owner, endpoint) in [(user, Uuid::now_v7()), (other, Uuid::now_v7())] {
+        let delivery = NewDelivery {
+            target: Target::Endpoint(endpoint),
+            owner: owner.as_uuid(),
+            message_id: format!("msg_{}", Uuid::now_v7().simple()),
+            event_type: "video.completed".into(),
+            event_at: Utc::now(),
+            video_id: None,
+            body: r#"{"prompt":"a secret garden"}"#.into(),
+            trace: None,
+        };
+        enqueue(&mut tx, &[delivery]).await.expect("enqueue");
+    }
+    // A run delivered both (as the sender records it): the answers echo the prompt.
+    sqlx::query(
+        "INSERT INTO webhook_runs
+             (queue, last_seq, first_seq, seqs, started_at, status, latency_ms, response_body)
+         SELECT queue, seq, seq, ARRAY[seq], ARRAY[now()], ARRAY[200], ARRAY[3],
+                ARRAY['got: a secret garden'] FROM webhook_deliveries",
+    )
+    .execute(&mut *tx)
+    .await
+    .expect("runs");
+    tx.commit().await.expect("commit");
+    let meta = CommandMetadata::new_request(Actor::User(UserId::from_uuid(Uuid::now_v7())));
+    erase(&store, user, ErasedBy::Admin, &meta)
+        .await
+        .expect("erase");
+    let owners: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT d.owner_id FROM webhook_runs r JOIN webhook_deliveries d USING (queue)",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("runs left");
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_runs")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count");
+    assert_eq!(
+        (owners, runs),
+        (vec![other.as_uuid()], 1),
+        "only the other user's run stays"
+    );
+}

@@ -1,6 +1,6 @@
 //! Claiming work from the delivery outbox: *runs*, up to [`RUN_ROWS`] rows of one queue.
 //!
-//! A queue is leased as a whole (`webhook_queues`, migration 0025, ADR 0034): its cursor,
+//! A queue is leased as a whole (`webhook_queues`, migration 0028, ADR 0034): its cursor,
 //! `sent_through`, says how far it has been sent, and the rows after it wait in order, the
 //! first of them due at the queue's `due_at` (now for fresh rows, the head's next attempt
 //! while it backs off). The sender that holds a queue reads its rows from the cursor, run
@@ -131,8 +131,8 @@ async fn scan(tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
                 SET tail_seq = GREATEST(q.tail_seq, EXCLUDED.tail_seq),
                     due_at = CASE WHEN q.due_at IS NULL AND EXCLUDED.tail_seq > q.sent_through
                                   THEN now() ELSE q.due_at END)
-         UPDATE webhook_outbox_scan
-            SET scanned_through = COALESCE((SELECT max(seq) FROM fresh), scanned_through)",
+         UPDATE webhook_outbox_scan SET scanned_through = (SELECT max(seq) FROM fresh)
+          WHERE EXISTS (SELECT 1 FROM fresh)",
     )
     .bind(through)
     .bind(SCAN_ROWS)
@@ -353,9 +353,15 @@ pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Erro
                               WHERE d.seq > s.scanned_through)),
              (SELECT min(due_at) FROM webhook_queues
                WHERE due_at IS NOT NULL AND (leased_until IS NULL OR leased_until < now())),
-             (SELECT min(retry_due_at) FROM webhook_deliveries
-               WHERE retry_due_at IS NOT NULL
-                 AND (leased_until IS NULL OR leased_until < now())))",
+             -- As the claim takes them: pending, one per queue at a time (a queue with a
+             -- retried row in flight is not due, or the loop would claim nothing at once).
+             (SELECT min(d.retry_due_at) FROM webhook_deliveries d
+               WHERE d.retry_due_at IS NOT NULL AND d.status = 'pending'
+                 AND (d.leased_until IS NULL OR d.leased_until < now())
+                 AND NOT EXISTS (
+                     SELECT 1 FROM webhook_deliveries busy
+                      WHERE busy.queue = d.queue AND busy.retry_due_at IS NOT NULL
+                        AND busy.leased_until >= now())))",
     )
     .fetch_one(pool)
     .await

@@ -329,3 +329,44 @@ async fn the_run_ahead_is_read_for_the_queues_holder_only_and_passes_rows_sent_o
         .expect("stale read");
     assert!(stale.is_empty(), "{stale:?}");
 }
+
+#[tokio::test]
+async fn a_queue_with_a_retried_row_in_flight_is_not_due_for_its_other_retries() {
+    let rig = Rig::new().await;
+    let (endpoint, _) = rig.endpoint("/busy", None).await;
+    let sent = backlog(&rig, endpoint, 3).await;
+    // All three were delivered long ago and retried by hand; the first is in flight.
+    sqlx::query(
+        "UPDATE webhook_deliveries
+            SET status = 'pending',
+                attempts = 1, retry_due_at = now() - interval '1 second',
+                leased_until = CASE WHEN message_id = $1 THEN now() + interval '1 minute' END
+          WHERE endpoint_id = $2",
+    )
+    .bind(&sent[0])
+    .bind(endpoint)
+    .execute(&rig.db.pool)
+    .await
+    .expect("retry path");
+    sqlx::query(
+        "INSERT INTO webhook_queues (queue, sent_through, tail_seq)
+         SELECT queue, max(seq), max(seq) FROM webhook_deliveries WHERE endpoint_id = $1
+          GROUP BY queue",
+    )
+    .bind(endpoint)
+    .execute(&rig.db.pool)
+    .await
+    .expect("queue");
+    sqlx::query("UPDATE webhook_outbox_scan SET scanned_through = (SELECT max(seq) FROM webhook_deliveries)")
+        .execute(&rig.db.pool)
+        .await
+        .expect("scanned");
+    // The claim takes none of the other two (one retried row per queue at a time) ...
+    let runs = claim::claim(&rig.db.pool, 4, Duration::from_secs(60))
+        .await
+        .expect("claim");
+    assert!(runs.is_empty(), "{runs:?}");
+    // ... so they are not due either: a sender waiting for them would claim in a loop.
+    let due = claim::next_due(&rig.db.pool).await.expect("next due");
+    assert_eq!(due, None);
+}
