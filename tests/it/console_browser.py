@@ -22,7 +22,11 @@ import urllib.parse
 import urllib.request
 
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.common.exceptions import (
+    ElementNotInteractableException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -63,10 +67,11 @@ class Run:
 
     def wait(self, condition, timeout=20, message=""):
         # The gallery redraws a card at each of its video's events: a lookup may meet the
-        # card it found a moment ago gone, and simply looks again.
+        # card it found a moment ago gone, or a button in the middle of being redrawn (not
+        # interactable yet), and simply looks again.
         return WebDriverWait(
             self.driver, timeout, poll_frequency=0.1,
-            ignored_exceptions=[StaleElementReferenceException],
+            ignored_exceptions=[StaleElementReferenceException, ElementNotInteractableException],
         ).until(condition, message)
 
     def press(self, css, key=Keys.ENTER):
