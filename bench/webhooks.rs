@@ -4,7 +4,8 @@
 //! (a) Throughput: FRAMEGATE_BENCH_DELIVERIES (4000) deliveries queued over the endpoints,
 //!     drained by the real sender (subscription-free: rows inserted as the subscription
 //!     would), next to a plain HTTP loop posting the same bodies to the same receiver with
-//!     one request in flight per endpoint, as the sender's order allows, and `wrk` with one
+//!     one request in flight per endpoint, as the sender's order allows (with reqwest, and
+//!     on hyper's connection API, the leanest client in-process), and `wrk` with one
 //!     connection per endpoint, in the same run.
 //! (b) Latency: FRAMEGATE_BENCH_VIDEOS (100) videos driven to completion by 4 clients, the
 //!     delivery subscription and the sender running as in `framegate worker`; the delay from
@@ -206,6 +207,7 @@ async fn main() {
         task.await.expect("raw loop");
     }
     let raw_elapsed = started.elapsed();
+    let hyper_rate = hyper_loops(&url, &body, endpoints_n, per_endpoint).await;
     let sender_rate = deliveries_n as f64 / sender_elapsed.as_secs_f64();
     let raw_rate = (per_endpoint * endpoints_n) as f64 / raw_elapsed.as_secs_f64();
     println!(
@@ -215,6 +217,10 @@ async fn main() {
     println!(
         "    reqwest loop: same receiver, {endpoints_n} loops, one request each in flight = {raw_rate:>7.0}/s   ratio {:.2}",
         sender_rate / raw_rate
+    );
+    println!(
+        "    hyper loop  : same receiver, {endpoints_n} connections, one request each in flight = {hyper_rate:>7.0}/s   ratio {:.2}",
+        sender_rate / hyper_rate
     );
     match wrk(&format!("{url}/wrk"), &body, endpoints_n).await {
         Ok(wrk_rate) => println!(
@@ -319,6 +325,47 @@ async fn main() {
         "    of which event -> enqueued p50 {enqueue_p50:.1} ms p99 {enqueue_p99:.1} ms; enqueued -> delivered p50 {send_p50:.1} ms p99 {send_p99:.1} ms"
     );
     let _ = stop.send(true);
+}
+
+/// The rate of `endpoints` loops posting `body` to the receiver, each on one HTTP/1.1
+/// connection of hyper's connection API with one request in flight (the leanest client in
+/// this process: no pool, no signing, no database).
+async fn hyper_loops(url: &str, body: &str, endpoints: usize, per_endpoint: usize) -> f64 {
+    use http_body_util::{BodyExt as _, Full};
+    let address = url.trim_start_matches("http://").to_owned();
+    let body = bytes::Bytes::from(body.to_owned());
+    let started = Instant::now();
+    let mut loops = Vec::new();
+    for i in 0..endpoints {
+        let (address, body) = (address.clone(), body.clone());
+        loops.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(&address)
+                .await
+                .expect("connect");
+            stream.set_nodelay(true).expect("nodelay");
+            let (mut send, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .expect("handshake");
+            tokio::spawn(connection);
+            let path = format!("/hyper/{i}");
+            for _ in 0..per_endpoint {
+                send.ready().await.expect("ready");
+                let request = hyper::Request::post(path.as_str())
+                    .header("host", address.as_str())
+                    .header("content-type", "application/json")
+                    .body(Full::new(body.clone()))
+                    .expect("request");
+                let response = send.send_request(request).await.expect("hyper post");
+                assert!(response.status().is_success());
+                response.into_body().collect().await.expect("body");
+            }
+        }));
+    }
+    for task in loops {
+        task.await.expect("hyper loop");
+    }
+    (per_endpoint * endpoints) as f64 / started.elapsed().as_secs_f64()
 }
 
 /// The rate `wrk` (`WRK`, default on PATH) posts `body` to `url` at, over `connections`

@@ -1,42 +1,32 @@
 //! One delivery attempt over HTTP: the Standard Webhooks headers signed at send time over the
-//! exact body sent, the delivery's W3C `traceparent` when it has one, no redirects, a 10 s
-//! budget for connecting and answering, and at most [`KEPT_BODY_BYTES`] of the answer read.
+//! exact body sent, the delivery's W3C `traceparent` when it has one, no redirects, a budget
+//! (10 s by default) for connecting, answering and the answer's first [`KEPT_BODY_BYTES`], and
+//! at most that much of the answer read.
 //!
-//! Addresses: unless `allow_private`, the host must resolve to public addresses only. The
-//! check is the provider downloads' guard (`providers::download`): it runs inside the resolver
-//! the connection uses ([`PublicOnly`]), so the address checked is the address connected to
-//! and DNS rebinding has no window; IP literals never reach a resolver and are checked first
-//! ([`check_literal`]).
+//! Transport and addresses are [`super::http`]: unless `allow_private`, a host must resolve to
+//! public addresses only, checked where the connection is made (so the address checked is the
+//! address connected to, and DNS rebinding has no window).
 
-use std::error::Error as _;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use framegate_commands::webhook_signature::{signature_header, WebhookSecret};
 use framegate_commands::TraceContext;
-use reqwest::{Client, Url};
+use http_body_util::{BodyExt as _, Full};
+use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST, USER_AGENT};
+use hyper::{Method, Request};
 
-use crate::providers::download::{check_literal, Blocked, PublicOnly};
+use super::http::{Client, Target};
 
 /// How much of a response body is read and kept for the delivery log.
 pub const KEPT_BODY_BYTES: usize = 4096;
 
 /// What deliveries identify themselves as.
-pub const USER_AGENT: &str = concat!("Framegate-Webhooks/", env!("CARGO_PKG_VERSION"));
+pub const AGENT: &str = concat!("Framegate-Webhooks/", env!("CARGO_PKG_VERSION"));
 
-/// The client every attempt of a process uses (its connection pool is shared).
-pub fn client(allow_private: bool, timeout: Duration) -> reqwest::Result<Client> {
-    let mut builder = Client::builder()
-        .user_agent(USER_AGENT)
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(timeout)
-        .timeout(timeout)
-        // Through a proxy the resolver would check the proxy, not the receiver (ADR 0025).
-        .no_proxy();
-    if !allow_private {
-        builder = builder.dns_resolver(Arc::new(PublicOnly));
-    }
-    builder.build()
+/// The client every attempt of a process uses (its idle connections are shared).
+pub fn client(allow_private: bool) -> Result<Client, super::http::BuildError> {
+    Client::new(allow_private)
 }
 
 /// How an attempt went.
@@ -73,32 +63,41 @@ impl Answer {
 /// The request `post` sends, signed now.
 pub struct Signed<'a> {
     /// Parsed once per run ([`target`]): every row of a run goes to the same URL.
-    pub url: &'a Result<Url, String>,
+    pub url: &'a Result<Target, String>,
     pub message_id: &'a str,
     pub body: &'a str,
     pub secrets: &'a [WebhookSecret],
 }
 
 /// `url` parsed as a delivery's target: an http(s) URL, or why not.
-pub fn target(url: &str) -> Result<Url, String> {
-    match Url::parse(url) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(url),
-        _ => Err("the URL is not an http(s) URL".to_owned()),
+pub fn target(url: &str) -> Result<Target, String> {
+    Target::parse(url)
+}
+
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+
+/// Sends one attempt within `timeout`. Never fails: whatever went wrong is in the [`Answer`].
+pub async fn post(client: &Client, timeout: Duration, request: Signed<'_>) -> Answer {
+    let started = Instant::now();
+    let target = match request.url {
+        Ok(target) => target,
+        Err(why) => return Answer::failed(started, why.clone()),
+    };
+    let sent = match signed(target, &request) {
+        Ok(sent) => sent,
+        Err(why) => return Answer::failed(started, why),
+    };
+    match tokio::time::timeout(timeout, exchange(client, target, sent)).await {
+        Ok(Ok((status, kept))) => answered(started, status, kept),
+        Ok(Err(why)) => Answer::failed(started, why),
+        Err(_) => Answer::failed(started, "timed out".to_owned()),
     }
 }
 
-/// Sends one attempt. Never fails: whatever went wrong is in the [`Answer`].
-pub async fn post(client: &Client, allow_private: bool, request: Signed<'_>) -> Answer {
-    let started = Instant::now();
-    let url = match request.url {
-        Ok(url) => url,
-        Err(why) => return Answer::failed(started, why.clone()),
-    };
-    if !allow_private {
-        if let Err(blocked) = check_literal(url) {
-            return Answer::failed(started, blocked.to_string());
-        }
-    }
+/// The request, signed now.
+fn signed(target: &Target, request: &Signed<'_>) -> Result<Request<Full<Bytes>>, String> {
     let timestamp = chrono::Utc::now().timestamp();
     let secrets: Vec<&WebhookSecret> = request.secrets.iter().collect();
     let signature = signature_header(
@@ -107,37 +106,69 @@ pub async fn post(client: &Client, allow_private: bool, request: Signed<'_>) -> 
         timestamp,
         request.body.as_bytes(),
     );
-    let mut builder = client.post(url.clone());
+    let value = |text: &str| {
+        HeaderValue::from_str(text).map_err(|_| "a header value is not valid".to_owned())
+    };
+    let mut builder = Request::builder()
+        .method(Method::POST)
+        .uri(target.path().clone())
+        .header(HOST, target.host_header().clone())
+        .header(USER_AGENT, HeaderValue::from_static(AGENT))
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .header(CONTENT_LENGTH, HeaderValue::from(request.body.len()))
+        .header(WEBHOOK_ID, value(request.message_id)?)
+        .header(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp))
+        .header(WEBHOOK_SIGNATURE, value(&signature)?);
     // The delivery's trace, passed on the way every traced HTTP call does (W3C).
     if let Some(trace) = TraceContext::current() {
-        for (name, value) in trace.headers() {
-            builder = builder.header(name, value);
+        for (name, text) in trace.headers() {
+            builder = builder.header(name, value(text)?);
         }
     }
-    let sent = builder
-        .header("content-type", "application/json")
-        .header("webhook-id", request.message_id)
-        .header("webhook-timestamp", timestamp.to_string())
-        .header("webhook-signature", signature)
-        .body(request.body.to_owned())
-        .send()
-        .await;
-    let mut response = match sent {
-        Ok(response) => response,
-        Err(error) => return Answer::failed(started, describe(error)),
-    };
+    builder
+        .body(Full::new(Bytes::copy_from_slice(request.body.as_bytes())))
+        .map_err(|error| error.to_string())
+}
+
+/// Sends `request` and reads the answer's status and first [`KEPT_BODY_BYTES`]; a connection
+/// whose answer was read to its end is kept for the next attempt.
+async fn exchange(
+    client: &Client,
+    target: &Target,
+    request: Request<Full<Bytes>>,
+) -> Result<(hyper::StatusCode, Vec<u8>), String> {
+    let (response, connection) = client
+        .send(target, request)
+        .await
+        .map_err(|failure| failure.to_string())?;
     let status = response.status();
-    // The status is the receipt: a body that breaks off changes nothing.
+    let mut body = response.into_body();
     let mut kept = Vec::new();
+    let mut ended = false;
+    // The status is the receipt: a body that breaks off changes nothing.
     while kept.len() < KEPT_BODY_BYTES {
-        let Ok(Some(chunk)) = response.chunk().await else {
-            break;
-        };
-        let room = KEPT_BODY_BYTES - kept.len();
-        kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    let room = KEPT_BODY_BYTES - kept.len();
+                    kept.extend_from_slice(&data[..data.len().min(room)]);
+                }
+            }
+            Some(Err(_)) => break,
+            None => {
+                ended = true;
+                break;
+            }
+        }
     }
-    // The rest of the body is never read: the connection is dropped with the response.
-    drop(response);
+    // The rest of a longer body is never read: its connection is closed, not kept.
+    if ended || hyper::body::Body::is_end_stream(&body) {
+        client.keep(connection);
+    }
+    Ok((status, kept))
+}
+
+fn answered(started: Instant, status: hyper::StatusCode, kept: Vec<u8>) -> Answer {
     let error = if status.is_success() {
         None
     } else if status.is_redirection() {
@@ -151,29 +182,4 @@ pub async fn post(client: &Client, allow_private: bool, request: Signed<'_>) -> 
         error,
         body: (!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned()),
     }
-}
-
-/// The error and its causes in one line, naming a refused address plainly. Never the URL:
-/// it is the user's, and may carry a token in its query (it goes to logs and the log API).
-fn describe(error: reqwest::Error) -> String {
-    let error = error.without_url();
-    let error = &error;
-    let mut source = error.source();
-    while let Some(cause) = source {
-        if let Some(blocked) = cause.downcast_ref::<Blocked>() {
-            return blocked.to_string();
-        }
-        source = cause.source();
-    }
-    if error.is_timeout() {
-        return "timed out".to_owned();
-    }
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -9,6 +9,7 @@
 pub mod attempt;
 pub mod claim;
 pub mod enqueue;
+pub mod http;
 pub mod outcome;
 mod record;
 pub mod sender;

@@ -26,7 +26,6 @@ use framegate_domain::webhook::DisabledReason;
 use framegate_domain::{UserId, WebhookEndpointId};
 use framegate_projections::notify::{Event, Heard, Notifications};
 use framegate_projections::video_object::VideoResponse;
-use reqwest::Client;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -37,6 +36,7 @@ use tracing::{debug, info_span, warn, Instrument as _};
 
 use super::attempt::{self, Signed};
 use super::claim::{self, Claimed, Hold, Run};
+use super::http::{self, Client, Target};
 use super::outcome::{self, Attempted, End, Recorded};
 use super::turn::{self, Sent};
 use super::WebhookConfig;
@@ -64,7 +64,7 @@ pub(super) fn lease(config: &WebhookConfig) -> Duration {
 pub struct Sender {
     pub(super) pool: PgPool,
     store: EventStore,
-    client: Client,
+    client: Arc<Client>,
     pub(super) config: Arc<WebhookConfig>,
     /// Signs the download links of `video.completed` deliveries at each attempt.
     blobs: Option<Blobs>,
@@ -82,9 +82,9 @@ impl Sender {
         store: EventStore,
         config: WebhookConfig,
         blobs: Option<Blobs>,
-    ) -> reqwest::Result<Self> {
+    ) -> Result<Self, http::BuildError> {
         Ok(Self {
-            client: attempt::client(config.allow_private, config.timeout)?,
+            client: Arc::new(attempt::client(config.allow_private)?),
             pool,
             store,
             config: Arc::new(config),
@@ -290,7 +290,7 @@ impl Sender {
     async fn attempt(
         &self,
         claimed: &Claimed,
-        url: &Result<reqwest::Url, String>,
+        url: &Result<Target, String>,
         body: &str,
         secrets: &[WebhookSecret],
     ) -> (chrono::DateTime<Utc>, attempt::Answer) {
@@ -315,7 +315,7 @@ impl Sender {
             ),
             trace.as_ref(),
         );
-        let answer = attempt::post(&self.client, self.config.allow_private, request)
+        let answer = attempt::post(&self.client, self.config.timeout, request)
             .instrument(span)
             .await;
         debug!(delivery = %claimed.delivery_id, status = ?answer.status, error = ?answer.error, "webhooks: attempt");

@@ -5,6 +5,7 @@
 
 mod credits;
 mod cursor;
+mod http_client;
 mod receiver;
 mod rig;
 mod runs;
