@@ -355,13 +355,17 @@ pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Erro
                WHERE due_at IS NOT NULL AND (leased_until IS NULL OR leased_until < now())),
              -- As the claim takes them: pending, one per queue at a time (a queue with a
              -- retried row in flight is not due, or the loop would claim nothing at once).
-             (SELECT min(d.retry_due_at) FROM webhook_deliveries d
+             -- The first in the retry index's order, not min(): an aggregate over a table
+             -- without statistics yet was planned as a parallel scan (workers started at
+             -- each call: ~12 ms idle, 34 ms under load, against 0.1 ms).
+             (SELECT d.retry_due_at FROM webhook_deliveries d
                WHERE d.retry_due_at IS NOT NULL AND d.status = 'pending'
                  AND (d.leased_until IS NULL OR d.leased_until < now())
                  AND NOT EXISTS (
                      SELECT 1 FROM webhook_deliveries busy
                       WHERE busy.queue = d.queue AND busy.retry_due_at IS NOT NULL
-                        AND busy.leased_until >= now())))",
+                        AND busy.leased_until >= now())
+               ORDER BY d.retry_due_at LIMIT 1))",
     )
     .fetch_one(pool)
     .await
