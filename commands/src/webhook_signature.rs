@@ -95,6 +95,70 @@ pub fn signature_header(
         .join(" ")
 }
 
+/// Signs many deliveries with the same secrets, as a sender's run does: each secret's HMAC
+/// key schedule is computed once, not per delivery. Its headers are [`signature_header`]'s.
+#[derive(Clone)]
+pub struct Signer {
+    keyed: Vec<Hmac<Sha256>>,
+}
+
+impl Signer {
+    pub fn new(secrets: &[WebhookSecret]) -> Self {
+        let keyed = secrets
+            .iter()
+            .map(|secret| {
+                Hmac::<Sha256>::new_from_slice(&secret.0).expect("HMAC takes any key length")
+            })
+            .collect();
+        Self { keyed }
+    }
+
+    /// Whether there is no secret to sign with.
+    pub fn is_empty(&self) -> bool {
+        self.keyed.is_empty()
+    }
+
+    /// The `webhook-signature` header of one delivery.
+    pub fn header(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
+        let mut header = String::with_capacity(self.keyed.len() * 48);
+        let mut digits = [0u8; 20];
+        let timestamp = format_i64(timestamp, &mut digits);
+        for keyed in &self.keyed {
+            if !header.is_empty() {
+                header.push(' ');
+            }
+            let mut mac = keyed.clone();
+            mac.update(id.as_bytes());
+            mac.update(b".");
+            mac.update(timestamp);
+            mac.update(b".");
+            mac.update(body);
+            header.push_str("v1,");
+            STANDARD.encode_string(mac.finalize().into_bytes(), &mut header);
+        }
+        header
+    }
+}
+
+/// `value` in decimal, written into the end of `buffer`.
+fn format_i64(value: i64, buffer: &mut [u8; 20]) -> &[u8] {
+    let mut at = buffer.len();
+    let mut rest = value.unsigned_abs();
+    loop {
+        at -= 1;
+        buffer[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        at -= 1;
+        buffer[at] = b'-';
+    }
+    &buffer[at..]
+}
+
 /// Checks a delivery as a receiver does: the timestamp within [`TOLERANCE_SECONDS`] of `now`
 /// and some `v1` signature of `header` made with `secret` (compared in constant time).
 pub fn verify(
@@ -141,6 +205,27 @@ mod tests {
             SPEC_SIGNATURE
         );
         assert_eq!(secret.expose(), SPEC_SECRET);
+    }
+
+    #[test]
+    fn a_signer_writes_the_same_header_as_each_secret_signing_alone() {
+        let spec = WebhookSecret::parse(SPEC_SECRET).expect("secret");
+        assert_eq!(
+            Signer::new(std::slice::from_ref(&spec)).header(SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY),
+            SPEC_SIGNATURE
+        );
+        let (old, new) = (WebhookSecret::generate(), WebhookSecret::generate());
+        let signer = Signer::new(&[old.clone(), new.clone()]);
+        for timestamp in [0, 7, SPEC_TIMESTAMP, -42, i64::MAX, i64::MIN] {
+            for body in [&b""[..], SPEC_BODY] {
+                assert_eq!(
+                    signer.header(SPEC_ID, timestamp, body),
+                    signature_header(&[&old, &new], SPEC_ID, timestamp, body),
+                    "{timestamp}"
+                );
+            }
+        }
+        assert!(Signer::new(&[]).is_empty());
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use framegate_commands::webhook_signature::{signature_header, WebhookSecret};
+use framegate_commands::webhook_signature::Signer;
 use framegate_commands::TraceContext;
 use http_body_util::{BodyExt as _, Full};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST, USER_AGENT};
@@ -65,8 +65,8 @@ pub struct Signed<'a> {
     /// Parsed once per run ([`target`]): every row of a run goes to the same URL.
     pub url: &'a Result<Target, String>,
     pub message_id: &'a str,
-    pub body: &'a str,
-    pub secrets: &'a [WebhookSecret],
+    pub body: Bytes,
+    pub signer: &'a Signer,
 }
 
 /// `url` parsed as a delivery's target: an http(s) URL, or why not.
@@ -85,7 +85,7 @@ pub async fn post(client: &Client, timeout: Duration, request: Signed<'_>) -> An
         Ok(target) => target,
         Err(why) => return Answer::failed(started, why.clone()),
     };
-    let sent = match signed(target, &request) {
+    let sent = match signed(target, request) {
         Ok(sent) => sent,
         Err(why) => return Answer::failed(started, why),
     };
@@ -97,37 +97,34 @@ pub async fn post(client: &Client, timeout: Duration, request: Signed<'_>) -> An
 }
 
 /// The request, signed now.
-fn signed(target: &Target, request: &Signed<'_>) -> Result<Request<Full<Bytes>>, String> {
+fn signed(target: &Target, request: Signed<'_>) -> Result<Request<Full<Bytes>>, String> {
     let timestamp = chrono::Utc::now().timestamp();
-    let secrets: Vec<&WebhookSecret> = request.secrets.iter().collect();
-    let signature = signature_header(
-        &secrets,
-        request.message_id,
-        timestamp,
-        request.body.as_bytes(),
-    );
+    let signature = request
+        .signer
+        .header(request.message_id, timestamp, &request.body);
     let value = |text: &str| {
         HeaderValue::from_str(text).map_err(|_| "a header value is not valid".to_owned())
     };
-    let mut builder = Request::builder()
-        .method(Method::POST)
-        .uri(target.path().clone())
-        .header(HOST, target.host_header().clone())
-        .header(USER_AGENT, HeaderValue::from_static(AGENT))
-        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-        .header(CONTENT_LENGTH, HeaderValue::from(request.body.len()))
-        .header(WEBHOOK_ID, value(request.message_id)?)
-        .header(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp))
-        .header(WEBHOOK_SIGNATURE, value(&signature)?);
+    let length = request.body.len();
+    let mut sent = Request::new(Full::new(request.body));
+    *sent.method_mut() = Method::POST;
+    *sent.uri_mut() = target.path().clone();
+    let headers = sent.headers_mut();
+    headers.reserve(9);
+    headers.insert(HOST, target.host_header().clone());
+    headers.insert(USER_AGENT, HeaderValue::from_static(AGENT));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+    headers.insert(WEBHOOK_ID, value(request.message_id)?);
+    headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
+    headers.insert(WEBHOOK_SIGNATURE, value(&signature)?);
     // The delivery's trace, passed on the way every traced HTTP call does (W3C).
     if let Some(trace) = TraceContext::current() {
         for (name, text) in trace.headers() {
-            builder = builder.header(name, value(text)?);
+            headers.insert(HeaderName::from_static(name), value(text)?);
         }
     }
-    builder
-        .body(Full::new(Bytes::copy_from_slice(request.body.as_bytes())))
-        .map_err(|error| error.to_string())
+    Ok(sent)
 }
 
 /// Sends `request` and reads the answer's status and first [`KEPT_BODY_BYTES`]; a connection

@@ -16,11 +16,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::Utc;
 use framegate_commands::blobs::Blobs;
 use framegate_commands::trace_context::{self, TraceContext};
 use framegate_commands::webhook_deliveries::WEBHOOK_CHANNEL;
-use framegate_commands::webhook_signature::WebhookSecret;
+use framegate_commands::webhook_signature::Signer;
 use framegate_commands::EventStore;
 use framegate_domain::webhook::DisabledReason;
 use framegate_domain::{UserId, WebhookEndpointId};
@@ -171,7 +172,7 @@ impl Sender {
     pub(super) async fn send_run(
         &self,
         run: Vec<Claimed>,
-        secrets: &mut Option<Vec<WebhookSecret>>,
+        secrets: &mut Option<Signer>,
         turn: Instant,
     ) -> Sent {
         let head = &run[0];
@@ -202,8 +203,8 @@ impl Sender {
         let mut attempted: Vec<Attempted> = Vec::with_capacity(run.len());
         let mut rows = run.into_iter();
         let mut whole = true;
-        while let Some(claimed) = rows.next() {
-            let body = match self.body(&claimed).await {
+        while let Some(mut claimed) = rows.next() {
+            let body = match self.body(&mut claimed).await {
                 Ok(body) => body,
                 Err(error) => {
                     warn!(delivery = %claimed.delivery_id, %error, "webhooks: cannot prepare the body");
@@ -217,7 +218,7 @@ impl Sender {
                     };
                 }
             };
-            let (started_at, answer) = self.attempt(&claimed, &url, &body, secrets).await;
+            let (started_at, answer) = self.attempt(&claimed, &url, body, secrets).await;
             let stop = !answer.delivered() || turn.elapsed() >= RUN_BUDGET;
             whole &= answer.delivered();
             attempted.push(Attempted {
@@ -291,15 +292,15 @@ impl Sender {
         &self,
         claimed: &Claimed,
         url: &Result<Target, String>,
-        body: &str,
-        secrets: &[WebhookSecret],
+        body: Bytes,
+        signer: &Signer,
     ) -> (chrono::DateTime<Utc>, attempt::Answer) {
         let started_at = Utc::now();
         let request = Signed {
             url,
             message_id: &claimed.message_id,
             body,
-            secrets,
+            signer,
         };
         // Each attempt is a span in the trace of its delivery's event.
         let trace = claimed
@@ -328,7 +329,7 @@ impl Sender {
     }
 
     /// The secrets that sign a run's deliveries now (looked up once per run).
-    async fn secrets(&self, head: &Claimed) -> Result<Vec<WebhookSecret>, BoxError> {
+    async fn secrets(&self, head: &Claimed) -> Result<Signer, BoxError> {
         let secrets = match head.endpoint_id {
             Some(id) => {
                 framegate_commands::webhooks::signing_secrets(
@@ -350,16 +351,18 @@ impl Sender {
         if secrets.is_empty() {
             return Err("the endpoint has no signing secret".into());
         }
-        Ok(secrets)
+        Ok(Signer::new(&secrets))
     }
 
-    /// The body to send (with fresh links if it has some).
-    async fn body(&self, claimed: &Claimed) -> Result<String, String> {
+    /// The body to send (with fresh links if it has some). The stored body moves into the
+    /// request: nothing reads it after the attempt (a row sent again is read again).
+    async fn body(&self, claimed: &mut Claimed) -> Result<Bytes, String> {
         match (&self.blobs, claimed.event_type.as_str()) {
             (Some(blobs), "video.completed") => with_links(&claimed.body, blobs, &self.config)
                 .await
+                .map(Bytes::from)
                 .map_err(|error| error.to_string()),
-            _ => Ok(claimed.body.clone()),
+            _ => Ok(Bytes::from(std::mem::take(&mut claimed.body))),
         }
     }
 }
