@@ -194,7 +194,7 @@ fn an_envelope_opens_only_on_its_own_row_and_plaintext_passes() {
 
 #[test]
 fn a_batch_without_personal_data_needs_no_key() {
-    let mut rows = vec![story("ua").remove(1)];
+    let mut rows = [story("ua").remove(1)];
     let parts: Vec<EventParts<'_>> = rows.iter_mut().map(Row::parts).collect();
     assert!(batch_users(&parts).is_empty());
 }
