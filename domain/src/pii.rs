@@ -42,45 +42,54 @@ pub fn personal_fields(event_type: &str) -> &'static [&'static str] {
 
 /// The user an event's personal data belongs to: the user of a `User` stream or of a credit
 /// account (which shares the user's id), the owner of a requested video or an uploaded image.
-/// `None` for events that belong to nobody in particular.
-pub fn subject(
+/// `None` for events that belong to nobody in particular. Borrowed from the event: readers ask
+/// for every event of a batch.
+pub fn subject<'v>(
     aggregate_type: &str,
-    aggregate_id: &str,
+    aggregate_id: &'v str,
     event_type: &str,
-    payload: &Value,
-) -> Option<String> {
+    payload: &'v Value,
+) -> Option<&'v str> {
     if aggregate_type == "User" || aggregate_type == "CreditAccount" {
-        return Some(aggregate_id.to_owned());
+        return Some(aggregate_id);
     }
     let body = payload.get(event_type)?;
     match event_type {
-        "VideoRequested" => body
-            .pointer("/spec/owner")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-        "ImageUploaded" | "ImageRejected" => {
-            body.get("owner").and_then(Value::as_str).map(str::to_owned)
-        }
+        "VideoRequested" => body.get("spec")?.get("owner")?.as_str(),
+        "ImageUploaded" | "ImageRejected" => body.get("owner").and_then(Value::as_str),
         _ => None,
     }
 }
 
 /// The user whose request an event's metadata describes: the acting user (`user:<id>`), else
 /// the event's [`subject`] (a registration, a password reset asked for without signing in).
-pub fn metadata_subject(metadata: &Value, event_subject: Option<&str>) -> Option<String> {
+pub fn metadata_subject<'v>(
+    metadata: &'v Value,
+    event_subject: Option<&'v str>,
+) -> Option<&'v str> {
     metadata
         .get("actor")
         .and_then(Value::as_str)
         .and_then(|actor| actor.strip_prefix("user:"))
-        .map(str::to_owned)
-        .or_else(|| event_subject.map(str::to_owned))
+        .or(event_subject)
 }
 
-fn get_path<'v>(body: &'v mut Value, path: &str) -> Option<(&'v mut Map<String, Value>, String)> {
-    let mut parts: Vec<&str> = path.split('.').collect();
-    let last = parts.pop()?.to_owned();
+/// The value at a dotted `path` inside `body`, without allocating.
+pub fn lookup<'v>(body: &'v Value, path: &str) -> Option<&'v Value> {
+    path.split('.').try_fold(body, |node, part| node.get(part))
+}
+
+/// The object holding the last part of a dotted `path`, and that part.
+fn get_path<'v, 'p>(
+    body: &'v mut Value,
+    path: &'p str,
+) -> Option<(&'v mut Map<String, Value>, &'p str)> {
+    let (parents, last) = match path.rsplit_once('.') {
+        Some((parents, last)) => (Some(parents), last),
+        None => (None, path),
+    };
     let mut node = body;
-    for part in parts {
+    for part in parents.into_iter().flat_map(|parents| parents.split('.')) {
         node = node.get_mut(part)?;
     }
     node.as_object_mut().map(|object| (object, last))
@@ -91,9 +100,9 @@ pub fn take(body: &mut Value, fields: &[&str]) -> Option<Map<String, Value>> {
     let mut taken = Map::new();
     for path in fields {
         if let Some((object, key)) = get_path(body, path) {
-            match object.remove(&key) {
+            match object.remove(key) {
                 Some(Value::Null) => {
-                    object.insert(key, Value::Null);
+                    object.insert(key.to_owned(), Value::Null);
                 }
                 Some(value) => {
                     taken.insert((*path).to_owned(), value);
@@ -108,8 +117,13 @@ pub fn take(body: &mut Value, fields: &[&str]) -> Option<Map<String, Value>> {
 /// Puts fields taken by [`take`] back into `body`.
 pub fn put(body: &mut Value, fields: Map<String, Value>) {
     for (path, value) in fields {
-        if let Some((object, key)) = get_path(body, &path) {
-            object.insert(key, value);
+        if !path.contains('.') {
+            // A top-level field: its path is its key, already owned.
+            if let Some(object) = body.as_object_mut() {
+                object.insert(path, value);
+            }
+        } else if let Some((object, key)) = get_path(body, &path) {
+            object.insert(key.to_owned(), value);
         }
     }
 }
@@ -118,7 +132,7 @@ pub fn put(body: &mut Value, fields: Map<String, Value>) {
 pub fn erase<'f>(body: &mut Value, fields: impl IntoIterator<Item = &'f str>) {
     for path in fields {
         if let Some((object, key)) = get_path(body, path) {
-            object.insert(key, Value::String(ERASED.to_owned()));
+            object.insert(key.to_owned(), Value::String(ERASED.to_owned()));
         }
     }
 }
@@ -126,9 +140,7 @@ pub fn erase<'f>(body: &mut Value, fields: impl IntoIterator<Item = &'f str>) {
 /// Whether `body` holds plaintext personal data of `fields` (a row written before encryption).
 pub fn has_plaintext(body: &Value, fields: &[&str]) -> bool {
     fields.iter().any(|path| {
-        let pointer = format!("/{}", path.replace('.', "/"));
-        body.pointer(&pointer)
-            .is_some_and(|value| !value.is_null() && value.as_str() != Some(ERASED))
+        lookup(body, path).is_some_and(|value| !value.is_null() && value.as_str() != Some(ERASED))
     })
 }
 
@@ -137,7 +149,8 @@ pub fn has_plaintext(body: &Value, fields: &[&str]) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sealed<'s> {
     pub subject: &'s str,
-    pub fields: Vec<&'s str>,
+    /// The field paths, comma-separated: see [`Sealed::fields`].
+    pub field_list: &'s str,
     pub ciphertext: &'s str,
 }
 
@@ -148,13 +161,18 @@ impl<'s> Sealed<'s> {
             return None;
         }
         let subject = parts.next()?;
-        let fields = parts.next()?.split(',').collect();
+        let field_list = parts.next()?;
         let ciphertext = parts.next()?;
         Some(Self {
             subject,
-            fields,
+            field_list,
             ciphertext,
         })
+    }
+
+    /// The paths of the fields sealed inside.
+    pub fn fields(&self) -> std::str::Split<'s, char> {
+        self.field_list.split(',')
     }
 
     pub fn format(subject: &str, fields: &[&str], ciphertext: &str) -> String {
@@ -201,7 +219,10 @@ mod tests {
         let text = Sealed::format("0193", &["spec.prompt", "spec.negative_prompt"], "AbC-_");
         let sealed = Sealed::parse(&text).expect("parses");
         assert_eq!(sealed.subject, "0193");
-        assert_eq!(sealed.fields, ["spec.prompt", "spec.negative_prompt"]);
+        assert_eq!(
+            sealed.fields().collect::<Vec<_>>(),
+            ["spec.prompt", "spec.negative_prompt"]
+        );
         assert_eq!(sealed.ciphertext, "AbC-_");
         assert_eq!(Sealed::parse("v2:x:y:z"), None);
         assert_eq!(Sealed::parse("v1:x:y"), None);

@@ -1,7 +1,7 @@
 //! The cryptography of crypto-shredding: AES-256-GCM for personal fields under a user's data
 //! key, and for data keys under a master key; HMAC-SHA256 for the email lookup hash.
 
-use aes_gcm::aead::{Aead as _, AeadCore as _, KeyInit as _, OsRng, Payload};
+use aes_gcm::aead::{Aead as _, AeadCore as _, AeadInPlace as _, KeyInit as _, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -11,9 +11,23 @@ use sha2::Sha256;
 
 const NONCE_LEN: usize = 12;
 
-/// A 256-bit key (a user's data key or a master key).
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretKey([u8; 32]);
+/// A 256-bit key (a user's data key or a master key), with its AES-256-GCM key schedule,
+/// expanded once when the key is made: a reader opens many fields under one user's key (the
+/// data key cache hands out the same `SecretKey` for every batch), and expanding it again for
+/// each of them cost more than decrypting the few bytes of a field.
+#[derive(Clone)]
+pub struct SecretKey {
+    bytes: [u8; 32],
+    cipher: Aes256Gcm,
+}
+
+impl PartialEq for SecretKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for SecretKey {}
 
 impl std::fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -25,22 +39,25 @@ impl SecretKey {
     pub fn generate() -> Self {
         let mut key = [0u8; 32];
         OsRng.fill_bytes(&mut key);
-        Self(key)
+        Self::new(key)
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        bytes.try_into().ok().map(Self)
+        bytes.try_into().ok().map(Self::new)
     }
 
-    fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&self.0))
+    fn new(bytes: [u8; 32]) -> Self {
+        Self {
+            cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes)),
+            bytes,
+        }
     }
 
     /// `nonce || ciphertext+tag` of `plain`, bound to `aad`.
     pub fn seal(&self, plain: &[u8], aad: &[u8]) -> Vec<u8> {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let sealed = self
-            .cipher()
+            .cipher
             .encrypt(&nonce, Payload { msg: plain, aad })
             .expect("AES-GCM encrypts anything under 64 GiB");
         [nonce.as_slice(), &sealed].concat()
@@ -52,7 +69,7 @@ impl SecretKey {
             return None;
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-        self.cipher()
+        self.cipher
             .decrypt(
                 Nonce::from_slice(nonce),
                 Payload {
@@ -72,10 +89,26 @@ impl SecretKey {
         self.open(&URL_SAFE_NO_PAD.decode(sealed).ok()?, aad)
     }
 
+    /// [`SecretKey::open_text`] into `buffer` (cleared first), decrypted in place: a reader
+    /// opening a batch reuses one buffer for all its fields. False (and `buffer` holding
+    /// nothing of use) when `sealed` was not sealed under this key and `aad`.
+    pub fn open_text_into(&self, sealed: &str, aad: &[u8], buffer: &mut Vec<u8>) -> bool {
+        buffer.clear();
+        if URL_SAFE_NO_PAD.decode_vec(sealed, buffer).is_err() || buffer.len() < NONCE_LEN {
+            return false;
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&buffer[..NONCE_LEN]);
+        buffer.drain(..NONCE_LEN);
+        self.cipher
+            .decrypt_in_place(Nonce::from_slice(&nonce), aad, buffer)
+            .is_ok()
+    }
+
     /// This data key wrapped by `master` for `user` (a wrapped key moved to another user's
     /// row does not unwrap).
     pub fn wrap(&self, master: &SecretKey, user: &str) -> Vec<u8> {
-        master.seal(&self.0, wrap_aad(user).as_bytes())
+        master.seal(&self.bytes, wrap_aad(user).as_bytes())
     }
 
     pub fn unwrap(wrapped: &[u8], master: &SecretKey, user: &str) -> Option<Self> {
@@ -84,7 +117,7 @@ impl SecretKey {
 
     /// HMAC-SHA256 of `message` under this key.
     pub fn mac(&self, message: &[u8]) -> Vec<u8> {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.bytes)
             .expect("HMAC accepts keys of any length");
         mac.update(message);
         mac.finalize().into_bytes().to_vec()
@@ -109,6 +142,21 @@ mod tests {
         );
         assert_eq!(key.open_text(&sealed, b"User/2/1"), None);
         assert_eq!(SecretKey::generate().open_text(&sealed, b"User/1/1"), None);
+    }
+
+    #[test]
+    fn opening_into_a_buffer_matches_open_text_and_reuses_it() {
+        let key = SecretKey::generate();
+        let mut buffer = Vec::new();
+        for plain in [&b"a much longer plaintext than the next one"[..], b"short"] {
+            let sealed = key.seal_text(plain, b"aad");
+            assert!(key.open_text_into(&sealed, b"aad", &mut buffer));
+            assert_eq!(buffer, plain);
+            assert!(!key.open_text_into(&sealed, b"other", &mut buffer));
+            assert!(!SecretKey::generate().open_text_into(&sealed, b"aad", &mut buffer));
+        }
+        assert!(!key.open_text_into("not base64!", b"aad", &mut buffer));
+        assert!(!key.open_text_into("AAAA", b"aad", &mut buffer));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! personal, and whose, is `framegate_domain::pii`; the keys are [`keys`] and [`keyring`].
 //! A destroyed key opens to `[erased]` fields, never to an error.
 
-use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use framegate_domain::pii::{self as fields, Sealed, ENVELOPE, METADATA_FIELDS};
@@ -18,12 +18,15 @@ pub mod crypto;
 pub mod in_place;
 pub mod keyring;
 pub mod keys;
+mod open;
 mod rows;
 
 pub use in_place::SealReport;
 pub use keyring::Keyring;
 pub use keys::{DataKeys, KeyState};
 pub use rows::{open_serialized, open_stored, seal_serialized};
+
+use crypto::SecretKey;
 
 /// Why personal data could not be sealed or opened: storage, or a configuration that lacks
 /// the master key a data key was wrapped with (never a destroyed key: that reads as erased).
@@ -85,14 +88,24 @@ pub struct EventParts<'e> {
 }
 
 impl EventParts<'_> {
+    /// The associated data that binds a sealed part (`payload` or `metadata`) to this row.
     fn aad(&self, part: &str) -> String {
-        format!(
-            "{}/{}/{}/{}/{part}",
-            self.aggregate_type, self.aggregate_id, self.sequence, self.event_type
-        )
+        let mut aad = String::new();
+        self.write_aad(&mut aad, part);
+        aad
     }
 
-    fn subject(&self) -> Option<String> {
+    /// [`EventParts::aad`] into `aad` (cleared first).
+    fn write_aad(&self, aad: &mut String, part: &str) {
+        aad.clear();
+        let _ = write!(
+            aad,
+            "{}/{}/{}/{}/{part}",
+            self.aggregate_type, self.aggregate_id, self.sequence, self.event_type
+        );
+    }
+
+    fn subject(&self) -> Option<&str> {
         fields::subject(
             self.aggregate_type,
             self.aggregate_id,
@@ -119,7 +132,7 @@ impl Pii {
     ) -> Result<Vec<EmailClaim>, PiiError> {
         let mut claims = Vec::new();
         for event in events.iter_mut() {
-            let subject = event.subject();
+            let subject = event.subject().map(str::to_owned);
             let event_type = event.event_type;
             if let (Some(user), Some(body)) = (&subject, event.payload.get_mut(event_type)) {
                 if event_type == "UserRegistered" {
@@ -137,7 +150,9 @@ impl Pii {
                 self.seal_part(conn, body, personal, user, &aad).await?;
             }
             let aad = event.aad("metadata");
-            if let Some(user) = fields::metadata_subject(event.metadata, subject.as_deref()) {
+            if let Some(user) =
+                fields::metadata_subject(event.metadata, subject.as_deref()).map(str::to_owned)
+            {
                 self.seal_part(conn, event.metadata, METADATA_FIELDS, &user, &aad)
                     .await?;
             }
@@ -156,63 +171,29 @@ impl Pii {
         let Some(taken) = fields::take(part, personal) else {
             return Ok(());
         };
-        let names: Vec<&str> = taken.keys().map(String::as_str).collect();
-        let sealed = match self.keys.for_write(&self.keyring, conn, user).await? {
-            KeyState::Live(key) => {
-                let plain = serde_json::to_vec(&taken).expect("a JSON map serializes");
-                Some(Sealed::format(
-                    user,
-                    &names,
-                    &key.seal_text(&plain, aad.as_bytes()),
-                ))
-            }
+        let key = match self.keys.for_write(&self.keyring, conn, user).await? {
+            KeyState::Live(key) => Some(key),
             KeyState::Erased | KeyState::Absent => None,
         };
-        let names: Vec<String> = names.into_iter().map(str::to_owned).collect();
-        match (sealed, part.as_object_mut()) {
-            (Some(sealed), Some(object)) => {
-                object.insert(ENVELOPE.to_owned(), Value::String(sealed));
-            }
-            _ => fields::erase(part, names.iter().map(String::as_str)),
-        }
+        seal_taken(part, taken, user, key.as_deref(), aad);
         Ok(())
     }
 
     /// Opens the envelopes of `events` in place: the personal fields come back, or read
     /// `[erased]` when their user's key is gone. Plaintext rows written before encryption
-    /// read `[erased]` too once their user is erased. One query for the whole batch.
+    /// read `[erased]` too once their user is erased. One query for the whole batch, then
+    /// [`open::open_batch`].
     pub async fn open<'c>(
         &self,
         db: impl sqlx::PgExecutor<'c>,
         events: &mut [EventParts<'_>],
     ) -> Result<(), PiiError> {
-        let mut users = BTreeSet::new();
-        for event in events.iter() {
-            collect_users(event, &mut users);
-        }
+        let users = open::batch_users(events);
         if users.is_empty() {
             return Ok(());
         }
-        let users: Vec<String> = users.into_iter().collect();
         let keys = self.keys.for_read(&self.keyring, db, &users).await?;
-        for event in events.iter_mut() {
-            let subject = event.subject();
-            let payload_aad = event.aad("payload");
-            let metadata_aad = event.aad("metadata");
-            let event_type = event.event_type;
-            if let Some(body) = event.payload.get_mut(event_type) {
-                let personal = fields::personal_fields(event_type);
-                open_part(body, personal, subject.as_deref(), &keys, &payload_aad);
-            }
-            let owner = fields::metadata_subject(event.metadata, subject.as_deref());
-            open_part(
-                event.metadata,
-                METADATA_FIELDS,
-                owner.as_deref(),
-                &keys,
-                &metadata_aad,
-            );
-        }
+        open::open_batch(&keys, events);
         Ok(())
     }
 
@@ -264,83 +245,24 @@ impl Pii {
     }
 }
 
-fn collect_users(event: &EventParts<'_>, users: &mut BTreeSet<String>) {
-    let body = event.payload.get(event.event_type);
-    let sealed_owner = |part: Option<&Value>| {
-        part.and_then(|p| p.get(ENVELOPE))
-            .and_then(Value::as_str)
-            .and_then(Sealed::parse)
-            .map(|sealed| sealed.subject.to_owned())
-    };
-    if let Some(user) = sealed_owner(body) {
-        users.insert(user);
-    } else if body
-        .is_some_and(|b| fields::has_plaintext(b, fields::personal_fields(event.event_type)))
-    {
-        users.extend(event.subject());
-    }
-    if let Some(user) = sealed_owner(Some(event.metadata)) {
-        users.insert(user);
-    } else if fields::has_plaintext(event.metadata, METADATA_FIELDS) {
-        users.extend(fields::metadata_subject(
-            event.metadata,
-            event.subject().as_deref(),
-        ));
-    }
-}
-
-/// Opens one part (a body or the metadata) in place.
-fn open_part(
+/// Stores the personal fields `taken` out of `part` back into it as one envelope sealed under
+/// `user`'s `key` and bound to `aad`; as `[erased]` when the user has no key (erased).
+fn seal_taken(
     part: &mut Value,
-    personal: &[&str],
-    plaintext_owner: Option<&str>,
-    keys: &HashMap<String, KeyState>,
+    taken: Map<String, Value>,
+    user: &str,
+    key: Option<&SecretKey>,
     aad: &str,
 ) {
-    let sealed = match part
-        .as_object_mut()
-        .and_then(|object| object.remove(ENVELOPE))
-    {
-        Some(Value::String(sealed)) => sealed,
-        Some(_) | None => {
-            // Written before encryption: plaintext, unless its user was erased since.
-            let erased = plaintext_owner
-                .is_some_and(|user| matches!(keys.get(user), Some(KeyState::Erased)));
-            if erased && fields::has_plaintext(part, personal) {
-                let present: Vec<&str> = personal
-                    .iter()
-                    .copied()
-                    .filter(|path| {
-                        part.pointer(&format!("/{}", path.replace('.', "/")))
-                            .is_some_and(|v| !v.is_null())
-                    })
-                    .collect();
-                fields::erase(part, present);
-            }
-            return;
+    let names: Vec<&str> = taken.keys().map(String::as_str).collect();
+    let sealed = key.map(|key| {
+        let plain = serde_json::to_vec(&taken).expect("a JSON map serializes");
+        Sealed::format(user, &names, &key.seal_text(&plain, aad.as_bytes()))
+    });
+    match (sealed, part.as_object_mut()) {
+        (Some(sealed), Some(object)) => {
+            object.insert(ENVELOPE.to_owned(), Value::String(sealed));
         }
-    };
-    let Some(envelope) = Sealed::parse(&sealed) else {
-        tracing::warn!("an unreadable personal data envelope reads as erased");
-        fields::erase(part, personal.iter().copied());
-        return;
-    };
-    let opened = match keys.get(envelope.subject) {
-        Some(KeyState::Live(key)) => key
-            .open_text(envelope.ciphertext, aad.as_bytes())
-            .and_then(|plain| serde_json::from_slice::<Map<String, Value>>(&plain).ok()),
-        _ => None,
-    };
-    match opened {
-        Some(plain) => fields::put(part, plain),
-        None => {
-            if matches!(keys.get(envelope.subject), Some(KeyState::Live(_))) {
-                tracing::warn!(
-                    user = envelope.subject,
-                    "a personal data envelope does not open under its user's key"
-                );
-            }
-            fields::erase(part, envelope.fields.iter().copied());
-        }
+        _ => fields::erase(part, names),
     }
 }
