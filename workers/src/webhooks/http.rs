@@ -31,7 +31,7 @@ use tokio_rustls::TlsConnector;
 use tracing::debug;
 use url::Url;
 
-use crate::providers::download::{is_blocked, Blocked};
+use crate::providers::download::{public_only, Blocked};
 
 /// Why the client could not be built (its TLS settings).
 pub type BuildError = rustls::Error;
@@ -313,22 +313,7 @@ impl Client {
         if self.allow_private {
             return Ok(resolved);
         }
-        let (public, blocked): (Vec<SocketAddr>, Vec<SocketAddr>) = resolved
-            .into_iter()
-            .partition(|address| !is_blocked(address.ip()));
-        if public.is_empty() {
-            let addresses = blocked
-                .iter()
-                .map(|a| a.ip().to_string())
-                .collect::<Vec<_>>()
-                .join(", ");
-            return Err(Blocked {
-                host: origin.host.to_string(),
-                addresses,
-            }
-            .into());
-        }
-        Ok(public)
+        Ok(public_only(&origin.host.to_string(), resolved)?)
     }
 }
 

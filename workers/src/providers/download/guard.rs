@@ -92,6 +92,26 @@ pub fn check_literal(url: &Url) -> Result<(), Blocked> {
     Ok(())
 }
 
+/// The public ones of `resolved` (the addresses `host` resolved to), or [`Blocked`] naming
+/// them all when none is public.
+pub fn public_only(host: &str, resolved: Vec<SocketAddr>) -> Result<Vec<SocketAddr>, Blocked> {
+    let (public, blocked): (Vec<SocketAddr>, Vec<SocketAddr>) = resolved
+        .into_iter()
+        .partition(|address| !is_blocked(address.ip()));
+    if public.is_empty() {
+        let addresses = blocked
+            .iter()
+            .map(|a| a.ip().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(Blocked {
+            host: host.to_owned(),
+            addresses,
+        });
+    }
+    Ok(public)
+}
+
 /// The system resolver with every blocked address dropped; a name left with none fails with
 /// [`Blocked`] (found again in the error chain by [`super::Downloader`]).
 #[derive(Debug, Default)]
@@ -103,17 +123,7 @@ impl Resolve for PublicOnly {
         Box::pin(async move {
             let resolved: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let (public, blocked): (Vec<SocketAddr>, Vec<SocketAddr>) = resolved
-                .into_iter()
-                .partition(|address| !is_blocked(address.ip()));
-            if public.is_empty() {
-                let addresses = blocked
-                    .iter()
-                    .map(|a| a.ip().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                return Err(Blocked { host, addresses }.into());
-            }
+            let public = public_only(&host, resolved)?;
             let addresses: Addrs = Box::new(public.into_iter());
             Ok(addresses)
         })

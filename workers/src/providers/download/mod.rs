@@ -34,7 +34,7 @@ pub use self::config::{
     DownloadConfig, ALLOW_PRIVATE_UPSTREAMS, DEFAULT_MAX_VIDEO_BYTES, MAX_DOWNLOAD_BYTES,
     MAX_IMAGE_BYTES,
 };
-pub use self::guard::{check_literal, is_blocked, Blocked, PublicOnly};
+pub use self::guard::{check_literal, is_blocked, public_only, Blocked, PublicOnly};
 use crate::provider::{codes, ProviderFailure};
 use crate::providers::http;
 
