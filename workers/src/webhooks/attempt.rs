@@ -24,11 +24,6 @@ pub const KEPT_BODY_BYTES: usize = 4096;
 /// What deliveries identify themselves as.
 pub const AGENT: &str = concat!("Framegate-Webhooks/", env!("CARGO_PKG_VERSION"));
 
-/// The client every attempt of a process uses (its idle connections are shared).
-pub fn client(allow_private: bool) -> Result<Client, super::http::BuildError> {
-    Client::new(allow_private)
-}
-
 /// How an attempt went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
@@ -62,16 +57,11 @@ impl Answer {
 
 /// The request `post` sends, signed now.
 pub struct Signed<'a> {
-    /// Parsed once per run ([`target`]): every row of a run goes to the same URL.
+    /// Parsed once per run ([`Target::parse`]): every row of a run goes to the same URL.
     pub url: &'a Result<Target, String>,
     pub message_id: &'a str,
     pub body: Bytes,
     pub signer: &'a Signer,
-}
-
-/// `url` parsed as a delivery's target: an http(s) URL, or why not.
-pub fn target(url: &str) -> Result<Target, String> {
-    Target::parse(url)
 }
 
 const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");

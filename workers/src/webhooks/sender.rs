@@ -85,7 +85,7 @@ impl Sender {
         blobs: Option<Blobs>,
     ) -> Result<Self, http::BuildError> {
         Ok(Self {
-            client: Arc::new(attempt::client(config.allow_private)?),
+            client: Arc::new(Client::new(config.allow_private)?),
             pool,
             store,
             config: Arc::new(config),
@@ -183,7 +183,7 @@ impl Sender {
                 rows: run,
             };
         };
-        let url = attempt::target(&url);
+        let url = Target::parse(&url);
         let secrets = match secrets {
             Some(secrets) => secrets,
             None => match self.secrets(head).await {
@@ -348,10 +348,11 @@ impl Sender {
                 Err(error) => Err(error),
             },
         }?;
-        if secrets.is_empty() {
+        let signer = Signer::new(&secrets);
+        if signer.is_empty() {
             return Err("the endpoint has no signing secret".into());
         }
-        Ok(Signer::new(&secrets))
+        Ok(signer)
     }
 
     /// The body to send (with fresh links if it has some). The stored body moves into the
