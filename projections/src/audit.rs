@@ -199,7 +199,7 @@ async fn entries(pool: &PgPool, mut rows: Vec<Row>) -> Result<Vec<AuditEntry>, s
         })
         .collect();
     pii::current()
-        .open(pool, &mut parts)
+        .open(pool, &mut parts, pii::Opening::Everything)
         .await
         .map_err(crate::log::pii_error)?;
     Ok(rows.into_iter().map(AuditEntry::from_stored).collect())

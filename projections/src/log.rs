@@ -7,11 +7,87 @@
 //! transaction below it has ended, so nothing can later appear behind the checkpoint
 //! (docs/adr/0002-ordered-event-log.md).
 
+use framegate_commands::pii::Opening;
 use sqlx::PgConnection;
 
 pub use framegate_commands::{LogPosition, StoredEvent};
 
-/// Reads up to `limit` events after `after` that no running transaction can still precede.
+/// What a reader of the log reads of its events, so that a batch fetches and opens no more
+/// than that: a read model that follows one aggregate type and never looks at who made a
+/// request needs neither the other types' bodies nor the client IPs and agents of metadata.
+/// (Marten's async daemon likewise fetches only the event types a projection handles.) Every
+/// event still comes, in order, with its position, ids, type and metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reads {
+    /// The aggregate types whose events' bodies are read; the others' payloads read `null`.
+    /// `None`: every body.
+    pub bodies_of: Option<Vec<&'static str>>,
+    /// Which personal data is opened (the rest is removed unread).
+    pub opening: Opening,
+}
+
+impl Reads {
+    /// Every body and every personal field, opened: what a reader gets unless it says less.
+    pub const EVERYTHING: Reads = Reads {
+        bodies_of: None,
+        opening: Opening::Everything,
+    };
+
+    /// The bodies of `aggregate_types`' events, opened, and no personal metadata.
+    pub fn bodies_of(aggregate_types: &[&'static str]) -> Reads {
+        Reads {
+            bodies_of: Some(aggregate_types.to_vec()),
+            opening: Opening::Bodies,
+        }
+    }
+
+    /// What one read serving all of `readers` must fetch and open.
+    pub fn union(readers: impl IntoIterator<Item = Reads>) -> Reads {
+        let mut union = Reads {
+            bodies_of: Some(Vec::new()),
+            opening: Opening::Bodies,
+        };
+        for reads in readers {
+            union.bodies_of = match (union.bodies_of, reads.bodies_of) {
+                (Some(mut types), Some(more)) => {
+                    for more in more {
+                        if !types.contains(&more) {
+                            types.push(more);
+                        }
+                    }
+                    Some(types)
+                }
+                _ => None,
+            };
+            if reads.opening == Opening::Everything {
+                union.opening = Opening::Everything;
+            }
+        }
+        union
+    }
+
+    /// Whether events of `aggregate_type` come with their bodies.
+    pub fn reads_body(&self, aggregate_type: &str) -> bool {
+        self.bodies_of
+            .as_ref()
+            .is_none_or(|types| types.contains(&aggregate_type))
+    }
+}
+
+/// The columns of a [`StoredEvent`], the payload only where `$N` (a `text[]` of aggregate
+/// types, or NULL for all) says.
+pub(crate) fn columns(types: &str) -> String {
+    format!(
+        "global_position, tx_id::text::bigint AS tx_id, event_id, recorded_at,
+         aggregate_type, aggregate_id, sequence, event_type, event_version,
+         CASE WHEN {types}::text[] IS NULL OR aggregate_type = ANY({types}) THEN payload
+              ELSE 'null'::jsonb END AS payload,
+         metadata"
+    )
+}
+
+/// Reads up to `limit` events after `after` that no running transaction can still precede,
+/// with what `reads` says.
 ///
 /// Run it before the calling transaction writes anything: a transaction that holds an xid
 /// counts itself in the snapshot's xmin and would hold its own reads back.
@@ -19,27 +95,37 @@ pub async fn read_batch(
     conn: &mut PgConnection,
     after: LogPosition,
     limit: i64,
+    reads: &Reads,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let mut events = sqlx::query_as::<_, StoredEvent>(
-        "SELECT global_position, tx_id::text::bigint AS tx_id, event_id, recorded_at,
-                aggregate_type, aggregate_id, sequence, event_type, event_version,
-                payload, metadata
+    let mut events = sqlx::query_as::<_, StoredEvent>(&format!(
+        "SELECT {}
            FROM events
           WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2)
             AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
           ORDER BY events.tx_id, events.global_position -- the columns, not the output alias
           LIMIT $3",
-    )
+        columns("$4")
+    ))
     .bind(after.tx_id)
     .bind(after.global_position)
     .bind(limit)
+    .bind(&reads.bodies_of)
     .fetch_all(&mut *conn)
     .await?;
-    // Personal fields opened (or `[erased]`) for the whole batch with one key lookup.
-    framegate_commands::pii::open_stored(&mut *conn, &mut events)
-        .await
-        .map_err(pii_error)?;
+    open(conn, &mut events, reads).await?;
     Ok(events)
+}
+
+/// Opens the personal fields of a batch read with `reads` (or reads them as `[erased]`),
+/// with one key lookup for the whole batch.
+pub(crate) async fn open(
+    conn: &mut PgConnection,
+    events: &mut [StoredEvent],
+    reads: &Reads,
+) -> Result<(), sqlx::Error> {
+    framegate_commands::pii::open_stored_as(&mut *conn, events, reads.opening)
+        .await
+        .map_err(pii_error)
 }
 
 /// A key store failure as the error readers of the log already handle.

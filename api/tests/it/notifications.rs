@@ -15,7 +15,7 @@ use framegate_api::mail::{outbox, read_mailbox, StoredMail};
 use framegate_api::notifications::{self, Notifier};
 use framegate_commands::{Actor, CommandMetadata};
 use framegate_domain::{CreditCommand, Credits, ProviderKind, UserId, VideoCommand, VideoId};
-use framegate_projections::log::read_batch;
+use framegate_projections::log::{read_batch, Reads};
 use framegate_projections::EventHandler as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -332,7 +332,9 @@ async fn an_event_handled_again_after_a_crash_is_mailed_once() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let (mut crashed, events) = loop {
         let mut tx = app.db.pool.begin().await.expect("begin");
-        let events = read_batch(&mut tx, checkpoint, 1000).await.expect("batch");
+        let events = read_batch(&mut tx, checkpoint, 1000, &Reads::EVERYTHING)
+            .await
+            .expect("batch");
         if events.iter().any(|e| e.event_type == "VideoCompleted") {
             break (tx, events);
         }

@@ -24,7 +24,7 @@ mod rows;
 pub use in_place::SealReport;
 pub use keyring::Keyring;
 pub use keys::{DataKeys, KeyState};
-pub use rows::{open_serialized, open_stored, seal_serialized};
+pub use rows::{open_serialized, open_stored, open_stored_as, seal_serialized};
 
 use crypto::SecretKey;
 
@@ -75,6 +75,18 @@ pub fn current() -> Arc<Pii> {
             keys: DataKeys::default(),
         })
     }))
+}
+
+/// Which personal data a reader of stored rows has opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// Every envelope, in bodies and in metadata (aggregates, the audit view, the Kafka relay,
+    /// process managers).
+    Everything,
+    /// Event bodies only: the personal entries of metadata (client IP, user agent, or their
+    /// envelope) are removed unread. For readers that never look at them, such as the read
+    /// models: an envelope not opened costs no decryption.
+    Bodies,
 }
 
 /// The parts of one stored event that crypto-shredding reads and edits.
@@ -182,18 +194,23 @@ impl Pii {
     /// Opens the envelopes of `events` in place: the personal fields come back, or read
     /// `[erased]` when their user's key is gone. Plaintext rows written before encryption
     /// read `[erased]` too once their user is erased. One query for the whole batch, then
-    /// [`open::open_batch`].
+    /// [`open::open_batch`]. `opening` says which parts: [`Opening::Bodies`] removes the
+    /// personal entries of metadata instead of opening them.
     pub async fn open<'c>(
         &self,
         db: impl sqlx::PgExecutor<'c>,
         events: &mut [EventParts<'_>],
+        opening: Opening,
     ) -> Result<(), PiiError> {
-        let users = open::batch_users(events);
+        let users = open::batch_users(events, opening);
         if users.is_empty() {
+            if opening == Opening::Bodies {
+                open::open_batch(&std::collections::HashMap::new(), events, opening);
+            }
             return Ok(());
         }
         let keys = self.keys.for_read(&self.keyring, db, &users).await?;
-        open::open_batch(&keys, events);
+        open::open_batch(&keys, events, opening);
         Ok(())
     }
 

@@ -9,10 +9,10 @@ use std::collections::{HashMap, HashSet};
 use framegate_domain::pii::{self as fields, Sealed, ENVELOPE, METADATA_FIELDS};
 use serde_json::{Map, Value};
 
-use super::{EventParts, KeyState};
+use super::{EventParts, KeyState, Opening};
 
-/// The users whose keys opening `events` needs, each once.
-pub(super) fn batch_users(events: &[EventParts<'_>]) -> Vec<String> {
+/// The users whose keys opening `events` as `opening` says needs, each once.
+pub(super) fn batch_users(events: &[EventParts<'_>], opening: Opening) -> Vec<String> {
     let mut users: HashSet<&str> = HashSet::new();
     for event in events {
         let subject = event.subject();
@@ -22,6 +22,9 @@ pub(super) fn batch_users(events: &[EventParts<'_>]) -> Vec<String> {
             users.insert(user);
         } else if body.is_some_and(|body| fields::has_plaintext(body, personal)) {
             users.extend(subject);
+        }
+        if opening == Opening::Bodies {
+            continue;
         }
         if let Some(user) = sealed_owner(event.metadata) {
             users.insert(user);
@@ -38,10 +41,16 @@ fn sealed_owner(part: &Value) -> Option<&str> {
     Some(sealed.subject)
 }
 
-/// Opens every event of a batch in place under `keys` (the states of [`batch_users`]).
-pub(super) fn open_batch(keys: &HashMap<String, KeyState>, events: &mut [EventParts<'_>]) {
+/// Opens every event of a batch in place under `keys` (the states of [`batch_users`]), as
+/// `opening` says.
+pub(super) fn open_batch(
+    keys: &HashMap<String, KeyState>,
+    events: &mut [EventParts<'_>],
+    opening: Opening,
+) {
     let mut opener = Opener {
         keys,
+        opening,
         any_erased: keys.values().any(|state| matches!(state, KeyState::Erased)),
         aad: String::new(),
         plain: Vec::new(),
@@ -54,6 +63,7 @@ pub(super) fn open_batch(keys: &HashMap<String, KeyState>, events: &mut [EventPa
 /// The keys of a batch and the buffers reused across its events.
 struct Opener<'k> {
     keys: &'k HashMap<String, KeyState>,
+    opening: Opening,
     /// Whether any user of the batch was erased (else plaintext needs no look-up).
     any_erased: bool,
     aad: String,
@@ -93,6 +103,10 @@ impl Opener<'_> {
                     erase_plaintext(body, personal);
                 }
             }
+        }
+        if self.opening == Opening::Bodies {
+            withhold(event.metadata);
+            return;
         }
         match take_envelope(Some(&mut *event.metadata)) {
             Some(Envelope::Text(text)) => {
@@ -151,6 +165,16 @@ fn take_envelope(part: Option<&mut Value>) -> Option<Envelope> {
     match part?.as_object_mut()?.remove(ENVELOPE)? {
         Value::String(text) => Some(Envelope::Text(text)),
         _ => Some(Envelope::Other),
+    }
+}
+
+/// Removes the personal entries of `metadata` unread, sealed or in plaintext: the reader
+/// asked for bodies only ([`Opening::Bodies`]).
+fn withhold(metadata: &mut Value) {
+    if let Some(entries) = metadata.as_object_mut() {
+        for name in std::iter::once(ENVELOPE).chain(METADATA_FIELDS.iter().copied()) {
+            entries.remove(name);
+        }
     }
 }
 

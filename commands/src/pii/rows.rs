@@ -4,7 +4,7 @@
 use cqrs_es::persist::SerializedEvent;
 use sqlx::PgConnection;
 
-use super::{current, EmailClaim, EventParts, PiiError};
+use super::{current, EmailClaim, EventParts, Opening, PiiError};
 use crate::stored::StoredEvent;
 
 fn serialized_parts(event: &mut SerializedEvent) -> EventParts<'_> {
@@ -44,15 +44,24 @@ pub async fn open_serialized<'c>(
     events: &mut [SerializedEvent],
 ) -> Result<(), PiiError> {
     let mut parts: Vec<EventParts<'_>> = events.iter_mut().map(serialized_parts).collect();
-    current().open(db, &mut parts).await
+    current().open(db, &mut parts, Opening::Everything).await
 }
 
 /// Opens events read from the log (see [`super::Pii::open`]): every reader of stored rows
-/// calls this (or [`open_serialized`]) before `StoredEvent::decode`.
+/// calls this (or [`open_serialized`], or [`open_stored_as`]) before `StoredEvent::decode`.
 pub async fn open_stored<'c>(
     db: impl sqlx::PgExecutor<'c>,
     events: &mut [StoredEvent],
 ) -> Result<(), PiiError> {
+    open_stored_as(db, events, Opening::Everything).await
+}
+
+/// [`open_stored`], opening only what `opening` says.
+pub async fn open_stored_as<'c>(
+    db: impl sqlx::PgExecutor<'c>,
+    events: &mut [StoredEvent],
+    opening: Opening,
+) -> Result<(), PiiError> {
     let mut parts: Vec<EventParts<'_>> = events.iter_mut().map(stored_parts).collect();
-    current().open(db, &mut parts).await
+    current().open(db, &mut parts, opening).await
 }

@@ -23,7 +23,7 @@ use uuid::Uuid;
 use super::batch::{self, decode_all, SetBased};
 use super::versioned::Writer;
 use super::{aggregate_uuid, announce_credentials_changed, decode, expect_row, ProjectionError};
-use crate::log::StoredEvent;
+use crate::log::{Reads, StoredEvent};
 use crate::subscription::{BoxError, EventHandler, HandlerError};
 
 /// The subscription name of the API keys projector.
@@ -48,6 +48,11 @@ pub struct ApiKeysProjector;
 
 #[async_trait]
 impl EventHandler for ApiKeysProjector {
+    /// Its own aggregate's bodies; nothing personal of metadata.
+    fn reads(&self) -> Reads {
+        Reads::bodies_of(&[User::TYPE])
+    }
+
     async fn handle(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
         if event.aggregate_type != User::TYPE {
             return Ok(());

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::batch::{decode_all, expect_rows, SetBased};
 use super::versioned::{self, Versioned, VersionedModel, Writer};
 use super::{aggregate_uuid, decode, expect_row, ProjectionError};
-use crate::log::StoredEvent;
+use crate::log::{Reads, StoredEvent};
 use crate::subscription::{BoxError, EventHandler, HandlerError};
 
 /// The subscription name of the credit accounts projector.
@@ -58,6 +58,11 @@ pub struct CreditAccountsProjector;
 
 #[async_trait]
 impl EventHandler for CreditAccountsProjector {
+    /// Its own aggregate's bodies; nothing personal of metadata.
+    fn reads(&self) -> Reads {
+        Reads::bodies_of(&[CreditAccount::TYPE])
+    }
+
     async fn handle(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
         if event.aggregate_type != CreditAccount::TYPE {
             return Ok(());

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::batch::{self, decode_all, SetBased};
 use super::credit_accounts::deltas;
 use super::{aggregate_uuid, decode, ProjectionError};
-use crate::log::StoredEvent;
+use crate::log::{Reads, StoredEvent};
 use crate::subscription::{BoxError, EventHandler, HandlerError};
 
 /// The subscription name of the credit ledger projector.
@@ -49,6 +49,11 @@ pub struct CreditLedgerProjector;
 
 #[async_trait]
 impl EventHandler for CreditLedgerProjector {
+    /// Its own aggregate's bodies; nothing personal of metadata.
+    fn reads(&self) -> Reads {
+        Reads::bodies_of(&[CreditAccount::TYPE])
+    }
+
     async fn handle(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
         if event.aggregate_type != CreditAccount::TYPE {
             return Ok(());

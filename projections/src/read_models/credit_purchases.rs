@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::batch::{self, SetBased};
 use super::{aggregate_uuid, decode, ProjectionError};
-use crate::log::StoredEvent;
+use crate::log::{Reads, StoredEvent};
 use crate::subscription::{BoxError, EventHandler, HandlerError};
 
 /// The subscription name of the credit purchases projector.
@@ -59,6 +59,11 @@ pub struct CreditPurchasesProjector;
 
 #[async_trait]
 impl EventHandler for CreditPurchasesProjector {
+    /// Its own aggregate's bodies; nothing personal of metadata.
+    fn reads(&self) -> Reads {
+        Reads::bodies_of(&[CreditAccount::TYPE])
+    }
+
     async fn handle(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
         project(conn, event).await?;
         Ok(())

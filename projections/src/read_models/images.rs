@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::versioned::{self, Versioned, VersionedModel, Writer};
 use super::{aggregate_uuid, decode, expect_row};
-use crate::log::StoredEvent;
+use crate::log::{Reads, StoredEvent};
 use crate::subscription::{BoxError, EventHandler, HandlerError};
 
 pub const SUBSCRIPTION: &str = "read_model.images";
@@ -65,6 +65,11 @@ pub struct ImagesProjector;
 
 #[async_trait]
 impl EventHandler for ImagesProjector {
+    /// Its own aggregate's bodies; nothing personal of metadata.
+    fn reads(&self) -> Reads {
+        Reads::bodies_of(&[Image::TYPE])
+    }
+
     async fn handle(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
         if event.aggregate_type != Image::TYPE {
             return Ok(());

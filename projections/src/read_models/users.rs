@@ -24,7 +24,7 @@ use uuid::Uuid;
 use super::batch::{decode_all, expect_rows, SetBased};
 use super::versioned::{self, Versioned, VersionedModel, Writer};
 use super::{aggregate_uuid, announce_credentials_changed, decode, expect_row, ProjectionError};
-use crate::log::StoredEvent;
+use crate::log::{Reads, StoredEvent};
 use crate::subscription::{BoxError, EventHandler, HandlerError};
 
 /// The subscription name of the users projector.
@@ -64,6 +64,11 @@ pub struct UsersProjector;
 
 #[async_trait]
 impl EventHandler for UsersProjector {
+    /// Its own aggregate's bodies; nothing personal of metadata.
+    fn reads(&self) -> Reads {
+        Reads::bodies_of(&[User::TYPE])
+    }
+
     async fn handle(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
         if event.aggregate_type != User::TYPE {
             return Ok(());

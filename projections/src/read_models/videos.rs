@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::versioned::{self, Versioned, VersionedModel, Writer};
 use super::{aggregate_uuid, decode, expect_row, ProjectionError};
-use crate::log::StoredEvent;
+use crate::log::{Reads, StoredEvent};
 use crate::subscription::{BoxError, EventHandler, HandlerError};
 use erasure::{forget_prompts, is_erasure};
 
@@ -77,6 +77,11 @@ pub struct VideosProjector;
 
 #[async_trait]
 impl EventHandler for VideosProjector {
+    /// Video bodies; an erasure by its header alone; nothing personal of metadata.
+    fn reads(&self) -> Reads {
+        Reads::bodies_of(&[Video::TYPE])
+    }
+
     async fn handle(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
         if is_erasure(event) {
             return Ok(forget_prompts(conn, aggregate_uuid(event)?).await?);

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::batch::SetBased;
 use super::versioned::{self, Versioned, VersionedModel, Writer};
 use super::{aggregate_uuid, decode, expect_row};
-use crate::log::StoredEvent;
+use crate::log::{Reads, StoredEvent};
 use crate::subscription::{BoxError, EventHandler, HandlerError};
 
 pub const SUBSCRIPTION: &str = "read_model.webhook_endpoints";
@@ -46,6 +46,11 @@ pub struct WebhookEndpointsProjector;
 
 #[async_trait]
 impl EventHandler for WebhookEndpointsProjector {
+    /// Its own aggregate's bodies; nothing personal of metadata.
+    fn reads(&self) -> Reads {
+        Reads::bodies_of(&[WebhookEndpoint::TYPE])
+    }
+
     async fn handle(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
         if event.aggregate_type != WebhookEndpoint::TYPE {
             return Ok(());

@@ -18,7 +18,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::task::JoinSet;
 
 use super::{live_positions, shadow, Progress, ReadModel, ReplayError};
-use crate::log::{LogPosition, StoredEvent};
+use crate::log::{LogPosition, Reads, StoredEvent};
 
 /// Each model's copy position and how many events its projector has been given.
 pub(super) type Positions = BTreeMap<String, (LogPosition, i64)>;
@@ -170,7 +170,8 @@ async fn read(
     ) else {
         return Ok(Vec::new());
     };
-    read_range(conn, from, to, batch).await
+    let reads = Reads::union(behind.iter().map(|m| m.handler.reads()));
+    read_range(conn, from, to, batch, &reads).await
 }
 
 /// Each behind model's part of `events` (those between its copy position and its target),
@@ -209,33 +210,32 @@ fn share(
     shares
 }
 
-/// Events in `(after, upto]`, in log order.
+/// Events in `(after, upto]`, in log order, with what the models being rebuilt read.
 async fn read_range(
     conn: &mut PgConnection,
     after: LogPosition,
     upto: LogPosition,
     limit: i64,
+    reads: &Reads,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let mut events = sqlx::query_as::<_, StoredEvent>(
-        "SELECT global_position, tx_id::text::bigint AS tx_id, event_id, recorded_at,
-                aggregate_type, aggregate_id, sequence, event_type, event_version,
-                payload, metadata
+    let mut events = sqlx::query_as::<_, StoredEvent>(&format!(
+        "SELECT {}
            FROM public.events
           WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2)
             AND (tx_id, global_position) <= ($3::bigint::text::xid8, $4)
           ORDER BY events.tx_id, events.global_position
           LIMIT $5",
-    )
+        crate::log::columns("$6")
+    ))
     .bind(after.tx_id)
     .bind(after.global_position)
     .bind(upto.tx_id)
     .bind(upto.global_position)
     .bind(limit)
+    .bind(&reads.bodies_of)
     .fetch_all(&mut *conn)
     .await?;
     // Personal fields opened (or `[erased]`) like the live log's (`log::read_batch`).
-    framegate_commands::pii::open_stored(&mut *conn, &mut events)
-        .await
-        .map_err(crate::log::pii_error)?;
+    crate::log::open(conn, &mut events, reads).await?;
     Ok(events)
 }

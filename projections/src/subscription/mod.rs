@@ -27,7 +27,7 @@ use tokio::sync::OnceCell;
 use tracing::{debug, error, instrument, Instrument as _};
 use uuid::Uuid;
 
-use crate::log::{read_batch, LogPosition, StoredEvent};
+use crate::log::{read_batch, LogPosition, Reads, StoredEvent};
 use crate::notify::Notifications;
 use crate::{failure, parking};
 
@@ -79,6 +79,13 @@ pub struct Transient(pub BoxError);
 pub trait EventHandler: Send + Sync {
     /// Handles one event. Database effects go through `conn`, the subscription's transaction.
     async fn handle(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError>;
+
+    /// What the handler reads of its events: the batch fetches and opens no more (events
+    /// whose bodies it does not read come with a `null` payload). Everything unless it says
+    /// less.
+    fn reads(&self) -> Reads {
+        Reads::EVERYTHING
+    }
 
     /// Handles a batch in log order. Override to batch outside work (e.g. one Kafka flush).
     async fn handle_batch(
@@ -227,7 +234,7 @@ impl Subscription {
         let after = load_checkpoint(&mut tx, &self.name)
             .await?
             .unwrap_or(LogPosition::START);
-        let events = read_batch(&mut tx, after, self.batch_size).await?;
+        let events = read_batch(&mut tx, after, self.batch_size, &handler.reads()).await?;
         let Some(last) = events.last().map(StoredEvent::position) else {
             tx.rollback().await?;
             return Ok(0);
@@ -272,7 +279,7 @@ impl Subscription {
         let after = load_checkpoint(&mut tx, &self.name)
             .await?
             .unwrap_or(LogPosition::START);
-        let events = read_batch(&mut tx, after, self.batch_size).await?;
+        let events = read_batch(&mut tx, after, self.batch_size, &handler.reads()).await?;
         let Some(index) = events
             .iter()
             .position(|event| event.global_position == failure.global_position)

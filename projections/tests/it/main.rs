@@ -15,6 +15,7 @@ mod notification_rules;
 mod ordered_log;
 mod read_model_runner;
 mod read_models;
+mod reads;
 mod replay;
 mod seal_in_place;
 mod upcast_replay;

@@ -10,7 +10,7 @@ use framegate_domain::{
     CreditCommand, Credits, NotificationPreferences, PreferencesChange, UserCommand, VideoId,
 };
 use framegate_projections::credits_low::{self, AvailableChange, LowCredit};
-use framegate_projections::log::read_batch;
+use framegate_projections::log::{read_batch, Reads};
 use framegate_projections::read_models::users;
 use framegate_projections::{preferences, LogPosition, StoredEvent};
 use sqlx::PgPool;
@@ -28,7 +28,7 @@ async fn log(pool: &PgPool) -> Vec<StoredEvent> {
         .expect("count");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let events = read_batch(&mut conn, LogPosition::START, 10_000)
+        let events = read_batch(&mut conn, LogPosition::START, 10_000, &Reads::EVERYTHING)
             .await
             .expect("log");
         if events.len() as i64 == total {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::{batch_users, open_batch};
 use crate::pii::crypto::SecretKey;
-use crate::pii::{seal_taken, EventParts, KeyState};
+use crate::pii::{seal_taken, EventParts, KeyState, Opening};
 
 #[derive(Clone, Debug, PartialEq)]
 struct Row {
@@ -97,10 +97,14 @@ fn seal(row: &mut Row, keys: &HashMap<&str, SecretKey>) {
 }
 
 fn open(rows: &mut [Row], keys: &HashMap<String, KeyState>) -> Vec<String> {
+    open_as(rows, keys, Opening::Everything)
+}
+
+fn open_as(rows: &mut [Row], keys: &HashMap<String, KeyState>, opening: Opening) -> Vec<String> {
     let mut parts: Vec<EventParts<'_>> = rows.iter_mut().map(Row::parts).collect();
-    let mut users = batch_users(&parts);
+    let mut users = batch_users(&parts, opening);
     users.sort();
-    open_batch(keys, &mut parts);
+    open_batch(keys, &mut parts, opening);
     users
 }
 
@@ -196,5 +200,53 @@ fn an_envelope_opens_only_on_its_own_row_and_plaintext_passes() {
 fn a_batch_without_personal_data_needs_no_key() {
     let mut rows = [story("ua").remove(1)];
     let parts: Vec<EventParts<'_>> = rows.iter_mut().map(Row::parts).collect();
-    assert!(batch_users(&parts).is_empty());
+    assert!(batch_users(&parts, Opening::Everything).is_empty());
+}
+
+#[test]
+fn opening_bodies_only_removes_personal_metadata_unread() {
+    let (a, b) = (SecretKey::generate(), SecretKey::generate());
+    let plain = story("ua");
+    let mut rows = plain.clone();
+    let keys = HashMap::from([("ua", a.clone()), ("ub", b)]);
+    for row in &mut rows {
+        seal(row, &keys);
+    }
+    // A credit event of ub's account that ua's request made: personal data in its metadata
+    // only, so opening bodies needs no key of either.
+    let mut granted = story("ub").remove(1);
+    granted.metadata = client("user:ua");
+    seal(&mut granted, &keys);
+    assert!(granted.metadata.get("$pii").is_some());
+    rows.push(granted);
+    // And one in plaintext, as written before encryption.
+    let mut old = story("ua").remove(1);
+    old.metadata = client("user:ua");
+    rows.push(old);
+
+    let keys = HashMap::from([("ua".to_owned(), live(&a))]);
+    let users = open_as(&mut rows, &keys, Opening::Bodies);
+    assert_eq!(users, ["ua"], "only the users of sealed or personal bodies");
+    for (row, plain) in rows.iter().zip(
+        plain
+            .iter()
+            .chain(&story("ub")[1..])
+            .chain(&story("ua")[1..]),
+    ) {
+        assert_eq!(row.payload, plain.payload, "bodies opened");
+    }
+    for row in &rows {
+        let metadata = row.metadata.as_object().expect("metadata");
+        for withheld in ["$pii", "client_ip", "user_agent"] {
+            assert!(
+                !metadata.contains_key(withheld),
+                "{withheld} in {metadata:?}"
+            );
+        }
+        assert!(
+            metadata.contains_key("actor"),
+            "the rest is kept: {metadata:?}"
+        );
+    }
+    assert_eq!(rows[4].metadata["request_id"], "r");
 }
