@@ -20,16 +20,24 @@ use uuid::Uuid;
 /// 0034), and a turn is bounded in time anyway (`sender::RUN_BUDGET`).
 pub const RUN_ROWS: i64 = 256;
 
-/// A delivery as the sender claimed it.
-#[derive(Debug, Clone, FromRow)]
-pub struct Claimed {
-    pub delivery_id: Uuid,
+/// Where a run goes: the same for every row of a queue (an endpoint's, or one video's
+/// per-request URL), so it is read once per run, not with every row.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct Destination {
     pub queue: String,
-    pub seq: i64,
     pub endpoint_id: Option<Uuid>,
     pub owner_id: Uuid,
     /// The per-request URL, or the endpoint's current one; `None` if the endpoint is gone.
     pub url: Option<String>,
+    /// Why the endpoint is disabled, or `deleted`; `None` while it takes deliveries.
+    pub endpoint_off: Option<String>,
+}
+
+/// A delivery as the sender claimed it.
+#[derive(Debug, Clone, FromRow)]
+pub struct Claimed {
+    pub delivery_id: Uuid,
+    pub seq: i64,
     pub message_id: String,
     pub event_type: String,
     pub video_id: Option<Uuid>,
@@ -39,11 +47,18 @@ pub struct Claimed {
     /// Retries stop this long after it. Also the row's token: a manual retry restarts it,
     /// and an attempt recorded against an older window does not overwrite the retry.
     pub window_started_at: DateTime<Utc>,
-    /// Why the endpoint is disabled, or `deleted`; `None` while it takes deliveries.
-    pub endpoint_off: Option<String>,
     /// The trace the delivery belongs to (migration 0021), if it was made with traces on.
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
+}
+
+/// A claimed row read with its destination (a queue's first run, a row retried by hand).
+#[derive(FromRow)]
+struct ClaimedTo {
+    #[sqlx(flatten)]
+    to: Destination,
+    #[sqlx(flatten)]
+    row: Claimed,
 }
 
 /// How a run is held.
@@ -55,44 +70,39 @@ pub enum Hold {
     Retry,
 }
 
-/// Rows a sender holds, in their queue's order.
+/// Rows a sender holds, in their queue's order, and where they go.
 #[derive(Debug)]
 pub struct Run {
     pub hold: Hold,
+    pub to: Destination,
     pub rows: Vec<Claimed>,
 }
 
-/// The columns of a [`Claimed`] read as a queue's run: `d` a `webhook_deliveries` row, `w`
-/// its queue's endpoint (joined once per queue, not looked up per row: [`waiting_after`]).
-const RUN_CLAIMED: &str = "d.delivery_id, d.queue, d.seq, d.endpoint_id, d.owner_id,
+/// The rows of a held queue's next run, and where they go now.
+#[derive(Debug)]
+pub struct Ahead {
+    pub to: Destination,
+    pub rows: Vec<Claimed>,
+}
+
+/// The columns of a [`Claimed`] (`d`: a `webhook_deliveries` row).
+const ROW: &str = "d.delivery_id, d.seq, d.message_id, d.event_type, d.video_id, d.body,
+           d.attempts + 1 AS attempts, d.window_started_at, d.traceparent, d.tracestate";
+
+/// The columns of a [`Destination`]: `d` a row of the queue, `w` its endpoint (if any).
+const DESTINATION: &str = "d.queue, d.endpoint_id, d.owner_id,
            COALESCE(d.url, CASE WHEN w.deleted_at IS NULL THEN w.url END) AS url,
-           d.message_id, d.event_type, d.video_id, d.body, d.attempts + 1 AS attempts,
-           d.window_started_at, d.traceparent, d.tracestate,
            CASE WHEN w.deleted_at IS NOT NULL THEN 'deleted'
                 WHEN w.disabled_reason IS NOT NULL
                     THEN 'disabled (' || w.disabled_reason || ')' END AS endpoint_off";
 
-/// The columns of a [`Claimed`] read as a row on the retry path (`d`, one row at a time).
-const ROW_CLAIMED: &str = "d.delivery_id, d.queue, d.seq, d.endpoint_id, d.owner_id,
-           COALESCE(d.url, (SELECT w.url FROM webhook_endpoints w
-                             WHERE w.endpoint_id = d.endpoint_id
-                               AND w.deleted_at IS NULL)) AS url,
-           d.message_id, d.event_type, d.video_id, d.body, d.attempts + 1 AS attempts,
-           d.window_started_at, d.traceparent, d.tracestate,
-           (SELECT CASE WHEN w.deleted_at IS NOT NULL THEN 'deleted'
-                        ELSE 'disabled (' || w.disabled_reason || ')' END
-              FROM webhook_endpoints w
-             WHERE w.endpoint_id = d.endpoint_id
-               AND (w.deleted_at IS NOT NULL OR w.disabled_reason IS NOT NULL))
-               AS endpoint_off";
-
 /// The rows the holders of queues `l` (`queue`, `after`: its cursor, or the last row of the
-/// run being sent) send next: waiting rows after `after`, in order, up to `limit` per queue
-/// (a row on the retry path is passed; it is sent on its own). The endpoint is joined once
-/// per queue: its URL and whether it is off are the same for every row of the run.
+/// run being sent) send next, with `columns`: waiting rows after `after`, in order, up to
+/// `limit` per queue (a row on the retry path is passed; it is sent on its own). The endpoint
+/// is joined once per queue: its URL and whether it is off are the same for every row.
 fn waiting_after(l: &str, limit: &str) -> String {
     format!(
-        "SELECT {RUN_CLAIMED} FROM {l}
+        "SELECT {DESTINATION}, {ROW} FROM {l}
            LEFT JOIN webhook_endpoints w
                   ON w.endpoint_id = CASE WHEN l.queue LIKE 'endpoint:%'
                                           THEN substr(l.queue, 10)::uuid END
@@ -189,7 +199,7 @@ pub async fn claim(pool: &PgPool, limit: usize, lease: Duration) -> Result<Vec<R
         in_order(&mut tx).await?;
         let queues: Vec<&str> = leased.iter().map(|(q, _, _)| q.as_str()).collect();
         let cursors: Vec<i64> = leased.iter().map(|(_, c, _)| *c).collect();
-        let rows: Vec<Claimed> = sqlx::query_as(&waiting_after(
+        let rows: Vec<ClaimedTo> = sqlx::query_as(&waiting_after(
             "unnest($1::text[], $2::int8[]) AS l (queue, after)",
             "$3",
         ))
@@ -219,7 +229,7 @@ pub async fn claim(pool: &PgPool, limit: usize, lease: Duration) -> Result<Vec<R
     }
     let free = limit.saturating_sub(runs.len());
     if free > 0 {
-        let retries: Vec<Claimed> = sqlx::query_as(&format!(
+        let retries: Vec<ClaimedTo> = sqlx::query_as(&format!(
             // One retried row per queue at a time, and none of a queue that has one in
             // flight: a hanging endpoint holds one slot for its retries too.
             "WITH first AS (
@@ -227,7 +237,8 @@ pub async fn claim(pool: &PgPool, limit: usize, lease: Duration) -> Result<Vec<R
                   WHERE retry_due_at <= now() AND status = 'pending'
                   ORDER BY queue, retry_due_at),
              due AS (
-                 SELECT d.delivery_id FROM first JOIN webhook_deliveries d USING (delivery_id)
+                 SELECT d.delivery_id, d.endpoint_id
+                   FROM first JOIN webhook_deliveries d USING (delivery_id)
                   WHERE d.retry_due_at <= now() AND d.status = 'pending'
                     AND (d.leased_until IS NULL OR d.leased_until < now())
                     AND NOT EXISTS (
@@ -239,17 +250,18 @@ pub async fn claim(pool: &PgPool, limit: usize, lease: Duration) -> Result<Vec<R
                     FOR UPDATE OF d SKIP LOCKED)
              UPDATE webhook_deliveries d
                 SET leased_until = now() + make_interval(secs => $2)
-               FROM due
+               FROM due LEFT JOIN webhook_endpoints w ON w.endpoint_id = due.endpoint_id
               WHERE d.delivery_id = due.delivery_id
-             RETURNING {ROW_CLAIMED}"
+             RETURNING {DESTINATION}, {ROW}"
         ))
         .bind(i64::try_from(free).unwrap_or(i64::MAX))
         .bind(lease.as_secs_f64())
         .fetch_all(&mut *tx)
         .await?;
-        runs.extend(retries.into_iter().map(|row| Run {
+        runs.extend(retries.into_iter().map(|claimed| Run {
             hold: Hold::Retry,
-            rows: vec![row],
+            to: claimed.to,
+            rows: vec![claimed.row],
         }));
     }
     tx.commit().await?;
@@ -263,24 +275,32 @@ fn hold_of(run: &Run) -> Option<&String> {
     }
 }
 
-/// The rows read for the leased queues, as one run per queue (in the order they were leased).
-fn queue_runs(leased: &[(String, i64, Uuid)], rows: Vec<Claimed>) -> Vec<Run> {
-    let mut runs: Vec<Run> = leased
-        .iter()
-        .map(|(queue, _, lease)| Run {
+/// The rows read for the leased queues, as one run per queue (in the order they were leased),
+/// in `seq` order; every row of a queue goes to the same destination.
+fn queue_runs(leased: &[(String, i64, Uuid)], rows: Vec<ClaimedTo>) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::new();
+    for ClaimedTo { to, row } in rows {
+        if let Some(run) = runs.iter_mut().find(|run| run.to.queue == to.queue) {
+            run.rows.push(row);
+            continue;
+        }
+        let Some((_, _, lease)) = leased.iter().find(|(queue, _, _)| *queue == to.queue) else {
+            continue;
+        };
+        runs.push(Run {
             hold: Hold::Queue {
-                queue: queue.clone(),
+                queue: to.queue.clone(),
                 lease: *lease,
             },
-            rows: Vec::new(),
-        })
-        .collect();
-    for row in rows {
-        if let Some(run) = runs.iter_mut().find(|run| hold_of(run) == Some(&row.queue)) {
-            run.rows.push(row);
-        }
+            to,
+            rows: vec![row],
+        });
     }
-    runs.retain(|run| !run.rows.is_empty());
+    runs.sort_by_key(|run| {
+        leased
+            .iter()
+            .position(|(queue, _, _)| *queue == run.to.queue)
+    });
     for run in &mut runs {
         run.rows.sort_by_key(|row| row.seq);
     }
@@ -288,23 +308,26 @@ fn queue_runs(leased: &[(String, i64, Uuid)], rows: Vec<Claimed>) -> Vec<Run> {
 }
 
 /// The run of a held queue right after `after` (the last row of the run being sent), read
-/// while that run is sent (ADR 0034). Nothing to lease: the queue is held, so no other
+/// while that run is sent (ADR 0034), with where it goes now (the endpoint may have been
+/// disabled, deleted or moved meanwhile). Nothing to lease: the queue is held, so no other
 /// sender reads these rows; if the lease was lost meanwhile, nothing is read.
 pub async fn next_run(
     pool: &PgPool,
     queue: &str,
     lease: Uuid,
     after: i64,
-) -> Result<Vec<Claimed>, sqlx::Error> {
+) -> Result<Option<Ahead>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     in_order(&mut tx).await?;
-    let rows = sqlx::query_as(&format!(
-        "{} ORDER BY d.seq",
-        waiting_after(
-            "(SELECT queue, $2::int8 AS after FROM webhook_queues
-               WHERE queue = $1 AND lease = $3) AS l",
-            "$4",
-        )
+    let rows: Vec<Claimed> = sqlx::query_as(&format!(
+        "SELECT {ROW} FROM webhook_queues l
+           CROSS JOIN LATERAL (
+                SELECT * FROM webhook_deliveries d
+                 WHERE d.queue = l.queue AND d.seq > $2
+                   AND d.status = 'pending' AND d.retry_due_at IS NULL
+                 ORDER BY d.seq LIMIT $4) AS d
+          WHERE l.queue = $1 AND l.lease = $3
+          ORDER BY d.seq"
     ))
     .bind(queue)
     .bind(after)
@@ -312,8 +335,20 @@ pub async fn next_run(
     .bind(RUN_ROWS)
     .fetch_all(&mut *tx)
     .await?;
+    let Some(first) = rows.first() else {
+        tx.commit().await?;
+        return Ok(None);
+    };
+    let to: Destination = sqlx::query_as(&format!(
+        "SELECT {DESTINATION} FROM webhook_deliveries d
+           LEFT JOIN webhook_endpoints w ON w.endpoint_id = d.endpoint_id
+          WHERE d.delivery_id = $1"
+    ))
+    .bind(first.delivery_id)
+    .fetch_one(&mut *tx)
+    .await?;
     tx.commit().await?;
-    Ok(rows)
+    Ok(Some(Ahead { to, rows }))
 }
 
 /// Lets go of a queue without moving its cursor: its rows after the cursor are sent again,

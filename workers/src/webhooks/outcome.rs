@@ -14,7 +14,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::attempt::Answer;
-use super::claim::{Claimed, Hold};
+use super::claim::{Claimed, Destination, Hold};
 use super::record::{move_cursor, retried_meanwhile, Cursor, Rows};
 use super::WebhookConfig;
 
@@ -92,10 +92,11 @@ pub(super) fn settle(
 pub(super) async fn health(
     tx: &mut sqlx::PgConnection,
     config: &WebhookConfig,
+    endpoint: Option<Uuid>,
     attempted: &[Attempted],
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let Some(endpoint_id) = attempted.first().and_then(|a| a.claimed.endpoint_id) else {
+    let (Some(endpoint_id), false) = (endpoint, attempted.is_empty()) else {
         return Ok(false);
     };
     if attempted.iter().any(|a| a.answer.delivered()) {
@@ -175,17 +176,17 @@ pub async fn close(
     })
 }
 
-/// Disables the endpoint (a no-op if it is already off) and, if this did it, mails its
-/// owner through the API's mail outbox.
+/// Disables the endpoint `to` goes to (a no-op if it is already off) and, if this did it,
+/// mails its owner through the API's mail outbox.
 pub async fn disable(
     pool: &PgPool,
     store: &EventStore,
-    claimed: &Claimed,
+    to: &Destination,
     reason: DisabledReason,
     answer: &Answer,
     config: &WebhookConfig,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let Some(endpoint_id) = claimed.endpoint_id else {
+    let Some(endpoint_id) = to.endpoint_id else {
         return Ok(());
     };
     let detail = match reason {
@@ -218,9 +219,9 @@ pub async fn disable(
     tracing::warn!(endpoint = %endpoint_id, reason = reason.as_str(), %detail, "webhook endpoint disabled");
     let payload = serde_json::json!({
         "kind": MAIL_KIND,
-        "user_id": claimed.owner_id,
+        "user_id": to.owner_id,
         "endpoint_id": endpoint_id,
-        "url": claimed.url,
+        "url": to.url,
         "reason": reason.as_str(),
         "detail": detail,
     });

@@ -16,13 +16,14 @@ use super::claim::{Claimed, Hold};
 use super::outcome::{health, settle, Attempted, End, Recorded};
 use super::WebhookConfig;
 
-/// Records the attempts of one run in one transaction; see the module's documentation. An
+/// Records the attempts of one run to `endpoint` (if it goes to one) in one transaction; see the module's documentation. An
 /// attempt whose delivery was retried by hand meanwhile (its window restarted) is logged but
 /// leaves the delivery to the retry, which sends it on its own.
 pub async fn record(
     pool: &PgPool,
     config: &WebhookConfig,
     hold: &Hold,
+    endpoint: Option<Uuid>,
     attempted: &[Attempted],
     unsent: &[Claimed],
     end: End,
@@ -66,7 +67,7 @@ pub async fn record(
     if retried_in_flight {
         retried_meanwhile(&mut tx, &rows, passed).await?;
     }
-    let failing_too_long = health(&mut tx, config, attempted, now).await?;
+    let failing_too_long = health(&mut tx, config, endpoint, attempted, now).await?;
     if retry && !unsent.is_empty() {
         // A retried row not attempted (our failure postponed it): let go, due again later.
         let ids: Vec<Uuid> = unsent.iter().map(|row| row.delivery_id).collect();

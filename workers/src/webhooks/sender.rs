@@ -36,7 +36,7 @@ use tracing::field::Empty;
 use tracing::{debug, info_span, warn, Instrument as _};
 
 use super::attempt::{self, Signed};
-use super::claim::{self, Claimed, Hold, Run};
+use super::claim::{self, Claimed, Destination, Hold, Run};
 use super::http::{self, Client, Target};
 use super::outcome::{self, Attempted, End, Recorded};
 use super::turn::{self, Sent};
@@ -171,22 +171,23 @@ impl Sender {
     /// closes them once the run before is recorded); rows we cannot prepare are postponed.
     pub(super) async fn send_run(
         &self,
+        to: &Destination,
         run: Vec<Claimed>,
         secrets: &mut Option<Signer>,
         turn: Instant,
     ) -> Sent {
         let head = &run[0];
-        let (Some(url), None) = (head.url.clone(), &head.endpoint_off) else {
-            let why = head.endpoint_off.as_deref().unwrap_or("deleted");
+        let (Some(url), None) = (&to.url, &to.endpoint_off) else {
+            let why = to.endpoint_off.as_deref().unwrap_or("deleted");
             return Sent::Off {
                 why: format!("the endpoint is {why}"),
                 rows: run,
             };
         };
-        let url = Target::parse(&url);
+        let url = Target::parse(url);
         let secrets = match secrets {
             Some(secrets) => secrets,
-            None => match self.secrets(head).await {
+            None => match self.secrets(to).await {
                 Ok(read) => secrets.insert(read),
                 Err(error) => {
                     // Our failure, not the endpoint's: no attempt is counted against it.
@@ -244,6 +245,7 @@ impl Sender {
     pub(super) async fn record_last(
         &self,
         hold: &Hold,
+        to: &Destination,
         attempted: &[Attempted],
         unsent: &[Claimed],
         not_before: Option<chrono::DateTime<Utc>>,
@@ -254,7 +256,7 @@ impl Sender {
             if let Err(error) = outcome::disable(
                 &self.pool,
                 &self.store,
-                &last.claimed,
+                to,
                 DisabledReason::Gone,
                 &last.answer,
                 &self.config,
@@ -265,7 +267,18 @@ impl Sender {
             }
         }
         let end = End::Release { not_before };
-        match outcome::record(&self.pool, &self.config, hold, attempted, unsent, end).await? {
+        let endpoint = to.endpoint_id;
+        match outcome::record(
+            &self.pool,
+            &self.config,
+            hold,
+            endpoint,
+            attempted,
+            unsent,
+            end,
+        )
+        .await?
+        {
             Recorded::Lost => Err("the queue's lease was lost".into()),
             Recorded::Held {
                 failing_too_long: false,
@@ -277,7 +290,7 @@ impl Sender {
                 outcome::disable(
                     &self.pool,
                     &self.store,
-                    &last.claimed,
+                    to,
                     DisabledReason::Failing,
                     &last.answer,
                     &self.config,
@@ -328,9 +341,9 @@ impl Sender {
         (started_at, answer)
     }
 
-    /// The secrets that sign a run's deliveries now (looked up once per run).
-    async fn secrets(&self, head: &Claimed) -> Result<Signer, BoxError> {
-        let secrets = match head.endpoint_id {
+    /// The secrets that sign a turn's deliveries now (looked up once per turn).
+    async fn secrets(&self, to: &Destination) -> Result<Signer, BoxError> {
+        let secrets = match to.endpoint_id {
             Some(id) => {
                 framegate_commands::webhooks::signing_secrets(
                     &self.pool,
@@ -341,7 +354,7 @@ impl Sender {
             None => match self.pool.acquire().await {
                 Ok(mut conn) => framegate_commands::webhooks::default_secret(
                     &mut conn,
-                    UserId::from_uuid(head.owner_id),
+                    UserId::from_uuid(to.owner_id),
                 )
                 .await
                 .map(|secret| vec![secret]),

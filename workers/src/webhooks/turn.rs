@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tracing::warn;
 use uuid::Uuid;
 
-use super::claim::{self, Claimed, Hold, Run, RUN_ROWS};
+use super::claim::{self, Ahead, Claimed, Hold, Run, RUN_ROWS};
 use super::outcome::{self, Attempted, End, Recorded};
 use super::sender::{BoxError, Sender, OUR_FAILURE_DELAY, RUN_BUDGET};
 
@@ -36,7 +36,11 @@ pub(super) enum Sent {
 
 /// Takes a turn with `run` (claimed, in its queue's order).
 pub(super) async fn take(sender: &Sender, run: Run) -> Result<(), BoxError> {
-    let Run { hold, mut rows } = run;
+    let Run {
+        hold,
+        mut to,
+        mut rows,
+    } = run;
     let started = Instant::now();
     let mut secrets = None;
     let mut recording: Option<JoinHandle<Result<Recorded, sqlx::Error>>> = None;
@@ -48,21 +52,21 @@ pub(super) async fn take(sender: &Sender, run: Run) -> Result<(), BoxError> {
             }
             _ => None,
         };
-        let sent = sender.send_run(rows, &mut secrets, started).await;
+        let sent = sender.send_run(&to, rows, &mut secrets, started).await;
         let before = finish(recording.take()).await;
         let ahead = match ahead {
             Some(reading) => match reading.await {
-                Ok(Ok(rows)) => rows,
+                Ok(Ok(ahead)) => ahead,
                 Ok(Err(error)) => {
                     warn!(%error, "webhooks: cannot read the next run");
-                    Vec::new()
+                    None
                 }
                 Err(error) => {
                     let_go(sender, &hold, &sent).await;
                     return Err(error.into());
                 }
             },
-            None => Vec::new(),
+            None => None,
         };
         if let Err(error) = before {
             // The run before this one is not recorded, so neither is this one: the queue is
@@ -85,22 +89,31 @@ pub(super) async fn take(sender: &Sender, run: Run) -> Result<(), BoxError> {
                 return Ok(());
             }
         };
-        let go_on =
-            whole && unsent.is_empty() && !ahead.is_empty() && started.elapsed() < RUN_BUDGET;
-        if !go_on {
+        let go_on = whole && unsent.is_empty() && started.elapsed() < RUN_BUDGET;
+        let Some(ahead) = ahead.filter(|_| go_on) else {
             let not_before = postponed.then(|| {
                 Utc::now() + chrono::Duration::from_std(OUR_FAILURE_DELAY).unwrap_or_default()
             });
             return sender
-                .record_last(&hold, &attempted, &unsent, not_before)
+                .record_last(&hold, &to, &attempted, &unsent, not_before)
                 .await;
-        }
+        };
         // Every row delivered: nothing to disable, so the record can go on behind.
         let (pool, config, held) = (sender.pool.clone(), sender.config.clone(), hold.clone());
+        let endpoint = to.endpoint_id;
         recording = Some(tokio::spawn(async move {
-            outcome::record(&pool, &config, &held, &attempted, &[], End::Continue).await
+            outcome::record(
+                &pool,
+                &config,
+                &held,
+                endpoint,
+                &attempted,
+                &[],
+                End::Continue,
+            )
+            .await
         }));
-        rows = ahead;
+        Ahead { to, rows } = ahead;
     }
 }
 
@@ -110,7 +123,7 @@ fn read_ahead(
     queue: &str,
     lease: Uuid,
     rows: &[Claimed],
-) -> JoinHandle<Result<Vec<Claimed>, sqlx::Error>> {
+) -> JoinHandle<Result<Option<Ahead>, sqlx::Error>> {
     let after = rows.last().expect("a run has rows").seq;
     let (pool, queue) = (sender.pool.clone(), queue.to_owned());
     tokio::spawn(async move { claim::next_run(&pool, &queue, lease, after).await })

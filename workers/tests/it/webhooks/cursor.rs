@@ -134,9 +134,18 @@ async fn a_record_from_a_sender_that_lost_its_queue_changes_nothing() {
         .collect();
     let config = config();
     let end = End::Release { not_before: None };
-    let recorded = outcome::record(&rig.db.pool, &config, &run.hold, &attempted, &[], end)
-        .await
-        .expect("record");
+    let endpoint_id = run.to.endpoint_id;
+    let recorded = outcome::record(
+        &rig.db.pool,
+        &config,
+        &run.hold,
+        endpoint_id,
+        &attempted,
+        &[],
+        end,
+    )
+    .await
+    .expect("record");
     assert_eq!(recorded, Recorded::Lost);
     let state: Vec<(String, i32)> = sqlx::query_as(
         "SELECT status, attempts FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY seq",

@@ -306,8 +306,30 @@ async fn the_run_ahead_is_read_for_the_queues_holder_only_and_passes_rows_sent_o
         .expect("retry path");
     let ahead = claim::next_run(&rig.db.pool, &queue, lease, rows[1].1)
         .await
-        .expect("read ahead");
-    let ids: Vec<Uuid> = ahead.iter().map(|row| row.delivery_id).collect();
+        .expect("read ahead")
+        .expect("rows ahead");
+    assert_eq!(
+        ahead.to, runs[0].to,
+        "the same destination, read once for the run"
+    );
+    assert_eq!(
+        (
+            ahead.to.queue.as_str(),
+            ahead.to.endpoint_id,
+            ahead.to.endpoint_off.as_deref()
+        ),
+        (queue.as_str(), Some(endpoint), None)
+    );
+    assert!(
+        ahead
+            .to
+            .url
+            .as_deref()
+            .is_some_and(|url| url.ends_with("/ahead")),
+        "{:?}",
+        ahead.to
+    );
+    let ids: Vec<Uuid> = ahead.rows.iter().map(|row| row.delivery_id).collect();
     let expected: Vec<Uuid> = rows[2..]
         .iter()
         .filter(|row| row.0 != rows[5].0)
@@ -327,7 +349,18 @@ async fn the_run_ahead_is_read_for_the_queues_holder_only_and_passes_rows_sent_o
     let stale = claim::next_run(&rig.db.pool, &queue, Uuid::now_v7(), rows[1].1)
         .await
         .expect("stale read");
-    assert!(stale.is_empty(), "{stale:?}");
+    assert!(stale.is_none(), "{stale:?}");
+    // Where a run goes is read with each run: an endpoint disabled meanwhile is seen at once.
+    sqlx::query("UPDATE webhook_endpoints SET disabled_reason = 'failing' WHERE endpoint_id = $1")
+        .bind(endpoint)
+        .execute(&rig.db.pool)
+        .await
+        .expect("disabled");
+    let ahead = claim::next_run(&rig.db.pool, &queue, lease, rows[1].1)
+        .await
+        .expect("read ahead")
+        .expect("rows ahead");
+    assert_eq!(ahead.to.endpoint_off.as_deref(), Some("disabled (failing)"));
 }
 
 #[tokio::test]
