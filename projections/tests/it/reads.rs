@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use framegate_commands::testing::TestDatabase;
 use framegate_commands::videos::request_video;
 use framegate_commands::{Actor, CommandMetadata};
-use framegate_domain::{ProviderPreference, UserId, VideoId, VideoSpec};
+use framegate_domain::{CreditCommand, Credits, ProviderPreference, UserId, VideoId, VideoSpec};
 use framegate_projections::log::Reads;
 use framegate_projections::subscription::BoxError;
 use framegate_projections::{EventHandler, StoredEvent, Subscription};
@@ -16,7 +16,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::support::register;
+use crate::support::{credit_command, register, system};
 
 const EMAIL: &str = "reads-someone@example.com";
 const PROMPT: &str = "a lighthouse in a storm";
@@ -61,6 +61,12 @@ async fn a_handler_gets_every_event_with_only_the_bodies_and_personal_data_it_re
     let db = TestDatabase::new().await;
     let store = framegate_projections::inline::event_store(db.pool.clone());
     let (owner, _) = register(&store, EMAIL).await;
+    let grant = CreditCommand::Grant {
+        amount: Credits::new(10),
+        reason: "welcome".into(),
+        granted_by: "system".into(),
+    };
+    credit_command(&store, owner, grant, &system()).await;
     let meta = CommandMetadata::new_request(Actor::User(owner))
         .with_client(Some(IP.into()), Some(AGENT.into()));
     request_video(
@@ -160,7 +166,7 @@ fn spec(owner: UserId) -> VideoSpec {
         resolution: "480p".into(),
         image_id: None,
         seed: None,
-        estimated_cost: framegate_domain::Credits::new(4),
+        estimated_cost: Credits::new(4),
         generate_audio: false,
         external_id: None,
         webhook: None,
