@@ -56,10 +56,8 @@ async fn main() {
     seed::seal(&sealed.pool, log).await;
 
     let logs = [("plaintext", &plaintext), ("sealed", &sealed)];
-    let pools = [&plaintext.pool, &sealed.pool];
     let mut catch_ups = Vec::new();
     for (name, db) in logs {
-        measure::quiesce(&pools).await;
         let started = Instant::now();
         let rate = measure::catch_up(&db.pool, log).await;
         let elapsed = started.elapsed();
@@ -74,7 +72,6 @@ async fn main() {
     }
     let mut replays: Vec<ReplayReport> = Vec::new();
     for (name, db) in logs {
-        measure::quiesce(&pools).await;
         let report = measure::replay(&db.pool, batch).await;
         measure::check_opened(&db.pool, log, name).await;
         for model in &report.models {

@@ -25,8 +25,8 @@ use framegate_commands::deployment::{self, Deployment, SecretKind};
 use crate::tasks::Tasks;
 
 /// mimalloc instead of the C library's allocator (ADR 0046): every role allocates per request,
-/// per row and per delivery, and the C library's allocator was ~15 % of the webhook sender's
-/// CPU (`perf`, `cargo bench --bench webhooks`).
+/// per row and per delivery, and the C library's allocator was ~17 % of the webhook
+/// benchmark's process, sender and in-process receiver (`perf`, `cargo bench --bench webhooks`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

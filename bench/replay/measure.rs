@@ -45,24 +45,6 @@ pub async fn replay(pool: &PgPool, batch: i64) -> ReplayReport {
     report
 }
 
-/// Lets the work of the phase before settle, so it is not charged to the next one: each run
-/// writes hundreds of thousands of read-model rows, and measured first, one log left the
-/// other the autovacuum of those rows and the flush of its dirty pages (the sealed log, always
-/// second, measured 0.76 of the plaintext one at 1M events and 1.00 at 300k). Vacuums and
-/// analyzes both databases, then checkpoints; not timed.
-pub async fn quiesce(pools: &[&PgPool]) {
-    for pool in pools {
-        sqlx::query("VACUUM (ANALYZE)")
-            .execute(*pool)
-            .await
-            .expect("vacuum");
-    }
-    sqlx::query("CHECKPOINT")
-        .execute(pools[0])
-        .await
-        .expect("checkpoint");
-}
-
 /// Empties the process's cache of unwrapped data keys: each run unwraps every key it needs,
 /// as a process started for it would.
 fn cold_keys() {

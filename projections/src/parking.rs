@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::log::StoredEvent;
+use crate::log::{Reads, StoredEvent};
 use crate::subscription::HandlerError;
 
 /// The channel a retry request is announced on (payload: the subscription's name).
@@ -70,10 +70,12 @@ pub async fn park(
 }
 
 /// The parked events of `subscription` an operator asked to retry, oldest first, with the
-/// events themselves.
+/// events themselves, read as its batches read them (`reads`): a retry sees no more than the
+/// live read did, so it cannot pass where the live read failed for want of a body.
 pub async fn requested(
     pool: &PgPool,
     subscription: &str,
+    reads: &Reads,
 ) -> Result<Vec<(Parked, Option<StoredEvent>)>, sqlx::Error> {
     let parked: Vec<Parked> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM parked_events
@@ -85,19 +87,17 @@ pub async fn requested(
     .await?;
     let mut found = Vec::with_capacity(parked.len());
     for row in parked {
-        let mut event = sqlx::query_as::<_, StoredEvent>(
-            "SELECT global_position, tx_id::text::bigint AS tx_id, event_id, recorded_at,
-                    aggregate_type, aggregate_id, sequence, event_type, event_version,
-                    payload, metadata
-               FROM events WHERE global_position = $1",
-        )
+        let mut event = sqlx::query_as::<_, StoredEvent>(&format!(
+            "SELECT {} FROM events WHERE global_position = $1",
+            crate::log::columns("$2")
+        ))
         .bind(row.global_position)
+        .bind(&reads.bodies_of)
         .fetch_optional(pool)
         .await?;
         if let Some(event) = event.as_mut() {
-            framegate_commands::pii::open_stored(pool, std::slice::from_mut(event))
-                .await
-                .map_err(crate::log::pii_error)?;
+            let mut conn = pool.acquire().await?;
+            crate::log::open(&mut conn, std::slice::from_mut(event), reads).await?;
         }
         found.push((row, event));
     }

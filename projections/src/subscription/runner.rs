@@ -318,7 +318,8 @@ impl Runner<'_> {
             self.blocked_at = parking::blocking_position(pool, name).await?;
         }
         let mut resume = false;
-        for (parked, event) in parking::requested(pool, name).await? {
+        let reads = self.handler.reads();
+        for (parked, event) in parking::requested(pool, name, &reads).await? {
             let position = parked.global_position;
             if parked.blocking {
                 parking::clear_request(pool, name, position).await?;

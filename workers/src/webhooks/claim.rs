@@ -21,7 +21,9 @@ use uuid::Uuid;
 pub const RUN_ROWS: i64 = 256;
 
 /// Where a run goes: the same for every row of a queue (an endpoint's, or one video's
-/// per-request URL), so it is read once per run, not with every row.
+/// per-request URL), so a run read ahead reads it once, not with every row (a claim's first
+/// run still reads it per row, in the one statement that reads the runs of every leased
+/// queue, and keeps the first).
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct Destination {
     pub queue: String,
@@ -339,16 +341,18 @@ pub async fn next_run(
         tx.commit().await?;
         return Ok(None);
     };
-    let to: Destination = sqlx::query_as(&format!(
+    // The row may be gone meanwhile (an erasure deletes its user's deliveries): then so is
+    // the run, as far as this read goes; the next claim reads the queue afresh.
+    let to: Option<Destination> = sqlx::query_as(&format!(
         "SELECT {DESTINATION} FROM webhook_deliveries d
            LEFT JOIN webhook_endpoints w ON w.endpoint_id = d.endpoint_id
           WHERE d.delivery_id = $1"
     ))
     .bind(first.delivery_id)
-    .fetch_one(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Some(Ahead { to, rows }))
+    Ok(to.map(|to| Ahead { to, rows }))
 }
 
 /// Lets go of a queue without moving its cursor: its rows after the cursor are sent again,

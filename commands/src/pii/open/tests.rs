@@ -250,3 +250,31 @@ fn opening_bodies_only_removes_personal_metadata_unread() {
     }
     assert_eq!(rows[4].metadata["request_id"], "r");
 }
+
+#[test]
+fn opening_bodies_only_still_reads_an_erased_users_fields_as_erased() {
+    let gone = SecretKey::generate();
+    let mut rows = story("gone");
+    let keys = HashMap::from([("gone", gone)]);
+    for row in &mut rows {
+        seal(row, &keys);
+    }
+    // And a registration of theirs written before encryption, in plaintext.
+    let mut old = story("gone").remove(0);
+    old.sequence = 2;
+    rows.push(old);
+    let keys = HashMap::from([("gone".to_owned(), KeyState::Erased)]);
+    let users = open_as(&mut rows, &keys, Opening::Bodies);
+    assert_eq!(users, ["gone"]);
+    assert_eq!(rows[0].payload["UserRegistered"]["email"], ERASED);
+    assert_eq!(rows[2].payload["VideoRequested"]["spec"]["prompt"], ERASED);
+    assert_eq!(
+        rows[3].payload["UserRegistered"]["email"], ERASED,
+        "plaintext too"
+    );
+    for row in &rows {
+        let text = serde_json::to_string(&(&row.payload, &row.metadata)).expect("json");
+        assert!(!text.contains("gone@") && !text.contains("for gone") && !text.contains("203.0"));
+        assert!(row.metadata.get("client_ip").is_none() && row.metadata.get("$pii").is_none());
+    }
+}
