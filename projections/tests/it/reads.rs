@@ -10,12 +10,15 @@ use framegate_commands::videos::request_video;
 use framegate_commands::{Actor, CommandMetadata};
 use framegate_domain::{CreditCommand, Credits, ProviderPreference, UserId, VideoId, VideoSpec};
 use framegate_projections::log::Reads;
-use framegate_projections::subscription::BoxError;
+use framegate_projections::read_models::{self, READ_MODELS};
+use framegate_projections::replay;
+use framegate_projections::subscription::{BoxError, HandlerError};
 use framegate_projections::{EventHandler, StoredEvent, Subscription};
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::replay::mixed_workload;
 use crate::support::{credit_command, register, system};
 
 const EMAIL: &str = "reads-someone@example.com";
@@ -137,6 +140,100 @@ async fn a_handler_gets_every_event_with_only_the_bodies_and_personal_data_it_re
         .find(|e| e.event_type == "UserRegistered")
         .expect("registered");
     assert_eq!(registered.payload["UserRegistered"]["email"], EMAIL);
+}
+
+/// A read model's handler that reads everything, whatever it says it reads.
+struct ReadingEverything(Arc<dyn EventHandler>);
+
+#[async_trait]
+impl EventHandler for ReadingEverything {
+    async fn handle(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), BoxError> {
+        self.0.handle(conn, event).await
+    }
+
+    async fn handle_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), HandlerError> {
+        self.0.handle_batch(conn, events).await
+    }
+}
+
+/// Every read model's tables emptied and built again by its projector alone, from the start
+/// of the log, reading what it says it reads or everything; an order-independent digest of
+/// each table.
+async fn projected(pool: &sqlx::PgPool, everything: bool) -> Vec<(String, String)> {
+    let tables: Vec<&str> = replay::all_models(pool)
+        .expect("models")
+        .iter()
+        .flat_map(|model| model.tables.iter().copied())
+        .collect();
+    sqlx::query(&format!("TRUNCATE {} CASCADE", tables.join(", ")))
+        .execute(pool)
+        .await
+        .expect("truncate");
+    sqlx::query("DELETE FROM subscription_checkpoints WHERE name = ANY($1)")
+        .bind(READ_MODELS.to_vec())
+        .execute(pool)
+        .await
+        .expect("checkpoints");
+    for (subscription, handler) in read_models::all(pool) {
+        let handler: Arc<dyn EventHandler> = if everything {
+            Arc::new(ReadingEverything(handler))
+        } else {
+            handler
+        };
+        subscription.drain(handler.as_ref()).await.expect("drain");
+    }
+    let mut digests = Vec::new();
+    for table in tables {
+        let (rows, digest): (i64, Option<String>) = sqlx::query_as(&format!(
+            "SELECT count(*), md5(string_agg(t::text, '|' ORDER BY t::text)) FROM {table} t"
+        ))
+        .fetch_one(pool)
+        .await
+        .expect("digest");
+        digests.push((format!("{table} ({rows} rows)"), digest.unwrap_or_default()));
+    }
+    digests
+}
+
+#[tokio::test]
+async fn every_read_model_builds_the_same_tables_from_what_it_says_it_reads_as_from_everything() {
+    let db = TestDatabase::new().await;
+    let store = framegate_projections::inline::event_store(db.pool.clone());
+    mixed_workload(&store, 3).await;
+    let (owner, _) = register(&store, EMAIL).await;
+    let grant = CreditCommand::Grant {
+        amount: Credits::new(10),
+        reason: "welcome".into(),
+        granted_by: "system".into(),
+    };
+    credit_command(&store, owner, grant, &system()).await;
+    let meta = CommandMetadata::new_request(Actor::User(owner))
+        .with_client(Some(IP.into()), Some(AGENT.into()));
+    request_video(
+        &store,
+        VideoId::from_uuid(Uuid::now_v7()),
+        spec(owner),
+        &meta,
+        None,
+    )
+    .await
+    .expect("request");
+
+    let narrowed = projected(&db.pool, false).await;
+    let everything = projected(&db.pool, true).await;
+    assert_eq!(narrowed, everything);
+    let empty: Vec<&(String, String)> = narrowed
+        .iter()
+        .filter(|(table, _)| table.ends_with(" (0 rows)"))
+        .collect();
+    assert!(
+        empty.is_empty(),
+        "every table has rows to compare: {empty:?}"
+    );
 }
 
 #[test]
