@@ -25,6 +25,25 @@ pub async fn catch_up(pool: &PgPool, log: Log) -> f64 {
     log.events as f64 / elapsed.as_secs_f64()
 }
 
+/// Empties every read model's tables and checkpoint, so the next [`catch_up`] starts from
+/// nothing again.
+pub async fn reset_read_models(pool: &PgPool) {
+    let tables: Vec<&str> = replay::all_models(pool)
+        .expect("models")
+        .iter()
+        .flat_map(|model| model.tables.iter().copied())
+        .collect();
+    sqlx::query(&format!("TRUNCATE {} CASCADE", tables.join(", ")))
+        .execute(pool)
+        .await
+        .expect("truncate");
+    sqlx::query("DELETE FROM subscription_checkpoints WHERE name = ANY($1)")
+        .bind(READ_MODELS.to_vec())
+        .execute(pool)
+        .await
+        .expect("checkpoints");
+}
+
 /// `replay --all` (build beside, compare with the live tables, swap).
 pub async fn replay(pool: &PgPool, batch: i64) -> ReplayReport {
     cold_keys();
