@@ -203,13 +203,12 @@ impl Pii {
         opening: Opening,
     ) -> Result<(), PiiError> {
         let users = open::batch_users(events, opening);
-        if users.is_empty() {
-            if opening == Opening::Bodies {
-                open::open_batch(&std::collections::HashMap::new(), events, opening);
-            }
-            return Ok(());
-        }
-        let keys = self.keys.for_read(&self.keyring, db, &users).await?;
+        // No user to look up: nothing sealed to open, but metadata may still be withheld.
+        let keys = if users.is_empty() {
+            std::collections::HashMap::new()
+        } else {
+            self.keys.for_read(&self.keyring, db, &users).await?
+        };
         open::open_batch(&keys, events, opening);
         Ok(())
     }

@@ -59,10 +59,9 @@ async fn read_all(pool: &sqlx::PgPool, name: &str, reads: Reads) -> Vec<StoredEv
     seen
 }
 
-#[tokio::test]
-async fn a_handler_gets_every_event_with_only_the_bodies_and_personal_data_it_reads() {
-    let db = TestDatabase::new().await;
-    let store = framegate_projections::inline::event_store(db.pool.clone());
+/// A user registered and granted credits, and a video they requested from a client with an
+/// IP and agent: an email, a prompt and personal metadata, all stored sealed.
+async fn registered_and_requested(store: &framegate_commands::EventStore) {
     let (owner, _) = register(&store, EMAIL).await;
     let grant = CreditCommand::Grant {
         amount: Credits::new(10),
@@ -81,6 +80,13 @@ async fn a_handler_gets_every_event_with_only_the_bodies_and_personal_data_it_re
     )
     .await
     .expect("request");
+}
+
+#[tokio::test]
+async fn a_handler_gets_every_event_with_only_the_bodies_and_personal_data_it_reads() {
+    let db = TestDatabase::new().await;
+    let store = framegate_projections::inline::event_store(db.pool.clone());
+    registered_and_requested(&store).await;
     // Stored sealed: opening is what puts the fields back.
     let stored: String =
         sqlx::query_scalar("SELECT string_agg(payload::text || metadata::text, '') FROM events")
@@ -204,24 +210,7 @@ async fn every_read_model_builds_the_same_tables_from_what_it_says_it_reads_as_f
     let db = TestDatabase::new().await;
     let store = framegate_projections::inline::event_store(db.pool.clone());
     mixed_workload(&store, 3).await;
-    let (owner, _) = register(&store, EMAIL).await;
-    let grant = CreditCommand::Grant {
-        amount: Credits::new(10),
-        reason: "welcome".into(),
-        granted_by: "system".into(),
-    };
-    credit_command(&store, owner, grant, &system()).await;
-    let meta = CommandMetadata::new_request(Actor::User(owner))
-        .with_client(Some(IP.into()), Some(AGENT.into()));
-    request_video(
-        &store,
-        VideoId::from_uuid(Uuid::now_v7()),
-        spec(owner),
-        &meta,
-        None,
-    )
-    .await
-    .expect("request");
+    registered_and_requested(&store).await;
 
     let narrowed = projected(&db.pool, false).await;
     let everything = projected(&db.pool, true).await;
