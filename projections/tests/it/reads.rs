@@ -62,17 +62,17 @@ async fn read_all(pool: &sqlx::PgPool, name: &str, reads: Reads) -> Vec<StoredEv
 /// A user registered and granted credits, and a video they requested from a client with an
 /// IP and agent: an email, a prompt and personal metadata, all stored sealed.
 async fn registered_and_requested(store: &framegate_commands::EventStore) {
-    let (owner, _) = register(&store, EMAIL).await;
+    let (owner, _) = register(store, EMAIL).await;
     let grant = CreditCommand::Grant {
         amount: Credits::new(10),
         reason: "welcome".into(),
         granted_by: "system".into(),
     };
-    credit_command(&store, owner, grant, &system()).await;
+    credit_command(store, owner, grant, &system()).await;
     let meta = CommandMetadata::new_request(Actor::User(owner))
         .with_client(Some(IP.into()), Some(AGENT.into()));
     request_video(
-        &store,
+        store,
         VideoId::from_uuid(Uuid::now_v7()),
         spec(owner),
         &meta,
