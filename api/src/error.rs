@@ -104,6 +104,12 @@ impl ApiError {
         }
     }
 
+    /// The account was erased while the request was under way (it authenticated before the
+    /// erasure and reached the store after it): 401, as its credentials are gone.
+    pub fn account_erased() -> Self {
+        ApiError::unauthenticated("account_erased", "this account was erased")
+    }
+
     pub fn field(field: &str, code: &str, message: impl Into<String>) -> Self {
         ApiError::Validation(vec![FieldError::new(field, code, message)])
     }
@@ -279,6 +285,7 @@ impl<E: std::error::Error + ErrorCode> From<CommandError<E>> for ApiError {
                 code: "email_taken",
                 message: "this email address is already registered".to_owned(),
             },
+            CommandError::AccountErased => ApiError::account_erased(),
             CommandError::Unavailable(cause) | CommandError::Internal(cause)
                 if refused_text(cause.as_ref()) =>
             {

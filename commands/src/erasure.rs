@@ -51,7 +51,7 @@ pub async fn erase(
             serialize::<User>(&id, decision.current_sequence, &decision.events, metadata)
                 .map_err(|e| CommandError::Internal(e.into()))?;
         // This process's commands on those videos wait until the erasure is decided.
-        let unfinished = unfinished_videos(store, user).await?;
+        let unfinished = unfinished_videos(store.pool(), user).await?;
         let mut held = Vec::with_capacity(unfinished.len());
         for video in &unfinished {
             held.push(store.videos().lock(video).await);
@@ -63,7 +63,15 @@ pub async fn erase(
             continue;
         };
         let position = unit.written().iter().map(StoredEvent::position).max();
+        // Destroying the key takes its row: writes that sealed data under it have committed,
+        // and every later one finds the tombstone and is refused (`AccountErased`). A video
+        // requested after the list above was read is therefore visible now, and the erasure
+        // is decided again to cancel it too (the transaction rolls back when `unit` drops).
         crate::pii::current().keys.destroy(unit.conn(), &id).await?;
+        let now = unfinished_videos(unit.conn(), user).await?;
+        if now.iter().any(|video| !unfinished.contains(video)) {
+            continue;
+        }
         scrub(unit.conn(), user, email.as_deref()).await?;
         unit.commit().await?;
         drop(held);
@@ -79,8 +87,8 @@ pub async fn erase(
 /// The user's videos that have not finished and are not being cancelled already, by the
 /// inline read model (the aggregate decides: one that finished meanwhile is left alone), in
 /// id order (the order their locks are taken in).
-async fn unfinished_videos(
-    store: &EventStore,
+async fn unfinished_videos<'c>(
+    db: impl sqlx::PgExecutor<'c>,
     user: UserId,
 ) -> Result<Vec<String>, CommandError<UserError>> {
     let settled: Vec<&str> = VideoStatus::ALL
@@ -93,7 +101,7 @@ async fn unfinished_videos(
     )
     .bind(user.as_uuid())
     .bind(&settled)
-    .fetch_all(store.pool())
+    .fetch_all(db)
     .await?;
     Ok(ids.into_iter().map(|id| id.to_string()).collect())
 }

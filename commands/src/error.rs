@@ -50,6 +50,10 @@ pub enum CommandError<E: std::error::Error> {
     /// The email address belongs to another user.
     #[error("this email address is already registered")]
     EmailTaken,
+    /// The acting or owning user was erased while the command was under way: nothing new is
+    /// recorded about them (crypto-shredding, ADR 0043).
+    #[error("this account was erased")]
+    AccountErased,
     /// Postgres could not be reached.
     #[error("the event store is unavailable: {0}")]
     Unavailable(#[source] BoxError),
@@ -89,6 +93,7 @@ impl<E: std::error::Error + ErrorCode> CommandError<E> {
             CommandError::Domain(error) => error.code(),
             CommandError::Conflict => "conflict",
             CommandError::EmailTaken => "email_taken",
+            CommandError::AccountErased => "account_erased",
             CommandError::Unavailable(_) => "dependency_unavailable",
             CommandError::Internal(_) => "internal",
         }
@@ -126,6 +131,7 @@ impl<E: std::error::Error> From<crate::unit::AppendError> for CommandError<E> {
         match error {
             AppendError::Conflict | AppendError::LeaseLost(_) => CommandError::Conflict,
             AppendError::Database(error) => error.into(),
+            AppendError::Pii(crate::pii::PiiError::Erased(_)) => CommandError::AccountErased,
             other => CommandError::Internal(Box::new(other)),
         }
     }

@@ -171,7 +171,9 @@ where
         let result = self.execute_serialised(id, command, metadata).await;
         let outcome = match &result {
             Ok(_) => CommandOutcome::Ok,
-            Err(CommandError::Domain(_) | CommandError::EmailTaken) => CommandOutcome::Rejected,
+            Err(
+                CommandError::Domain(_) | CommandError::EmailTaken | CommandError::AccountErased,
+            ) => CommandOutcome::Rejected,
             Err(CommandError::Conflict) => CommandOutcome::Conflict,
             Err(_) => CommandOutcome::Error,
         };
@@ -198,10 +200,7 @@ where
                         .map(|()| WRITTEN.with(Cell::get))
                 })
                 .await;
-            match result
-                .map_err(CommandError::from)
-                .map_err(lease_lost_is_conflict)
-            {
+            match result.map_err(CommandError::from).map_err(append_refusal) {
                 Err(CommandError::Conflict) if retry && attempt < MAX_CONFLICT_RETRIES => {
                     attempt += 1;
                     count_retried_conflict();
@@ -241,18 +240,17 @@ where
     }
 }
 
-/// A request whose Idempotency-Key was taken over must not retry its command: it reports a
-/// conflict (409, not stored) and the request that holds the key now decides.
-fn lease_lost_is_conflict<E: std::error::Error>(error: CommandError<E>) -> CommandError<E> {
+/// What an append refused, as the command's error, where cqrs-es passed it on as unexpected:
+/// a request whose Idempotency-Key was taken over must not retry its command (a conflict:
+/// 409, not stored, and the request that holds the key now decides), and a write of an
+/// erased user's data is `AccountErased`.
+fn append_refusal<E: std::error::Error>(error: CommandError<E>) -> CommandError<E> {
     match error {
-        CommandError::Internal(cause)
-            if matches!(
-                cause.downcast_ref::<AppendError>(),
-                Some(AppendError::LeaseLost(_))
-            ) =>
-        {
-            CommandError::Conflict
-        }
+        CommandError::Internal(cause) => match cause.downcast_ref::<AppendError>() {
+            Some(AppendError::LeaseLost(_)) => CommandError::Conflict,
+            Some(AppendError::Pii(crate::pii::PiiError::Erased(_))) => CommandError::AccountErased,
+            _ => CommandError::Internal(cause),
+        },
         other => other,
     }
 }

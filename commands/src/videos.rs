@@ -73,7 +73,9 @@ pub async fn request_video(
     let outcome = match &result {
         Ok(_) => CommandOutcome::Ok,
         Err(RequestError::Credits(CommandError::Domain(_)))
-        | Err(RequestError::Video(CommandError::Domain(_))) => CommandOutcome::Rejected,
+        | Err(RequestError::Video(CommandError::Domain(_) | CommandError::AccountErased)) => {
+            CommandOutcome::Rejected
+        }
         Err(RequestError::Credits(CommandError::Conflict))
         | Err(RequestError::Video(CommandError::Conflict)) => CommandOutcome::Conflict,
         Err(_) => CommandOutcome::Error,

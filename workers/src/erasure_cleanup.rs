@@ -6,13 +6,15 @@
 //! and every uploaded image (original, thumbnail) the user ever had. Their videos stay in the
 //! log and the read models as anonymous accounting facts, without files.
 //!
-//! Work that was in flight can outlive both: a request authenticated before the erasure may
-//! append after it, and a render may upload its files after this subscription cleaned up. So
-//! it also follows what comes after, for owners already erased: a `VideoRequested` is
-//! cancelled (as the erasure cancels, billed by the usual rules), a video's files are deleted
-//! again once it stores them or ends (`VideoStored`, `VideoCompleted`, `VideoFailed`,
-//! `VideoCancelled`: a delivery refused by a cancellation leaves its upload behind), and an
-//! `ImageUploaded` has its files deleted. Removing a missing blob succeeds and a cancellation
+//! Work that was in flight can outlive both: a render may upload its files after this
+//! subscription cleaned up. So it also follows what comes after, for owners already erased:
+//! a video's files are deleted again once it stores them or ends (`VideoStored`,
+//! `VideoCompleted`, `VideoFailed`, `VideoCancelled`: a delivery refused by a cancellation
+//! leaves its upload behind), and an `ImageUploaded` has its files deleted. A request
+//! authenticated before the erasure that reaches the store after it is refused there
+//! (`CommandError::AccountErased`); a `VideoRequested` of an erased owner that a process from
+//! before that refusal recorded (during a rolling upgrade) is cancelled here, as the erasure
+//! cancels, billed by the usual rules. Removing a missing blob succeeds and a cancellation
 //! refused as finished is ignored, so handling an event twice does no harm; a storage failure
 //! is retried briefly and then stops the subscription naming the event
 //! (docs/adr/0043-crypto-shredding.md).

@@ -121,6 +121,7 @@ pub fn command_error(error: CommandError<ImageRefusal>) -> ApiError {
             code: "conflict",
             message: "the image was changed concurrently; retry the request".to_owned(),
         },
+        CommandError::AccountErased => ApiError::account_erased(),
         CommandError::Unavailable(_) => ApiError::Unavailable("the event store".to_owned()),
         other @ (CommandError::EmailTaken | CommandError::Internal(_)) => ApiError::internal(other),
     }

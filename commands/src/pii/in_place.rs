@@ -25,7 +25,7 @@ use serde_json::Value;
 use sqlx::{FromRow, PgPool};
 
 use super::keys::is_deadlock;
-use super::{EventParts, Pii, PiiError};
+use super::{EventParts, ForErased, Pii, PiiError};
 
 /// What a run of [`Pii::seal_in_place`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -171,7 +171,7 @@ impl Pii {
                     metadata: &mut row.metadata,
                 })
                 .collect();
-            self.seal(&mut tx, &mut parts).await?
+            self.seal(&mut tx, &mut parts, ForErased::Erase).await?
         };
         // Claimed already (at start-up and above); kept for a registration that was not,
         // unless its user was erased (whose address is free).

@@ -43,6 +43,21 @@ pub enum PiiError {
          still guards their uniqueness, so rows are not sealed in place"
     )]
     Unclaimed(i64),
+    /// A write would record new personal data of a user erased already (a request that was
+    /// authenticated before the erasure and reached the store after it): refused, so nothing
+    /// new is kept about them and no work is done for them.
+    #[error("user {0} was erased: nothing new is recorded about them")]
+    Erased(String),
+}
+
+/// What [`Pii::seal`] does with the personal data of a user erased already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForErased {
+    /// Refuses the write ([`PiiError::Erased`]) when the data is in an event's body or comes
+    /// from the erased user's own request: new events (the append path).
+    Refuse,
+    /// Writes `[erased]` in its place: rows stored before the erasure, sealed in place.
+    Erase,
 }
 
 /// The keyring and the data key cache of this process.
@@ -136,11 +151,13 @@ pub struct EmailClaim {
 impl Pii {
     /// Replaces the personal fields of `events` (body and metadata) by sealed envelopes under
     /// their users' keys (`[erased]` for an erased user), and returns the email claims of the
-    /// registrations among them, to be inserted with the events.
+    /// registrations among them, to be inserted with the events. `erased` says what becomes
+    /// of an erased user's data.
     pub async fn seal(
         &self,
         conn: &mut PgConnection,
         events: &mut [EventParts<'_>],
+        erased: ForErased,
     ) -> Result<Vec<EmailClaim>, PiiError> {
         let mut claims = Vec::new();
         for event in events.iter_mut() {
@@ -159,13 +176,23 @@ impl Pii {
             let aad = event.aad("payload");
             if let (Some(user), Some(body)) = (&subject, event.payload.get_mut(event_type)) {
                 let personal = fields::personal_fields(event_type);
-                self.seal_part(conn, body, personal, user, &aad).await?;
+                self.seal_part(conn, body, personal, user, &aad, erased)
+                    .await?;
             }
             let aad = event.aad("metadata");
             if let Some(user) =
                 fields::metadata_subject(event.metadata, subject.as_deref()).map(str::to_owned)
             {
-                self.seal_part(conn, event.metadata, METADATA_FIELDS, &user, &aad)
+                // Only an erased user's own request is refused; the address of a caller that
+                // acts for the system (a payment provider's webhook about the user's account)
+                // is written `[erased]` as the subject's.
+                let acting = event
+                    .metadata
+                    .get("actor")
+                    .and_then(Value::as_str)
+                    .is_some_and(|actor| actor.strip_prefix("user:") == Some(user.as_str()));
+                let erased = if acting { erased } else { ForErased::Erase };
+                self.seal_part(conn, event.metadata, METADATA_FIELDS, &user, &aad, erased)
                     .await?;
             }
         }
@@ -179,12 +206,16 @@ impl Pii {
         personal: &[&str],
         user: &str,
         aad: &str,
+        erased: ForErased,
     ) -> Result<(), PiiError> {
         let Some(taken) = fields::take(part, personal) else {
             return Ok(());
         };
         let key = match self.keys.for_write(&self.keyring, conn, user).await? {
             KeyState::Live(key) => Some(key),
+            KeyState::Erased if erased == ForErased::Refuse => {
+                return Err(PiiError::Erased(user.to_owned()))
+            }
             KeyState::Erased | KeyState::Absent => None,
         };
         seal_taken(part, taken, user, key.as_deref(), aad);

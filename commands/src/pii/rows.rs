@@ -4,7 +4,7 @@
 use cqrs_es::persist::SerializedEvent;
 use sqlx::PgConnection;
 
-use super::{current, EmailClaim, EventParts, Opening, PiiError};
+use super::{current, EmailClaim, EventParts, ForErased, Opening, PiiError};
 use crate::stored::StoredEvent;
 
 fn serialized_parts(event: &mut SerializedEvent) -> EventParts<'_> {
@@ -29,13 +29,14 @@ fn stored_parts(event: &mut StoredEvent) -> EventParts<'_> {
     }
 }
 
-/// Seals events about to be appended (see [`super::Pii::seal`]).
+/// Seals events about to be appended (see [`super::Pii::seal`]); refuses new personal data
+/// of an erased user.
 pub async fn seal_serialized(
     conn: &mut PgConnection,
     events: &mut [SerializedEvent],
 ) -> Result<Vec<EmailClaim>, PiiError> {
     let mut parts: Vec<EventParts<'_>> = events.iter_mut().map(serialized_parts).collect();
-    current().seal(conn, &mut parts).await
+    current().seal(conn, &mut parts, ForErased::Refuse).await
 }
 
 /// Opens events read for an aggregate (see [`super::Pii::open`]).

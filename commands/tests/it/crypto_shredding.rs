@@ -8,7 +8,9 @@ use framegate_commands::testing::TestDatabase;
 use framegate_commands::users::{register, registered_user_by_email, Registration};
 use framegate_commands::{Actor, CommandError, CommandMetadata, EventStore, StoredEvent};
 use framegate_domain::pii::ERASED;
-use framegate_domain::{hash_token, ErasedBy, PasswordHash, Role, UserError, UserId};
+use framegate_domain::{
+    hash_token, CreditCommand, Credits, ErasedBy, PasswordHash, Role, UserError, UserId,
+};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -150,6 +152,54 @@ async fn an_erased_user_reads_as_erased_and_the_address_can_register_again() {
     assert_ne!(newcomer, user);
     let event = opened_registration(&db.pool, newcomer).await;
     assert_eq!(event.payload["UserRegistered"]["email"], "ada@example.com");
+}
+
+/// After the erasure nothing new is recorded from the user's own requests (one that was
+/// authenticated before and reaches the store after it), while the system's writes about
+/// the account go on, the address of whoever called for it written `[erased]` (a payment
+/// provider's webhook about the account, say).
+#[tokio::test]
+async fn after_the_erasure_the_users_own_writes_are_refused_and_the_systems_go_on() {
+    let db = TestDatabase::new().await;
+    let store = EventStore::new(db.pool.clone());
+    let user = signed_up(&store, "late@example.com").await;
+    let owner = CommandMetadata::new_request(Actor::User(user));
+    erase(&store, user, ErasedBy::Owner, &owner)
+        .await
+        .expect("erase");
+    let grant = || CreditCommand::Grant {
+        amount: Credits::new(5),
+        reason: "late".into(),
+        granted_by: "system".into(),
+    };
+    let own = owner.with_client(Some(IP.into()), Some(AGENT.into()));
+    let refused = store
+        .credits()
+        .execute(&user.to_string(), grant(), &own)
+        .await;
+    assert!(
+        matches!(refused, Err(CommandError::AccountErased)),
+        "{refused:?}"
+    );
+
+    let systems = store
+        .credits()
+        .execute(&user.to_string(), grant(), &from_client())
+        .await;
+    assert!(systems.is_ok(), "{systems:?}");
+    let addresses: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT metadata ->> 'client_ip' FROM events
+          WHERE aggregate_id = $1 AND payload -> 'CreditsGranted' ->> 'reason' = 'late'",
+    )
+    .bind(user.to_string())
+    .fetch_all(&db.pool)
+    .await
+    .expect("grants");
+    assert_eq!(
+        addresses,
+        vec![Some(ERASED.to_owned())],
+        "only the system's"
+    );
 }
 
 #[tokio::test]
