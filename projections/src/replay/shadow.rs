@@ -191,11 +191,16 @@ pub(super) async fn project(
         .await?;
     // Only the shadow: a table the projector writes that is not copied there is an error,
     // never a write to a live table. Prepared statements re-resolve their names when the
-    // search_path differs from the one they were planned with.
-    sqlx::query("SELECT set_config('search_path', $1, true)")
-        .bind(ident(&schema))
-        .execute(&mut *conn)
-        .await?;
+    // search_path differs from the one they were planned with. Each statement is planned for
+    // its own arguments, as in a live batch (`subscription::begin_batch`): the copies grow
+    // from empty.
+    sqlx::query(
+        "SELECT set_config('search_path', $1, true),
+                set_config('plan_cache_mode', 'force_custom_plan', true)",
+    )
+    .bind(ident(&schema))
+    .execute(&mut *conn)
+    .await?;
     model
         .handler
         .handle_batch(conn, events)

@@ -227,10 +227,7 @@ impl Subscription {
         let mut tx = self.pool.begin().await?;
         // An advisory lock assigns no transaction id, so the batch read below still sees
         // everything that committed before it (see log::read_batch).
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(lock_key(&self.name))
-            .execute(&mut *tx)
-            .await?;
+        begin_batch(&mut tx, &self.name).await?;
         let after = load_checkpoint(&mut tx, &self.name)
             .await?
             .unwrap_or(LogPosition::START);
@@ -272,10 +269,7 @@ impl Subscription {
     ) -> Result<(), SubscriptionError> {
         let started = std::time::Instant::now();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(lock_key(&self.name))
-            .execute(&mut *tx)
-            .await?;
+        begin_batch(&mut tx, &self.name).await?;
         let after = load_checkpoint(&mut tx, &self.name)
             .await?
             .unwrap_or(LogPosition::START);
@@ -403,6 +397,27 @@ fn batch_span(subscription: &str, events: &[StoredEvent]) -> tracing::Span {
         }
     }
     span
+}
+
+/// Starts a batch in `tx`: takes the subscription's advisory lock (held until the transaction
+/// ends), and has every statement of the transaction planned for its own arguments.
+///
+/// The handlers' set-based statements (`= ANY($1)`, `UPDATE ... FROM unnest(...)`) take arrays
+/// whose length changes from batch to batch, on tables that may grow from empty (a read model
+/// reset and caught up again). A prepared statement's cached generic plan is built for no
+/// particular arguments, at whatever size the table had then: planned over a table just
+/// emptied, it scans the whole table for every batch once the table has grown, which halved the
+/// rate of a second catch-up (ADR 0043, stop-31 addendum). A custom plan costs a planning pass
+/// per statement, small next to a batch. One statement, so no round trip is added.
+pub(crate) async fn begin_batch(tx: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0)),
+                set_config('plan_cache_mode', 'force_custom_plan', true)",
+    )
+    .bind(lock_key(name))
+    .execute(tx)
+    .await?;
+    Ok(())
 }
 
 /// The advisory lock a subscription holds while it handles a batch; a replay takes it to

@@ -9,7 +9,7 @@ use sqlx::postgres::PgListener;
 use tracing::{error, info, instrument, warn};
 
 use super::NOTIFY_CHANNEL;
-use super::{lock_key, EventHandler, HandlerError, OnPoison, Subscription, SubscriptionError};
+use super::{begin_batch, EventHandler, HandlerError, OnPoison, Subscription, SubscriptionError};
 use crate::failure::PERMANENT_AFTER;
 use crate::notify::{Event, Heard};
 use crate::parking::{self, CONTROL_CHANNEL};
@@ -333,10 +333,7 @@ impl Runner<'_> {
                 continue;
             };
             let mut tx = pool.begin().await?;
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                .bind(lock_key(name))
-                .execute(&mut *tx)
-                .await?;
+            begin_batch(&mut tx, name).await?;
             match self
                 .handler
                 .handle_batch(&mut tx, std::slice::from_ref(&event))

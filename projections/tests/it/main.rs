@@ -5,6 +5,7 @@ mod copies;
 mod support;
 
 mod audit_plans;
+mod batch_plans;
 mod batch_projection;
 mod batch_unusual_orders;
 mod credentials_announcements;
