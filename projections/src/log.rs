@@ -8,6 +8,7 @@
 //! (docs/adr/0002-ordered-event-log.md).
 
 use framegate_commands::pii::Opening;
+use framegate_domain::pii::{ENVELOPE, METADATA_FIELDS};
 use sqlx::PgConnection;
 
 pub use framegate_commands::{LogPosition, StoredEvent};
@@ -75,14 +76,28 @@ impl Reads {
 }
 
 /// The columns of a [`StoredEvent`], the payload only where `$N` (a `text[]` of aggregate
-/// types, or NULL for all) says.
-pub(crate) fn columns(types: &str) -> String {
+/// types, or NULL for all) says; for a reader of bodies only ([`Opening::Bodies`]), the
+/// metadata without its personal entries (the envelope, or the client IP and agent of rows
+/// stored before encryption), removed by the server so they are neither sent nor parsed.
+pub(crate) fn columns(types: &str, opening: Opening) -> String {
+    let metadata = match opening {
+        Opening::Everything => "metadata".to_owned(),
+        Opening::Bodies => {
+            let personal: Vec<&str> = std::iter::once(ENVELOPE)
+                .chain(METADATA_FIELDS.iter().copied())
+                .collect();
+            format!(
+                "metadata - '{{{}}}'::text[] AS metadata",
+                personal.join(",")
+            )
+        }
+    };
     format!(
         "global_position, tx_id::text::bigint AS tx_id, event_id, recorded_at,
          aggregate_type, aggregate_id, sequence, event_type, event_version,
          CASE WHEN {types}::text[] IS NULL OR aggregate_type = ANY({types}) THEN payload
               ELSE 'null'::jsonb END AS payload,
-         metadata"
+         {metadata}"
     )
 }
 
@@ -104,7 +119,7 @@ pub async fn read_batch(
             AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
           ORDER BY events.tx_id, events.global_position -- the columns, not the output alias
           LIMIT $3",
-        columns("$4")
+        columns("$4", reads.opening)
     ))
     .bind(after.tx_id)
     .bind(after.global_position)

@@ -89,7 +89,7 @@ pub async fn requested(
     for row in parked {
         let mut event = sqlx::query_as::<_, StoredEvent>(&format!(
             "SELECT {} FROM events WHERE global_position = $1",
-            crate::log::columns("$2")
+            crate::log::columns("$2", reads.opening)
         ))
         .bind(row.global_position)
         .bind(&reads.bodies_of)

@@ -225,7 +225,7 @@ async fn read_range(
             AND (tx_id, global_position) <= ($3::bigint::text::xid8, $4)
           ORDER BY events.tx_id, events.global_position
           LIMIT $5",
-        crate::log::columns("$6")
+        crate::log::columns("$6", reads.opening)
     ))
     .bind(after.tx_id)
     .bind(after.global_position)
