@@ -25,6 +25,11 @@ use framegate_projections::read_models::READ_MODELS;
 use framegate_projections::replay::ReplayReport;
 use std::time::Instant;
 
+/// The allocator the `framegate` binary ships with (ADR 0046): the catch-up and the replay
+/// run in that binary's projector and `replay` roles, so they are measured with it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "replay/measure.rs"]
 mod measure;
 #[path = "replay/seed.rs"]
